@@ -1,0 +1,1 @@
+"""Inference backends; each module imports its library only when its class is built."""
