@@ -28,10 +28,9 @@ class Letterbox:
     def to_frame(self, xyxy: np.ndarray) -> np.ndarray:
         """(N,4) xyxy in network pixels -> (N,4) xyxy in frame pixels, clipped to the frame."""
         out = np.empty_like(xyxy)
-        out[:, [0, 2]] = (xyxy[:, [0, 2]] - self.pad_x) / self.scale_x
-        out[:, [1, 3]] = (xyxy[:, [1, 3]] - self.pad_y) / self.scale_y
-        np.clip(out[:, [0, 2]], 0, self.frame_w, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.frame_h, out=out[:, [1, 3]])
+        xs, ys = out[:, 0::2], out[:, 1::2]  # views: x1,x2 and y1,y2
+        np.clip((xyxy[:, 0::2] - self.pad_x) / self.scale_x, 0, self.frame_w, out=xs)
+        np.clip((xyxy[:, 1::2] - self.pad_y) / self.scale_y, 0, self.frame_h, out=ys)
         return out
 
 

@@ -1,0 +1,168 @@
+"""`python -m models {detect,evaluate,bench,export,download}`: the detector's command line.
+
+Every user error (missing file, bad cfg, wrong weights, unreadable image, missing
+backend) is one `error: ...` line on stderr and exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .cli_args import add_model_args, parse_size, spec_from_args
+from .errors import ModelError
+
+log = logging.getLogger("models")
+
+
+def _read_image(path: Path):
+    import cv2  # noqa: PLC0415
+
+    if not path.is_file():
+        raise ModelError(f"image not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ModelError(f"cannot decode image: {path}")
+    return img
+
+
+def cmd_detect(args) -> int:
+    from .factory import build_detector  # noqa: PLC0415
+
+    img = _read_image(args.image)
+    with build_detector(spec_from_args(args, args.classes)) as det:
+        dets = det.detect(img)
+        rows = [{"class_id": int(c), "class_name": det.names[c], "score": round(float(s), 5),
+                 "xyxy": [round(float(v), 2) for v in b]} for b, s, c in zip(dets.xyxy, dets.score, dets.class_id)]
+    for r in rows:
+        print(f"{r['class_name']:>14s} {r['score']:.3f}  " + " ".join(f"{v:7.1f}" for v in r["xyxy"]))
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_coco  # noqa: PLC0415
+    from .factory import build_detector  # noqa: PLC0415
+
+    spec = spec_from_args(args, args.classes)
+    with build_detector(spec) as det:
+        result = evaluate_coco(det, args.coco_json, args.images, limit=args.limit)
+    print(f"backend={det.name} precision={spec.precision} size={det.input_size[0]}x{det.input_size[1]} "
+          f"images={result['images']} conf={spec.conf_threshold}")
+    print(f"AP50:95 = {result['map50_95']:.4f}   AP50 = {result['map50']:.4f}")
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_backends, format_table  # noqa: PLC0415
+
+    spec = spec_from_args(args)
+    image = _read_image(args.image) if args.image else None
+    results = bench_backends(spec, args.backends.split(","), args.precisions.split(","), args.seconds, image,
+                             batch=args.batch)
+    print(format_table(results))
+    print(json.dumps(results))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .darknet import load_network  # noqa: PLC0415
+    from .onnx_export import export_onnx  # noqa: PLC0415
+
+    spec = spec_from_args(args)
+    net = load_network(spec.cfg, spec.weights, spec.size)
+    if args.format == "onnx":
+        path = export_onnx(net, spec.cache_dir)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_bytes(path.read_bytes())
+            path = args.out
+    else:  # savedmodel
+        from .backends.tf_backend import import_tf  # noqa: PLC0415
+        from .keras_builder import build_keras_model  # noqa: PLC0415
+
+        import_tf()
+        if not args.out:
+            raise ModelError("--out DIR is required for --format savedmodel")
+        build_keras_model(net).export(str(args.out), verbose=False)
+        path = args.out
+    print(path)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .zoo import resolve  # noqa: PLC0415
+
+    cfg, weights, names, _ = resolve(args.name, args.cache_dir)
+    print(f"{cfg}\n{weights}\n{names}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m models", description="YOLO detector tools (darknet cfg/weights)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def classes_arg(sp):
+        from .cli_args import parse_classes  # noqa: PLC0415
+        sp.add_argument("--classes", type=parse_classes, help="keep only these class ids, e.g. 0,2")
+
+    d = sub.add_parser("detect", help="detect objects in one image")
+    add_model_args(d)
+    d.add_argument("--image", type=Path, required=True)
+    d.add_argument("--json", action="store_true", help="last stdout line: JSON list of detections")
+    classes_arg(d)
+    d.set_defaults(fn=cmd_detect)
+
+    e = sub.add_parser("evaluate", help="COCO mAP on an annotated image folder (pycocotools)")
+    add_model_args(e)
+    e.add_argument("--coco-json", type=Path, required=True)
+    e.add_argument("--images", type=Path, required=True)
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    classes_arg(e)
+    e.set_defaults(fn=cmd_evaluate, conf=0.005)
+
+    b = sub.add_parser("bench", help="detector throughput per backend, side by side in one run")
+    add_model_args(b)
+    b.add_argument("--backends", default="onnx,tf,opencv")
+    b.add_argument("--precisions", default="fp32")
+    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--image", type=Path, help="input image (default: a synthetic frame)")
+    b.set_defaults(fn=cmd_bench)
+
+    x = sub.add_parser("export", help="export the network as ONNX or a TensorFlow SavedModel")
+    add_model_args(x)
+    x.add_argument("--format", choices=("onnx", "savedmodel"), default="onnx")
+    x.add_argument("--out", type=Path)
+    x.set_defaults(fn=cmd_export)
+
+    w = sub.add_parser("download", help="fetch a named model into the cache")
+    w.add_argument("name")
+    w.add_argument("--cache-dir", type=Path)
+    w.set_defaults(fn=cmd_download)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Detector throughput per backend and precision, measured side by side in one run."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .darknet import load_network
+from .errors import ModelError
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def synthetic_frame(w: int = 1280, h: int = 720, seed: int = 0) -> np.ndarray:
+    """A deterministic textured BGR frame (H, W, 3) uint8 for speed runs."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    import cv2  # noqa: PLC0415
+    return cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def time_infer(detector, blob: np.ndarray, seconds: float, min_iters: int = 5) -> Dict[str, float]:
+    """Time `detector.infer(blob)` (network only, no pre/post) for about `seconds`."""
+    detector.infer(blob)  # warm-up: lazy allocation, graph compilation
+    times: List[float] = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times) < min_iters:
+        t0 = time.perf_counter()
+        detector.infer(blob)
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000.0
+    b = blob.shape[0]
+    return {"fps": round(float(b * 1000.0 / np.median(ms)), 2), "ms_p50": round(float(np.median(ms)), 2),
+            "ms_p95": round(float(np.percentile(ms, 95)), 2), "iters": len(times)}
+
+
+def bench_backends(spec: ModelSpec, backends: List[str], precisions: List[str], seconds: float,
+                   image: Optional[np.ndarray] = None, batch: int = 1) -> Dict[str, Dict]:
+    """{"<backend>" or "<backend>-<precision>": {"fps", "ms_p50", "ms_p95", "iters"}}.
+
+    Backends are measured round-robin in short slices (so load changes on a
+    shared machine hit all of them alike), and the medians reported.
+    """
+    from .factory import build_detector  # noqa: PLC0415
+
+    network = load_network(spec.cfg, spec.weights, spec.size)
+    image = synthetic_frame() if image is None else image
+    detectors = {}
+    for backend in backends:
+        for precision in precisions:
+            key = backend if precisions == ["fp32"] else f"{backend}-{precision}"
+            try:
+                detectors[key] = build_detector(spec.with_(backend=backend, precision=precision), network)
+            except ModelError as e:
+                log.warning("skipping %s: %s", key, e)
+                detectors[key] = str(e)
+    live = {k: d for k, d in detectors.items() if not isinstance(d, str)}
+    if not live:
+        raise ModelError("no backend could be built: " + "; ".join(f"{k}: {v}" for k, v in detectors.items()))
+    blob, _ = next(iter(live.values())).preprocess([image] * batch)
+    slices = max(1, int(seconds // 2))
+    runs: Dict[str, List[Dict]] = {k: [] for k in live}
+    for _ in range(slices):
+        for k, d in live.items():
+            runs[k].append(time_infer(d, blob, seconds / slices))
+    out: Dict[str, Dict] = {}
+    for k, d in detectors.items():
+        if isinstance(d, str):
+            out[k] = {"error": d}
+            continue
+        ms = np.concatenate([[r["ms_p50"]] for r in runs[k]])
+        p50 = float(np.median(ms))
+        out[k] = {"fps": round(batch * 1000.0 / p50, 2), "ms_p50": round(p50, 2),
+                  "ms_p95": round(float(max(r["ms_p95"] for r in runs[k])), 2),
+                  "iters": int(sum(r["iters"] for r in runs[k]))}
+        d.close()
+    gc.collect()
+    return out
+
+
+def format_table(results: Dict[str, Dict]) -> str:
+    rows = [f"{'backend':<16}{'FPS':>9}{'ms p50':>9}{'ms p95':>9}{'iters':>7}"]
+    for k, r in results.items():
+        if "error" in r:
+            rows.append(f"{k:<16}  unavailable: {r['error']}")
+        else:
+            rows.append(f"{k:<16}{r['fps']:>9.2f}{r['ms_p50']:>9.2f}{r['ms_p95']:>9.2f}{r['iters']:>7}")
+    return "\n".join(rows)

@@ -1,0 +1,80 @@
+"""Decoding, NMS and letterbox mapping on small hand-made cases."""
+
+import numpy as np
+import pytest
+
+from models.darknet import YoloHead
+from models.postprocess import decode_head, decode_heads, nms, nms_detections
+from models.preprocess import Letterbox, preprocess
+from models.types import Detections
+
+
+def test_nms_is_class_aware_and_greedy():
+    xyxy = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    score = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    cls = np.array([0, 0, 1, 0], np.int32)
+    keep = nms(xyxy, score, cls, 0.5)
+    assert keep.tolist() == [0, 2, 3]  # 1 suppressed by 0; 2 is another class
+
+
+def test_nms_large_input_matches_small_path():
+    rng = np.random.default_rng(0)
+    tl = rng.uniform(0, 500, (1500, 2))
+    xyxy = np.concatenate([tl, tl + rng.uniform(10, 80, (1500, 2))], 1).astype(np.float32)
+    score = rng.uniform(0, 1, 1500).astype(np.float32)
+    cls = rng.integers(0, 3, 1500).astype(np.int32)
+    big = nms(xyxy, score, cls, 0.45)  # > 1024: rows computed on demand
+    per_class = np.concatenate([np.flatnonzero(cls == c)[nms(xyxy[cls == c], score[cls == c], cls[cls == c], 0.45)]
+                                for c in range(3)])
+    assert sorted(big.tolist()) == sorted(per_class.tolist())
+
+
+def test_class_filter():
+    d = Detections([[0, 0, 1, 1], [2, 2, 3, 3]], [0.9, 0.8], [0, 5])
+    assert nms_detections(d, 0.5, classes=[5]).class_id.tolist() == [5]
+
+
+def test_decode_one_cell_by_hand():
+    head = YoloHead(index=1, source=0, anchors=np.array([[10, 20]], np.float32), classes=2, scale_x_y=1.2)
+    raw = np.zeros((1 * 7, 2, 2), np.float32)  # A=1, 5+C=7, grid 2x2
+    raw[:, 1, 0] = [0.0, 0.0, np.log(2.0), 0.0, 10.0, 10.0, -10.0]  # cell y=1, x=0
+    rows = decode_head(raw, head, (64, 64))
+    r = rows[2]  # row = (y * gw + x) * A + a = 2
+    s = 1.2
+    assert r[0] == pytest.approx((0 + 0.5 * s - (s - 1) / 2) / 2 * 64)
+    assert r[1] == pytest.approx((1 + 0.5 * s - (s - 1) / 2) / 2 * 64)
+    assert r[2:4] == pytest.approx([20.0, 20.0])
+    assert r[4] == pytest.approx(1 / (1 + np.exp(-10)))
+    assert r[5] == pytest.approx(r[4] / (1 + np.exp(-10)), rel=1e-6)
+
+
+def test_decode_new_coords():
+    head = YoloHead(index=1, source=0, anchors=np.array([[10, 20]], np.float32), classes=1, new_coords=True)
+    raw = np.full((6, 1, 1), 0.5, np.float32)
+    r = decode_head(raw, head, (32, 32))[0]
+    assert r[2:4] == pytest.approx([10.0, 20.0])  # (0.5 * 2)^2 * anchor
+    assert r[5] == pytest.approx(0.25)
+
+
+def test_letterbox_roundtrip():
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[100:200, 300:400] = 255
+    blob, (lb,) = preprocess([frame], (320, 320), letterbox=True)
+    assert blob.shape == (1, 3, 320, 320)
+    assert lb.scale_x == lb.scale_y == pytest.approx(0.5)
+    back = lb.to_frame(np.array([[150, 50 + lb.pad_y, 200, 100 + lb.pad_y]], np.float32))
+    np.testing.assert_allclose(back, [[300, 100, 400, 200]], atol=1e-4)
+
+
+def test_decode_heads_maps_to_frame_and_clips():
+    head = YoloHead(index=1, source=0, anchors=np.array([[64, 64]], np.float32), classes=1)
+    raw = np.zeros((6, 1, 1), np.float32)
+    raw[4:] = 10
+    lb = Letterbox(0.5, 0.25, 0, 0, 64, 128)
+    d = decode_heads([raw], [head], (32, 32), lb, 0.25)
+    np.testing.assert_allclose(d.xyxy, [[0, 0, 64, 128]])  # 64x64 box centred at (16,16) -> clipped
+
+
+def test_preprocess_rejects_non_frames():
+    with pytest.raises(ValueError, match="BGR uint8 frame"):
+        preprocess([np.zeros((10, 10), np.uint8)], (32, 32))
