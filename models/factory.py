@@ -15,13 +15,11 @@ log = logging.getLogger(__name__)
 
 # backend name -> (module, class); `auto` tries these in order.
 _BACKENDS = {
-    "tensorrt": ("models.backends.tensorrt_backend", "TensorRTDetector"),
-    "tftrt": ("models.backends.tftrt_backend", "TFTRTDetector"),
     "onnx": ("models.backends.onnx_backend", "OnnxDetector"),
     "tf": ("models.backends.tf_backend", "TFDetector"),
     "opencv": ("models.backends.opencv_backend", "OpenCVDetector"),
 }
-_AUTO_ORDER = ("tensorrt", "onnx", "opencv")
+_AUTO_ORDER = ("onnx", "opencv")
 
 
 def read_names(path: Optional[Path], num_classes: int) -> List[str]:
@@ -38,6 +36,9 @@ def read_names(path: Optional[Path], num_classes: int) -> List[str]:
 
 
 def backend_class(name: str):
+    if name not in _BACKENDS:
+        raise BackendUnavailable(f"the {name} backend is not available in this build; available: "
+                                 f"{', '.join(_BACKENDS)}")
     module, cls = _BACKENDS[name]
     return getattr(importlib.import_module(module), cls)
 
