@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .cli_args import add_model_args, parse_size, spec_from_args
+from .cli_args import add_model_args, spec_from_args
 from .errors import ModelError
 
 log = logging.getLogger("models")
@@ -96,6 +97,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .darknet import load_network  # noqa: PLC0415
+    from .quantize import calibrate  # noqa: PLC0415
+
+    spec = spec_from_args(args)
+    net = load_network(spec.cfg, spec.weights, spec.size)
+    floats = None if args.float_layers is None else [n for n in args.float_layers.split(",") if n]
+    out = calibrate(net, args.calib_source, args.out, frames=args.frames, method=args.method,
+                    float_layers=floats, letterbox=spec.letterbox, cache_dir=spec.cache_dir)
+    print(out)
+    return 0
+
+
 def cmd_download(args) -> int:
     from .zoo import resolve  # noqa: PLC0415
 
@@ -143,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path)
     x.set_defaults(fn=cmd_export)
 
+    c = sub.add_parser("calibrate", help="INT8 calibration on real frames -> Q/DQ ONNX model + cache")
+    add_model_args(c)
+    c.add_argument("--calib-source", required=True, help="video file, image folder or glob of real frames")
+    c.add_argument("--frames", type=int, default=100, help="frames to calibrate on (default 100, at least 16)")
+    c.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    c.add_argument("--float-layers", help="comma-separated ONNX node names kept in float "
+                                          "(default: the first conv and the yolo head convs; '' for none)")
+    c.add_argument("--out", type=Path, required=True)
+    c.set_defaults(fn=cmd_calibrate)
+
     w = sub.add_parser("download", help="fetch a named model into the cache")
     w.add_argument("name")
     w.add_argument("--cache-dir", type=Path)
@@ -150,7 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_native_logs() -> None:
+    """FFmpeg and OpenCV print their own warnings (e.g. "moov atom not found") straight to
+    stderr; our error line says it once. Must run before cv2 opens anything."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    quiet_native_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

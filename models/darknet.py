@@ -132,6 +132,15 @@ class Network:
     def weights_bytes(self, header_bytes: int = 20) -> int:
         return header_bytes + 4 * self.param_count()
 
+    def flops(self) -> int:
+        """Multiply-adds x 2 of all convolutions for one image (the usual "GFLOPs" figure)."""
+        total = 0
+        for l in self.conv_layers():
+            a = l.attrs
+            oh, ow, oc = l.shape
+            total += 2 * oh * ow * oc * (a["in_channels"] // a["groups"]) * a["size"] ** 2
+        return total
+
 
 def conv_param_count(layer: Layer) -> int:
     a = layer.attrs

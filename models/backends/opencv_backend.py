@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..detector import Detector
-from ..errors import ModelError
+from ..errors import BackendUnavailable, ModelError
 from ..types import Detections
 
 
@@ -29,6 +29,8 @@ class OpenCVDetector(Detector):
 
     def __init__(self, spec, network, names):
         super().__init__(spec, network, names)
+        if spec.precision != "fp32":
+            raise BackendUnavailable(f"the opencv backend runs fp32 only; {spec.precision} needs onnx or tensorrt")
         cfg_text = _cfg_with_threshold(network.cfg_path.read_text(), spec.conf_threshold)
         try:
             self.net = cv2.dnn.readNetFromDarknet(np.frombuffer(cfg_text.encode(), np.uint8),

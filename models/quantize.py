@@ -1,0 +1,199 @@
+"""INT8 calibration on real frames -> Q/DQ ONNX model + reusable calibration cache.
+
+`calibrate()` reads K real frames (video, image folder or glob), pre-processes
+them exactly as inference does, collects per-tensor activation statistics with
+ONNX Runtime's calibrators (entropy = TensorRT's KL-divergence threshold search,
+percentile, or min-max), and writes into the output directory:
+
+    calib_cache.json   per-tensor ranges (ONNX Runtime's TensorsData JSON): the scales
+    model.int8.onnx    the Q/DQ model (runs INT8 on ONNX Runtime; TensorRT builds INT8
+                       engines from it by explicit quantization)
+    meta.json          which fp32 model, size, method, frames and float layers it belongs to
+
+The Q/DQ model is a pure function of (fp32 model, cache, settings): `build_qdq`
+rebuilds it from the cache alone, without frames, bit-identically.
+Never calibrates on random data: the frames come from the user's source.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from .darknet import Network
+from .errors import ModelError
+from .onnx_export import export_onnx, model_key
+from .preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 16
+METHODS = ("entropy", "percentile", "minmax")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class CalibMeta:
+    model_key: str
+    cfg: str
+    size: List[int]
+    method: str
+    frames: int
+    source: str
+    float_layers: List[str]
+    per_channel: bool = True
+    version: int = 1
+
+
+def read_calibration_frames(source: str, count: int) -> List[np.ndarray]:
+    """Up to `count` BGR frames spread evenly over a video, an image folder or a glob."""
+    import cv2  # noqa: PLC0415
+
+    path = Path(source)
+    if path.is_dir() or any(ch in source for ch in "*?["):
+        files = sorted(p for p in (path.iterdir() if path.is_dir() else map(Path, glob.glob(source)))
+                       if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise ModelError(f"no images in {source}")
+        picks = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)]
+        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in dict.fromkeys(picks)]
+        return [f for f in frames if f is not None]
+    if not path.is_file():
+        raise ModelError(f"calibration source not found: {source}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not cap.isOpened() or total <= 0:
+            raise ModelError(f"cannot read video {source}")
+        wanted = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist())
+        frames = []
+        for i in range(total):  # sequential read: exact frames, no keyframe-seek surprises
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i in wanted:
+                frames.append(frame)
+        return frames
+    finally:
+        cap.release()
+
+
+class _BlobReader:
+    """ONNX Runtime CalibrationDataReader over pre-processed blobs (1, 3, H, W)."""
+
+    def __init__(self, input_name: str, blobs: Sequence[np.ndarray]):
+        self._it: Iterator = iter([{input_name: b} for b in blobs])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def head_and_stem_nodes(network: Network) -> List[str]:
+    """Names of the ONNX Conv nodes kept in float by default: the first conv (raw
+    pixels) and the convs feeding the yolo heads (box regression)."""
+    convs = [l.index for l in network.conv_layers()]
+    return [f"conv_{convs[0]}"] + [f"conv_{i}" for i in network.output_layers]
+
+
+def _calibrate_ranges(fp32_path: Path, blobs: List[np.ndarray], method: str, chunk: int = 8):
+    """Collect statistics chunk by chunk (bounded memory) and return ORT TensorsData."""
+    from onnxruntime.quantization.calibrate import create_calibrator  # noqa: PLC0415
+
+    extra = {"percentile": 99.999} if method == "percentile" else {}
+    with tempfile.TemporaryDirectory(prefix="trackpipe-calib-") as tmp:
+        calibrator = create_calibrator(fp32_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=_ort_method(method), extra_options=extra)
+        input_name = calibrator.infer_session.get_inputs()[0].name
+        for start in range(0, len(blobs), chunk):
+            calibrator.collect_data(_BlobReader(input_name, blobs[start:start + chunk]))
+        return calibrator.compute_data()
+
+
+def _ort_method(method: str):
+    from onnxruntime.quantization.calibrate import CalibrationMethod  # noqa: PLC0415
+
+    return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+            "minmax": CalibrationMethod.MinMax}[method]
+
+
+def build_qdq(fp32_path: Path, cache_path: Path, out_path: Path, float_nodes: Sequence[str], method: str,
+              per_channel: bool = True) -> Path:
+    """Q/DQ model from the fp32 model and a calibration cache; no frames needed.
+
+    Activations uint8 (asymmetric), weights int8 per output channel: the fast
+    VNNI path of ONNX Runtime on x86. Nodes in `float_nodes` stay float32.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+
+    tmp = out_path.with_suffix(f".tmp{os.getpid()}")
+    quantize_static(str(fp32_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(float_nodes), calibration_cache_path=str(cache_path),
+                    calibrate_method=_ort_method(method),
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, method: str = "entropy",
+              float_layers: Optional[Sequence[str]] = None, letterbox: bool = False,
+              cache_dir: Optional[Path] = None) -> Path:
+    """Calibrate `network` on real frames from `source`; returns the output directory."""
+    if method not in METHODS:
+        raise ModelError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if frames < MIN_FRAMES:
+        raise ModelError(f"--frames {frames} is too few for a stable calibration (at least {MIN_FRAMES})")
+    images = read_calibration_frames(source, frames)
+    if len(images) < MIN_FRAMES:
+        raise ModelError(f"{source} gave {len(images)} readable frames; calibration needs at least {MIN_FRAMES}")
+    fp32 = export_onnx(network, cache_dir)
+    blobs = [preprocess([img], network.input_size, letterbox)[0] for img in images]
+    log.info("calibrating %s on %d frames from %s (%s)", fp32.name, len(blobs), source, method)
+    ranges = _calibrate_ranges(fp32, blobs, method)
+    from onnxruntime.quantization.calibrate import save_tensors_data  # noqa: PLC0415
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_tensors_data(ranges, out_dir / "calib_cache.json")
+    float_nodes = list(head_and_stem_nodes(network) if float_layers is None else float_layers)
+    meta = CalibMeta(model_key(network), str(network.cfg_path), list(network.input_size), method, len(blobs),
+                     str(source), float_nodes)
+    build_qdq(fp32, out_dir / "calib_cache.json", out_dir / "model.int8.onnx", float_nodes, method)
+    (out_dir / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
+    return out_dir
+
+
+def load_meta(calib_dir: Path) -> CalibMeta:
+    path = Path(calib_dir) / "meta.json"
+    if not path.is_file():
+        raise ModelError(f"{calib_dir} is not a calibration directory (no meta.json); "
+                         f"create one with `python -m models calibrate`")
+    try:
+        return CalibMeta(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ModelError(f"{path}: unreadable calibration metadata ({e})")
+
+
+def int8_model_path(spec, network: Network) -> Path:
+    """The Q/DQ model for `network` from spec.calib; rebuilt from the cache if missing."""
+    if spec.calib is None:
+        raise ModelError("int8 needs --calib DIR (make one with `python -m models calibrate ... --out DIR`)")
+    meta = load_meta(spec.calib)
+    if meta.model_key != model_key(network):
+        raise ModelError(f"{spec.calib} was calibrated for another model or input size "
+                         f"({Path(meta.cfg).name} {meta.size[0]}x{meta.size[1]}); recalibrate")
+    path = Path(spec.calib) / "model.int8.onnx"
+    if not path.is_file():
+        cache = Path(spec.calib) / "calib_cache.json"
+        if not cache.is_file():
+            raise ModelError(f"{spec.calib}: neither model.int8.onnx nor calib_cache.json is there")
+        build_qdq(export_onnx(network, spec.cache_dir), cache, path, meta.float_layers, meta.method, meta.per_channel)
+    return path
