@@ -155,11 +155,16 @@ def model_key(network: Network) -> str:
     return h.hexdigest()[:16]
 
 
-def export_onnx(network: Network, cache_dir: Optional[Path] = None) -> Path:
-    """Write (or reuse) the cached ONNX export of `network`; returns its path."""
+def export_onnx(network: Network, cache_dir: Optional[Path] = None, variant: str = "") -> Path:
+    """Write (or reuse) the cached ONNX export of `network`; returns its path.
+
+    variant tags a transformed network with the same files (e.g. "cle" for the
+    cross-layer-equalized weights used by INT8), so the caches never mix.
+    """
     cache_dir = Path(cache_dir or default_cache_dir()) / "onnx"
     stem = network.cfg_path.stem if network.cfg_path else "model"
-    path = cache_dir / f"{stem}-{'%dx%d' % network.input_size}-{model_key(network)}-e{EXPORTER_VERSION}.onnx"
+    tag = f"-{variant}" if variant else ""
+    path = cache_dir / f"{stem}-{'%dx%d' % network.input_size}-{model_key(network)}{tag}-e{EXPORTER_VERSION}.onnx"
     if path.is_file():
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ class CalibMeta:
     source: str
     float_layers: List[str]
     per_channel: bool = True
+    equalized: bool = True
     version: int = 1
 
 
@@ -143,9 +144,18 @@ def build_qdq(fp32_path: Path, cache_path: Path, out_path: Path, float_nodes: Se
     return out_path
 
 
+def float_model(network: Network, equalized: bool, cache_dir: Optional[Path] = None) -> Path:
+    """The fp32 ONNX model that INT8 quantizes: cross-layer-equalized unless told not to."""
+    if not equalized:
+        return export_onnx(network, cache_dir)
+    from .equalize import equalize  # noqa: PLC0415
+
+    return export_onnx(equalize(network), cache_dir, variant="cle")
+
+
 def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, method: str = "entropy",
               float_layers: Optional[Sequence[str]] = None, letterbox: bool = False,
-              cache_dir: Optional[Path] = None) -> Path:
+              cache_dir: Optional[Path] = None, equalized: bool = True) -> Path:
     """Calibrate `network` on real frames from `source`; returns the output directory."""
     if method not in METHODS:
         raise ModelError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -154,7 +164,7 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
     images = read_calibration_frames(source, frames)
     if len(images) < MIN_FRAMES:
         raise ModelError(f"{source} gave {len(images)} readable frames; calibration needs at least {MIN_FRAMES}")
-    fp32 = export_onnx(network, cache_dir)
+    fp32 = float_model(network, equalized, cache_dir)
     blobs = [preprocess([img], network.input_size, letterbox)[0] for img in images]
     log.info("calibrating %s on %d frames from %s (%s)", fp32.name, len(blobs), source, method)
     ranges = _calibrate_ranges(fp32, blobs, method)
@@ -165,7 +175,7 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
     save_tensors_data(ranges, out_dir / "calib_cache.json")
     float_nodes = list(head_and_stem_nodes(network) if float_layers is None else float_layers)
     meta = CalibMeta(model_key(network), str(network.cfg_path), list(network.input_size), method, len(blobs),
-                     str(source), float_nodes)
+                     str(source), float_nodes, equalized=equalized)
     build_qdq(fp32, out_dir / "calib_cache.json", out_dir / "model.int8.onnx", float_nodes, method)
     (out_dir / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
     return out_dir
@@ -195,5 +205,6 @@ def int8_model_path(spec, network: Network) -> Path:
         cache = Path(spec.calib) / "calib_cache.json"
         if not cache.is_file():
             raise ModelError(f"{spec.calib}: neither model.int8.onnx nor calib_cache.json is there")
-        build_qdq(export_onnx(network, spec.cache_dir), cache, path, meta.float_layers, meta.method, meta.per_channel)
+        build_qdq(float_model(network, meta.equalized, spec.cache_dir), cache, path, meta.float_layers, meta.method,
+                  meta.per_channel)
     return path

@@ -182,14 +182,15 @@ _CALIB_METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "M
 def tensorrt_qdq_model_path(spec, network) -> Tuple[Path, str]:
     """Symmetric INT8 Q/DQ model for TensorRT from spec.calib's calibration cache.
 
-    Same fp32 model, per-tensor ranges, float layers and per-channel setting as the
-    CPU model of `quantize.int8_model_path`; activations and weights signed INT8
-    with zero point 0 (TensorRT supports nothing else), biases left in float.
+    Same fp32 model (cross-layer-equalized when the calibration was), per-tensor
+    ranges, float layers and per-channel setting as the CPU model of
+    `quantize.int8_model_path`; activations and weights signed INT8 with zero
+    point 0 (TensorRT supports nothing else), biases left in float.
     Cached under <cache>/onnx/. Returns (path, digest of the calibration).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
-    from ..quantize import int8_model_path, load_meta  # noqa: PLC0415
+    from ..quantize import float_model, int8_model_path, load_meta  # noqa: PLC0415
 
     int8_model_path(spec, network)  # validates spec.calib against this network, with its messages
     meta = load_meta(spec.calib)
@@ -198,9 +199,10 @@ def tensorrt_qdq_model_path(spec, network) -> Tuple[Path, str]:
         raise ModelError(f"{spec.calib}: TensorRT INT8 needs calib_cache.json (the per-tensor ranges); "
                          f"recalibrate with `python -m models calibrate`")
     h = hashlib.sha256(cache.read_bytes())
-    h.update(json.dumps([sorted(meta.float_layers), meta.per_channel, meta.method, TRT_QDQ_VERSION]).encode())
+    h.update(json.dumps([sorted(meta.float_layers), meta.per_channel, meta.method, meta.equalized,
+                         TRT_QDQ_VERSION]).encode())
     digest = h.hexdigest()[:16]
-    fp32 = export_onnx(network, spec.cache_dir)
+    fp32 = float_model(network, meta.equalized, spec.cache_dir)  # the model the ranges were measured on
     out = fp32.with_name(f"{fp32.stem}-qdq-trt{TRT_QDQ_VERSION}-{digest}.onnx")
     if out.is_file():
         return out, digest
@@ -312,7 +314,11 @@ class _IOBuffer:
         self.host_ptr = self.device_ptr = 0
         self.host_ptr = int(_cuda_check(cudart, cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
         self.host = np.ctypeslib.as_array(ctypes.cast(self.host_ptr, ctypes.POINTER(ctypes.c_float)), (n,))
-        self.device_ptr = int(_cuda_check(cudart, cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
+        try:
+            self.device_ptr = int(_cuda_check(cudart, cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
+        except RuntimeError:
+            self.free()
+            raise
 
     def free(self) -> None:
         if self.device_ptr:
