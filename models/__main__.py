@@ -1,4 +1,4 @@
-"""`python -m models {detect,evaluate,bench,export,download}`: the detector's command line.
+"""`python -m models {detect,evaluate,bench,calibrate,convert,download}`: the detector's command line.
 
 Every user error (missing file, bad cfg, wrong weights, unreadable image, missing
 backend) is one `error: ...` line on stderr and exit code 2; no traceback.
@@ -72,28 +72,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_convert(args) -> int:
+    from .convert import convert  # noqa: PLC0415
     from .darknet import load_network  # noqa: PLC0415
-    from .onnx_export import export_onnx  # noqa: PLC0415
 
     spec = spec_from_args(args)
-    net = load_network(spec.cfg, spec.weights, spec.size)
-    if args.format == "onnx":
-        path = export_onnx(net, spec.cache_dir)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_bytes(path.read_bytes())
-            path = args.out
-    else:  # savedmodel
-        from .backends.tf_backend import import_tf  # noqa: PLC0415
-        from .keras_builder import build_keras_model  # noqa: PLC0415
-
-        import_tf()
-        if not args.out:
-            raise ModelError("--out DIR is required for --format savedmodel")
-        build_keras_model(net).export(str(args.out), verbose=False)
-        path = args.out
-    print(path)
+    print(convert(spec, load_network(spec.cfg, spec.weights, spec.size), args.format, args.out))
     return 0
 
 
@@ -151,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image", type=Path, help="input image (default: a synthetic frame)")
     b.set_defaults(fn=cmd_bench)
 
-    x = sub.add_parser("export", help="export the network as ONNX or a TensorFlow SavedModel")
+    x = sub.add_parser("convert", help="write ONNX, SavedModel, TF-TRT or TensorRT artefacts")
     add_model_args(x)
-    x.add_argument("--format", choices=("onnx", "savedmodel"), default="onnx")
-    x.add_argument("--out", type=Path)
-    x.set_defaults(fn=cmd_export)
+    x.add_argument("--format", choices=("onnx", "savedmodel", "tftrt", "tensorrt"), default="onnx")
+    x.add_argument("--out", type=Path, required=True)
+    x.set_defaults(fn=cmd_convert)
 
     c = sub.add_parser("calibrate", help="INT8 calibration on real frames -> Q/DQ ONNX model + cache")
     add_model_args(c)

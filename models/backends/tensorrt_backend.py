@@ -393,7 +393,7 @@ class TensorRTDetector(Detector):
     def infer(self, blob: np.ndarray) -> List[np.ndarray]:
         blob = np.ascontiguousarray(blob, dtype=np.float32)
         w, h = self.input_size
-        if blob.ndim != 4 or blob.shape[1:] != (self.network.channels, h, w):
+        if blob.ndim != 4 or blob.shape[0] < 1 or blob.shape[1:] != (self.network.channels, h, w):
             raise ValueError(f"blob must be (B, {self.network.channels}, {h}, {w}); got {blob.shape}")
         chunks = [self._infer_chunk(blob[i:i + self.max_batch]) for i in range(0, blob.shape[0], self.max_batch)]
         if len(chunks) == 1:
