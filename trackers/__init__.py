@@ -1,0 +1,19 @@
+"""Tracking core: Kalman filter, matching, SORT, DeepSORT, appearance encoders, MOT evaluation.
+
+Pure numpy/scipy (filterpy only in tests, as the reference). Importing this package is cheap:
+nothing heavy is imported until a submodule is used; encoders import ONNX Runtime or
+TensorFlow only inside the classes that need them.
+
+    from trackers.base import build_tracker
+    tracker = build_tracker("sort")          # or "sort-ref", "bytetrack", "deepsort", ...
+    tracks = tracker.update(detections)       # models.types.Detections -> Tracks, every frame
+"""
+
+__all__ = ["build_tracker"]
+
+
+def build_tracker(name: str = "sort", **overrides):
+    """Shortcut for :func:`trackers.base.build_tracker` (imported on first use)."""
+    from .base import build_tracker as _build
+
+    return _build(name, **overrides)
