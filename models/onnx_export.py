@@ -26,7 +26,8 @@ from .darknet import Network, fused_conv_params
 log = logging.getLogger(__name__)
 
 OPSET = 17
-EXPORTER_VERSION = "1"  # bump when the emitted graph changes: invalidates cached exports
+EXPORTER_VERSION = "2"
+MISH_INNER = "_mish_"  # marks the float-only inner nodes of a mish activation  # bump when the emitted graph changes: invalidates cached exports
 
 
 def _emit_activation(nodes, helper, x: str, act: str, name: str) -> str:
@@ -43,9 +44,19 @@ def _emit_activation(nodes, helper, x: str, act: str, name: str) -> str:
         nodes.append(helper.make_node("Sigmoid", [x], [f"{name}_sig"], name=f"{name}_sig"))
         nodes.append(helper.make_node("Mul", [x, f"{name}_sig"], [y], name=name))
     elif act == "mish":
-        nodes.append(helper.make_node("Softplus", [x], [f"{name}_sp"], name=f"{name}_sp"))
-        nodes.append(helper.make_node("Tanh", [f"{name}_sp"], [f"{name}_th"], name=f"{name}_th"))
-        nodes.append(helper.make_node("Mul", [x, f"{name}_th"], [y], name=name))
+        # mish(x) = x * tanh(softplus(x)) = x * n / (n + 2), n = e^x (e^x + 2): exact, and built
+        # from fast vectorised ops (ONNX Runtime's Softplus kernel alone took 70% of yolov4's
+        # INT8 time). x is clamped at 20 before exp, where the ratio is 1 in float32 anyway.
+        m = f"{name}{MISH_INNER}"
+        nodes += [
+            helper.make_node("Min", [x, "mish_clamp"], [f"{m}clamp"], name=f"{m}clamp"),
+            helper.make_node("Exp", [f"{m}clamp"], [f"{m}exp"], name=f"{m}exp"),
+            helper.make_node("Add", [f"{m}exp", "mish_two"], [f"{m}exp2"], name=f"{m}exp2"),
+            helper.make_node("Mul", [f"{m}exp", f"{m}exp2"], [f"{m}n"], name=f"{m}n"),
+            helper.make_node("Add", [f"{m}n", "mish_two"], [f"{m}n2"], name=f"{m}n2"),
+            helper.make_node("Div", [f"{m}n", f"{m}n2"], [f"{m}ratio"], name=f"{m}ratio"),
+            helper.make_node("Mul", [x, f"{m}ratio"], [y], name=name),
+        ]
     else:
         raise ValueError(f"activation {act!r}")
     return y
@@ -117,6 +128,9 @@ def network_to_onnx(network: Network):
             y = x
         names.append(y)
 
+    if any(n.name.find(MISH_INNER) >= 0 for n in nodes):
+        const("mish_clamp", np.array(20.0, np.float32))
+        const("mish_two", np.array(2.0, np.float32))
     outputs = []
     for k, head in enumerate(network.yolo_layers):
         out = f"head_{k}"

@@ -132,12 +132,17 @@ def build_qdq(fp32_path: Path, cache_path: Path, out_path: Path, float_nodes: Se
     Activations uint8 (asymmetric), weights int8 per output channel: the fast
     VNNI path of ONNX Runtime on x86. Nodes in `float_nodes` stay float32.
     """
+    import onnx  # noqa: PLC0415
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
+    from .onnx_export import MISH_INNER  # noqa: PLC0415
+
+    # the inner nodes of mish (exp, ratio) stay float: quantizing e^x to 8 bits would be ruinous
+    inner = [n.name for n in onnx.load(str(fp32_path), load_external_data=False).graph.node if MISH_INNER in n.name]
     tmp = out_path.with_suffix(f".tmp{os.getpid()}")
     quantize_static(str(fp32_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(float_nodes), calibration_cache_path=str(cache_path),
+                    nodes_to_exclude=list(float_nodes) + inner, calibration_cache_path=str(cache_path),
                     calibrate_method=_ort_method(method),
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     os.replace(tmp, out_path)
