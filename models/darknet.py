@@ -142,6 +142,19 @@ class Network:
         return total
 
 
+def maxpool_padding(network: "Network", layer: Layer) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding that reproduces darknet's maxpool output size:
+    padding // 2 before, the rest after (darknet's w_offset = -padding / 2)."""
+    a = layer.attrs
+    j = layer.inputs[0]
+    in_h, in_w = network.layers[j].shape[:2] if j >= 0 else network.input_size[::-1]
+    out_h, out_w = layer.shape[:2]
+    top = left = a["padding"] // 2
+    bottom = max((out_h - 1) * a["stride"] + a["size"] - in_h, 0) - top
+    right = max((out_w - 1) * a["stride"] + a["size"] - in_w, 0) - left
+    return top, bottom, left, right
+
+
 def conv_param_count(layer: Layer) -> int:
     a = layer.attrs
     n = a["filters"]

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
 
 from .errors import ModelError
 

@@ -16,7 +16,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from .darknet import Layer, Network, fused_conv_params
+from .darknet import Network, fused_conv_params, maxpool_padding
 from .errors import UnsupportedLayerError
 
 
@@ -72,16 +72,6 @@ def _activation(x, name: str, act: str):
     raise UnsupportedLayerError(f"activation {act!r}")
 
 
-def _pool_padding(layer: Layer, in_hw) -> tuple:
-    """(top, bottom, left, right) padding that reproduces darknet's maxpool output size."""
-    a = layer.attrs
-    out_h, out_w = layer.shape[:2]
-    need_h = max((out_h - 1) * a["stride"] + a["size"] - in_hw[0], 0)
-    need_w = max((out_w - 1) * a["stride"] + a["size"] - in_hw[1], 0)
-    top, left = a["padding"] // 2, a["padding"] // 2
-    return top, need_h - top, left, need_w - left
-
-
 def build_keras_model(network: Network):
     """Return a keras.Model: input (B, H, W, C) float32 RGB [0,1] -> list of raw head tensors."""
     L = keras.layers
@@ -130,8 +120,7 @@ def build_keras_model(network: Network):
                 parts.append(t)
             x = parts[0] if len(parts) == 1 else L.Concatenate(axis=-1, name=f"route_{i}")(parts)
         elif layer.type == "maxpool":
-            in_hw = (src(layer.inputs[0]).shape[1], src(layer.inputs[0]).shape[2])
-            top, bottom, left, right = _pool_padding(layer, in_hw)
+            top, bottom, left, right = maxpool_padding(network, layer)
             if top or bottom or left or right:
                 x = NegInfPad(((top, bottom), (left, right)), name=f"pool_pad_{i}")(x)
             x = L.MaxPooling2D(a["size"], a["stride"], "valid", name=f"maxpool_{i}")(x)

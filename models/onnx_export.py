@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .darknet import Network, fused_conv_params
+from .darknet import Network, fused_conv_params, maxpool_padding
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,7 @@ def network_to_onnx(network: Network):
                 y = f"route_{i}"
                 nodes.append(helper.make_node("Concat", parts, [y], name=y, axis=1))
         elif layer.type == "maxpool":
-            in_h, in_w = (network.layers[layer.inputs[0]].shape[:2] if layer.inputs[0] >= 0 else (h, w))
-            out_h, out_w = layer.shape[:2]
-            top = left = a["padding"] // 2
-            bottom = max((out_h - 1) * a["stride"] + a["size"] - in_h, 0) - top
-            right = max((out_w - 1) * a["stride"] + a["size"] - in_w, 0) - left
+            top, bottom, left, right = maxpool_padding(network, layer)
             y = f"maxpool_{i}"
             nodes.append(helper.make_node("MaxPool", [x], [y], name=y, kernel_shape=[a["size"]] * 2,
                                           strides=[a["stride"]] * 2, pads=[top, left, bottom, right]))

@@ -197,14 +197,20 @@ def load_meta(calib_dir: Path) -> CalibMeta:
         raise ModelError(f"{path}: unreadable calibration metadata ({e})")
 
 
-def int8_model_path(spec, network: Network) -> Path:
-    """The Q/DQ model for `network` from spec.calib; rebuilt from the cache if missing."""
+def checked_meta(spec, network: Network) -> CalibMeta:
+    """The metadata of spec.calib, checked to belong to `network` (same files and input size)."""
     if spec.calib is None:
         raise ModelError("int8 needs --calib DIR (make one with `python -m models calibrate ... --out DIR`)")
     meta = load_meta(spec.calib)
     if meta.model_key != model_key(network):
         raise ModelError(f"{spec.calib} was calibrated for another model or input size "
                          f"({Path(meta.cfg).name} {meta.size[0]}x{meta.size[1]}); recalibrate")
+    return meta
+
+
+def int8_model_path(spec, network: Network) -> Path:
+    """The Q/DQ model for `network` from spec.calib; rebuilt from the cache if missing."""
+    meta = checked_meta(spec, network)
     path = Path(spec.calib) / "model.int8.onnx"
     if not path.is_file():
         cache = Path(spec.calib) / "calib_cache.json"

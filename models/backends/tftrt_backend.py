@@ -122,14 +122,9 @@ def gpu_name_tf(tf) -> str:
 def calibration_blobs(spec, network) -> Tuple[List[np.ndarray], str]:
     """NHWC float32 batches of the real frames named by spec.calib, and their identity."""
     from ..preprocess import preprocess  # noqa: PLC0415
-    from ..quantize import load_meta, read_calibration_frames  # noqa: PLC0415
+    from ..quantize import checked_meta, read_calibration_frames  # noqa: PLC0415
 
-    if spec.calib is None:
-        raise ModelError("int8 needs --calib DIR (make one with `python -m models calibrate ... --out DIR`)")
-    meta = load_meta(spec.calib)
-    if meta.model_key != model_key(network):
-        raise ModelError(f"{spec.calib} was calibrated for another model or input size "
-                         f"({Path(meta.cfg).name} {meta.size[0]}x{meta.size[1]}); recalibrate")
+    meta = checked_meta(spec, network)
     frames = read_calibration_frames(meta.source, meta.frames)
     if not frames:
         raise ModelError(f"no calibration frames could be read from {meta.source}")
