@@ -95,8 +95,14 @@ def nms(xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray, iou_threshold
     return order[np.asarray(keep, np.int64)]
 
 
-def nms_detections(dets: Detections, iou_threshold: float, classes: Optional[Sequence[int]] = None) -> Detections:
-    """Class filter, then class-aware NMS; returns Detections sorted by score."""
+MAX_CANDIDATES = 10_000  # pre-NMS top-k: a degenerate model (e.g. random weights) can emit 10^5+
+
+
+def nms_detections(dets: Detections, iou_threshold: float, classes: Optional[Sequence[int]] = None,
+                   max_candidates: int = MAX_CANDIDATES) -> Detections:
+    """Class filter, keep the `max_candidates` best scores, then class-aware NMS; sorted by score."""
     if classes is not None and len(dets):
         dets = dets[np.isin(dets.class_id, np.asarray(classes, np.int32))]
+    if len(dets) > max_candidates:
+        dets = dets[np.argpartition(-dets.score, max_candidates - 1)[:max_candidates]]
     return dets[nms(dets.xyxy, dets.score, dets.class_id, iou_threshold)]

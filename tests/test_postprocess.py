@@ -78,3 +78,11 @@ def test_decode_heads_maps_to_frame_and_clips():
 def test_preprocess_rejects_non_frames():
     with pytest.raises(ValueError, match="BGR uint8 frame"):
         preprocess([np.zeros((10, 10), np.uint8)], (32, 32))
+
+
+def test_candidate_cap_keeps_the_best_scores():
+    rng = np.random.default_rng(1)
+    tl = rng.uniform(0, 1000, (50_000, 2))
+    d = Detections(np.concatenate([tl, tl + 5], 1), rng.uniform(0, 1, 50_000), np.zeros(50_000, np.int32))
+    out = nms_detections(d, 0.45, max_candidates=100)
+    assert len(out) <= 100 and out.score.min() >= np.sort(d.score)[-100]
