@@ -1,0 +1,220 @@
+"""Grab the screen, detect and track objects, draw the boxes on a click-through overlay.
+
+    python run_capture.py --region 0,0,1280,720 --cfg yolo-fastest-1.1-xl.cfg --weights ... --names coco.names
+    python run_capture.py --monitor 1 --mirror --profile profile.json --duration 60
+
+The pipeline of ``run_tracker.py --source screen[:N][@X,Y,W,H]`` (latest-frame mode) with the
+render stage replaced by the overlay stage (``pipeline/overlay_stage.py``): ``--overlay``
+(default where ``overlay_supported()``) paints outlines and labels in a transparent,
+click-through, always-on-top window over the region and reports what it painted, which the
+capture stage masks out of every grab; ``--mirror`` shows the grabbed frames with the boxes in
+a normal window placed outside the region. Errors print one ``error: ...`` line; exit codes:
+0 done, 1 failed, 2 bad input, 130 interrupted (Ctrl-C), 143 SIGTERM.
+
+Other ``run_tracker.py`` flags are accepted too (``--config``, ``--set``, ``--mot``,
+``--events``, ``--profile-plot``, ``--log-level``...); the default config is
+``configs/screen-overlay.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "screen-overlay.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+
+
+def parse_region(text: str) -> Tuple[int, int, int, int]:
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H (4 integers), got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be > 0, got {text!r}")
+    return x, y, w, h
+
+
+def _capture_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("screen capture")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--monitor", type=int, help="capture monitor N (1-based, as mss; 0 = all; default 1)")
+    where.add_argument("--region", type=parse_region, metavar="X,Y,W,H",
+                       help="capture this region (screen pixels, as mss)")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--overlay", action="store_const", const="overlay", dest="show",
+                     help="transparent click-through overlay (default where supported)")
+    how.add_argument("--mirror", action="store_const", const="mirror", dest="show",
+                     help="a window showing the grabbed frames with boxes")
+    g.add_argument("--duration", type=float, help="stop after S seconds of running (model loading not counted)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from models.cli_args import add_model_args
+    p = _Parser(prog="run_capture.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    _capture_args(p)
+    add_model_args(p, defaults=False)
+    p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")
+    p.add_argument("--tracker", help="sort-ref, sort, bytetrack, deepsort, deepsort-byte")
+    p.add_argument("--profile", metavar="P.json", help="write the per-stage profile here")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--config", help="YAML config (default configs/screen-overlay.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--mot", help="MOTChallenge track file")
+    p.add_argument("--events", help="JSON-lines events file")
+    p.add_argument("--profile-plot", metavar="PLOT.png")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def _split_argv(argv: List[str]):
+    """-> (capture options, the rest: run_tracker.py flags)."""
+    p = _Parser(add_help=False)
+    _capture_args(p)
+    return p.parse_known_args(argv)
+
+
+def resolve_screen(monitor: Optional[int], region) -> Tuple[str, Tuple[int, int, int, int]]:
+    """-> (screen source URI, overlay region x, y, w, h in absolute screen pixels).
+    Raises ConfigError with one line when the display, monitor or region is not usable."""
+    from .errors import ConfigError
+    try:
+        import mss
+        factory = getattr(mss, "MSS", None) or mss.mss
+        with factory() as sct:
+            monitors = [dict(m) for m in sct.monitors]
+    except Exception as e:  # mss raises ScreenShotError without a display
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot grab the screen: {first}") from None
+    if region is None:
+        n = 1 if monitor is None else monitor
+        if not 0 <= n < len(monitors):
+            raise ConfigError(f"no monitor {n} (have 0..{len(monitors) - 1})")
+        m = monitors[n]
+        return f"screen:{n}", (m["left"], m["top"], m["width"], m["height"])
+    x, y, w, h = region
+    m = monitors[0]   # the whole virtual screen
+    if x < m["left"] or y < m["top"] or x + w > m["left"] + m["width"] or y + h > m["top"] + m["height"]:
+        raise ConfigError(f"region {x},{y},{w},{h} is outside the screen "
+                          f"({m['left']},{m['top']},{m['width']}x{m['height']})")
+    return f"screen:0@{x - m['left']},{y - m['top']},{w},{h}", (x, y, w, h)
+
+
+def choose_mode(asked: Optional[str]) -> str:
+    from .errors import ConfigError
+    from .overlay import overlay_supported
+    ok, reason = overlay_supported()
+    if ok:
+        return asked or "overlay"
+    # the mirror window needs the same (PySide6 and a display Qt can open): nothing to fall back to
+    raise ConfigError(f"cannot show the {asked or 'overlay'} (or a mirror window): {reason}")
+
+
+def make_supervisor(cfg, spec, info, names, region, mode, duration: Optional[float] = None):
+    """A Supervisor whose capture masks the overlay and whose render stage is the overlay."""
+    from .overlay_stage import MaskedCaptureProcess, OverlayStage
+    from .stats import write_report
+    from .supervisor import Supervisor
+
+    class CaptureSupervisor(Supervisor):
+        def _make(self, name, incarnation):
+            if name == "capture":
+                c = self.cfg
+                return MaskedCaptureProcess(self.rc, self.info.uri, c.source, self.info, c.pipeline.max_frames,
+                                            c.pipeline.reclaim_after_s, consumers=self.workers)
+            if name == "render":
+                return OverlayStage(self.rc, region, self.names, mode)
+            return super()._make(name, incarnation)
+
+        def _write_profile(self):
+            super()._write_profile()
+            if self.report is None:
+                return
+            ren = self.report.get("stages", {}).get("render", {})
+            inf = self.report.get("stages", {}).get("infer", {})
+            self.report["overlay"] = {"mode": mode, "region": list(region), "stage": "render",
+                                      "fps": ren.get("fps", 0.0), "infer_fps": inf.get("fps", 0.0),
+                                      "redraw_fps": ren.get("redraw_fps", 0.0),
+                                      "masked_frames": self.report["stages"].get("capture", {}).get("masked_frames", 0)}
+            if self.rc.go.is_set() and self.cfg.profile.path:
+                try:
+                    write_report(self.report, self.cfg.profile.path)
+                except OSError as e:
+                    logging.getLogger(__name__).error("cannot write the profile: %s", e)
+
+    sup = CaptureSupervisor(cfg, spec, info, names)
+    if duration:
+        started = {}
+
+        def on_tick(s):
+            if s.rc.go.is_set():
+                t0 = started.setdefault("t", time.monotonic())
+                if time.monotonic() - t0 >= duration:
+                    s.request_stop("completed")
+        sup.on_tick = on_tick
+    return sup
+
+
+def main(argv=None) -> int:
+    interrupted = []
+
+    def early_stop(signum, frame):  # Ctrl-C before the supervisor has its own handler
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, early_stop)
+    signal.signal(signal.SIGTERM, early_stop)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from models.errors import ModelError
+        from pipeline import cli
+        from pipeline.app import prepare, read_names
+        from pipeline.errors import PipelineError
+
+        build_parser().parse_args(argv)          # --help, and every flag checked (one line, exit 2)
+        opts, rest = _split_argv(argv)
+        try:
+            if opts.duration is not None and opts.duration <= 0:
+                raise ValueError("--duration must be > 0")
+            mode = choose_mode(opts.show)
+            uri, region = resolve_screen(opts.monitor, opts.region)
+            has_config = any(a == "--config" or a.startswith("--config=") for a in rest)
+            extra = [] if has_config else ["--config", str(DEFAULT_CONFIG)]
+            cfg, spec = cli.load(rest + extra + ["--source", uri, "--mode", "latest", "--window", "off"])
+            cfg.output.video = None
+            info = prepare(cfg, spec)
+            names = read_names(getattr(spec, "names", None))
+        except (PipelineError, ModelError, ValueError) as e:
+            code = getattr(e, "exit_code", 2)
+            sys.stderr.write(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}\n")
+            return 2 if code == 1 else code
+        logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        log = logging.getLogger("run_capture")
+        log.info("%s over %d,%d %dx%d (%s)", mode, *region, uri)
+        sup = make_supervisor(cfg, spec, info, names, region, mode, opts.duration)
+        code = sup.run()
+        if sup.error:
+            sys.stderr.write(f"error: {sup.error}\n")
+        elif sup.report is not None and sup.outcome in ("completed", "quit", "interrupted", "stopped"):
+            r = sup.report
+            st = r.get("stages", {})
+            log.info("%s: %d frames grabbed, %d drawn; infer %.1f fps, %s %.1f fps; latency p50 %s ms",
+                     sup.outcome, r["frames_in"], r["frames_out"], st.get("infer", {}).get("fps", 0.0), mode,
+                     st.get("render", {}).get("fps", 0.0), r["latency_ms"]["p50"])
+        return code
+    except KeyboardInterrupt:
+        return 130 if not interrupted or interrupted[0] == signal.SIGINT else 143

@@ -1,0 +1,153 @@
+"""Detect and track objects in a video, image folder, camera, stream or screen.
+
+    python run_tracker.py --source video.mp4 --output out.mp4 --mot tracks.txt --profile profile.json
+    python run_tracker.py --source rtsp://cam/stream --config configs/rtsp-headless.yaml --events ev.jsonl
+
+Settings come from ``--config`` (default ``configs/default.yaml``), then ``--set key=value``,
+then the flags below. Errors print one ``error: ...`` line; exit codes: 0 done, 1 failed,
+2 bad input, 130 interrupted (Ctrl-C), 143 SIGTERM.
+
+(The command line behind ``run_tracker.py`` and the ``trackpipe`` console script.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+
+# flag dest -> dotted config key
+_OVERRIDES = {
+    "source": "source.uri", "mode": "source.mode", "realtime": "source.realtime", "loop": "source.loop",
+    "tracker": "tracker.name", "output": "output.video", "mot": "output.mot", "events": "output.events",
+    "headless": "output.headless", "window": "output.window", "max_frames": "pipeline.max_frames",
+    "ring_slots": "pipeline.ring_slots", "profile": "profile.path", "profile_plot": "profile.plot",
+    "metrics_port": "metrics_port", "log_level": "log_level",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The CLI; model flags come from models.cli_args (the same as ``python -m models``)."""
+    from models.cli_args import add_model_args
+
+    p = _Parser(prog="run_tracker.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", help="video file, image folder or glob, camera index, rtsp/http URL, "
+                                    "screen[:N][@X,Y,W,H]")
+    p.add_argument("--config", default=None, help="YAML config (default configs/default.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set pipeline.ring_slots=4 (repeatable)")
+    add_model_args(p, defaults=False)  # None = not given: the config's model section applies
+    p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")
+    t = p.add_argument_group("tracking and outputs")
+    t.add_argument("--tracker", help="sort-ref, sort, bytetrack, deepsort, deepsort-byte")
+    t.add_argument("--output", help="annotated video file (.mp4)")
+    t.add_argument("--mot", help="MOTChallenge track file")
+    t.add_argument("--events", help="JSON-lines events file")
+    t.add_argument("--headless", action="store_true", default=None, help="no window, no live table")
+    t.add_argument("--window", choices=("auto", "on", "off"), help="live window (auto: when a display exists)")
+    r = p.add_argument_group("run")
+    r.add_argument("--max-frames", type=int, help="stop after N frames")
+    r.add_argument("--mode", choices=("auto", "lossless", "latest"), help="flow control (auto: by source)")
+    r.add_argument("--realtime", action="store_true", default=None, help="play a file at its fps, as a live source")
+    r.add_argument("--loop", action="store_true", default=None, help="restart a file or folder at its end")
+    r.add_argument("--ring-slots", type=int, help="shared-memory frame slots")
+    r.add_argument("--profile", metavar="PROFILE.json", help="write the per-stage profile here")
+    r.add_argument("--profile-plot", metavar="PLOT.png", help="write per-stage FPS over time")
+    r.add_argument("--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT")
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+_MODEL_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "calib",
+               "threads")
+
+
+def load(argv):
+    """argv -> (Config, ModelSpec); raises PipelineError / ModelError / ValueError."""
+    from models.cli_args import spec_from_args
+    from pipeline.app import read_names, resolve_classes
+    from pipeline.config import load_config, parse_scalar, set_value
+    from pipeline.errors import ConfigError
+
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None))
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE")
+        k, v = item.split("=", 1)
+        set_value(cfg, k.strip(), parse_scalar(v))
+    for dest, key in _OVERRIDES.items():
+        if getattr(args, dest, None) is not None:
+            set_value(cfg, key, getattr(args, dest))
+    if args.classes is not None:
+        cfg.model.classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if not cfg.source.uri:
+        raise ConfigError("no source given (use --source or source.uri in the config)")
+
+    # model: the config's model section, then the flags given; a --model on the command line
+    # replaces the config's cfg/weights/names and a --cfg/--weights replaces its --model
+    m = {k: getattr(cfg.model, k) for k in _MODEL_KEYS}
+    if args.model:
+        m.update(cfg=None, weights=None, names=None)
+    if args.cfg or args.weights:
+        m.update(model=None)
+    for k in _MODEL_KEYS:
+        if getattr(args, k, None) is not None:
+            m[k] = getattr(args, k)
+    for k in ("cfg", "weights", "names", "calib"):
+        if m[k] is not None:
+            m[k] = Path(m[k])
+    if isinstance(m["size"], int):
+        m["size"] = (m["size"], m["size"])
+    ns = argparse.Namespace(**m, cache_dir=args.cache_dir)
+    names = read_names(m["names"]) if m["names"] else None
+    spec = spec_from_args(ns, classes=resolve_classes(cfg.model.classes, names))
+    return cfg, spec
+
+
+def main(argv=None) -> int:
+    interrupted = []
+
+    def early_stop(signum, frame):  # Ctrl-C before the supervisor has its own handler
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, early_stop)
+    signal.signal(signal.SIGTERM, early_stop)
+    try:
+        from models.errors import ModelError
+        from pipeline.app import run_pipeline
+        from pipeline.errors import PipelineError
+
+        try:
+            cfg, spec = load(sys.argv[1:] if argv is None else argv)
+        except (PipelineError, ModelError, ValueError) as e:
+            code = getattr(e, "exit_code", 2)
+            sys.stderr.write(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}\n")
+            return 2 if code == 1 else code
+        logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        res = run_pipeline(cfg, spec)
+        if res.error:
+            sys.stderr.write(f"error: {res.error}\n")
+        elif res.report is not None and res.outcome in ("completed", "quit", "interrupted"):
+            r = res.report
+            logging.getLogger("run_tracker").info(
+                "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps, latency p50 %s ms",
+                res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"],
+                r["latency_ms"]["p50"])
+        return res.exit_code
+    except KeyboardInterrupt:
+        return 130 if not interrupted or interrupted[0] == signal.SIGINT else 143

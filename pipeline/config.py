@@ -1,0 +1,278 @@
+"""Typed pipeline configuration: dataclasses loaded from YAML, overridden by CLI flags.
+
+Unknown keys and out-of-range values are rejected with a message that names the key
+and what is allowed, e.g. ``unknown key 'pipline' (allowed: source, model, ...)``.
+Field metadata carries the checks: ``choices``, ``min``/``max`` (inclusive) and
+``min_excl``. Model files named in a config file are relative to that file; every other
+path is relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default, *, choices=None, min=None, max=None, min_excl=None, help=""):  # noqa: A002
+    meta = {k: v for k, v in dict(choices=choices, min=min, max=max, min_excl=min_excl, help=help).items()
+            if v is not None}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SourceConfig:
+    """Where frames come from and how they flow."""
+
+    uri: Optional[str] = _f(None, help="video file, image folder or glob, camera index, rtsp/http URL, "
+                                       "screen[:MONITOR][@X,Y,W,H]")
+    mode: str = _f("auto", choices=("auto", "lossless", "latest"),
+                   help="lossless: every frame once, in order (files); latest: newest frame, count drops (live)")
+    realtime: bool = _f(False, help="pace a file at its own fps and treat it as a live source")
+    fps: float = _f(30.0, min_excl=0.0, max=1000.0, help="frame rate of image folders and screen capture")
+    loop: bool = _f(False, help="restart a file or folder at its end")
+    decode_threads: int = _f(0, min=0, max=64, help="FFmpeg decoder threads (0: 1 for files, which are decoded "
+                                                   "ahead anyway, FFmpeg's default for live sources)")
+    width: int = _f(0, min=0, max=16384, help="requested camera width (0: device default)")
+    height: int = _f(0, min=0, max=16384, help="requested camera height (0: device default)")
+    watchdog_s: float = _f(5.0, min_excl=0.0, max=3600.0, help="live: no new frame for this long -> source_lost")
+    backoff_initial_s: float = _f(0.5, min_excl=0.0, max=600.0)
+    backoff_max_s: float = _f(30.0, min_excl=0.0, max=3600.0)
+    open_timeout_s: float = _f(10.0, min_excl=0.0, max=600.0)
+    read_timeout_s: float = _f(5.0, min_excl=0.0, max=600.0)
+
+
+@dataclass
+class ModelConfig:
+    """Detector, with the names of the flags of ``python -m models``; None: the models default."""
+
+    model: Optional[str] = _f(None, help="known model name (e.g. yolov4-tiny); overrides cfg/weights")
+    cfg: Optional[str] = _f(None)
+    weights: Optional[str] = _f(None)
+    names: Optional[str] = _f(None)
+    size: Optional[int] = _f(None, min=32, max=4096, help="network input size (multiple of 32)")
+    backend: Optional[str] = _f(None, choices=("auto", "onnx", "tf", "opencv", "tensorrt", "tftrt"))
+    precision: Optional[str] = _f(None, choices=("fp32", "fp16", "int8"))
+    conf: Optional[float] = _f(None, min=0.0, max=1.0)
+    nms: Optional[float] = _f(None, min_excl=0.0, max=1.0)
+    calib: Optional[str] = _f(None, help="INT8 calibration frames (video, folder)")
+    threads: Optional[int] = _f(None, min=0, max=256, help="intra-op threads of the backend (0: all cores)")
+    classes: Optional[List[Union[int, str]]] = _f(None, help="keep only these class ids or names")
+
+
+@dataclass
+class TrackerConfig:
+    name: str = _f("sort", help="sort-ref, sort, bytetrack, deepsort, deepsort-byte")
+    options: Dict[str, Any] = _f({}, help="overrides of the tracker's config fields")
+
+
+@dataclass
+class PipelineConfig:
+    ring_slots: int = _f(8, min=2, max=256, help="shared-memory frame slots")
+    infer_workers: int = _f(0, min=0, max=64, help="infer processes (0: auto: 2 on a CPU for files, else 1)")
+    max_frames: int = _f(0, min=0, help="stop after this many frames (0: all)")
+    heartbeat_timeout_s: float = _f(10.0, min_excl=0.0, max=3600.0,
+                                    help="a ready stage silent for this long is considered hung")
+    start_timeout_s: float = _f(1800.0, min_excl=0.0, help="time allowed for every stage to become ready "
+                                                          "(model export or TensorRT engine build included)")
+    stop_timeout_s: float = _f(2.0, min_excl=0.0, max=60.0, help="graceful stop before SIGKILL")
+    max_restarts_per_min: int = _f(3, min=0, max=1000, help="live sources: stage restarts allowed per minute")
+    reclaim_after_s: float = _f(2.0, min_excl=0.0, help="live: a slot in flight this long may be overwritten")
+    start_method: str = _f("spawn", choices=("spawn", "forkserver"))
+
+
+@dataclass
+class OutputConfig:
+    video: Optional[str] = _f(None, help="annotated video file (.mp4)")
+    fourcc: str = _f("mp4v")
+    mot: Optional[str] = _f(None, help="MOTChallenge track file")
+    events: Optional[str] = _f(None, help="JSON-lines events file")
+    window: str = _f("auto", choices=("auto", "on", "off"), help="auto: when a display is available")
+    headless: bool = _f(False, help="no window, no live table")
+    labels: bool = _f(True, help="draw id/class/score labels")
+    track_end_frames: int = _f(30, min=1, help="frames a track id must be unseen before track_ended")
+
+
+@dataclass
+class ProfileConfig:
+    path: Optional[str] = _f(None, help="write the profile JSON here at exit")
+    plot: Optional[str] = _f(None, help="write a PNG of per-stage FPS over time")
+    table: str = _f("auto", choices=("auto", "on", "off"), help="live per-stage table (auto: live sources)")
+    interval_s: float = _f(1.0, min_excl=0.0, max=60.0, help="stats period of every stage")
+    log_interval_s: float = _f(30.0, min=0.0, help="headless live runs: one stats line this often (0: never)")
+
+
+@dataclass
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    metrics_port: int = _f(0, min=0, max=65535, help="Prometheus metrics on 127.0.0.1:PORT (0: off)")
+    log_level: str = _f("info", choices=("debug", "info", "warning", "error"))
+
+
+# --- loading and validation ---------------------------------------------------------------
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (after resolving strings); ints widen to float."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{key}: expected {' or '.join(_type_name(a) for a in args if a is not type(None))}, got {value!r}")
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. a camera index written as `uri: 0`
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _check(value: Any, f: dataclasses.Field, key: str) -> None:
+    m = f.metadata
+    if value is None:
+        return
+    if "choices" in m and value not in m["choices"]:
+        raise ConfigError(f"{key}: invalid value {value!r} (allowed: {', '.join(map(str, m['choices']))})")
+    if "min" in m and value < m["min"]:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {m['min']}")
+    if "max" in m and value > m["max"]:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {m['max']}")
+    if "min_excl" in m and value <= m["min_excl"]:
+        raise ConfigError(f"{key}: {value!r} must be greater than {m['min_excl']}")
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def apply_dict(obj, data: dict, prefix: str = "") -> None:
+    """Set fields of dataclass ``obj`` from a nested mapping, validating every key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = _hints(type(obj))
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in fields:
+            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(fields)})")
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            if v is None:
+                continue
+            apply_dict(cur, v, key + ".")
+            continue
+        if isinstance(v, bool) and "on" in fields[k].metadata.get("choices", ()):
+            v = "on" if v else "off"  # YAML 1.1 reads on/off as booleans
+        val = _coerce(v, hints[k], key)
+        _check(val, fields[k], key)
+        setattr(obj, k, val)
+
+
+def set_value(cfg: Config, dotted: str, value: Any) -> None:
+    """Override one value by dotted key (``pipeline.ring_slots``), validated like YAML."""
+    parts = dotted.split(".")
+    data: Any = value
+    for p in reversed(parts):
+        data = {p: data}
+    apply_dict(cfg, data)
+
+
+def parse_scalar(text: str) -> Any:
+    """A ``--set key=value`` value: YAML scalar syntax (``4``, ``true``, ``[0, 2]``, ``null``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config(path: Optional[str] = None, data: Optional[dict] = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``data`` (if any)."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        if loaded is not None:
+            try:
+                apply_dict(cfg, loaded)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from None
+            _resolve_model_paths(cfg, loaded, p.resolve().parent)
+    if data:
+        apply_dict(cfg, data)
+    return cfg
+
+
+MODEL_FILE_KEYS = ("cfg", "weights", "names", "calib")
+
+
+def _resolve_model_paths(cfg: Config, loaded: dict, base: Path) -> None:
+    """Model files named in a config file are relative to that file (so a preset works from
+    any working directory); sources and outputs stay relative to the working directory."""
+    model = loaded.get("model") if isinstance(loaded, dict) else None
+    if not isinstance(model, dict):
+        return
+    for k in MODEL_FILE_KEYS:
+        v = model.get(k)
+        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+            setattr(cfg.model, k, os.path.normpath(str(base / v)))
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

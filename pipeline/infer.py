@@ -1,0 +1,120 @@
+"""Infer stage: ``frame`` messages -> detector on the shared-memory slot -> ``dets`` messages.
+
+The detector reads the slot in place (no copy). In latest-frame mode infer asks capture
+for a frame (``want``) whenever it is idle, so it always gets the newest one, and it
+checks the slot's seqlock after detecting: a frame overwritten meanwhile is discarded
+and counted as a drop. ``detector_only_fps`` comes from the summed ``detect()`` time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from . import bus as busmod
+from .bus import CTL, DETS, FRAMES
+from .ring import FrameRing
+from .stage import RunContext, StageError, StageProcess
+from .stats import StageBoard
+
+log = logging.getLogger(__name__)
+
+
+class InferProcess(StageProcess):
+    stage = "infer"
+
+    def __init__(self, rc: RunContext, spec, frame_shape, warmup: bool = True, factory=None, worker: int = 0):
+        if worker:
+            self.stage = f"infer.{worker}"  # worker 0 is "infer"; the report sums them
+        super().__init__(rc)
+        self.factory = factory  # spec -> Detector; default models.factory.build_detector
+        self.spec = spec
+        self.frame_shape = tuple(frame_shape)
+        self.warmup = warmup
+
+    def setup(self) -> None:
+        self.ring = FrameRing.attach(self.rc.ring_name)
+        self.inp = self.bus.pull(FRAMES, hwm=self.ring.slots * 4 + 64, bind=False)
+        self.out = self.bus.push(DETS, hwm=self.ring.slots * 4 + 64)
+        self.ctl = self.bus.push(CTL, hwm=64, flush=False)
+        from models.errors import ModelError
+        from models.factory import build_detector
+        try:
+            self.detector = (self.factory or build_detector)(self.spec)
+        except (ModelError, ValueError, FileNotFoundError) as e:
+            raise StageError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+        if self.warmup:  # first calls allocate and compile; keep them out of the measurements
+            dummy = np.zeros(self.frame_shape, np.uint8)
+            for _ in range(2):
+                self.detector.detect(dummy)
+                self.beat()
+        self.stats.extra.update(_sum_detect_s=0.0, _sum_detect_n=0,
+                                backend=getattr(self.detector, "name", "?"))
+
+    def teardown(self) -> None:
+        det = getattr(self, "detector", None)
+        if det is not None:
+            det.close()
+        if getattr(self, "ring", None) is not None:
+            self.ring.close()
+
+    def _want(self) -> None:
+        try:
+            self.ctl.send_multipart(busmod.encode("want"), busmod.zmq.NOBLOCK)
+        except busmod.zmq.ZMQError:
+            pass
+
+    def loop(self) -> None:
+        latest = self.rc.mode == "latest"
+        ring, stats = self.ring, self.stats
+        idle_since = time.monotonic()
+        if latest:
+            self._want()
+        last_want = time.monotonic()
+        while not self.stopping():
+            self.tick()
+            msg = busmod.recv(self.inp)
+            if msg is None:
+                if latest and time.monotonic() - last_want > 1.0:  # a want lost in a capture restart
+                    self._want()
+                    last_want = time.monotonic()
+                continue
+            kind, h, _ = msg
+            if kind == "eos":
+                busmod.send(self.out, "eos", h, stop=self.rc.stop)
+                return
+            if kind != "frame":
+                busmod.send(self.out, kind, h, stop=self.rc.stop)
+                continue
+            self.count(StageBoard.IN)
+            slot, seq = h["slot"], h["seq"]
+            t0 = time.monotonic()
+            version = ring.version(slot)
+            dets = None
+            if not latest or ring.valid(slot, seq, version):
+                frame = ring.frame(slot, tuple(h["shape"]))
+                dets = self.detector.detect(frame)
+                del frame
+            t1 = time.monotonic()
+            if latest:
+                self._want()
+                last_want = t1
+                if dets is not None and not ring.valid(slot, seq, version):
+                    dets = None  # overwritten while we read it: never pass on a torn frame
+            if dets is None:
+                stats.drops += 1
+                h["dropped"] = True
+                arrays = None
+            else:
+                stats.extra["_sum_detect_s"] += t1 - t0
+                stats.extra["_sum_detect_n"] += 1
+                h["n_dets"] = len(dets)
+                arrays = busmod.pack_dets(dets)
+            h["t_infer"] = t1 - t0
+            if not busmod.send(self.out, "frame", h, arrays, stop=self.rc.stop):
+                return
+            self.count(StageBoard.OUT)
+            stats.item(t0, t1, t0 - idle_since)
+            idle_since = time.monotonic()

@@ -1,0 +1,215 @@
+"""Outputs: box annotator, annotated video file, live window, MOTChallenge file, JSON-lines events.
+
+All are plain classes usable without the pipeline (the sequential benchmark uses them
+too). Each has ``close()``, which finalises its file and is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from models.types import Detections, Tracks, to_tlwh
+
+log = logging.getLogger(__name__)
+
+
+def _color(i: int) -> tuple:
+    """A stable, well-spread BGR colour for id ``i``."""
+    h = (int(i) * 0.61803398875) % 1.0
+    hsv = np.uint8([[[int(h * 179), 200, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
+class BoxAnnotator:
+    """Draws boxes with ``id class score`` labels; ``annotate(scene, detections)`` in place."""
+
+    def __init__(self, names: Optional[Sequence[str]] = None, labels: bool = True, thickness: int = 0):
+        self.names = list(names) if names else None
+        self.labels = labels
+        self.thickness = thickness
+        self._colors: Dict[int, tuple] = {}
+
+    def color(self, i: int) -> tuple:
+        c = self._colors.get(i)
+        if c is None:
+            if len(self._colors) > 4096:
+                self._colors.clear()
+            c = self._colors[i] = _color(i)
+        return c
+
+    def annotate(self, scene: np.ndarray, dets: Detections) -> np.ndarray:
+        """scene (H, W, 3) uint8 BGR, modified in place; dets: Detections or Tracks (xyxy pixels)."""
+        if dets is None or len(dets) == 0:
+            return scene
+        h = scene.shape[0]
+        t = self.thickness or max(1, round(h / 540))
+        scale = max(0.4, h / 1440)
+        ids = dets.track_id if isinstance(dets, Tracks) else None
+        boxes = np.round(dets.xyxy).astype(np.int32)
+        for k in range(len(dets)):
+            x1, y1, x2, y2 = (int(v) for v in boxes[k])
+            key = int(ids[k]) if ids is not None else int(dets.class_id[k])
+            col = self.color(key)
+            cv2.rectangle(scene, (x1, y1), (x2, y2), col, t, cv2.LINE_8)
+            if not self.labels:
+                continue
+            cid = int(dets.class_id[k])
+            name = self.names[cid] if self.names and 0 <= cid < len(self.names) else str(cid)
+            text = (f"{ids[k]} " if ids is not None else "") + f"{name} {dets.score[k]:.2f}"
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, t - 1))
+            ty = max(th + base, y1)
+            cv2.rectangle(scene, (x1, ty - th - base), (x1 + tw + 2, ty), col, -1)
+            cv2.putText(scene, text, (x1 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                        max(1, t - 1), cv2.LINE_AA)
+        return scene
+
+
+class VideoSink:
+    """Annotated video file with the source's fps and size.
+
+    mp4v in .mp4 is only playable once finalised: ``close()`` runs on every exit path."""
+
+    def __init__(self, path: str, fps: float, size: tuple, fourcc: str = "mp4v"):
+        self.path = str(path)
+        self.size = (int(size[0]), int(size[1]))  # (w, h)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size)
+        if not self.writer.isOpened():
+            raise OSError(f"cannot write video {self.path} (codec {fourcc!r} or folder not writable)")
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        """A frame of another size (image folders) is placed top-left on black, shrunk only if
+        it is larger, so that its pixels keep their coordinates."""
+        h, w = frame.shape[:2]
+        if (w, h) != self.size:
+            fw, fh = self.size
+            s = min(fw / w, fh / h, 1.0)
+            if s < 1.0:
+                w, h = max(1, int(w * s)), max(1, int(h * s))
+                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            canvas = np.zeros((fh, fw, 3), np.uint8)
+            canvas[:h, :w] = frame
+            frame = canvas
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+class WindowSink:
+    """A live ``cv2.imshow`` window; ``show()`` returns False once q or Esc was pressed."""
+
+    def __init__(self, title: str = "trackpipe"):
+        self.title = title
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+
+    def show(self, frame: np.ndarray) -> bool:
+        cv2.imshow(self.title, frame)
+        key = cv2.waitKey(1) & 0xFF
+        return key not in (ord("q"), ord("Q"), 27)
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+def display_available() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class MotWriter:
+    """MOTChallenge text: ``frame,id,x,y,w,h,score,-1,-1,-1`` (frame 1-based, top-left/size pixels)."""
+
+    def __init__(self, path: str, append: bool = False):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self.f = open(self.path, "a" if append else "w", buffering=1 << 16)
+        self.rows = 0
+
+    def write(self, frame_no: int, tracks: Tracks) -> None:
+        if tracks is None or len(tracks) == 0:
+            return
+        tlwh = to_tlwh(tracks.xyxy)
+        lines = [f"{frame_no},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
+                 for i, (x, y, w, h), s in zip(tracks.track_id, tlwh, tracks.score, strict=True)]
+        self.f.writelines(lines)
+        self.rows += len(lines)
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class EventWriter:
+    """JSON lines, one object per line: ``{"event", "t", "seq", ...}``, flushed per line.
+
+    Track lifecycle from the per-frame tracks: ``track_started`` the first frame an id
+    appears, ``track_ended`` once it has been unseen for ``end_after`` frames (or at the end).
+    Source events (``source_lost``/``source_restored``) are written as they come."""
+
+    def __init__(self, path: str, names: Optional[Sequence[str]] = None, end_after: int = 30,
+                 append: bool = False):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self.f = open(self.path, "a" if append else "w", buffering=1)
+        self.names = list(names) if names else None
+        self.end_after = int(end_after)
+        self.active: Dict[int, dict] = {}   # id -> {first, last, class_id, hits}
+        self.count = 0
+
+    def emit(self, event: str, t: Optional[float] = None, seq: int = -1, **fields) -> None:
+        obj = {"event": event, "t": round(time.time() if t is None else t, 6), "seq": int(seq)}
+        obj.update(fields)
+        self.f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.count += 1
+
+    def _class(self, cid: int) -> dict:
+        d = {"class_id": int(cid)}
+        if self.names and 0 <= cid < len(self.names):
+            d["class"] = self.names[cid]
+        return d
+
+    def update(self, seq: int, t: float, tracks: Optional[Tracks]) -> None:
+        if tracks is not None:
+            for k in range(len(tracks)):
+                tid = int(tracks.track_id[k])
+                st = self.active.get(tid)
+                if st is None:
+                    x1, y1, x2, y2 = (round(float(v), 1) for v in tracks.xyxy[k])
+                    self.active[tid] = {"first": seq, "last": seq, "t_first": t, "cid": int(tracks.class_id[k])}
+                    self.emit("track_started", t, seq, track_id=tid, score=round(float(tracks.score[k]), 4),
+                              box=[x1, y1, x2, y2], **self._class(int(tracks.class_id[k])))
+                else:
+                    st["last"] = seq
+        for tid in [i for i, st in self.active.items() if seq - st["last"] >= self.end_after]:
+            self._end(tid, t, seq, "lost")
+
+    def _end(self, tid: int, t: float, seq: int, reason: str) -> None:
+        st = self.active.pop(tid)
+        self.emit("track_ended", t, seq, track_id=tid, first_seq=st["first"], last_seq=st["last"],
+                  duration_s=round(max(0.0, t - st["t_first"]), 3), reason=reason, **self._class(st["cid"]))
+
+    def end_all(self, t: float, seq: int, reason: str) -> None:
+        for tid in list(self.active):
+            self._end(tid, t, seq, reason)
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None

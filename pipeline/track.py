@@ -1,0 +1,120 @@
+"""Track stage: ``dets`` messages -> tracker -> ``tracks`` to render and to the sinks.
+
+The tracker is called once per frame, also with no detections. Frames infer dropped
+(latest-frame mode) are passed on without an update, so every frame still reaches
+render, which releases its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from . import bus as busmod
+from .bus import DETS, SINK, TRACKS
+from .ring import FrameRing
+from .stage import RunContext, StageError, StageProcess
+from .stats import StageBoard
+
+log = logging.getLogger(__name__)
+
+
+class TrackProcess(StageProcess):
+    stage = "track"
+
+    def __init__(self, rc: RunContext, tracker: str, options: dict, to_sink: bool, id_offset: int = 0):
+        super().__init__(rc)
+        self.id_offset = id_offset  # a restarted tracker must not reuse the ids of the previous one
+        self.tracker_name = tracker
+        self.options = dict(options)
+        self.to_sink = to_sink
+
+    def setup(self) -> None:
+        from trackers.base import build_tracker
+        try:
+            self.tracker = build_tracker(self.tracker_name, **self.options)
+        except (ValueError, TypeError) as e:
+            raise StageError(f"tracker: {e}") from None
+        # appearance trackers read the frame; motion-only ones never touch pixels
+        self.needs_frame = self.tracker_name.startswith("deepsort")
+        self.ring = FrameRing.attach(self.rc.ring_name) if self.needs_frame else None
+        n = self.rc.ring_slots * 4 + 64
+        self.inp = self.bus.pull(DETS, hwm=n)
+        self.out = [self.bus.push(TRACKS, hwm=n)]
+        if self.to_sink:
+            self.out.append(self.bus.push(SINK, hwm=10000))
+
+    def teardown(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+
+    def _send(self, kind, h, arrays=None) -> bool:
+        return all(busmod.send(s, kind, h, arrays, stop=self.rc.stop) for s in self.out)
+
+    def loop(self) -> None:
+        """Frames from several infer workers arrive out of order: lossless mode puts them back
+        in sequence (seqs are contiguous from 0); latest mode passes a frame older than one
+        already tracked on as dropped (its slot still goes back through render)."""
+        lossless = self.rc.mode == "lossless"
+        pending = {}           # seq -> (header, arrays), lossless reordering
+        expected = 0           # next seq to track (lossless)
+        last_seq = -1          # newest seq tracked (latest)
+        total = None           # frames in the stream, from the end-of-stream message
+        idle_since = time.monotonic()
+        while not self.stopping():
+            self.tick()
+            if total is not None and expected >= total:
+                self._send("eos", {"frames": total})
+                return
+            msg = busmod.recv(self.inp)
+            if msg is None:
+                continue
+            kind, h, arrays = msg
+            if kind == "eos":
+                if not lossless:
+                    self._send("eos", h)
+                    return
+                total = int(h.get("frames", 0))
+                continue
+            if kind != "frame":
+                self._send(kind, h)
+                continue
+            self.count(StageBoard.IN)
+            if lossless:
+                pending[h["seq"]] = (h, arrays)
+                while expected in pending:
+                    hh, aa = pending.pop(expected)
+                    expected += 1
+                    if not self._track(hh, aa, idle_since):
+                        return
+                    idle_since = time.monotonic()
+                self.stats.extra["reorder_max"] = max(self.stats.extra.get("reorder_max", 0), len(pending))
+            else:
+                if h["seq"] < last_seq and not h.get("dropped"):
+                    h["dropped"] = True  # stale: a newer frame was tracked already
+                    self.stats.drops += 1
+                last_seq = max(last_seq, h["seq"])
+                if not self._track(h, arrays, idle_since):
+                    return
+                idle_since = time.monotonic()
+
+    def _track(self, h: dict, arrays, idle_since: float) -> bool:
+        t0 = time.monotonic()
+        out = None
+        if not h.get("dropped"):
+            dets = busmod.unpack_dets(arrays)
+            frame = None
+            if self.ring is not None:
+                frame = self.ring.frame(h["slot"], tuple(h["shape"]))
+            tracks = self.tracker.update(dets, frame=frame)
+            del frame
+            if self.id_offset:
+                tracks.track_id = tracks.track_id + self.id_offset
+            out = busmod.pack_dets(tracks)
+        t1 = time.monotonic()
+        h["t_track"] = t1 - t0
+        if not self._send("frame", h, out):
+            return False
+        self.count(StageBoard.OUT)
+        self.stats.item(t0, t1, max(0.0, t0 - idle_since))
+        return True

@@ -1,0 +1,104 @@
+"""ZeroMQ bus: message encoding, Detections/Tracks round trip, ipc across a real process, timeouts."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+import numpy as np
+import pytest
+
+from models.types import Detections, Tracks
+from pipeline import bus as busmod
+from pipeline import cleanup
+from pipeline.bus import Bus
+
+
+def test_encode_decode_roundtrip():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.array([1, 2, 3], np.int64)
+    kind, h, arrs = busmod.decode(busmod.encode("frame", {"seq": 7, "shape": [2, 3, 3]}, {"a": a, "b": b}))
+    assert kind == "frame" and h == {"seq": 7, "shape": [2, 3, 3]}
+    np.testing.assert_array_equal(arrs["a"], a)
+    assert arrs["b"].dtype == np.int64 and arrs["b"].tolist() == [1, 2, 3]
+    kind, h, arrs = busmod.decode(busmod.encode("eos"))
+    assert (kind, h, arrs) == ("eos", {}, {})
+
+
+def test_detections_and_tracks_roundtrip():
+    d = Detections(np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32), np.array([0.5, 0.9], np.float32),
+                   np.array([0, 2], np.int32))
+    back = busmod.unpack_dets(busmod.decode(busmod.encode("frame", {}, busmod.pack_dets(d)))[2])
+    assert type(back) is Detections and len(back) == 2
+    np.testing.assert_array_equal(back.xyxy, d.xyxy)
+    t = Tracks(d.xyxy, d.score, d.class_id, track_id=np.array([3, 9], np.int64))
+    back = busmod.unpack_dets(busmod.decode(busmod.encode("frame", {}, busmod.pack_dets(t)))[2])
+    assert type(back) is Tracks and back.track_id.tolist() == [3, 9]
+    back.xyxy[0, 0] = 100  # writable copies
+    empty = busmod.unpack_dets(busmod.decode(busmod.encode("frame", {}, busmod.pack_dets(Tracks.empty())))[2])
+    assert type(empty) is Tracks and len(empty) == 0
+
+
+def _child_send(run_dir, n):
+    b = Bus(run_dir)
+    s = b.push("t", hwm=10)
+    for i in range(n):
+        d = Detections(np.full((i, 4), i, np.float32), np.ones(i, np.float32), np.zeros(i, np.int32))
+        busmod.send(s, "frame", {"seq": i}, busmod.pack_dets(d))
+    busmod.send(s, "eos", {"frames": n})
+    b.close(linger_ms=2000)
+
+
+@pytest.mark.timeout(60)
+def test_ipc_between_processes_in_order():
+    run_id = cleanup.new_run_id()
+    run_dir = cleanup.make_run_dir(run_id)
+    assert os.stat(run_dir).st_mode & 0o777 == 0o700
+    b = Bus(run_dir)
+    try:
+        inp = b.pull("t", hwm=10)
+        p = mp.get_context("spawn").Process(target=_child_send, args=(run_dir, 50))
+        p.start()
+        seqs = []
+        while True:
+            msg = busmod.recv(inp, 20000)
+            assert msg is not None
+            kind, h, arrs = msg
+            if kind == "eos":
+                break
+            assert len(busmod.unpack_dets(arrs)) == h["seq"]
+            seqs.append(h["seq"])
+        p.join(10)
+        assert seqs == list(range(50)) and p.exitcode == 0
+    finally:
+        b.close()
+        cleanup.remove_run(run_id)
+    assert not os.path.exists(run_dir)
+
+
+def test_recv_times_out_fast(tmp_path):
+    b = Bus(str(tmp_path))
+    try:
+        s = b.pull("x")
+        t = time.monotonic()
+        assert busmod.recv(s, 100) is None
+        assert time.monotonic() - t < 0.5
+        assert busmod.recv_nowait(s) is None
+    finally:
+        b.close()
+
+
+def test_send_gives_up_when_stopped(tmp_path):
+    """A full HWM with no reader: send retries until the stop event is set, never forever."""
+    import threading
+    b = Bus(str(tmp_path))
+    try:
+        s = b.push("nobody", hwm=1, send_timeout_ms=50)
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+        t = time.monotonic()
+        results = [busmod.send(s, "frame", {"i": i}, stop=stop) for i in range(5)]
+        assert not all(results) and time.monotonic() - t < 3
+    finally:
+        b.close()

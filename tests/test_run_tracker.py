@@ -1,0 +1,259 @@
+"""run_tracker.py as a user runs it: a real subprocess (own process group), the real Yolo-Fastest
+detector, real signals; afterwards no process, no /dev/shm entry and no ipc folder may remain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import COCO_NAMES, ROOT, VIDEO_360, VIDEO_1080, YF_CFG, YF_WEIGHTS, leftovers
+
+MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
+         "--backend", "onnx"]
+
+
+def _start(args, tmp_path, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), *args], cwd=str(ROOT), env=env,
+                            stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.txt", "w+"), text=True,
+                            start_new_session=True, **kw)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _wait_group_gone(proc: subprocess.Popen, timeout: float) -> float:
+    """Wait until no process of ``proc``'s group is left (reaping ``proc`` itself)."""
+    pgid = proc.pid
+    t0 = time.monotonic()
+    while proc.poll() is None or _group_alive(pgid):
+        if time.monotonic() - t0 > timeout:
+            os.killpg(pgid, signal.SIGKILL)
+            pytest.fail(f"processes of group {pgid} still alive after {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def _running_in_group(pgid: int) -> list:
+    """Pids of the group that are not zombies (an orphan's zombie waits for init to reap it)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def _stage_pid(parent: int, stage: str) -> int:
+    """The child of ``parent`` named tp-<stage> (stages set their process name)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if (d / "comm").read_text().strip() == f"tp-{stage}" and \
+                    int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                return int(d.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return -1
+
+
+def _wait_frames_written(path: Path, min_bytes: int, proc, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while not (path.exists() and path.stat().st_size >= min_bytes):
+        assert proc.poll() is None, f"exited early: {proc.returncode}"
+        assert time.monotonic() - t0 < timeout, "no output written"
+        time.sleep(0.05)
+
+
+def _frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def _stderr(tmp_path) -> str:
+    return (tmp_path / "stderr.txt").read_text()
+
+
+@pytest.mark.timeout(180)
+def test_full_1080p_video_every_frame(tmp_path):
+    out = tmp_path / "out.mp4"
+    p = _start(["--source", str(VIDEO_1080), *MODEL, "--output", str(out), "--mot", str(tmp_path / "t.txt"),
+                "--events", str(tmp_path / "e.jsonl"), "--profile", str(tmp_path / "p.json"),
+                "--profile-plot", str(tmp_path / "p.png"), "--headless"], tmp_path)
+    assert p.wait(170) == 0, _stderr(tmp_path)
+    prof = json.loads((tmp_path / "p.json").read_text())
+    assert prof["frames_in"] == prof["frames_out"] == 302
+    assert prof["pipeline_fps"] > 0 and prof["detector_only_fps"] > 0 and prof["latency_ms"]["p99"] > 0
+    cap = cv2.VideoCapture(str(out))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS)) == \
+        (1920, 1080, 30)
+    assert _frames(out) == 302
+    rows = [ln.split(",") for ln in (tmp_path / "t.txt").read_text().splitlines()]
+    assert len(rows) > 300 and all(len(r) == 10 and r[7:] == ["-1", "-1", "-1"] for r in rows)
+    assert {int(r[0]) for r in rows} <= set(range(1, 303))
+    ev = [json.loads(ln) for ln in (tmp_path / "e.jsonl").read_text().splitlines()]
+    started = {e["track_id"] for e in ev if e["event"] == "track_started"}
+    ended = {e["track_id"] for e in ev if e["event"] == "track_ended"}
+    assert started and started == ended  # every track ends by the end of the file
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert leftovers(p.pid) == []
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("moment", ["startup", "loading", "running"])
+def test_ctrl_c_at_any_moment(tmp_path, moment):
+    out = tmp_path / "out.mp4"
+    p = _start(["--source", str(VIDEO_360), *MODEL, "--output", str(out), "--mot", str(tmp_path / "t.txt"),
+                "--profile", str(tmp_path / "p.json"), "--headless"], tmp_path)
+    if moment == "startup":
+        time.sleep(0.3)          # the interpreter is still importing
+    elif moment == "loading":
+        time.sleep(1.8)          # stage processes are starting / loading the model
+    else:
+        _wait_frames_written(out, 200_000, p)
+    os.killpg(p.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole group
+    took = _wait_group_gone(p, 5.0)
+    code = p.wait(1)
+    assert code in (130, 0), _stderr(tmp_path)
+    assert took < 5.0
+    assert "Traceback" not in _stderr(tmp_path)
+    assert leftovers(p.pid) == []
+    if moment == "running":
+        assert code == 130
+        assert _frames(out) > 5  # the partial video is finalised and playable
+        assert json.loads((tmp_path / "p.json").read_text())["outcome"] == "interrupted"
+    elif out.exists() and out.stat().st_size > 0:
+        cv2.VideoCapture(str(out)).isOpened()
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_of_a_stage_stops_a_file_run_cleanly(tmp_path):
+    out = tmp_path / "out.mp4"
+    p = _start(["--source", str(VIDEO_360), *MODEL, "--output", str(out), "--headless"], tmp_path)
+    _wait_frames_written(out, 200_000, p)
+    pid = _stage_pid(p.pid, "infer")
+    assert pid > 0
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    code = p.wait(10)
+    assert time.monotonic() - t0 < 2 + 3.0  # noticed within 2 s, then a graceful stop
+    _wait_group_gone(p, 2.0)
+    err = _stderr(tmp_path)
+    assert code == 1
+    assert "error: stage 'infer' died (killed by SIGKILL); stopping" in err
+    assert _frames(out) > 5
+    assert leftovers(p.pid) == []
+
+
+@pytest.mark.timeout(90)
+def test_killed_supervisor_leaves_nothing_after_next_start(tmp_path):
+    """SIGKILL of the main process: stages exit (parent-death signal), the shared memory goes
+    with the resource tracker, and the next run removes the stale ipc folder."""
+    out = tmp_path / "out.mp4"
+    p = _start(["--source", str(VIDEO_360), *MODEL, "--output", str(out), "--headless"], tmp_path)
+    _wait_frames_written(out, 100_000, p)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(5)
+    t0 = time.monotonic()
+    while _running_in_group(p.pid):  # the stages got SIGTERM from the kernel and finish
+        assert time.monotonic() - t0 < 5.0, f"still running: {_running_in_group(p.pid)}"
+        time.sleep(0.05)
+    from pipeline import cleanup
+    cleanup.clean_stale()
+    assert leftovers(p.pid) == []
+
+
+BAD = {
+    "missing file": (["--source", "nope/missing.mp4"], "error: source not found: nope/missing.mp4"),
+    "unreadable video": (["--source", "{tmp}/bad.mp4"], "error: cannot read video"),
+    "invalid key": (["--source", str(VIDEO_360), "--config", "{tmp}/key.yaml"],
+                    "unknown key 'pipline' (allowed: source, model, tracker, pipeline"),
+    "invalid value": (["--source", str(VIDEO_360), "--set", "pipeline.ring_slots=1"],
+                      "error: pipeline.ring_slots: 1 is below the minimum 2"),
+    "unknown backend": (["--source", str(VIDEO_360), "--backend", "cuda"], "error: argument --backend: invalid choice"),
+    "unknown backend in yaml": (["--source", str(VIDEO_360), "--config", "{tmp}/backend.yaml"],
+                                "model.backend: invalid value 'cuda'"),
+    "missing weights": (["--source", str(VIDEO_360), "--weights", "{tmp}/none.weights"],
+                        "error: weights file not found"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_nonzero_nothing_left(tmp_path, case):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x01garbage" * 5000)
+    (tmp_path / "key.yaml").write_text("pipline:\n  ring_slots: 4\n")
+    (tmp_path / "backend.yaml").write_text("model:\n  backend: cuda\n")
+    args, expected = BAD[case]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    p = _start(args + ["--output", str(tmp_path / "o.mp4"), "--headless"], tmp_path)
+    assert p.wait(50) == 2
+    err = _stderr(tmp_path)
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert expected in err, err
+    assert not (tmp_path / "o.mp4").exists()
+    assert leftovers(p.pid) == []
+
+
+@pytest.mark.timeout(90)
+def test_window_q_quits(tmp_path):
+    """The live window (cv2.imshow on a real, virtual X display): pressing q ends the run, exit 0."""
+    from xvfb import Xvfb, xvfb_available
+    ok, why = xvfb_available(("Xvfb", "xdotool"))
+    if not ok:
+        pytest.skip(why)
+    with Xvfb() as x:
+        env = x.env()
+        p = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO_360), "--loop",
+                              *MODEL, "--window", "on"], cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL,
+                             stderr=open(tmp_path / "stderr.txt", "w+"), start_new_session=True)
+        try:
+            found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "trackpipe"],
+                                   env=env, capture_output=True, text=True, timeout=60)
+            wid = found.stdout.split()[0]
+            time.sleep(0.5)
+            subprocess.run(["xdotool", "key", "--window", wid, "q"], env=env, check=True, timeout=10)
+            assert p.wait(10) == 0, _stderr(tmp_path)
+            _wait_group_gone(p, 5.0)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert "window closed by the user" in _stderr(tmp_path)
+    assert leftovers(p.pid) == []
+
+
+@pytest.mark.timeout(60)
+def test_unavailable_backend_one_line_nothing_written(tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    p = _start(["--source", str(VIDEO_360), *MODEL[:-2], "--backend", "tensorrt", "--output",
+                str(tmp_path / "o.mp4"), "--mot", str(tmp_path / "t.txt"), "--profile", str(tmp_path / "p.json")],
+               tmp_path)
+    assert p.wait(50) == 2
+    err = _stderr(tmp_path)
+    assert err.count("\n") == 1 and err.startswith("error: infer: "), err
+    assert list(tmp_path.iterdir()) == [tmp_path / "stderr.txt"]  # no output, no profile
+    assert leftovers(p.pid) == []

@@ -1,0 +1,73 @@
+"""Sinks: MOT format, event lifecycle, video file finalised with the source's fps/size, annotator."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from models.types import Tracks
+from pipeline.sinks import BoxAnnotator, EventWriter, MotWriter, VideoSink
+
+
+def _tracks(ids, x=10.0):
+    n = len(ids)
+    xyxy = np.array([[x + 50 * k, 20, x + 50 * k + 30, 80] for k in range(n)], np.float32).reshape(-1, 4)
+    return Tracks(xyxy, np.full(n, 0.75, np.float32), np.zeros(n, np.int32), track_id=np.array(ids, np.int64))
+
+
+def test_mot_format(tmp_path):
+    p = tmp_path / "sub" / "t.txt"
+    w = MotWriter(str(p))
+    w.write(1, _tracks([1, 2]))
+    w.write(2, Tracks.empty())
+    w.write(3, _tracks([2]))
+    w.close()
+    w.close()
+    lines = p.read_text().splitlines()
+    assert lines == ["1,1,10.00,20.00,30.00,60.00,0.7500,-1,-1,-1", "1,2,60.00,20.00,30.00,60.00,0.7500,-1,-1,-1",
+                     "3,2,10.00,20.00,30.00,60.00,0.7500,-1,-1,-1"]
+
+
+def test_events_lifecycle(tmp_path):
+    p = tmp_path / "ev.jsonl"
+    ev = EventWriter(str(p), names=["person"], end_after=2)
+    ev.update(0, 100.0, _tracks([1]))
+    ev.update(1, 100.1, _tracks([1, 2]))
+    ev.emit("source_lost", 100.15, 1, reason="read failed")
+    ev.update(2, 100.2, _tracks([2]))
+    ev.update(3, 100.3, _tracks([2]))   # id 1 unseen for 2 frames -> ended
+    ev.end_all(100.4, 3, "end_of_stream")
+    ev.close()
+    rows = [json.loads(ln) for ln in p.read_text().splitlines()]
+    assert [(r["event"], r.get("track_id")) for r in rows] == [
+        ("track_started", 1), ("track_started", 2), ("source_lost", None), ("track_ended", 1), ("track_ended", 2)]
+    assert all({"event", "t", "seq"} <= set(r) for r in rows)
+    assert rows[0]["class"] == "person" and rows[3]["reason"] == "lost" and rows[4]["reason"] == "end_of_stream"
+    assert rows[3]["first_seq"] == 0 and rows[3]["last_seq"] == 1
+
+
+def test_video_sink_fps_size_and_resize(tmp_path):
+    p = tmp_path / "v.mp4"
+    v = VideoSink(str(p), 25.0, (320, 240))
+    for i in range(10):
+        v.write(np.full((240, 320, 3), i * 20, np.uint8))
+    v.write(np.full((100, 100, 3), 255, np.uint8))  # another size: placed top-left, never dropped
+    v.write(np.zeros((480, 640, 3), np.uint8))       # larger: shrunk to fit
+    v.close()
+    v.close()
+    cap = cv2.VideoCapture(str(p))
+    assert cap.get(cv2.CAP_PROP_FPS) == 25.0
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 12
+
+
+def test_annotator_draws_in_place():
+    img = np.zeros((200, 300, 3), np.uint8)
+    out = BoxAnnotator(["person"]).annotate(img, _tracks([1, 2]))
+    assert out is img and img.any()
+    assert not BoxAnnotator().annotate(np.zeros((10, 10, 3), np.uint8), Tracks.empty()).any()
