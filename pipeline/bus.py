@@ -113,7 +113,7 @@ def decode(parts: Sequence) -> Tuple[str, dict, Dict[str, np.ndarray]]:
 
 def send(sock: zmq.Socket, kind: str, header: Optional[dict] = None,
          arrays: Optional[Dict[str, np.ndarray]] = None, stop=None) -> bool:
-    """Send, retrying on HWM back-pressure until sent (True) or ``stop`` (an Event) is set (False)."""
+    """Send, retrying on HWM back-pressure until sent (True) or ``stop`` (a stats.Flag) is set (False)."""
     msg = encode(kind, header, arrays)
     while True:
         try:

@@ -38,8 +38,8 @@ class RunContext:
     run_dir: str
     ring_name: str
     mode: str              # "lossless" | "latest"
-    stop: object           # multiprocessing Event: stop everything
-    go: object             # multiprocessing Event: every stage is ready, capture may start
+    stop: object           # stats.Flag: stop everything
+    go: object             # stats.Flag: every stage is ready, capture may start
     board: StageBoard
     stage_index: dict      # stage name -> row of the board
     stats_interval_s: float = 1.0

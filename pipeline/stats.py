@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from ctypes import c_double
+from ctypes import c_double, c_int
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -146,6 +146,35 @@ class StageStats:
                 "t_first": self.t_first, "t_last": self.t_last, "window_fps": self.window_fps,
                 "proc": self.proc.to_dict(), "wait": self.wait.to_dict(), "extra": dict(self.extra),
                 "hists": {k: h.to_dict() for k, h in self.hists.items()}}
+
+
+class Flag:
+    """A cross-process boolean with Event's set / is_set / wait, on a RawValue.
+
+    multiprocessing.Event is built on named POSIX semaphores (``/dev/shm/sem.mp-*``) that,
+    under spawn, only the resource tracker unlinks: SIGKILL the process group (tracker
+    included) and they stay behind. A RawValue lives in memory that is unlinked at creation.
+    """
+
+    def __init__(self, ctx=None):
+        import multiprocessing as mp
+        self._v = (ctx or mp).RawValue(c_int, 0)
+
+    def set(self) -> None:
+        self._v.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._v.value)
+
+    def wait(self, timeout: float) -> bool:
+        """True once set; False after `timeout` seconds (polls every 5 ms)."""
+        deadline = time.monotonic() + timeout
+        while not self._v.value:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.005, left))
+        return True
 
 
 class StageBoard:

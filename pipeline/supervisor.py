@@ -31,7 +31,7 @@ from .errors import PipelineError
 from .ring import FrameRing
 from .sources import SourceInfo
 from .stage import RunContext, StageProcess
-from .stats import GroupAggregate, StageAggregate, StageBoard, build_report, plot_timeline, write_report
+from .stats import Flag, GroupAggregate, StageAggregate, StageBoard, build_report, plot_timeline, write_report
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Supervisor:
             ctx = mp.get_context(self.cfg.pipeline.start_method)
             self.board = StageBoard(len(self.stages), ctx)
             self.rc = RunContext(run_id=self.run_id, run_dir=run_dir, ring_name=ring.name, mode=self.mode,
-                                 stop=ctx.Event(), go=ctx.Event(), board=self.board,
+                                 stop=Flag(ctx), go=Flag(ctx), board=self.board,
                                  stage_index={n: i for i, n in enumerate(self.stages)},
                                  stats_interval_s=self.cfg.profile.interval_s,
                                  log_level=logging.getLogger().getEffectiveLevel(),

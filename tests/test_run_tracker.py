@@ -185,6 +185,23 @@ def test_killed_supervisor_leaves_nothing_after_next_start(tmp_path):
     assert leftovers(p.pid) == []
 
 
+@pytest.mark.timeout(90)
+def test_sigkill_of_the_whole_group_leaves_no_semaphores(tmp_path):
+    """SIGKILL of every process at once, Python's resource tracker included: nothing may stay in
+    /dev/shm but the ring, which the next start removes (multiprocessing.Event's named
+    semaphores would stay forever: the pipeline must not use them)."""
+    before = set(os.listdir("/dev/shm"))
+    out = tmp_path / "out.mp4"
+    p = _start(["--source", str(VIDEO_360), *MODEL, "--output", str(out), "--headless"], tmp_path)
+    _wait_frames_written(out, 100_000, p)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(5)
+    from pipeline import cleanup
+    cleanup.clean_stale()
+    assert leftovers(p.pid) == []
+    assert sorted(set(os.listdir("/dev/shm")) - before) == []
+
+
 BAD = {
     "missing file": (["--source", "nope/missing.mp4"], "error: source not found: nope/missing.mp4"),
     "unreadable video": (["--source", "{tmp}/bad.mp4"], "error: cannot read video"),
