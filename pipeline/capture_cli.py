@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -169,52 +168,44 @@ def make_supervisor(cfg, spec, info, names, region, mode, duration: Optional[flo
 
 
 def main(argv=None) -> int:
-    interrupted = []
+    from pipeline.cli import guarded
 
-    def early_stop(signum, frame):  # Ctrl-C before the supervisor has its own handler
-        interrupted.append(signum)
-        raise KeyboardInterrupt
+    return guarded(lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
-    signal.signal(signal.SIGINT, early_stop)
-    signal.signal(signal.SIGTERM, early_stop)
-    argv = sys.argv[1:] if argv is None else list(argv)
+
+def _main(argv) -> int:
+    from models.errors import ModelError
+    from pipeline import cli
+    from pipeline.app import prepare, read_names
+    from pipeline.errors import PipelineError
+
+    build_parser().parse_args(argv)          # --help, and every flag checked (one line, exit 2)
+    opts, rest = _split_argv(argv)
     try:
-        from models.errors import ModelError
-        from pipeline import cli
-        from pipeline.app import prepare, read_names
-        from pipeline.errors import PipelineError
-
-        build_parser().parse_args(argv)          # --help, and every flag checked (one line, exit 2)
-        opts, rest = _split_argv(argv)
-        try:
-            if opts.duration is not None and opts.duration <= 0:
-                raise ValueError("--duration must be > 0")
-            mode = choose_mode(opts.show)
-            uri, region = resolve_screen(opts.monitor, opts.region)
-            has_config = any(a == "--config" or a.startswith("--config=") for a in rest)
-            extra = [] if has_config else ["--config", str(DEFAULT_CONFIG)]
-            cfg, spec = cli.load(rest + extra + ["--source", uri, "--mode", "latest", "--window", "off"])
-            cfg.output.video = None
-            info = prepare(cfg, spec)
-            names = read_names(getattr(spec, "names", None))
-        except (PipelineError, ModelError, ValueError) as e:
-            code = getattr(e, "exit_code", 2)
-            sys.stderr.write(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}\n")
-            return 2 if code == 1 else code
-        logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-        log = logging.getLogger("run_capture")
-        log.info("%s over %d,%d %dx%d (%s)", mode, *region, uri)
-        sup = make_supervisor(cfg, spec, info, names, region, mode, opts.duration)
-        code = sup.run()
-        if sup.error:
-            sys.stderr.write(f"error: {sup.error}\n")
-        elif sup.report is not None and sup.outcome in ("completed", "quit", "interrupted", "stopped"):
-            r = sup.report
-            st = r.get("stages", {})
-            log.info("%s: %d frames grabbed, %d drawn; infer %.1f fps, %s %.1f fps; latency p50 %s ms",
-                     sup.outcome, r["frames_in"], r["frames_out"], st.get("infer", {}).get("fps", 0.0), mode,
-                     st.get("render", {}).get("fps", 0.0), r["latency_ms"]["p50"])
-        return code
-    except KeyboardInterrupt:
-        return 130 if not interrupted or interrupted[0] == signal.SIGINT else 143
+        if opts.duration is not None and opts.duration <= 0:
+            raise ValueError("--duration must be > 0")
+        mode = choose_mode(opts.show)
+        uri, region = resolve_screen(opts.monitor, opts.region)
+        has_config = any(a == "--config" or a.startswith("--config=") for a in rest)
+        extra = [] if has_config else ["--config", str(DEFAULT_CONFIG)]
+        cfg, spec = cli.load(rest + extra + ["--source", uri, "--mode", "latest", "--window", "off"])
+        cfg.output.video = None
+        info = prepare(cfg, spec)
+        names = read_names(getattr(spec, "names", None))
+    except (PipelineError, ModelError, ValueError) as e:
+        return cli.user_error(e)
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    log = logging.getLogger("run_capture")
+    log.info("%s over %d,%d %dx%d (%s)", mode, *region, uri)
+    sup = make_supervisor(cfg, spec, info, names, region, mode, opts.duration)
+    code = sup.run()
+    if sup.error:
+        sys.stderr.write(f"error: {sup.error}\n")
+    elif sup.report is not None and sup.outcome in ("completed", "quit", "interrupted", "stopped"):
+        r = sup.report
+        st = r.get("stages", {})
+        log.info("%s: %d frames grabbed, %d drawn; infer %.1f fps, %s %.1f fps; latency p50 %s ms",
+                 sup.outcome, r["frames_in"], r["frames_out"], st.get("infer", {}).get("fps", 0.0), mode,
+                 st.get("render", {}).get("fps", 0.0), r["latency_ms"]["p50"])
+    return code

@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
@@ -117,37 +118,53 @@ def load(argv):
     return cfg, spec
 
 
-def main(argv=None) -> int:
+def guarded(body: Callable[[], int]) -> int:
+    """Run a CLI body; Ctrl-C / SIGTERM before the supervisor installs its own handlers
+    (e.g. while models load) still exit cleanly: 130 for SIGINT, 143 for SIGTERM."""
     interrupted = []
 
-    def early_stop(signum, frame):  # Ctrl-C before the supervisor has its own handler
+    def early_stop(signum, frame):
         interrupted.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, early_stop)
     signal.signal(signal.SIGTERM, early_stop)
     try:
-        from models.errors import ModelError
-        from pipeline.app import run_pipeline
-        from pipeline.errors import PipelineError
-
-        try:
-            cfg, spec = load(sys.argv[1:] if argv is None else argv)
-        except (PipelineError, ModelError, ValueError) as e:
-            code = getattr(e, "exit_code", 2)
-            sys.stderr.write(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}\n")
-            return 2 if code == 1 else code
-        logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-        res = run_pipeline(cfg, spec)
-        if res.error:
-            sys.stderr.write(f"error: {res.error}\n")
-        elif res.report is not None and res.outcome in ("completed", "quit", "interrupted"):
-            r = res.report
-            logging.getLogger("run_tracker").info(
-                "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps, latency p50 %s ms",
-                res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"],
-                r["latency_ms"]["p50"])
-        return res.exit_code
+        return body()
     except KeyboardInterrupt:
         return 130 if not interrupted or interrupted[0] == signal.SIGINT else 143
+
+
+def user_error(e: Exception) -> int:
+    """One `error:` line on stderr for a bad input; returns the exit code (2)."""
+    text = str(e).strip()
+    sys.stderr.write(f"error: {text.splitlines()[0] if text else type(e).__name__}\n")
+    code = getattr(e, "exit_code", 2)
+    return 2 if code == 1 else code
+
+
+def main(argv=None) -> int:
+    return guarded(lambda: _main(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv) -> int:
+    from models.errors import ModelError
+    from pipeline.app import run_pipeline
+    from pipeline.errors import PipelineError
+
+    try:
+        cfg, spec = load(argv)
+    except (PipelineError, ModelError, ValueError) as e:
+        return user_error(e)
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    res = run_pipeline(cfg, spec)
+    if res.error:
+        sys.stderr.write(f"error: {res.error}\n")
+    elif res.report is not None and res.outcome in ("completed", "quit", "interrupted"):
+        r = res.report
+        logging.getLogger("run_tracker").info(
+            "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps, latency p50 %s ms",
+            res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"],
+            r["latency_ms"]["p50"])
+    return res.exit_code
