@@ -214,11 +214,5 @@ class DeepSortTracker(Tracker):
 
     def _iou(self, rows: np.ndarray, cols: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
              min_iou: float) -> np.ndarray:
-        if len(rows) == 0 or len(cols) == 0:
-            return np.zeros((0, 2), np.int64)
-        t = self._tracks
-        aware = self.config.class_aware
-        m = matching.iou_assign(self._pred_xyxy[rows], boxes[cols], min_iou,
-                                t.class_id[rows] if aware else None,
-                                classes[cols] if aware else None)
-        return np.stack([rows[m[:, 0]], cols[m[:, 1]]], axis=1)
+        return matching.iou_match_rows(self._pred_xyxy, self._tracks.class_id, rows, cols, boxes, classes,
+                                       min_iou, self.config.class_aware)

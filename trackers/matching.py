@@ -222,3 +222,18 @@ def fuse_gate(cost: np.ndarray, allowed: Optional[np.ndarray], value: float = IN
     if allowed is None:
         return cost
     return np.where(allowed, cost, value)
+
+
+def iou_match_rows(pred_xyxy: np.ndarray, track_class: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   boxes: np.ndarray, classes: np.ndarray, min_iou: float, class_aware: bool) -> np.ndarray:
+    """IoU Hungarian between a subset of tracks and a subset of detections.
+
+    pred_xyxy (T,4) predicted track boxes, track_class (T,), rows (R,) track indices,
+    cols (C,) detection indices into boxes (N,4) / classes (N,). Returns (K,2) pairs of
+    (track index, detection index) in the full arrays, each with IoU >= min_iou.
+    """
+    if len(rows) == 0 or len(cols) == 0:
+        return np.zeros((0, 2), np.int64)
+    m = iou_assign(pred_xyxy[rows], boxes[cols], min_iou,
+                   track_class[rows] if class_aware else None, classes[cols] if class_aware else None)
+    return np.stack([rows[m[:, 0]], cols[m[:, 1]]], axis=1)

@@ -123,15 +123,8 @@ class SortTracker(Tracker):
 
     def _match_iou(self, rows: np.ndarray, cols: np.ndarray, boxes: np.ndarray,
                    classes: np.ndarray, min_iou: float) -> np.ndarray:
-        """IoU Hungarian between track rows (R,) and detection cols (C,) -> (K,2) global idx."""
-        if len(rows) == 0 or len(cols) == 0:
-            return np.zeros((0, 2), np.int64)
-        t = self._tracks
-        aware = self.config.class_aware
-        m = matching.iou_assign(self._pred_xyxy[rows], boxes[cols], min_iou,
-                                t.class_id[rows] if aware else None,
-                                classes[cols] if aware else None)
-        return np.stack([rows[m[:, 0]], cols[m[:, 1]]], axis=1)
+        return matching.iou_match_rows(self._pred_xyxy, self._tracks.class_id, rows, cols, boxes, classes,
+                                       min_iou, self.config.class_aware)
 
     def update(self, dets: Detections, frame: Optional[np.ndarray] = None) -> Tracks:
         """Advance one frame. dets: (N) detections, possibly empty; frame is ignored."""
