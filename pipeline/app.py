@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from .config import Config
-from .errors import ConfigError, PipelineError
-from .sources import SourceInfo, probe
+from .errors import ConfigError, PipelineError, SourceError
+from .sources import SourceInfo, probe, source_kind
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,23 @@ def prepare(cfg: Config, spec) -> SourceInfo:
         p = getattr(spec, attr, None)
         if p is not None and not Path(p).is_file():
             raise ConfigError(f"{attr} file not found: {p}")
-    return probe(cfg.source.uri, cfg.source)
+    return probe_source(cfg.source)
+
+
+def probe_source(sc) -> SourceInfo:
+    """Probe the source; an absent network camera is waited for (capped exponential backoff)
+    when ``source.wait_for_stream`` is set. Nothing is created while waiting, so Ctrl-C exits
+    cleanly."""
+    backoff = sc.backoff_initial_s
+    while True:
+        try:
+            return probe(sc.uri, sc)
+        except SourceError as e:
+            if not (sc.wait_for_stream and source_kind(sc.uri) == "stream"):
+                raise
+            log.warning("%s; waiting for the camera, next try in %.1fs (Ctrl-C stops)", e, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, sc.backoff_max_s)
 
 
 def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,

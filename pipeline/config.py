@@ -47,6 +47,8 @@ class SourceConfig:
     watchdog_s: float = _f(5.0, min_excl=0.0, max=3600.0, help="live: no new frame for this long -> source_lost")
     backoff_initial_s: float = _f(0.5, min_excl=0.0, max=600.0)
     backoff_max_s: float = _f(30.0, min_excl=0.0, max=3600.0)
+    wait_for_stream: bool = _f(True, help="rtsp/http: an absent camera at start is waited for with the reconnect "
+                                          "backoff (false: one error line, exit 2)")
     open_timeout_s: float = _f(10.0, min_excl=0.0, max=600.0)
     read_timeout_s: float = _f(5.0, min_excl=0.0, max=600.0)
 

@@ -268,9 +268,6 @@ def test_frozen_camera_no_stale_frames_then_sigint_while_frozen(server, tracker,
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="run_tracker.py probes the source before starting: an absent RTSP "
-                   "camera stops the run with 'error: cannot open stream ...' (exit 2) instead of waiting "
-                   "for it with the reconnect backoff (pipeline/app.py probe -> sources.probe)")
 def test_camera_absent_at_start(server, tracker, tmp_path):
     tr = tracker(tmp_path, server.url)
     time.sleep(4.0)
