@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.xvfb import ImageWindow, OverlayProcess, Xvfb, xvfb_available
+from tests.xvfb import ImageWindow, OverlayProcess, running_xvfb, xvfb_available
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "darknet"
 DOG = ASSETS / "data" / "dog.jpg"
@@ -32,15 +32,7 @@ def xdisplay():
     ok, reason = xvfb_available(("Xvfb", "xdotool", "PySide6", "mss"))
     if not ok:
         pytest.skip(reason)
-    x = Xvfb().start()
-    try:
-        ok, why = x.run_probe()
-        if not ok:
-            pytest.skip(f"Qt xcb platform plugin cannot start (see .ci/apt-packages.txt): {why}")
-        x.activate()
-        yield x
-    finally:
-        x.stop()
+    yield from running_xvfb()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.test_overlay import CFG, DOG, DOG_CLASS, NAMES, POS, WEIGHTS, _wait_for
-from tests.xvfb import ImageWindow, Xvfb, xvfb_available
+from tests.xvfb import ImageWindow, Xvfb, running_xvfb, xvfb_available
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = (POS[0] - 100, POS[1] - 80, 968, 736)          # the dog window with desktop around it
@@ -36,15 +36,7 @@ def xdisplay():
     for p in (CFG, WEIGHTS, NAMES, DOG):
         if not p.is_file():
             pytest.skip(f"asset missing: {p}")
-    x = Xvfb().start()
-    try:
-        ok, why = x.run_probe()
-        if not ok:
-            pytest.skip(f"Qt xcb platform plugin cannot start (see .ci/apt-packages.txt): {why}")
-        x.activate()
-        yield x
-    finally:
-        x.stop()
+    yield from running_xvfb()
 
 
 @pytest.fixture(scope="module")

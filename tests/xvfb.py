@@ -66,6 +66,22 @@ def xvfb_available(need: Sequence[str] = ("Xvfb", "xdotool", "PySide6")) -> Tupl
     return (not missing, "; ".join(missing))
 
 
+def running_xvfb():
+    """Generator for a pytest fixture: a started, probed and activated Xvfb, stopped afterwards.
+    Skips when Qt's xcb platform plugin cannot start on it."""
+    import pytest  # noqa: PLC0415 - this module also runs as a script without pytest
+
+    x = Xvfb().start()
+    try:
+        ok, why = x.run_probe()
+        if not ok:
+            pytest.skip(f"Qt xcb platform plugin cannot start (see .ci/apt-packages.txt): {why}")
+        x.activate()
+        yield x
+    finally:
+        x.stop()
+
+
 def _stop_group(proc: Optional[subprocess.Popen], timeout: float = 5.0) -> Optional[int]:
     if proc is None:
         return None
