@@ -10,12 +10,16 @@ Two flow-control modes:
   infer asks for a frame (``want``) when it is idle and gets the newest one. Capture
   never waits on the pipeline; every frame not published is counted as a drop. A
   watchdog emits ``source_lost`` when no frame arrived for ``watchdog_s`` or a read
-  failed, reconnects with capped exponential backoff and emits ``source_restored``.
+  failed or timed out, reconnects with capped exponential backoff and emits
+  ``source_restored`` with the first new frame. Nothing made before a stall is published
+  after it: the frame a timed-out read returns (FFmpeg's decoder flush) and the staged
+  frame are dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -90,6 +94,8 @@ class CaptureProcess(StageProcess):
         return int(c[:, SEQ].max()) + 1
 
     def teardown(self) -> None:
+        if self.thread_stuck:  # the grabber reads from the source into a slot: closing either would crash
+            return
         if getattr(self, "source", None) is not None:
             self.source.close()
         if getattr(self, "ring", None) is not None:
@@ -197,7 +203,11 @@ class _LatestCapture:
         self.opening = False
         self.wants = 0
         self.published_n = 0
-        self.wake_addr = f"inproc://capture-wake-{id(self)}"
+        # the grabber wakes the main thread through a pipe, not a zmq socket: a grabber stuck in a
+        # read (a frozen camera) then holds nothing that the context's term() would wait for
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
         # after a restart: frames an earlier capture published are in flight (or lost with a dead
         # stage); track them so that they can be reclaimed after reclaim_after_s
         now = time.monotonic()
@@ -234,30 +244,22 @@ class _LatestCapture:
     # --- grabber thread -----------------------------------------------------------------------
     def grabber(self) -> None:
         p, ring, cfg = self.p, self.ring, self.p.source_cfg
-        wake = p.bus.ctx.socket(zmq.PUSH)
-        wake.setsockopt(zmq.LINGER, 0)
-        wake.setsockopt(zmq.SNDHWM, 4)
-        wake.connect(self.wake_addr)
         scratch = np.empty(p.shape, np.uint8)
         src = p.source
         backoff = cfg.backoff_initial_s
-        opened = False
+        opened, fresh = False, 0  # fresh: frames since the last open
         try:
             while not p.stopping():
                 if not opened:
                     self.opening = True  # the open timeout covers this; the watchdog waits
                     try:
                         src.open()
-                        opened = True
-                        backoff = cfg.backoff_initial_s
+                        opened, fresh = True, 0
                         self.last_frame_t = time.monotonic()
                         self.opening = False
-                        if self.lost:
-                            self._event("source_restored", wake)
                     except SourceError as e:
                         self.opening = False
-                        if not self.lost:
-                            self._event("source_lost", wake, reason=str(e))
+                        self._lose(str(e))
                         log.info("reconnecting in %.1fs: %s", backoff, e)
                         self._sleep(backoff)
                         backoff = min(backoff * 2, cfg.backoff_max_s)
@@ -277,26 +279,32 @@ class _LatestCapture:
                     view = ring.frame(slot, p.shape)
                     img = src.read_into(view)
                 t_read = time.monotonic()
-                if img is None:
+                stale = img is not None and src.timed_out(t_read - t_start)
+                if img is None or stale:
                     if slot is not None:
                         ring.abort_write(slot)
                         with self.lock:
                             self.writing = None
-                    del view
-                    if src.kind in ("file", "images") and not cfg.loop:
+                    del view, img
+                    if not stale and src.kind in ("file", "images") and not cfg.loop:
                         self.ended = True
-                        wake.send(b"", zmq.NOBLOCK)
+                        self._wake()
                         return
+                    # a stalled stream: drop what the timed-out read returned and start afresh
                     src.close()
                     opened = False
-                    if not self.lost:
-                        self._event("source_lost", wake, reason="read failed")
+                    self._lose(f"no data for {cfg.read_timeout_s:g}s (read timed out)" if stale
+                               else "read failed")
+                    if not fresh:  # opens but never delivers: back off as for a failed open
+                        self._sleep(backoff)
+                        backoff = min(backoff * 2, cfg.backoff_max_s)
                     continue
                 self.grabbed += 1
                 p.stats.proc.add((t_read - t_start) * 1000.0)  # decode time (this thread)
                 self.last_frame_t = t_read
-                if self.lost:  # the watchdog fired but the source came back by itself
-                    self._event("source_restored", wake)
+                fresh += 1
+                backoff = cfg.backoff_initial_s
+                self._event("source_restored")  # a no-op unless the source was lost
                 if slot is None:
                     del img, view
                     continue
@@ -312,64 +320,68 @@ class _LatestCapture:
                     if old is not None:  # never published: a drop, and its slot is free again
                         ring.release(old[0], old[1])
                         p.stats.drops += 1
-                try:
-                    wake.send(b"", zmq.NOBLOCK)
-                except zmq.Again:
-                    pass
+                self._wake()
         except Exception as e:  # surface in the main thread
             log.error("capture thread failed: %s", e)
             self.ended = True
             self.error = e
-        finally:
-            wake.close(linger=0)
+            self._wake()
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self.p.stopping() and time.monotonic() < end:
             time.sleep(min(0.1, end - time.monotonic()))
 
-    def _event(self, name: str, wake, **info) -> None:
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"w")
+        except BlockingIOError:  # full: the main thread has wake-ups pending anyway
+            pass
+
+    def _event(self, name: str, **info) -> bool:
+        """Queue ``source_lost`` / ``source_restored`` unless the source is already in that state
+        (the grabber and the watchdog may both notice a loss); -> whether it was queued."""
         with self.lock:
+            if self.lost == (name == "source_lost"):
+                return False
             self.lost = name == "source_lost"
+            if self.lost and self.staged is not None:  # made before the stall: never publish it
+                self.ring.release(self.staged[0], self.staged[1])
+                self.staged = None
+                self.p.stats.drops += 1
             self.events.append({"event": name, "t": time.time(), "seq": self.p.seq - 1, "source": self.p.uri,
                                 **info})
-        try:
-            wake.send(b"", zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+        self._wake()
+        return True
+
+    def _lose(self, reason: str) -> None:
+        self._event("source_lost", reason=reason)
 
     # --- main thread --------------------------------------------------------------------------
     def run(self) -> None:
         p = self.p
         self.error = None
-        wake = p.bus.ctx.socket(zmq.PULL)
-        wake.setsockopt(zmq.LINGER, 0)
-        wake.bind(self.wake_addr)
         poller = zmq.Poller()
         poller.register(p.ctl, zmq.POLLIN)
-        poller.register(wake, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
         t = threading.Thread(target=self.grabber, name="grabber", daemon=True)
         t.start()
         cfg = p.source_cfg
         try:
             while not p.stopping():
                 ready = dict(poller.poll(busmod.POLL_MS))
-                if wake in ready:
-                    while True:
-                        try:
-                            wake.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                if self.wake_r in ready:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
                 if p.ctl in ready:
                     # infer is single: one outstanding want at most (a resent want does not add up)
                     self.wants = min(1, self.wants + p._drain_ctl(0))
                 self._flush_events()
                 # watchdog: a source that blocks without failing
                 if not self.lost and not self.opening and time.monotonic() - self.last_frame_t > cfg.watchdog_s:
-                    with self.lock:
-                        self.lost = True
-                        self.events.append({"event": "source_lost", "t": time.time(), "seq": p.seq - 1,
-                                            "source": p.uri, "reason": f"no frame for {cfg.watchdog_s:g}s"})
+                    self._lose(f"no frame for {cfg.watchdog_s:g}s")
                     self._flush_events()
                 if self.wants > 0:
                     self._publish()
@@ -387,8 +399,13 @@ class _LatestCapture:
                 p._send_eos(self.published_n)
         finally:
             p._term = True  # stops the grabber
-            t.join(timeout=max(1.0, cfg.read_timeout_s + 1))
-            wake.close(linger=0)
+            t.join(timeout=1.0)
+            if t.is_alive():  # blocked in a read (a frozen camera): do not wait for its read timeout
+                p.thread_stuck = True
+                log.info("capture: the source read is still blocked; leaving it to the process exit")
+            else:  # (a stuck grabber may still write to the pipe: its fds must not be reused)
+                os.close(self.wake_r)
+                os.close(self.wake_w)
 
     def _flush_events(self) -> None:
         """Send queued source events in-band (ordered with the frames); never block: while no

@@ -50,7 +50,10 @@ class SourceConfig:
     wait_for_stream: bool = _f(True, help="rtsp/http: an absent camera at start is waited for with the reconnect "
                                           "backoff (false: one error line, exit 2)")
     open_timeout_s: float = _f(10.0, min_excl=0.0, max=600.0)
-    read_timeout_s: float = _f(5.0, min_excl=0.0, max=600.0)
+    read_timeout_s: float = _f(5.0, min_excl=0.0, max=600.0, help="stream: a read blocked this long is a "
+                                                                  "failed read (its frame is stale)")
+    ffmpeg_options: Optional[str] = _f(None, help="stream: FFmpeg options 'key;value|key;value' (default: "
+                                                  "rtsp_transport;tcp for rtsp, plus fflags;nobuffer|flags;low_delay)")
 
 
 @dataclass

@@ -74,6 +74,12 @@ class Source:
     _paced = False
     _next_t = 0.0
 
+    def timed_out(self, read_s: float) -> bool:
+        """True when a read that took ``read_s`` seconds was ended by the source's read timeout:
+        whatever it returned then is stale (FFmpeg flushes the decoder's buffered pre-stall frames
+        on the interrupt), not a new frame."""
+        return False
+
     def read_into(self, buf: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """Next BGR frame (``buf`` itself when decoded in place) or None at the end / on failure."""
         raise NotImplementedError
@@ -178,9 +184,17 @@ class StreamSource(_CaptureSource):
     kind = "stream"
     live = True
 
+    LOW_DELAY = "fflags;nobuffer|flags;low_delay"
+
+    def ffmpeg_options(self) -> str:
+        if self.cfg.ffmpeg_options is not None:
+            return self.cfg.ffmpeg_options
+        rtsp = self.uri.lower().startswith(("rtsp://", "rtsps://"))
+        return ("rtsp_transport;tcp|" if rtsp else "") + self.LOW_DELAY
+
     def _make_capture(self):
-        if self.uri.lower().startswith(("rtsp://", "rtsps://")):
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
+        # OpenCV reads this at every open (docs/live.md): per source, just before opening
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = self.ffmpeg_options()
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cfg.open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.cfg.read_timeout_s * 1000)]
         if self.cfg.decode_threads:
@@ -193,6 +207,11 @@ class StreamSource(_CaptureSource):
     def read_into(self, buf):
         # network frames may change size on reconnect: only decode in place when it fits
         return super().read_into(buf)
+
+    def timed_out(self, read_s: float) -> bool:
+        # the interrupt fires at read_timeout_s (measured: +10..40 ms); a healthy stream delivers
+        # within 1/fps, so 90 % of the timeout cannot be a frame that merely arrived late
+        return read_s >= 0.9 * self.cfg.read_timeout_s
 
 
 class ImageFolderSource(Source):

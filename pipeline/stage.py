@@ -88,6 +88,10 @@ class StageProcess(SpawnProcess):
     """Subclasses set ``stage`` and implement ``setup()``, ``loop()`` and ``teardown()``."""
 
     stage = "stage"
+    # set by a stage whose worker thread is blocked in native code (a read of a frozen camera):
+    # its teardown leaves what that thread uses, and the process ends with os._exit, because
+    # interpreter finalization would abort if the thread came back meanwhile
+    thread_stuck = False
 
     def __init__(self, rc: RunContext):
         super().__init__(name=f"trackpipe-{self.stage}", daemon=False)
@@ -172,6 +176,9 @@ class StageProcess(SpawnProcess):
             self._stats_sock.close(linger=500)  # the last snapshot must reach the supervisor
             # let queued messages (EOS, last results) reach their peers on a normal end
             self.bus.close(linger_ms=2000 if graceful else 0)
+        if self.thread_stuck:
+            logging.shutdown()
+            os._exit(code)
         sys.exit(code)
 
     def _on_term(self, signum, frame) -> None:

@@ -90,6 +90,19 @@ def test_unreachable_stream_times_out_with_clear_error():
     assert p.stderr == ""  # FFmpeg/OpenCV warnings stay off stderr
 
 
+def test_stream_ffmpeg_options_and_timed_out_reads():
+    rtsp = make_source("rtsp://127.0.0.1:8554/cam", SourceConfig(read_timeout_s=2.0))
+    assert rtsp.ffmpeg_options() == "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+    assert make_source("http://127.0.0.1/x.mjpg", SourceConfig()).ffmpeg_options() == \
+        "fflags;nobuffer|flags;low_delay"
+    assert make_source("rtsp://h/p", SourceConfig(ffmpeg_options="rtsp_transport;udp")).ffmpeg_options() == \
+        "rtsp_transport;udp"
+    # a read ended by the 2 s read timeout returned a stale frame; a slow but normal one did not
+    assert rtsp.timed_out(2.02) and rtsp.timed_out(1.85)
+    assert not rtsp.timed_out(0.5)
+    assert not make_source(str(VIDEO_360), SourceConfig()).timed_out(60.0)  # files have no read timeout
+
+
 def test_screen_region_parsing():
     s = ScreenSource("screen:2@10,20,300,200", SourceConfig())
     assert s.monitor == 2 and s.region == (10, 20, 300, 200)
