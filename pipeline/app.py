@@ -54,15 +54,19 @@ def resolve_classes(classes, names: Optional[List[str]]):
     return tuple(out)
 
 
-def _check_writable(path: Optional[str], what: str) -> None:
-    if not path:
-        return
-    parent = Path(path).resolve().parent
-    probe_dir = parent
+def _check_creatable(path: Path, what: str) -> None:
+    """``path`` (a file, or a folder) can be written: it or its first existing ancestor is writable."""
+    probe_dir = path.resolve() if path.is_dir() else path.resolve().parent
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not os.access(probe_dir, os.W_OK):
         raise ConfigError(f"cannot write the {what} {path}: {probe_dir} is not writable")
+
+
+def _check_writable(path: Optional[str], what: str) -> None:
+    if not path:
+        return
+    _check_creatable(Path(path), what)
     if Path(path).is_dir():
         raise ConfigError(f"the {what} {path} is a folder")
 
@@ -73,6 +77,11 @@ def prepare(cfg: Config, spec) -> SourceInfo:
     for path, what in ((o.video, "output video"), (o.mot, "MOT file"), (o.events, "events file"),
                        (cfg.profile.path, "profile"), (cfg.profile.plot, "profile plot")):
         _check_writable(path, what)
+    if o.snapshots:
+        d = Path(o.snapshots)
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"the snapshots folder {d} is a file")
+        _check_creatable(d, "snapshots folder")
     if o.video and Path(o.video).suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v"):
         raise ConfigError(f"output video {o.video}: use a .mp4, .avi, .mkv or .mov name")
     for attr in ("cfg", "weights", "names"):
@@ -105,6 +114,7 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     try:
         info = prepare(cfg, spec)
         names = read_names(getattr(spec, "names", None))
+        resolve_classes(cfg.output.snapshot_classes, names)  # an unknown class: one line, exit 2
     except PipelineError as e:
         return RunResult(e.exit_code, str(e), None, "bad_input")
     from .supervisor import Supervisor

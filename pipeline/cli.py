@@ -26,6 +26,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 _OVERRIDES = {
     "source": "source.uri", "mode": "source.mode", "realtime": "source.realtime", "loop": "source.loop",
     "tracker": "tracker.name", "output": "output.video", "mot": "output.mot", "events": "output.events",
+    "snapshots": "output.snapshots",
     "headless": "output.headless", "window": "output.window", "max_frames": "pipeline.max_frames",
     "ring_slots": "pipeline.ring_slots", "profile": "profile.path", "profile_plot": "profile.plot",
     "metrics_port": "metrics_port", "log_level": "log_level",
@@ -56,6 +57,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--output", help="annotated video file (.mp4)")
     t.add_argument("--mot", help="MOTChallenge track file")
     t.add_argument("--events", help="JSON-lines events file")
+    t.add_argument("--snapshots", metavar="DIR", help="a JPEG of the frame when a new track appears")
+    t.add_argument("--snapshot-classes", metavar="CLASSES",
+                   help="snapshot only new tracks of these classes: ids or names, comma separated")
     t.add_argument("--headless", action="store_true", default=None, help="no window, no live table")
     t.add_argument("--window", choices=("auto", "on", "off"), help="live window (auto: when a display exists)")
     r = p.add_argument_group("run")
@@ -73,6 +77,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
 _MODEL_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "calib",
                "threads")
+
+
+def _class_list(text: str) -> list:
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def load(argv):
@@ -93,7 +101,9 @@ def load(argv):
         if getattr(args, dest, None) is not None:
             set_value(cfg, key, getattr(args, dest))
     if args.classes is not None:
-        cfg.model.classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        cfg.model.classes = _class_list(args.classes)
+    if args.snapshot_classes is not None:
+        cfg.output.snapshot_classes = _class_list(args.snapshot_classes)
     if not cfg.source.uri:
         raise ConfigError("no source given (use --source or source.uri in the config)")
 
@@ -121,18 +131,15 @@ def load(argv):
 def guarded(body: Callable[[], int]) -> int:
     """Run a CLI body; Ctrl-C / SIGTERM before the supervisor installs its own handlers
     (e.g. while models load) still exit cleanly: 130 for SIGINT, 143 for SIGTERM."""
-    interrupted = []
+    from .supervisor import EarlyStop
 
-    def early_stop(signum, frame):
-        interrupted.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, early_stop)
-    signal.signal(signal.SIGTERM, early_stop)
+    early = EarlyStop()
+    signal.signal(signal.SIGINT, early)
+    signal.signal(signal.SIGTERM, early)
     try:
         return body()
     except KeyboardInterrupt:
-        return 130 if not interrupted or interrupted[0] == signal.SIGINT else 143
+        return 130 if not early.received or early.received[0] == signal.SIGINT else 143
 
 
 def user_error(e: Exception) -> int:

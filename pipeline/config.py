@@ -105,6 +105,10 @@ class OutputConfig:
     headless: bool = _f(False, help="no window, no live table")
     labels: bool = _f(True, help="draw id/class/score labels")
     track_end_frames: int = _f(30, min=1, help="frames a track id must be unseen before track_ended")
+    snapshots: Optional[str] = _f(None, help="folder: a JPEG of the frame when a new track appears")
+    snapshot_classes: Optional[List[Union[int, str]]] = _f(None, help="snapshot only new tracks of these class "
+                                                                      "ids or names (default: every class)")
+    snapshot_quality: int = _f(90, min=1, max=100, help="JPEG quality of the snapshots")
 
 
 @dataclass

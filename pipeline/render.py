@@ -28,8 +28,10 @@ class RenderProcess(StageProcess):
     stage = "render"
 
     def __init__(self, rc: RunContext, video: Optional[str], fps: float, size: tuple, fourcc: str = "mp4v",
-                 window: bool = False, names: Optional[List[str]] = None, labels: bool = True):
+                 window: bool = False, names: Optional[List[str]] = None, labels: bool = True,
+                 snapshots: Optional[dict] = None):
         super().__init__(rc)
+        self.snapshot_args = snapshots  # SnapshotWriter keyword arguments, or None
         self.video_path = video
         self.fps = fps
         self.size = size
@@ -46,6 +48,7 @@ class RenderProcess(StageProcess):
         self.annotator = BoxAnnotator(self.names, labels=self.labels)
         self.video = None
         self.window = None
+        self.snaps = None
         self._VideoSink, self._WindowSink = VideoSink, WindowSink
         self.scratch = np.empty(self.ring.max_shape, np.uint8) if self.rc.mode == "latest" else None
         self.stats.extra.update(frames_written=0)
@@ -76,6 +79,13 @@ class RenderProcess(StageProcess):
                 raise StageError(str(e)) from None
         if self.window_on:
             self.window = self._WindowSink()
+        if self.snapshot_args:
+            from .snapshots import SnapshotWriter
+            try:
+                self.snaps = SnapshotWriter(names=self.names, **self.snapshot_args)
+            except OSError as e:
+                raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
+            self.stats.extra.update(snapshots=0)
 
     def loop(self) -> None:
         while not self.rc.go.wait(0.05):
@@ -102,7 +112,9 @@ class RenderProcess(StageProcess):
             t0 = time.monotonic()
             slot, seq, shape = h["slot"], h["seq"], tuple(h["shape"])
             ok = not h.get("dropped")
-            if draw and ok:
+            tracks = busmod.unpack_dets(arrays) if arrays else None
+            new = self.snaps.due(seq, tracks) if self.snaps is not None and ok else ()
+            if (draw or len(new)) and ok:
                 version = ring.version(slot)
                 frame = ring.frame(slot, shape)
                 if latest:  # capture may reclaim the slot: work on a private copy
@@ -111,9 +123,14 @@ class RenderProcess(StageProcess):
                     ok = ring.valid(slot, seq, version)
                 else:
                     img = frame
-                if ok:
-                    if arrays:
-                        self.annotator.annotate(img, busmod.unpack_dets(arrays))
+                if ok and len(new):  # before drawing: the snapshot shows the new track's box only
+                    self.snaps.write(img, seq, h["t_capture"], tracks, new)
+                    stats.extra["snapshots"] = self.snaps.written
+                elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
+                    self.snaps.unsee(tracks.track_id[new])
+                if ok and draw:
+                    if tracks is not None:
+                        self.annotator.annotate(img, tracks)
                     if self.video is not None:
                         self.video.write(img)
                     if self.window is not None and not self.window.show(img):

@@ -193,13 +193,21 @@ class StreamSource(_CaptureSource):
         return ("rtsp_transport;tcp|" if rtsp else "") + self.LOW_DELAY
 
     def _make_capture(self):
-        # OpenCV reads this at every open (docs/live.md): per source, just before opening
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = self.ffmpeg_options()
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cfg.open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.cfg.read_timeout_s * 1000)]
         if self.cfg.decode_threads:
             params += [cv2.CAP_PROP_N_THREADS, self.cfg.decode_threads]
-        return cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
+        # OpenCV reads the options at every open (docs/live.md): set them for this open only, so
+        # that they never reach a later source of the process (nobuffer drops frames of files)
+        key, old = "OPENCV_FFMPEG_CAPTURE_OPTIONS", os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+        os.environ[key] = self.ffmpeg_options()
+        try:
+            return cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
+        finally:
+            if old is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = old
 
     def _open_error(self) -> str:
         return f"cannot open stream {_redact(self.uri)} (unreachable, refused or not a video stream)"

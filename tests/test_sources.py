@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,18 @@ def test_stream_ffmpeg_options_and_timed_out_reads():
     assert rtsp.timed_out(2.02) and rtsp.timed_out(1.85)
     assert not rtsp.timed_out(0.5)
     assert not make_source(str(VIDEO_360), SourceConfig()).timed_out(60.0)  # files have no read timeout
+
+
+def test_stream_options_do_not_leak_into_later_sources(monkeypatch):
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+    src = make_source("rtsp://127.0.0.1:9/none", SourceConfig(open_timeout_s=0.5))
+    with pytest.raises(SourceError):
+        src.open()  # nothing listens on port 9
+    assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ  # a file opened next must not get nobuffer
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "user;choice")
+    with pytest.raises(SourceError):
+        src.open()
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "user;choice"
 
 
 def test_screen_region_parsing():
