@@ -1,9 +1,11 @@
 """Soak benchmark (not a CI test): run_tracker.py --headless on the real RTSP test server for a
 long time with camera faults injected, sampling the pipeline's resources.
 
-    python benchmarks/soak_rtsp.py --minutes 60 [--fault-every 180]
+    python benchmarks/soak_rtsp.py --minutes 60 [--fault-every 180] [--file VIDEO|none]
 
-Faults alternate: SIGKILL of the server + restart 5 s later, SIGSTOP for 10 s + SIGCONT. Every
+The server streams a real video in a loop (default ../shared/assets/video/aiguys_video.mp4: people,
+cars; so detection, tracking, events and snapshots of new ``car`` tracks all run), or with
+``--file none`` its synthetic stamped pattern. Faults alternate: SIGKILL of the server + restart 5 s later, SIGSTOP for 10 s + SIGCONT. Every
 ``--sample-every`` s (10): RSS, open fds and threads of every pipeline process (psutil when
 installed, else /proc) and the /dev/shm + temp entries of the run. At the end: a table (first,
 last, max, linear-fit slope per hour) and one JSON line; everything is stopped cleanly (SIGINT).
@@ -87,6 +89,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fault-every", type=float, default=180.0, help="seconds between faults")
     ap.add_argument("--sample-every", type=float, default=10.0)
     ap.add_argument("--workdir", default=None, help="events/profile/logs here (default: a temp folder)")
+    ap.add_argument("--file", default=str(ASSETS / "video" / "aiguys_video.mp4"),
+                    help="video the server loops ('none': the synthetic live pattern)")
+    ap.add_argument("--snapshot-classes", default="car", help="snapshots of new tracks of these classes")
     args = ap.parse_args(argv)
     ok, why = rtsp_available()
     if not ok:
@@ -94,14 +99,15 @@ def main(argv=None) -> int:
         return 2
     work = Path(args.workdir or tempfile.mkdtemp(prefix="soak_rtsp_"))
     work.mkdir(parents=True, exist_ok=True)
-    srv = RtspServer(width=640, height=480, fps=25)
+    srv = RtspServer(width=640, height=480, fps=25) if args.file == "none" else RtspServer(file=args.file)
     srv.start()
     srv.wait_ready(20)
     cmd = [sys.executable, str(ROOT / "run_tracker.py"), "--source", srv.url, "--headless",
            "--cfg", str(YF / "yolo-fastest-1.1-xl.cfg"), "--weights", str(YF / "yolo-fastest-1.1-xl.weights"),
            "--names", str(ASSETS / "darknet" / "data" / "coco.names"), "--size", "320", "--backend", "onnx",
            "--events", str(work / "events.jsonl"), "--profile", str(work / "profile.json"),
-           "--mot", str(work / "mot.txt")]
+           "--mot", str(work / "mot.txt"), "--snapshots", str(work / "snaps"),
+           "--snapshot-classes", args.snapshot_classes]
     p = subprocess.Popen(cmd, cwd=str(ROOT), stdout=open(work / "stdout.txt", "w"),
                          stderr=open(work / "stderr.txt", "w"), start_new_session=True)
     pgid = p.pid
@@ -146,7 +152,8 @@ def main(argv=None) -> int:
                        "rss_total_mib": sum(v[0] for v in procs.values()),
                        "fds_total": sum(v[1] for v in procs.values()),
                        "threads_total": sum(v[2] for v in procs.values()),
-                       "shm_entries": shm_entries(pgid)}
+                       "shm_entries": shm_entries(pgid),
+                       "snapshots": len(os.listdir(work / "snaps")) if (work / "snaps").is_dir() else 0}
                 for k, (rss, _, _) in procs.items():
                     key = f"rss_mib[{k.split(':')[0]}]"
                     row[key] = row.get(key, 0.0) + rss
@@ -196,8 +203,9 @@ def main(argv=None) -> int:
                   "restarts": {k: v.get("restarts") for k, v in prof.get("stages", {}).items()}}
     except (OSError, ValueError):
         frames = {}
+    counts = {e: events.count(e) for e in ("track_started", "track_ended")}
     result = {"minutes": round((time.monotonic() - t0) / 60.0, 2), "samples": len(samples), "faults": faults,
-              "source_lost": events.count("source_lost"), "source_restored": events.count("source_restored"),
+              "source_lost": events.count("source_lost"), "source_restored": events.count("source_restored"), **counts,
               "pipeline_died": died, "exit_code": code, "stop_s": round(stop_s, 2), "orphans": orphans,
               "shm_left": left, **frames, "metrics": summary}
     print(json.dumps(result))
