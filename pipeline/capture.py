@@ -345,6 +345,8 @@ class _LatestCapture:
             if self.lost == (name == "source_lost"):
                 return False
             self.lost = name == "source_lost"
+            key = "source_lost" if self.lost else "reconnects"
+            self.p.stats.extra[key] = self.p.stats.extra.get(key, 0) + 1
             if self.lost and self.staged is not None:  # made before the stall: never publish it
                 self.ring.release(self.staged[0], self.staged[1])
                 self.staged = None

@@ -339,11 +339,15 @@ def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
     if ren and ren.total():
         lat = Histogram.from_dict(ren.total().get("hists", {}).get("latency"))
     r = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    trk = aggs.get("track")
+    age = Histogram.from_dict((trk.total() or {}).get("hists", {}).get("frame_age")) if trk else Histogram()
     report = {"frames_in": int(frames_in), "frames_out": int(frames_out), "pipeline_fps": pipeline_fps,
               "detector_only_fps": round(det_fps, 3), "detector_only_fps_per_worker": round(det_fps_worker, 3),
               "latency_ms": {"p50": r(lat.percentile(50)), "p95": r(lat.percentile(95)),
                              "p99": r(lat.percentile(99)), "mean": r(lat.mean()),
                              "max": r(lat.max if lat.n else None)},
+              "frame_age_at_tracker_ms": {"p50": r(age.percentile(50)), "p95": r(age.percentile(95)),
+                                          "p99": r(age.percentile(99)), "max": r(age.max if age.n else None)},
               "stages": stages}
     report.update(meta)
     return report

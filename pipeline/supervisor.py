@@ -571,6 +571,11 @@ class _Metrics:
         self.restarts = Gauge("trackpipe_stage_restarts", "restarts", ["stage"], registry=self.reg)
         self.latency = Gauge("trackpipe_latency_ms", "capture-to-render latency", ["quantile"], registry=self.reg)
         self.source_up = Gauge("trackpipe_source_up", "1 while the source delivers frames", registry=self.reg)
+        self.source_lost = Gauge("trackpipe_source_lost_total", "times the source was lost", registry=self.reg)
+        self.reconnects = Gauge("trackpipe_source_reconnects_total", "times frames flowed again after a loss",
+                                registry=self.reg)
+        self.age = Gauge("trackpipe_frame_age_ms", "age of the newest frame when the tracker took it "
+                         "(capture after decode -> tracker)", registry=self.reg)
         try:
             res = start_http_server(port, addr="127.0.0.1", registry=self.reg)
         except OSError as e:
@@ -589,7 +594,13 @@ class _Metrics:
             self.restarts.labels(n).set(g.restarts)
         cap = sup.aggs["capture"].total()
         if cap:
-            self.source_up.set(cap.get("extra", {}).get("source_up", 1))
+            ex = cap.get("extra", {})
+            self.source_up.set(ex.get("source_up", 1))
+            self.source_lost.set(ex.get("source_lost", 0))
+            self.reconnects.set(ex.get("reconnects", 0))
+        trk = sup.aggs["track"].total() if "track" in sup.aggs else None
+        if trk and "frame_age_ms" in trk.get("extra", {}):
+            self.age.set(trk["extra"]["frame_age_ms"])
         ren = sup.aggs["render"].total()
         if ren:
             lat = Histogram.from_dict(ren.get("hists", {}).get("latency"))

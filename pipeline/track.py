@@ -102,6 +102,11 @@ class TrackProcess(StageProcess):
         t0 = time.monotonic()
         out = None
         if not h.get("dropped"):
+            # age of the frame when the tracker takes it: capture's t_mono (right after decode) to
+            # now; CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree
+            age_ms = (t0 - h["t_mono"]) * 1000.0
+            self.stats.hist("frame_age").add(age_ms)
+            self.stats.extra["frame_age_ms"] = round(age_ms, 2)
             dets = busmod.unpack_dets(arrays)
             frame = None
             if self.ring is not None:

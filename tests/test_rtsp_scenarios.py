@@ -175,6 +175,9 @@ def test_killed_camera_restarted_5s_later_then_sigterm(server, tracker, tmp_path
     bound = backoff_bound(lost["t"], t_ready) + 3.0
     after = tr.items()
     tr.wait_frames(after + 10, 20)  # frames flow again
+    m = tr.metrics()  # what a monitoring system sees
+    assert (m["trackpipe_source_lost_total"], m["trackpipe_source_reconnects_total"], m["trackpipe_source_up"]) \
+        == (1, 1, 1), m
     print(f"\nkill: source_lost after {detect:.2f}s, source_restored {recovery:.2f}s after the restart "
           f"(bound {bound:.1f}s)")
     assert detect < 2.0
@@ -286,42 +289,43 @@ def slow_model(tmp_path_factory):
 
 @pytest.mark.timeout(120)
 def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, slow_model):
-    """Frame age at the tracker. The pipeline records no per-frame age at the tracker; the closest
-    honest measure is render's latency (capture's t_mono, taken right after the frame is decoded,
-    to render done): render is after track and, headless without --output, draws nothing, so it
-    is the age when the tracker got the frame + tracking + one message hop: an upper bound. It
-    does not include the camera->decode delay before t_mono (~0.09 s here, docs/live.md)."""
+    """Frame age at the tracker: capture's t_mono (taken right after the frame is decoded) to the
+    moment the tracker takes the frame, sampled once a second from ``trackpipe_frame_age_ms`` and
+    summarised in the profile (``frame_age_at_tracker_ms``). It does not include the camera ->
+    decode delay before t_mono (~0.09 s here, docs/live.md)."""
     server.start()
     server.wait_ready(20)
     tr = tracker(tmp_path, server.url, model=slow_model)
     tr.wait_frames(3, 90)
     t0 = time.monotonic()
-    samples = []  # (s since start, cumulative latency p50, p99, capture frames grabbed is in the profile)
+    samples = []  # (s since start, age of the newest tracked frame ms, cumulative latency p50)
     while time.monotonic() - t0 < 30.0:
         tr.alive()
         m = tr.metrics()
-        if 'trackpipe_latency_ms{quantile="p50"}' in m:
-            samples.append((time.monotonic() - t0, m['trackpipe_latency_ms{quantile="p50"}'],
-                            m['trackpipe_latency_ms{quantile="p99"}'], m['trackpipe_stage_items{stage="render"}']))
+        if "trackpipe_frame_age_ms" in m and 'trackpipe_latency_ms{quantile="p50"}' in m:
+            samples.append((time.monotonic() - t0, m["trackpipe_frame_age_ms"],
+                            m['trackpipe_latency_ms{quantile="p50"}']))
         time.sleep(1.0)
     took = tr.stop(signal.SIGINT, (130,))
     prof = json.loads(tr.prof.read_text())
-    lat, cap, inf = prof["latency_ms"], prof["stages"]["capture"], prof["stages"]["infer"]
-    span = samples[-1][0] - samples[0][0]
-    p50_first, p50_last = samples[0][1], samples[-1][1]
-    p99_mid = [s[2] for s in samples if s[0] >= 10.0][0]
+    age, lat, cap, inf = prof["frame_age_at_tracker_ms"], prof["latency_ms"], prof["stages"]["capture"], \
+        prof["stages"]["infer"]
     fps = prof["stages"]["render"]["fps"]
     grab_rate = cap["frames_grabbed"] / max(1e-9, cap["items"] / cap["fps"]) if cap["fps"] else 0.0
-    print(f"\nslow consumer: infer {inf['ms_p50']:.0f} ms/frame, {fps:.1f} FPS rendered; age at tracker <= "
-          f"latency p50/p99/max {lat['p50']:.0f}/{lat['p99']:.0f}/{lat['max']:.0f} ms; cumulative p50 "
-          f"{p50_first:.0f} -> {p50_last:.0f} ms, p99 at 10 s {p99_mid:.0f} -> {samples[-1][2]:.0f} ms over "
-          f"{span:.0f}s; grabber {grab_rate:.1f} fps of {FPS}; SIGINT -> gone in {took:.2f}s")
+    ages = [a for _, a, _ in samples]
+    first, last = sorted(ages[:10])[len(ages[:10]) // 2], sorted(ages[-10:])[len(ages[-10:]) // 2]
+    print(f"\nslow consumer: infer {inf['ms_p50']:.0f} ms/frame, {fps:.1f} FPS rendered; frame age at the "
+          f"tracker p50/p95/p99/max {age['p50']:.0f}/{age['p95']:.0f}/{age['p99']:.0f}/{age['max']:.0f} ms; "
+          f"sampled {len(ages)}x over {samples[-1][0] - samples[0][0]:.0f}s: max {max(ages):.0f} ms, median of "
+          f"the first 10 {first:.0f} -> last 10 {last:.0f} ms; capture-to-render p50 {lat['p50']:.0f} ms; "
+          f"grabber {grab_rate:.1f} fps of {FPS}; SIGINT -> gone in {took:.2f}s")
     assert fps < FPS / 3  # genuinely slower than the camera
+    assert len(ages) >= 20 and max(ages) < 500.0
     # p95, not max: the histogram covers the whole run, including the first (ONNX warm-up) frames
     # and scheduling spikes of this shared 2-core machine; max is printed above
-    assert lat["p95"] < 500.0
-    # no upward trend: the running median does not climb (a queue growing at the camera's pace
-    # would add ~0.8 s per second of consumer time, docs/live.md) ...
-    assert p50_last - p50_first < 60.0
+    assert age["p95"] < 500.0
+    # no upward trend: a queue growing at the camera's pace would add ~0.8 s per second of
+    # consumer time (docs/live.md); here the age stays at about one inference period
+    assert last - first < 60.0
     # ... and the grabber drains the stream at the camera's rate, so nothing queues in FFmpeg
     assert grab_rate > 0.8 * FPS
