@@ -101,14 +101,6 @@ class CaptureProcess(StageProcess):
         if getattr(self, "ring", None) is not None:
             self.ring.close()
 
-    def _wait_go(self) -> bool:
-        """Wait until every stage is ready (control messages stay queued meanwhile)."""
-        while not self.rc.go.wait(0.05):
-            if self.stopping():
-                return False
-            self.tick()
-        return True
-
     def _drain_ctl(self, timeout_ms: int) -> int:
         """Handle control messages (want / release); returns the number of wants received."""
         wants = 0
@@ -124,7 +116,7 @@ class CaptureProcess(StageProcess):
                 "source_id": 0}
 
     def loop(self) -> None:
-        if not self._wait_go():
+        if not self.wait_go():
             return
         if self.rc.mode == "lossless":
             self._loop_lossless()

@@ -60,7 +60,13 @@ class InferProcess(StageProcess):
         if getattr(self, "ring", None) is not None:
             self.ring.close()
 
+    def _want_again(self) -> None:
+        """Idle for a second after asking: the want may have been lost in a capture restart."""
+        if time.monotonic() - self._last_want > 1.0:
+            self._want()
+
     def _want(self) -> None:
+        self._last_want = time.monotonic()
         try:
             self.ctl.send_multipart(busmod.encode("want"), busmod.zmq.NOBLOCK)
         except busmod.zmq.ZMQError:
@@ -72,16 +78,7 @@ class InferProcess(StageProcess):
         idle_since = time.monotonic()
         if latest:
             self._want()
-        last_want = time.monotonic()
-        while not self.stopping():
-            self.tick()
-            msg = busmod.recv(self.inp)
-            if msg is None:
-                if latest and time.monotonic() - last_want > 1.0:  # a want lost in a capture restart
-                    self._want()
-                    last_want = time.monotonic()
-                continue
-            kind, h, _ = msg
+        for kind, h, _ in self.messages(self.inp, self._want_again if latest else None):
             if kind == "eos":
                 busmod.send(self.out, "eos", h, stop=self.rc.stop)
                 return
@@ -100,7 +97,6 @@ class InferProcess(StageProcess):
             t1 = time.monotonic()
             if latest:
                 self._want()
-                last_want = t1
                 if dets is not None and not ring.valid(slot, seq, version):
                     dets = None  # overwritten while we read it: never pass on a torn frame
             if dets is None:

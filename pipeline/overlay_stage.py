@@ -207,10 +207,8 @@ class OverlayStage(StageProcess):
         return self.stopping() or self._eos
 
     def loop(self) -> None:
-        while not self.rc.go.wait(0.05):
-            if self.stopping():
-                return
-            self.tick()
+        if not self.wait_go():
+            return
         from .overlay import OverlayUnavailable, run_overlay_loop
         try:
             res = run_overlay_loop(self._poll, self._stop, self.region, self.names, self.mode,

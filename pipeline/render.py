@@ -88,22 +88,15 @@ class RenderProcess(StageProcess):
             self.stats.extra.update(snapshots=0)
 
     def loop(self) -> None:
-        while not self.rc.go.wait(0.05):
-            if self.stopping():
-                return
-            self.tick()
+        if not self.wait_go():
+            return
         self._open_outputs()
         latest = self.rc.mode == "latest"
         ring, stats = self.ring, self.stats
         lat = stats.hist("latency")
         draw = self.video is not None or self.window is not None
         idle_since = time.monotonic()
-        while not self.stopping():
-            self.tick()
-            msg = busmod.recv(self.inp)
-            if msg is None:
-                continue
-            kind, h, arrays = msg
+        for kind, h, arrays in self.messages(self.inp):
             if kind == "eos":
                 return
             if kind != "frame":

@@ -50,18 +50,11 @@ class SinkProcess(StageProcess):
             self.mot.close()
 
     def loop(self) -> None:
-        while not self.rc.go.wait(0.05):
-            if self.stopping():
-                return
-            self.tick()
+        if not self.wait_go():
+            return
         self._open_outputs()
         idle_since = time.monotonic()
-        while not self.stopping():
-            self.tick()
-            msg = busmod.recv(self.inp)
-            if msg is None:
-                continue
-            kind, h, arrays = msg
+        for kind, h, arrays in self.messages(self.inp):
             if kind == "eos":
                 if self.events is not None:
                     self.events.end_all(time.time(), self.last_seq, "end_of_stream")

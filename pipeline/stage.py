@@ -20,6 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
+from typing import Callable, Iterator, Optional
 
 import zmq
 
@@ -120,6 +121,25 @@ class StageProcess(SpawnProcess):
         if now >= self._next_stats:
             self._next_stats = now + self.rc.stats_interval_s
             self.send_stats()
+
+    def wait_go(self) -> bool:
+        """Wait until every stage is ready (messages stay queued meanwhile); False if stopped first."""
+        while not self.rc.go.wait(0.05):
+            if self.stopping():
+                return False
+            self.tick()
+        return True
+
+    def messages(self, sock, on_idle: Optional[Callable[[], None]] = None) -> Iterator[tuple]:
+        """``(kind, header, arrays)`` from ``sock`` until the stage is stopped, ticking between
+        polls; ``on_idle()`` runs after a poll that received nothing."""
+        while not self.stopping():
+            self.tick()
+            msg = busmod.recv(sock)
+            if msg is not None:
+                yield msg
+            elif on_idle is not None:
+                on_idle()
 
     def send_stats(self) -> None:
         try:

@@ -61,20 +61,15 @@ class TrackProcess(StageProcess):
         last_seq = -1          # newest seq tracked (latest)
         total = None           # frames in the stream, from the end-of-stream message
         idle_since = time.monotonic()
-        while not self.stopping():
-            self.tick()
-            if total is not None and expected >= total:
-                self._send("eos", {"frames": total})
-                return
-            msg = busmod.recv(self.inp)
-            if msg is None:
-                continue
-            kind, h, arrays = msg
+        for kind, h, arrays in self.messages(self.inp):
             if kind == "eos":
                 if not lossless:
                     self._send("eos", h)
                     return
                 total = int(h.get("frames", 0))
+                if expected >= total:  # every frame tracked already
+                    self._send("eos", {"frames": total})
+                    return
                 continue
             if kind != "frame":
                 self._send(kind, h)
@@ -89,6 +84,9 @@ class TrackProcess(StageProcess):
                         return
                     idle_since = time.monotonic()
                 self.stats.extra["reorder_max"] = max(self.stats.extra.get("reorder_max", 0), len(pending))
+                if total is not None and expected >= total:  # the last frames came after the end message
+                    self._send("eos", {"frames": total})
+                    return
             else:
                 if h["seq"] < last_seq and not h.get("dropped"):
                     h["dropped"] = True  # stale: a newer frame was tracked already
