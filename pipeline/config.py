@@ -53,7 +53,8 @@ class SourceConfig:
     read_timeout_s: float = _f(5.0, min_excl=0.0, max=600.0, help="stream: a read blocked this long is a "
                                                                   "failed read (its frame is stale)")
     ffmpeg_options: Optional[str] = _f(None, help="stream: FFmpeg options 'key;value|key;value' (default: "
-                                                  "rtsp_transport;tcp for rtsp, plus fflags;nobuffer|flags;low_delay)")
+                                                  "rtsp_transport;tcp for rtsp, plus fflags;nobuffer|flags;low_delay|"
+                                                  "analyzeduration;500000)")
 
 
 @dataclass

@@ -94,9 +94,9 @@ def test_unreachable_stream_times_out_with_clear_error():
 
 def test_stream_ffmpeg_options_and_timed_out_reads():
     rtsp = make_source("rtsp://127.0.0.1:8554/cam", SourceConfig(read_timeout_s=2.0))
-    assert rtsp.ffmpeg_options() == "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+    assert rtsp.ffmpeg_options() == "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay|analyzeduration;500000"
     assert make_source("http://127.0.0.1/x.mjpg", SourceConfig()).ffmpeg_options() == \
-        "fflags;nobuffer|flags;low_delay"
+        "fflags;nobuffer|flags;low_delay|analyzeduration;500000"
     assert make_source("rtsp://h/p", SourceConfig(ffmpeg_options="rtsp_transport;udp")).ffmpeg_options() == \
         "rtsp_transport;udp"
     # a read ended by the 2 s read timeout returned a stale frame; a slow but normal one did not
