@@ -83,6 +83,10 @@ def slope_per_hour(ts, ys) -> float:
     return 0.0 if var == 0 else sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var * 3600.0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -93,6 +97,10 @@ def main(argv=None) -> int:
                     help="video the server loops ('none': the synthetic live pattern)")
     ap.add_argument("--snapshot-classes", default="car", help="snapshots of new tracks of these classes")
     args = ap.parse_args(argv)
+    # stop early with Ctrl-C or SIGTERM: the pipeline and the server are still stopped and the
+    # summary printed (set explicitly: a background job may have inherited SIGINT ignored)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     ok, why = rtsp_available()
     if not ok:
         print(f"error: RTSP test server unavailable: {why}", file=sys.stderr)
@@ -162,7 +170,11 @@ def main(argv=None) -> int:
                       f"fds {row['fds_total']} threads {row['threads_total']} shm {row['shm_entries']}", flush=True)
                 next_sample = now + args.sample_every
             time.sleep(0.1)
+    except KeyboardInterrupt:
+        print("stopped early", flush=True)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         if pending and pending[1] == "start" and not srv.running():
             srv.start()
         srv.resume()
