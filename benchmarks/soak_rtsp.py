@@ -29,23 +29,10 @@ sys.path.insert(0, str(ROOT))
 ASSETS = (ROOT / ".." / "shared" / "assets").resolve()
 YF = ASSETS / "darknet" / "yolo-fastest-1.1_coco"
 
+from tests.procs import running_in_group  # noqa: E402
 from tests.rtsp.fixtures import RtspServer, rtsp_available  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def group_pids(pgid: int) -> list:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
 
 
 def proc_sample(pid: int):
@@ -152,7 +139,7 @@ def main(argv=None) -> int:
                 next_fault = now + args.fault_every
             if now >= next_sample:
                 procs = {}
-                for pid in group_pids(pgid):
+                for pid in running_in_group(pgid):
                     s = proc_sample(pid)
                     if s:  # the supervisor is "main"; its helpers (resource tracker) are "python"
                         procs[f"{'main' if pid == pgid else s[0]}:{pid}"] = s[1:]
@@ -187,10 +174,10 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(pgid, signal.SIGKILL)
                 code = p.wait(5)
-        while group_pids(pgid) and time.monotonic() - t_sig < 10:
+        while running_in_group(pgid) and time.monotonic() - t_sig < 10:
             time.sleep(0.05)
         stop_s = time.monotonic() - t_sig
-        orphans = group_pids(pgid)
+        orphans = running_in_group(pgid)
         left = shm_entries(pgid)
         srv.close()
 

@@ -111,6 +111,16 @@ def decode(parts: Sequence) -> Tuple[str, dict, Dict[str, np.ndarray]]:
     return kind, header, arrays
 
 
+def release(ctl: zmq.Socket, ring, slot: int, seq: int) -> None:
+    """The last reader of frame ``seq`` gives its slot back: in shared memory (what capture
+    checks), plus a ``release`` message on ``ctl`` that only wakes capture up (never blocks)."""
+    ring.release(slot, seq)
+    try:
+        ctl.send_multipart(encode("release", {"slot": slot, "seq": seq}), zmq.NOBLOCK)
+    except zmq.ZMQError:
+        pass
+
+
 def send(sock: zmq.Socket, kind: str, header: Optional[dict] = None,
          arrays: Optional[Dict[str, np.ndarray]] = None, stop=None) -> bool:
     """Send, retrying on HWM back-pressure until sent (True) or ``stop`` (a stats.Flag) is set (False)."""

@@ -118,13 +118,6 @@ class OverlayStage(StageProcess):
             self.ring.close()
 
     # --- helpers ---------------------------------------------------------------------------
-    def _release(self, slot: int, seq: int) -> None:
-        self.ring.release(slot, seq)
-        try:
-            self.ctl.send_multipart(busmod.encode("release", {"slot": slot, "seq": seq}), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
-
     def _finish(self) -> None:
         """The item returned by the last poll has been drawn: account for it."""
         if self._pending is None:
@@ -180,7 +173,7 @@ class OverlayStage(StageProcess):
             newest = (h, arrays)
             break
         for h, _ in msgs:
-            self._release(h["slot"], h["seq"])
+            busmod.release(self.ctl, self.ring, h["slot"], h["seq"])
             if newest is None or h is not newest[0]:
                 self.stats.drops += 1
         if newest is None:

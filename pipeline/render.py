@@ -63,13 +63,6 @@ class RenderProcess(StageProcess):
         if getattr(self, "ring", None) is not None:
             self.ring.close()
 
-    def _release(self, slot: int, seq: int) -> None:
-        self.ring.release(slot, seq)
-        try:
-            self.ctl.send_multipart(busmod.encode("release", {"slot": slot, "seq": seq}), busmod.zmq.NOBLOCK)
-        except busmod.zmq.ZMQError:
-            pass  # the release is in shared memory; the message only wakes capture up
-
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
         if self.video_path:
@@ -130,7 +123,7 @@ class RenderProcess(StageProcess):
                         log.info("window closed by the user")
                         self.send_state("quit")
                 del frame, img
-            self._release(slot, seq)
+            busmod.release(self.ctl, self.ring, slot, seq)
             t1 = time.monotonic()
             if not ok:
                 stats.drops += 1

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.assets import CFG, COCO, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES, NAMES, ROOT
 

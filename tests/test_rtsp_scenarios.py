@@ -24,7 +24,8 @@ import cv2
 import pytest
 
 from conftest import COCO_NAMES, DARKNET, ROOT, YF_CFG, YF_WEIGHTS, leftovers
-from test_run_tracker import _running_in_group, _wait_group_gone
+from test_run_tracker import _wait_group_gone
+from tests.procs import running_in_group
 from tests.rtsp.fixtures import RtspServer, decode_stamp, free_port, rtsp_available
 
 YF = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
@@ -118,7 +119,7 @@ class Tracker:
         assert code in codes, err[-2000:]
         assert took < 5.0
         assert "Traceback" not in err, err[-3000:]
-        assert _running_in_group(pgid) == []
+        assert running_in_group(pgid) == []
         assert leftovers(pgid) == []
         return took
 

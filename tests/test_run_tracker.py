@@ -15,6 +15,7 @@ import cv2
 import pytest
 
 from conftest import COCO_NAMES, ROOT, VIDEO_360, VIDEO_1080, YF_CFG, YF_WEIGHTS, leftovers
+from tests.procs import running_in_group
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
          "--backend", "onnx"]
@@ -32,27 +33,12 @@ def _wait_group_gone(proc: subprocess.Popen, timeout: float) -> float:
     not count: an orphan's zombie waits for init, which here (a VM's process_api) reaps seconds late."""
     pgid = proc.pid
     t0 = time.monotonic()
-    while proc.poll() is None or _running_in_group(pgid):
+    while proc.poll() is None or running_in_group(pgid):
         if time.monotonic() - t0 > timeout:
             os.killpg(pgid, signal.SIGKILL)
             pytest.fail(f"processes of group {pgid} still alive after {timeout}s")
         time.sleep(0.05)
     return time.monotonic() - t0
-
-
-def _running_in_group(pgid: int) -> list:
-    """Pids of the group that are not zombies (an orphan's zombie waits for init to reap it)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
 
 
 def _stage_pid(parent: int, stage: str) -> int:
@@ -178,8 +164,8 @@ def test_killed_supervisor_leaves_nothing_after_next_start(tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait(5)
     t0 = time.monotonic()
-    while _running_in_group(p.pid):  # the stages got SIGTERM from the kernel and finish
-        assert time.monotonic() - t0 < 5.0, f"still running: {_running_in_group(p.pid)}"
+    while running_in_group(p.pid):  # the stages got SIGTERM from the kernel and finish
+        assert time.monotonic() - t0 < 5.0, f"still running: {running_in_group(p.pid)}"
         time.sleep(0.05)
     from pipeline import cleanup
     cleanup.clean_stale()

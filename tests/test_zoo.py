@@ -5,7 +5,6 @@ import http.server
 import socket
 import threading
 from functools import partial
-from pathlib import Path
 
 import pytest
 

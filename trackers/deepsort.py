@@ -35,8 +35,7 @@ import numpy as np
 from models.types import Detections, Tracks, to_xyah
 
 from . import kalman, matching
-from .base import Tracker
-from .tracks import TrackTable
+from .table_tracker import TableTracker
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class DeepSortConfig:
             raise ValueError(f"low_thresh ({self.low_thresh}) must be <= det_thresh ({self.det_thresh})")
 
 
-class DeepSortTracker(Tracker):
+class DeepSortTracker(TableTracker):
     """DeepSORT with pluggable appearance (see module docstring).
 
     encoder: a :class:`trackers.encoders.Encoder` or None. Features can also arrive in
@@ -97,15 +96,8 @@ class DeepSortTracker(Tracker):
         self.reset()
 
     def reset(self) -> None:
-        self._tracks = TrackTable.empty()
+        super().reset()
         self._gallery = matching.FeatureGallery(self.config.nn_budget)
-        self._next_id = 1
-        self._frame = 0
-        self._pred_xyxy = np.zeros((0, 4))     # this frame's predicted boxes (T,4) xyxy
-
-    @property
-    def num_tracks(self) -> int:
-        return len(self._tracks)
 
     @property
     def gallery(self) -> matching.FeatureGallery:
@@ -146,18 +138,12 @@ class DeepSortTracker(Tracker):
     def update(self, dets: Detections, frame: Optional[np.ndarray] = None) -> Tracks:
         """Advance one frame. dets: (N) detections; frame: (H,W,3) BGR, used by the encoder."""
         c = self.config
-        self._frame += 1
+        boxes, score, classes, high = self._predict(dets)
         t = self._tracks
-        t.predict(c.kalman)
-        self._pred_xyxy = t.predicted_xyxy()
-
-        boxes = np.asarray(dets.xyxy, dtype=np.float64)
-        score, classes = dets.score, dets.class_id
         xyah = to_xyah(boxes)
         feats = self._features(dets, frame)
         if feats is not None:
             feats = matching.l2_normalize(feats)
-        high = score >= c.det_thresh
         high_idx = np.flatnonzero(high)
 
         confirmed = np.flatnonzero(t.confirmed)
@@ -179,9 +165,7 @@ class DeepSortTracker(Tracker):
         # 3) low-score second pass
         if c.low_thresh is not None:
             matched[m_b[:, 0]] = True
-            low_idx = np.flatnonzero((score >= c.low_thresh) & ~high)
-            cand = np.flatnonzero(~matched & t.confirmed & (t.time_since_update <= c.second_max_miss))
-            m_c = self._iou(cand, low_idx, boxes, classes, c.second_iou_threshold)
+            m_c = self._low_score_pass(~matched & t.confirmed, score, high, boxes, classes)
             if len(m_c):
                 matches = np.concatenate([matches, m_c])
 
@@ -196,23 +180,10 @@ class DeepSortTracker(Tracker):
         if dead.any():
             t = t.select(~dead)
 
-        new_thresh = c.det_thresh if c.new_track_thresh is None else c.new_track_thresh
-        unmatched = high.copy()
-        unmatched[matches[:, 1]] = False
-        birth = np.flatnonzero(unmatched & (score >= new_thresh))
-        if len(birth):
-            t = t.append(TrackTable.create(xyah[birth], boxes[birth], score[birth],
-                                           classes[birth], self._next_id, c.kalman))
-            if feats is not None:
-                self._gallery.add(np.arange(self._next_id, self._next_id + len(birth)), feats[birth])
-            self._next_id += len(birth)
-            t.confirmed |= t.hit_streak >= c.n_init - 1         # n_init=1: confirmed at birth
+        t, birth, first_id = self._births(t, matches, high, score, boxes, xyah, classes, c.n_init - 1)
+        if feats is not None and len(birth):
+            self._gallery.add(np.arange(first_id, first_id + len(birth)), feats[birth])
         self._tracks = t
         if len(self._gallery):
             self._gallery.retain(t.track_id)
         return t.to_tracks((t.time_since_update == 0) & t.confirmed, c.output_detection_box)
-
-    def _iou(self, rows: np.ndarray, cols: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
-             min_iou: float) -> np.ndarray:
-        return matching.iou_match_rows(self._pred_xyxy, self._tracks.class_id, rows, cols, boxes, classes,
-                                       min_iou, self.config.class_aware)

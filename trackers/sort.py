@@ -30,9 +30,8 @@ import numpy as np
 
 from models.types import Detections, Tracks, to_xyah
 
-from . import kalman, matching
-from .base import Tracker
-from .tracks import TrackTable
+from . import kalman
+from .table_tracker import TableTracker
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class SortConfig:
             raise ValueError(f"low_thresh ({self.low_thresh}) must be <= det_thresh ({self.det_thresh})")
 
 
-class SortTracker(Tracker):
+class SortTracker(TableTracker):
     """SORT / ByteTrack-style motion-only tracker. See the module docstring for one step."""
 
     name = "sort"
@@ -107,47 +106,18 @@ class SortTracker(Tracker):
         self.config = config or SortConfig()
         self.reset()
 
-    def reset(self) -> None:
-        self._tracks = TrackTable.empty()
-        self._next_id = 1
-        self._frame = 0
-        self._pred_xyxy = np.zeros((0, 4))     # this frame's predicted boxes (T,4) xyxy
-
-    @property
-    def num_tracks(self) -> int:
-        return len(self._tracks)
-
-    @property
-    def frame_count(self) -> int:
-        return self._frame
-
-    def _match_iou(self, rows: np.ndarray, cols: np.ndarray, boxes: np.ndarray,
-                   classes: np.ndarray, min_iou: float) -> np.ndarray:
-        return matching.iou_match_rows(self._pred_xyxy, self._tracks.class_id, rows, cols, boxes, classes,
-                                       min_iou, self.config.class_aware)
-
     def update(self, dets: Detections, frame: Optional[np.ndarray] = None) -> Tracks:
         """Advance one frame. dets: (N) detections, possibly empty; frame is ignored."""
         c = self.config
-        self._frame += 1
+        boxes, score, classes, high = self._predict(dets)
         t = self._tracks
-        t.predict(c.kalman)
-        self._pred_xyxy = t.predicted_xyxy()
 
-        boxes = np.asarray(dets.xyxy, dtype=np.float64)
-        score, classes = dets.score, dets.class_id
-        high = score >= c.det_thresh
-        high_idx = np.flatnonzero(high)
-
-        all_rows = np.arange(len(t))
-        m1 = self._match_iou(all_rows, high_idx, boxes, classes, c.iou_threshold)
+        m1 = self._iou(np.arange(len(t)), np.flatnonzero(high), boxes, classes, c.iou_threshold)
         matches = m1
         if c.low_thresh is not None:
-            low_idx = np.flatnonzero((score >= c.low_thresh) & ~high)
             free = np.ones(len(t), bool)
             free[m1[:, 0]] = False
-            cand = np.flatnonzero(free & (t.time_since_update <= c.second_max_miss))
-            m2 = self._match_iou(cand, low_idx, boxes, classes, c.second_iou_threshold)
+            m2 = self._low_score_pass(free, score, high, boxes, classes)
             if len(m2):
                 matches = np.concatenate([m1, m2])
 
@@ -164,16 +134,7 @@ class SortTracker(Tracker):
         if dead.any():
             t = t.select(~dead)
 
-        # births
-        new_thresh = c.det_thresh if c.new_track_thresh is None else c.new_track_thresh
-        unmatched = high.copy()
-        unmatched[matches[:, 1]] = False
-        birth = np.flatnonzero(unmatched & (score >= new_thresh))
-        if len(birth):
-            t = t.append(TrackTable.create(xyah[birth], boxes[birth], score[birth],
-                                           classes[birth], self._next_id, c.kalman))
-            self._next_id += len(birth)
-            t.confirmed |= t.hit_streak >= c.min_hits          # min_hits=0: confirmed at birth
+        t, _, _ = self._births(t, matches, high, score, boxes, xyah, classes, c.min_hits)
         self._tracks = t
 
         ok = t.confirmed if c.persistent_confirm else t.hit_streak >= c.min_hits

@@ -1,0 +1,21 @@
+"""Process-group helpers for the tests and benchmarks that run the CLI as a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def running_in_group(pgid: int) -> list:
+    """Pids of process group ``pgid`` that are not zombies (an orphan's zombie waits for init to
+    reap it, which on this VM's init takes seconds: a zombie holds nothing)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
