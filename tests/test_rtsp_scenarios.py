@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import COCO_NAMES, DARKNET, ROOT, YF_CFG, YF_WEIGHTS, leftovers
@@ -317,18 +318,20 @@ def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, 
     grab_rate = cap["frames_grabbed"] / max(1e-9, cap["items"] / cap["fps"]) if cap["fps"] else 0.0
     ages = [a for _, a, _ in samples]
     first, last = sorted(ages[:10])[len(ages[:10]) // 2], sorted(ages[-10:])[len(ages[-10:]) // 2]
+    slope = float(np.polyfit([t for t, _, _ in samples], ages, 1)[0])  # ms of age per s of run
     print(f"\nslow consumer: infer {inf['ms_p50']:.0f} ms/frame, {fps:.1f} FPS rendered; frame age at the "
           f"tracker p50/p95/p99/max {age['p50']:.0f}/{age['p95']:.0f}/{age['p99']:.0f}/{age['max']:.0f} ms; "
           f"sampled {len(ages)}x over {samples[-1][0] - samples[0][0]:.0f}s: max {max(ages):.0f} ms, median of "
-          f"the first 10 {first:.0f} -> last 10 {last:.0f} ms; capture-to-render p50 {lat['p50']:.0f} ms; "
+          f"the first 10 {first:.0f} -> last 10 {last:.0f} ms, trend {slope:+.1f} ms/s; capture-to-render p50 {lat['p50']:.0f} ms; "
           f"grabber {grab_rate:.1f} fps of {FPS}; SIGINT -> gone in {took:.2f}s")
     assert fps < FPS / 3  # genuinely slower than the camera
     assert len(ages) >= 20 and max(ages) < 500.0
     # p95, not max: the histogram covers the whole run, including the first (ONNX warm-up) frames
     # and scheduling spikes of this shared 2-core machine; max is printed above
     assert age["p95"] < 500.0
-    # no upward trend: a queue growing at the camera's pace would add ~0.8 s per second of
-    # consumer time (docs/live.md); here the age stays at about one inference period
-    assert last - first < 60.0
+    # no upward trend: a queue growing at the camera's pace would add ~800 ms of age per second
+    # (docs/live.md); the fitted slope stays within load noise (the machine is shared: inference
+    # itself slows and speeds up by tens of ms over 30 s, seen +2.5 ms/s with a soak beside it)
+    assert slope < 10.0
     # ... and the grabber drains the stream at the camera's rate, so nothing queues in FFmpeg
     assert grab_rate > 0.8 * FPS
