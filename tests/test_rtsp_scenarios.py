@@ -291,24 +291,16 @@ def slow_model(tmp_path_factory):
             "--conf", "0.9", "--backend", "onnx"]
 
 
-@pytest.mark.timeout(120)
-def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, slow_model):
-    """Frame age at the tracker: capture's t_mono (taken right after the frame is decoded) to the
-    moment the tracker takes the frame, sampled once a second from ``trackpipe_frame_age_ms`` and
-    summarised in the profile (``frame_age_at_tracker_ms``). It does not include the camera ->
-    decode delay before t_mono (~0.09 s here, docs/live.md)."""
-    server.start()
-    server.wait_ready(20)
-    tr = tracker(tmp_path, server.url, model=slow_model)
+def _slow_consumer_run(tr) -> dict:
+    """Sample the frame age for 30 s once frames flow, stop with SIGINT; -> the figures."""
     tr.wait_frames(3, 90)
     t0 = time.monotonic()
-    samples = []  # (s since start, age of the newest tracked frame ms, cumulative latency p50)
+    samples = []  # (s since start, age of the newest tracked frame ms)
     while time.monotonic() - t0 < 30.0:
         tr.alive()
         m = tr.metrics()
-        if "trackpipe_frame_age_ms" in m and 'trackpipe_latency_ms{quantile="p50"}' in m:
-            samples.append((time.monotonic() - t0, m["trackpipe_frame_age_ms"],
-                            m['trackpipe_latency_ms{quantile="p50"}']))
+        if "trackpipe_frame_age_ms" in m:
+            samples.append((time.monotonic() - t0, m["trackpipe_frame_age_ms"]))
         time.sleep(1.0)
     took = tr.stop(signal.SIGINT, (130,))
     prof = json.loads(tr.prof.read_text())
@@ -316,14 +308,34 @@ def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, 
         prof["stages"]["infer"]
     fps = prof["stages"]["render"]["fps"]
     grab_rate = cap["frames_grabbed"] / max(1e-9, cap["items"] / cap["fps"]) if cap["fps"] else 0.0
-    ages = [a for _, a, _ in samples]
+    ages = [a for _, a in samples]
     first, last = sorted(ages[:10])[len(ages[:10]) // 2], sorted(ages[-10:])[len(ages[-10:]) // 2]
-    slope = float(np.polyfit([t for t, _, _ in samples], ages, 1)[0])  # ms of age per s of run
+    slope = float(np.polyfit([t for t, _ in samples], ages, 1)[0])  # ms of age per s of run
     print(f"\nslow consumer: infer {inf['ms_p50']:.0f} ms/frame, {fps:.1f} FPS rendered; frame age at the "
           f"tracker p50/p95/p99/max {age['p50']:.0f}/{age['p95']:.0f}/{age['p99']:.0f}/{age['max']:.0f} ms; "
           f"sampled {len(ages)}x over {samples[-1][0] - samples[0][0]:.0f}s: max {max(ages):.0f} ms, median of "
-          f"the first 10 {first:.0f} -> last 10 {last:.0f} ms, trend {slope:+.1f} ms/s; capture-to-render p50 {lat['p50']:.0f} ms; "
-          f"grabber {grab_rate:.1f} fps of {FPS}; SIGINT -> gone in {took:.2f}s")
+          f"the first 10 {first:.0f} -> last 10 {last:.0f} ms, trend {slope:+.1f} ms/s; capture-to-render p50 "
+          f"{lat['p50']:.0f} ms; grabber {grab_rate:.1f} fps of {FPS}; SIGINT -> gone in {took:.2f}s")
+    return dict(fps=fps, ages=ages, age=age, slope=slope, grab_rate=grab_rate)
+
+
+@pytest.mark.timeout(200)
+def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, slow_model):
+    """Frame age at the tracker: capture's t_mono (taken right after the frame is decoded) to the
+    moment the tracker takes the frame, sampled once a second from ``trackpipe_frame_age_ms`` and
+    summarised in the profile (``frame_age_at_tracker_ms``). It does not include the camera ->
+    decode delay before t_mono (~0.09 s here, docs/live.md)."""
+    server.start()
+    server.wait_ready(20)
+    r = _slow_consumer_run(tracker(tmp_path, server.url, model=slow_model))
+    if r["grab_rate"] <= 0.8 * FPS:
+        # the capture thread itself could not keep up with a 25 fps 640x480 stream: the VM was
+        # starved (seen once in CI: inference 1.6x slower than usual, grabber 14.6 fps), and no
+        # frame-age bound can hold then. Measure once more; a second starved run fails below.
+        print(f"grabber {r['grab_rate']:.1f} fps of {FPS}: machine starved, measuring again")
+        (tmp_path / "again").mkdir()
+        r = _slow_consumer_run(tracker(tmp_path / "again", server.url, model=slow_model))
+    fps, ages, age, slope, grab_rate = r["fps"], r["ages"], r["age"], r["slope"], r["grab_rate"]
     assert fps < FPS / 3  # genuinely slower than the camera
     assert len(ages) >= 20 and max(ages) < 500.0
     # p95, not max: the histogram covers the whole run, including the first (ONNX warm-up) frames

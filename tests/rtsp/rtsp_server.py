@@ -18,7 +18,7 @@ pulled are never queued up, a frozen server (SIGSTOP) produces nothing and resum
 current time. Every frame carries a machine-readable STAMP in its top 48 rows (three rows of
 32 black/white blocks, each block ``width // 32`` px wide and 16 px high):
 
-    row 0: frame counter  = int((time.monotonic() - t_start) * fps), mod 2**32
+    row 0: frame counter  = int((time.monotonic() - t_start) * fps), strictly increasing, mod 2**32
     row 1: wall clock     = int(time.time() * 1000) mod 2**32 (milliseconds)
     row 2: check          = counter ^ wall_ms ^ 0xA5A5A5A5
 
@@ -257,6 +257,7 @@ class Mount:
         Gst = self.Gst
         period = 1.0 / self.fps
         next_t = time.monotonic()
+        last = -1
         while not self.stopping.is_set():
             now = time.monotonic()
             if now < next_t:
@@ -268,7 +269,10 @@ class Mount:
                 targets = list(self.appsrcs)
             if not targets:
                 continue
-            counter = int((time.monotonic() - self.t0) * self.fps)
+            # the frame index by the clock, but never repeated: a frame produced late (a starved
+            # machine) would otherwise share its index with the next one, on time
+            counter = max(last + 1, int((time.monotonic() - self.t0) * self.fps))
+            last = counter
             try:
                 data = self.frames.frame(counter, int(time.time() * 1000))
             except Exception as e:  # noqa: BLE001 - a test server: report and keep serving
