@@ -98,7 +98,7 @@ class RenderProcess(StageProcess):
             t0 = time.monotonic()
             slot, seq, shape = h["slot"], h["seq"], tuple(h["shape"])
             ok = not h.get("dropped")
-            tracks = busmod.unpack_dets(arrays) if arrays else None
+            tracks = busmod.unpack_dets(arrays) if arrays and (draw or self.snaps is not None) else None
             new = self.snaps.due(seq, tracks) if self.snaps is not None and ok else ()
             if (draw or len(new)) and ok:
                 version = ring.version(slot)

@@ -25,6 +25,10 @@ _RATIO = 1.05
 _NBINS = int(math.ceil(math.log(1e6 / _LO_MS) / math.log(_RATIO))) + 1  # 1 us .. ~17 min
 
 
+def _r3(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 3)
+
+
 class Histogram:
     """Counts of millisecond values in log-spaced bins (ratio 1.05), plus exact min/max/sum."""
 
@@ -81,10 +85,14 @@ class Histogram:
             h.min = float(d["min"]) if h.n else math.inf
         return h
 
+    def percentiles(self) -> dict:
+        """{p50, p95, p99, max}, rounded; None where empty."""
+        return {"p50": _r3(self.percentile(50)), "p95": _r3(self.percentile(95)),
+                "p99": _r3(self.percentile(99)), "max": _r3(self.max if self.n else None)}
+
     def summary(self, prefix: str = "ms_") -> dict:
-        r = lambda v: None if v is None else round(v, 3)  # noqa: E731
-        return {f"{prefix}p50": r(self.percentile(50)), f"{prefix}p95": r(self.percentile(95)),
-                f"{prefix}mean": r(self.mean())}
+        return {f"{prefix}p50": _r3(self.percentile(50)), f"{prefix}p95": _r3(self.percentile(95)),
+                f"{prefix}mean": _r3(self.mean())}
 
 
 # --- per-stage statistics --------------------------------------------------------------------
@@ -338,16 +346,12 @@ def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
     lat = Histogram()
     if ren and ren.total():
         lat = Histogram.from_dict(ren.total().get("hists", {}).get("latency"))
-    r = lambda v: None if v is None else round(v, 3)  # noqa: E731
     trk = aggs.get("track")
     age = Histogram.from_dict((trk.total() or {}).get("hists", {}).get("frame_age")) if trk else Histogram()
     report = {"frames_in": int(frames_in), "frames_out": int(frames_out), "pipeline_fps": pipeline_fps,
               "detector_only_fps": round(det_fps, 3), "detector_only_fps_per_worker": round(det_fps_worker, 3),
-              "latency_ms": {"p50": r(lat.percentile(50)), "p95": r(lat.percentile(95)),
-                             "p99": r(lat.percentile(99)), "mean": r(lat.mean()),
-                             "max": r(lat.max if lat.n else None)},
-              "frame_age_at_tracker_ms": {"p50": r(age.percentile(50)), "p95": r(age.percentile(95)),
-                                          "p99": r(age.percentile(99)), "max": r(age.max if age.n else None)},
+              "latency_ms": {**lat.percentiles(), "mean": _r3(lat.mean())},
+              "frame_age_at_tracker_ms": age.percentiles(),
               "stages": stages}
     report.update(meta)
     return report
