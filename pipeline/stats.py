@@ -117,22 +117,20 @@ class StageStats:
         self._cpu0: Optional[float] = None
 
     def item(self, t_start: float, t_end: float, wait_s: float = 0.0) -> None:
-        if self.t_first is None:
-            self.t_first = t_start
-            self._cpu0 = time.process_time()
-        self.t_last = t_end
-        self.items += 1
-        self._window_items += 1
+        self._count(t_start, t_end)
         self.proc.add((t_end - t_start) * 1000.0)
         if wait_s >= 0:
             self.wait.add(wait_s * 1000.0)
 
     def count_item(self, t: float) -> None:
         """Count an item whose processing time is recorded elsewhere (``proc.add``)."""
+        self._count(t, t)
+
+    def _count(self, t_start: float, t_end: float) -> None:
         if self.t_first is None:
-            self.t_first = t
+            self.t_first = t_start
             self._cpu0 = time.process_time()
-        self.t_last = t
+        self.t_last = t_end
         self.items += 1
         self._window_items += 1
 
