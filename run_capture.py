@@ -14,6 +14,6 @@ if __name__ == "__main__":
     # Ctrl-C / SIGTERM during the imports below: exit 130 / 143, no traceback
     for _sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_sig, lambda signum, frame: sys.exit(128 + signum))
-    from pipeline.capture_cli import main
+    from trackpipe.pipeline.capture_cli import main
 
     sys.exit(main())

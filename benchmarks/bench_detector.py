@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.bench import bench_backends  # noqa: E402
-from models.darknet import load_cfg, write_random_weights  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
+from trackpipe.models.bench import bench_backends  # noqa: E402
+from trackpipe.models.darknet import load_cfg, write_random_weights  # noqa: E402
+from trackpipe.models.spec import ModelSpec  # noqa: E402
 
 ASSETS = ROOT.parent / "shared" / "assets" / "darknet"
 TARGETS = {"yolov4-tiny-416": 1.2, "yolov4-416": 1.3}

@@ -52,7 +52,7 @@ def _frames(source: str, limit: int):
 
 def detector_alone(spec, source: str, limit: int) -> dict:
     """(a): frames decoded first (untimed), then only ``detect()`` is timed."""
-    from models.factory import build_detector
+    from trackpipe.models.factory import build_detector
     det = build_detector(spec)
     total, n = 0.0, 0
     try:
@@ -73,9 +73,9 @@ def detector_alone(spec, source: str, limit: int) -> dict:
 
 def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dict:
     """(b): the single-process tutorial loop: read, detect, track, draw, write video + MOT."""
-    from models.factory import build_detector
-    from pipeline.sinks import BoxAnnotator, MotWriter, VideoSink
-    from trackers.base import build_tracker
+    from trackpipe.models.factory import build_detector
+    from trackpipe.pipeline.sinks import BoxAnnotator, MotWriter, VideoSink
+    from trackpipe.trackers.base import build_tracker
     det = build_detector(spec)
     trk = build_tracker(tracker)
     cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
@@ -111,8 +111,8 @@ def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dic
 
 def pipelined(spec, source: str, limit: int, tracker: str, out_dir: str, slots: int) -> dict:
     """(c): the multi-process pipeline with the same outputs (video + MOT)."""
-    from pipeline.app import run_pipeline
-    from pipeline.config import Config
+    from trackpipe.pipeline.app import run_pipeline
+    from trackpipe.pipeline.config import Config
     cfg = Config()
     cfg.source.uri = source
     cfg.tracker.name = tracker
@@ -137,7 +137,7 @@ def pipelined(spec, source: str, limit: int, tracker: str, out_dir: str, slots: 
 
 
 def _random_weights(cfg: Path, size) -> Path:
-    from models.darknet import load_cfg, write_random_weights
+    from trackpipe.models.darknet import load_cfg, write_random_weights
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trackpipe" / "random-weights"
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"{cfg.stem}-random-seed0.weights"
@@ -147,7 +147,7 @@ def _random_weights(cfg: Path, size) -> Path:
 
 
 def main(argv=None) -> int:
-    from models.cli_args import add_model_args, spec_from_args
+    from trackpipe.models.cli_args import add_model_args, spec_from_args
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default=str(ROOT.parent / "shared" / "assets" / "video" / "aiguys_test.mp4"))
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         a.size = a.size or (320, 320)
     spec = spec_from_args(a)
     if spec.backend == "auto":  # resolve once so that all three variants use the same backend
-        from models.factory import build_detector
+        from trackpipe.models.factory import build_detector
         d = build_detector(spec)
         spec = spec.with_(backend=d.name)
         d.close()

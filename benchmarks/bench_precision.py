@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.bench import bench_backends  # noqa: E402
-from models.darknet import load_cfg, load_network, write_random_weights  # noqa: E402
-from models.evaluate import evaluate_coco  # noqa: E402
-from models.factory import build_detector  # noqa: E402
-from models.quantize import calibrate  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
+from trackpipe.models.bench import bench_backends  # noqa: E402
+from trackpipe.models.darknet import load_cfg, load_network, write_random_weights  # noqa: E402
+from trackpipe.models.evaluate import evaluate_coco  # noqa: E402
+from trackpipe.models.factory import build_detector  # noqa: E402
+from trackpipe.models.quantize import calibrate  # noqa: E402
+from trackpipe.models.spec import ModelSpec  # noqa: E402
 
 ASSETS = ROOT.parent / "shared" / "assets"
 DARKNET = ASSETS / "darknet"

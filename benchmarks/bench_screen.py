@@ -63,8 +63,8 @@ def main(argv=None) -> int:
             import cv2
         except ImportError:
             cv2 = None
-        from models.types import Tracks
-        from pipeline.overlay import labels_for, mask_overlay, overlay_rects
+        from trackpipe.models.types import Tracks
+        from trackpipe.pipeline.overlay import labels_for, mask_overlay, overlay_rects
 
         cls = getattr(mss, "MSS", None) or mss.mss
         rows, res = [], {"display": os.environ.get("DISPLAY"), "xvfb": xvfb is not None,
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         res["mask_overlay"] = r
 
         if not args.no_qt:
-            from pipeline.overlay import MirrorWindow, OverlayWindow, qt_app
+            from trackpipe.pipeline.overlay import MirrorWindow, OverlayWindow, qt_app
             app = qt_app()
             ov = OverlayWindow((0, 0, W, H), names)
             moved = [0]

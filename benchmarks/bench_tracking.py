@@ -29,8 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trackers import mot  # noqa: E402
-from trackers.base import build_tracker  # noqa: E402
+from trackpipe.trackers import mot  # noqa: E402
+from trackpipe.trackers.base import build_tracker  # noqa: E402
 
 ASSETS = REPO / ".." / "shared" / "assets"
 MODES = ["sort-ref", "sort-mot15", "bytetrack-mot15", "deepsort-mot15", "deepsort-byte-mot15",
@@ -81,7 +81,7 @@ def bench_mot(repeats: int, per_seq: bool) -> dict:
 
 def bench_sweep(seqs_root: Path) -> dict:
     """One-at-a-time changes around the ``sort-mot15`` preset: how sharp is the optimum?"""
-    from trackers.kalman import KalmanParams
+    from trackpipe.trackers.kalman import KalmanParams
 
     seqs = [mot.load_sequence(seqs_root, n) for n in mot.list_sequences(seqs_root)]
     variants = [("preset", {})]
@@ -107,8 +107,8 @@ def bench_sweep(seqs_root: Path) -> dict:
 
 
 def bench_reid(n_frames: int, gaps=(10, 45)) -> dict:
-    from trackers.encoders import HistogramEncoder
-    from trackers.reid_eval import MeanColourEncoder, detect_video, iou_chains, reid_scores
+    from trackpipe.trackers.encoders import HistogramEncoder
+    from trackpipe.trackers.reid_eval import MeanColourEncoder, detect_video, iou_chains, reid_scores
 
     yolo = ASSETS / "darknet" / "yolo-fastest-1.1_coco"
     encoders = {"hist": HistogramEncoder(), "mean-colour": MeanColourEncoder()}

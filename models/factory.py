@@ -15,11 +15,11 @@ log = logging.getLogger(__name__)
 
 # backend name -> (module, class); `auto` tries these in order.
 _BACKENDS = {
-    "tensorrt": ("models.backends.tensorrt_backend", "TensorRTDetector"),
-    "tftrt": ("models.backends.tftrt_backend", "TFTRTDetector"),
-    "onnx": ("models.backends.onnx_backend", "OnnxDetector"),
-    "tf": ("models.backends.tf_backend", "TFDetector"),
-    "opencv": ("models.backends.opencv_backend", "OpenCVDetector"),
+    "tensorrt": ("trackpipe.models.backends.tensorrt_backend", "TensorRTDetector"),
+    "tftrt": ("trackpipe.models.backends.tftrt_backend", "TFTRTDetector"),
+    "onnx": ("trackpipe.models.backends.onnx_backend", "OnnxDetector"),
+    "tf": ("trackpipe.models.backends.tf_backend", "TFDetector"),
+    "opencv": ("trackpipe.models.backends.opencv_backend", "OpenCVDetector"),
 }
 # tensorrt gives up in milliseconds without the library or a GPU; tftrt stays out of auto
 # (probing it imports TensorFlow, seconds) and native TensorRT is the faster of the two anyway.

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import zmq
 
-from models.types import Detections, Tracks
+from trackpipe.models.types import Detections, Tracks
 
 POLL_MS = 100
 DEFAULT_HWM = 1000

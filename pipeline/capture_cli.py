@@ -61,7 +61,7 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.cli_args import add_model_args
+    from trackpipe.models.cli_args import add_model_args
     p = _Parser(prog="run_capture.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     _capture_args(p)
@@ -168,16 +168,16 @@ def make_supervisor(cfg, spec, info, names, region, mode, duration: Optional[flo
 
 
 def main(argv=None) -> int:
-    from pipeline.cli import guarded
+    from trackpipe.pipeline.cli import guarded
 
     return guarded(lambda: _main(sys.argv[1:] if argv is None else list(argv)))
 
 
 def _main(argv) -> int:
-    from models.errors import ModelError
-    from pipeline import cli
-    from pipeline.app import prepare, read_names
-    from pipeline.errors import PipelineError
+    from trackpipe.models.errors import ModelError
+    from trackpipe.pipeline import cli
+    from trackpipe.pipeline.app import prepare, read_names
+    from trackpipe.pipeline.errors import PipelineError
 
     build_parser().parse_args(argv)          # --help, and every flag checked (one line, exit 2)
     opts, rest = _split_argv(argv)

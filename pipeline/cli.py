@@ -40,8 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
-    """The CLI; model flags come from models.cli_args (the same as ``python -m models``)."""
-    from models.cli_args import add_model_args
+    """The CLI; model flags come from trackpipe.models.cli_args (the same as ``python -m models``)."""
+    from trackpipe.models.cli_args import add_model_args
 
     p = _Parser(prog="run_tracker.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,10 +85,10 @@ def _class_list(text: str) -> list:
 
 def load(argv):
     """argv -> (Config, ModelSpec); raises PipelineError / ModelError / ValueError."""
-    from models.cli_args import spec_from_args
-    from pipeline.app import read_names, resolve_classes
-    from pipeline.config import load_config, parse_scalar, set_value
-    from pipeline.errors import ConfigError
+    from trackpipe.models.cli_args import spec_from_args
+    from trackpipe.pipeline.app import read_names, resolve_classes
+    from trackpipe.pipeline.config import load_config, parse_scalar, set_value
+    from trackpipe.pipeline.errors import ConfigError
 
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None))
@@ -155,9 +155,9 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from models.errors import ModelError
-    from pipeline.app import run_pipeline
-    from pipeline.errors import PipelineError
+    from trackpipe.models.errors import ModelError
+    from trackpipe.pipeline.app import run_pipeline
+    from trackpipe.pipeline.errors import PipelineError
 
     try:
         cfg, spec = load(argv)

@@ -39,8 +39,8 @@ class InferProcess(StageProcess):
         self.inp = self.bus.pull(FRAMES, hwm=self.ring.slots * 4 + 64, bind=False)
         self.out = self.bus.push(DETS, hwm=self.ring.slots * 4 + 64)
         self.ctl = self.bus.push(CTL, hwm=64, flush=False)
-        from models.errors import ModelError
-        from models.factory import build_detector
+        from trackpipe.models.errors import ModelError
+        from trackpipe.models.factory import build_detector
         try:
             self.detector = (self.factory or build_detector)(self.spec)
         except (ModelError, ValueError, FileNotFoundError) as e:

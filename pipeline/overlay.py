@@ -41,7 +41,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from models.types import Tracks
+from trackpipe.models.types import Tracks
 
 log = logging.getLogger(__name__)
 

@@ -179,7 +179,7 @@ class OverlayStage(StageProcess):
         if newest is None:
             return None
         h, arrays = newest
-        from models.types import Tracks
+        from trackpipe.models.types import Tracks
         tracks = busmod.unpack_dets(arrays) if arrays else Tracks.empty()
         self._pending = (h, t0)
         return tracks, frame

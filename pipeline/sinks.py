@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence
 import cv2
 import numpy as np
 
-from models.types import Detections, Tracks, to_tlwh
+from trackpipe.models.types import Detections, Tracks, to_tlwh
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from models.types import Tracks
+from trackpipe.models.types import Tracks
 
 from .sinks import BoxAnnotator
 

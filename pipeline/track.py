@@ -30,7 +30,7 @@ class TrackProcess(StageProcess):
         self.to_sink = to_sink
 
     def setup(self) -> None:
-        from trackers.base import build_tracker
+        from trackpipe.trackers.base import build_tracker
         try:
             self.tracker = build_tracker(self.tracker_name, **self.options)
         except (ValueError, TypeError) as e:

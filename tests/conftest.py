@@ -29,14 +29,14 @@ def leftovers(pid: int) -> list:
 
 @pytest.fixture
 def yf_spec():
-    from models.spec import ModelSpec
+    from trackpipe.models.spec import ModelSpec
     return ModelSpec(cfg=YF_CFG, weights=YF_WEIGHTS, names=COCO_NAMES, size=(320, 320), backend="onnx")
 
 
 # --- fake detector: deterministic moving boxes, optional crash/delay --------------------------
 
 def _fake_base():
-    from models.detector import Detector
+    from trackpipe.models.detector import Detector
 
     class FakeDetector(Detector):
         """Two boxes drifting right one pixel per call; ``crash_at``: os._exit(3) on that call
@@ -54,7 +54,7 @@ def _fake_base():
             return []
 
         def detect_batch(self, frames):
-            from models.types import Detections
+            from trackpipe.models.types import Detections
             out = []
             for f in frames:
                 self.calls += 1

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from models.types import Detections, Tracks
-from pipeline import bus as busmod
-from pipeline import cleanup
-from pipeline.bus import Bus
+from trackpipe.models.types import Detections, Tracks
+from trackpipe.pipeline import bus as busmod
+from trackpipe.pipeline import cleanup
+from trackpipe.pipeline.bus import Bus
 
 
 def test_encode_decode_roundtrip():

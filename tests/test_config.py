@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, load_config, parse_scalar, set_value
-from pipeline.errors import ConfigError
+from trackpipe.pipeline.config import Config, load_config, parse_scalar, set_value
+from trackpipe.pipeline.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

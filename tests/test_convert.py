@@ -6,13 +6,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models.backends import tensorrt_backend as trtb
-from models.backends.tftrt_backend import load_serving_fn, signature_heads, tftrt_status, unavailable_reason
-from models.convert import convert
-from models.darknet import load_network
-from models.errors import BackendUnavailable, ModelError
-from models.factory import build_detector
-from models.spec import ModelSpec
+from trackpipe.models.backends import tensorrt_backend as trtb
+from trackpipe.models.backends.tftrt_backend import load_serving_fn, signature_heads, tftrt_status, unavailable_reason
+from trackpipe.models.convert import convert
+from trackpipe.models.darknet import load_network
+from trackpipe.models.errors import BackendUnavailable, ModelError
+from trackpipe.models.factory import build_detector
+from trackpipe.models.spec import ModelSpec
 from tests.assets import FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES
 
 

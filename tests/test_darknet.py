@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from models.darknet import build_network, load_cfg, load_network, parse_cfg, read_weights, write_random_weights
-from models.errors import ModelError, UnsupportedLayerError, WeightsError
+from trackpipe.models.darknet import build_network, load_cfg, load_network, parse_cfg, read_weights, write_random_weights
+from trackpipe.models.errors import ModelError, UnsupportedLayerError, WeightsError
 from tests.assets import CFG, FASTEST
 
 ALL_CFGS = [CFG / "yolov4.cfg", CFG / "yolov4-tiny.cfg", CFG / "yolov3.cfg", CFG / "yolov3-tiny.cfg",

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.types import Detections
-from trackers.base import build_tracker
-from trackers.deepsort import DeepSortConfig, DeepSortTracker
-from trackers.encoders import (HistogramEncoder, MarsSmall128Encoder, OnnxReidEncoder,
+from trackpipe.models.types import Detections
+from trackpipe.trackers.base import build_tracker
+from trackpipe.trackers.deepsort import DeepSortConfig, DeepSortTracker
+from trackpipe.trackers.encoders import (HistogramEncoder, MarsSmall128Encoder, OnnxReidEncoder,
                                build_encoder, mars_patch_boxes, sample_patches)
-from trackers.matching import iou_matrix
-from trackers.reid_eval import MeanColourEncoder, detect_video, iou_chains, reid_scores
+from trackpipe.trackers.matching import iou_matrix
+from trackpipe.trackers.reid_eval import MeanColourEncoder, detect_video, iou_chains, reid_scores
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / ".." / "shared" / "assets"
@@ -219,8 +219,9 @@ def test_mars_loader_on_a_synthetic_frozen_graph(tmp_path):
 
 
 def test_tracking_core_imports_no_cv2_or_tensorflow():
-    code = ("import sys, trackers.sort, trackers.deepsort, trackers.kalman, trackers.matching, "
-            "trackers.base, trackers.encoders, trackers.mot, trackers.reid_eval\n"
+    code = ("import sys, trackpipe.trackers.sort, trackpipe.trackers.deepsort, trackpipe.trackers.kalman, "
+            "trackpipe.trackers.matching, trackpipe.trackers.base, trackpipe.trackers.encoders, "
+            "trackpipe.trackers.mot, trackpipe.trackers.reid_eval\n"
             "bad = [m for m in ('cv2', 'tensorflow', 'onnxruntime', 'torch') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from models.darknet import fused_conv_params, load_network
-from models.equalize import equalizable_pairs, equalize
-from models.onnx_export import export_onnx
-from models.preprocess import preprocess
+from trackpipe.models.darknet import fused_conv_params, load_network
+from trackpipe.models.equalize import equalizable_pairs, equalize
+from trackpipe.models.onnx_export import export_onnx
+from trackpipe.models.preprocess import preprocess
 from tests.assets import FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from filterpy.kalman import KalmanFilter
 
-from trackers import kalman
-from trackers.kalman import KalmanParams
+from trackpipe.trackers import kalman
+from trackpipe.trackers.kalman import KalmanParams
 
 
 def _filterpy_run(z0, zs, p):

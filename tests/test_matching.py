@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from trackers import kalman, matching
-from models.types import to_xyah
+from trackpipe.trackers import kalman, matching
+from trackpipe.models.types import to_xyah
 
 
 def test_iou_matrix_hand_cases():

@@ -11,7 +11,7 @@ MODEL = ["--cfg", str(FASTEST_XL_CFG), "--weights", str(FASTEST_XL_WEIGHTS), "--
 
 
 def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "models", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trackpipe.models", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trackers import mot
-from trackers.base import build_tracker
+from trackpipe.trackers import mot
+from trackpipe.trackers.base import build_tracker
 
 REPO = Path(__file__).resolve().parents[1]
 MOT = REPO / ".." / "shared" / "assets" / "mot"

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from models.darknet import load_cfg, load_network, write_random_weights
-from models.onnx_export import export_onnx, network_to_onnx
-from models.onnx_fp16 import DATA_INPUTS, convert_float_to_float16, export_onnx_fp16
-from models.preprocess import preprocess
+from trackpipe.models.darknet import load_cfg, load_network, write_random_weights
+from trackpipe.models.onnx_export import export_onnx, network_to_onnx
+from trackpipe.models.onnx_fp16 import DATA_INPUTS, convert_float_to_float16, export_onnx_fp16
+from trackpipe.models.preprocess import preprocess
 from tests.assets import FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES
 
 # every layer type and activation the darknet builder supports, at 64x64

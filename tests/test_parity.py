@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from models.darknet import load_cfg, load_network, write_random_weights
-from models.factory import build_detector
-from models.postprocess import decode_head
-from models.spec import ModelSpec
+from trackpipe.models.darknet import load_cfg, load_network, write_random_weights
+from trackpipe.models.factory import build_detector
+from trackpipe.models.postprocess import decode_head
+from trackpipe.models.spec import ModelSpec
 from tests.assets import CFG, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES, NAMES
 
 CASES = [("yolo-fastest-xl", 320), ("yolov4-tiny", 416), ("yolov4", 416), ("yolov4", 608)]

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from conftest import fake_detector_factory, leftovers
-from pipeline.app import run_pipeline
-from pipeline.config import Config
-from pipeline.stats import StageBoard
+from trackpipe.pipeline.app import run_pipeline
+from trackpipe.pipeline.config import Config
+from trackpipe.pipeline.stats import StageBoard
 
 
 @pytest.mark.timeout(120)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from models.darknet import YoloHead
-from models.postprocess import decode_head, decode_heads, nms, nms_detections
-from models.preprocess import Letterbox, preprocess
-from models.types import Detections
+from trackpipe.models.darknet import YoloHead
+from trackpipe.models.postprocess import decode_head, decode_heads, nms, nms_detections
+from trackpipe.models.preprocess import Letterbox, preprocess
+from trackpipe.models.types import Detections
 
 
 def test_nms_is_class_aware_and_greedy():

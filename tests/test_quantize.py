@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from models.darknet import load_network
-from models.errors import ModelError
-from models.factory import build_detector
-from models.quantize import calibrate, int8_model_path, read_calibration_frames
-from models.spec import ModelSpec
+from trackpipe.models.darknet import load_network
+from trackpipe.models.errors import ModelError
+from trackpipe.models.factory import build_detector
+from trackpipe.models.quantize import calibrate, int8_model_path, read_calibration_frames
+from trackpipe.models.spec import ModelSpec
 from tests.assets import COCO, FASTEST, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES, NAMES, ROOT, VIDEO
 
 SPEC = ModelSpec(cfg=FASTEST_XL_CFG, weights=FASTEST_XL_WEIGHTS, names=NAMES, backend="onnx")
@@ -29,7 +29,7 @@ def calib_dir(tmp_path_factory):
 
 def test_int8_keeps_coco_ap50(calib_dir):
     """Calibrated on video frames (not the COCO images it is scored on): AP50 at most 0.015 below fp32."""
-    from models.evaluate import evaluate_coco
+    from trackpipe.models.evaluate import evaluate_coco
 
     ann, images = COCO / "instances_val2017_subset66.json", COCO / "images"
     spec = SPEC.with_(conf_threshold=0.005)
@@ -85,7 +85,7 @@ def test_calibration_for_another_model_is_refused(calib_dir):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "models", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trackpipe.models", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
 

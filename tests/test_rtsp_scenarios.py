@@ -281,7 +281,7 @@ def slow_model(tmp_path_factory):
     """YOLOv4 (full) with random weights at 224: ~0.17 s per frame here, ~5.5 FPS vs the 25 fps camera
     (slow enough that a queue would show at once, fast enough that the 0.5 s bound has margin on
     this shared 2-core machine: at 288, 0.29 s per frame, one sample in ~100 reached 501 ms)."""
-    from models.darknet import load_cfg, write_random_weights
+    from trackpipe.models.darknet import load_cfg, write_random_weights
     cfg = DARKNET / "cfg" / "yolov4.cfg"
     if not cfg.exists():
         pytest.skip(f"{cfg} missing")

@@ -84,7 +84,7 @@ def _shm_left(pid: int) -> list:
 
 
 def _palette_bgr() -> np.ndarray:
-    from pipeline.overlay import PALETTE
+    from trackpipe.pipeline.overlay import PALETTE
     return np.asarray(PALETTE, np.uint8)[:, ::-1]
 
 
@@ -94,8 +94,8 @@ def _is_palette(img: np.ndarray) -> np.ndarray:
 
 
 def _ref_dets(grab):
-    from models.factory import build_detector
-    from models.spec import ModelSpec
+    from trackpipe.models.factory import build_detector
+    from trackpipe.models.spec import ModelSpec
     det = build_detector(ModelSpec(cfg=CFG, weights=WEIGHTS, names=NAMES, size=(320, 320), backend="opencv"))
     return det.detect(grab)
 

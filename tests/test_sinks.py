@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 
-from models.types import Tracks
-from pipeline.sinks import BoxAnnotator, EventWriter, MotWriter, VideoSink
+from trackpipe.models.types import Tracks
+from trackpipe.pipeline.sinks import BoxAnnotator, EventWriter, MotWriter, VideoSink
 
 
 def _tracks(ids, x=10.0):

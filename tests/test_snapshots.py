@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.types import Tracks
-from pipeline.snapshots import SnapshotWriter
+from trackpipe.models.types import Tracks
+from trackpipe.pipeline.snapshots import SnapshotWriter
 
 NAMES = ["person", "bicycle", "car"]
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from models.types import Detections, Tracks
-from trackers.base import build_tracker
-from trackers.sort import SortConfig, SortTracker
+from trackpipe.models.types import Detections, Tracks
+from trackpipe.trackers.base import build_tracker
+from trackpipe.trackers.sort import SortConfig, SortTracker
 
 
 def dets(boxes, scores=None, classes=None):

@@ -22,14 +22,14 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from models import factory
-from models.backends import tensorrt_backend as trtb
-from models.darknet import load_network
-from models.errors import BackendUnavailable, ModelError
-from models.factory import build_detector
-from models.onnx_export import default_cache_dir
-from models.postprocess import box_iou
-from models.quantize import calibrate, head_and_stem_nodes
+from trackpipe.models import factory
+from trackpipe.models.backends import tensorrt_backend as trtb
+from trackpipe.models.darknet import load_network
+from trackpipe.models.errors import BackendUnavailable, ModelError
+from trackpipe.models.factory import build_detector
+from trackpipe.models.onnx_export import default_cache_dir
+from trackpipe.models.postprocess import box_iou
+from trackpipe.models.quantize import calibrate, head_and_stem_nodes
 from tests.assets import COCO, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES
 
 KEY_ARGS = dict(model_key="a29b1b0e3a48d189", size=(320, 320), precision="fp16",
@@ -98,7 +98,7 @@ def dog():
 def test_engine_cache_key_is_stable_across_processes():
     key = trtb.engine_cache_key(**KEY_ARGS)
     assert key == trtb.engine_cache_key(**KEY_ARGS) and len(key) == 20
-    code = ("from models.backends.tensorrt_backend import engine_cache_key as k;"
+    code = ("from trackpipe.models.backends.tensorrt_backend import engine_cache_key as k;"
             f"print(k(**{KEY_ARGS!r}))")
     for seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -189,7 +189,7 @@ def test_no_gpu_messages(args, why):
 
 
 def test_auto_tries_tensorrt_first_and_falls_through(yf_spec, network, tmp_path):
-    assert factory._BACKENDS["tensorrt"] == ("models.backends.tensorrt_backend", "TensorRTDetector"), \
+    assert factory._BACKENDS["tensorrt"] == ("trackpipe.models.backends.tensorrt_backend", "TensorRTDetector"), \
         "register the backend in models/factory.py"
     assert factory._AUTO_ORDER[0] == "tensorrt"
     det = build_detector(yf_spec.with_(backend="auto", cache_dir=tmp_path), network)  # own cache: no engine reuse
@@ -310,7 +310,7 @@ def test_dynamic_batch_1_and_4(yf_spec, network, cache):
 
 def test_convert_writes_the_cached_engine(yf_spec, network, cache, tmp_path):
     need_trt_gpu()
-    from models.convert import convert
+    from trackpipe.models.convert import convert
 
     spec = yf_spec.with_(cache_dir=cache, precision="fp32")
     det, _ = _detector(spec, network, "fp32")

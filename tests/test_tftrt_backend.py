@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.backends import tftrt_backend as tftrt
-from models.darknet import load_network
-from models.errors import BackendUnavailable
-from models.factory import build_detector
-from models.quantize import calibrate
+from trackpipe.models.backends import tftrt_backend as tftrt
+from trackpipe.models.darknet import load_network
+from trackpipe.models.errors import BackendUnavailable
+from trackpipe.models.factory import build_detector
+from trackpipe.models.quantize import calibrate
 from tests.assets import COCO, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES
 from tests.test_tensorrt_backend import _missed
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trackers import mot
+from trackpipe.trackers import mot
 
 REPO = Path(__file__).resolve().parents[1]
 MOT = REPO / ".." / "shared" / "assets" / "mot"

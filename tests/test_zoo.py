@@ -8,8 +8,8 @@ from functools import partial
 
 import pytest
 
-from models.errors import ModelError
-from models.zoo import ZooEntry, download, resolve
+from trackpipe.models.errors import ModelError
+from trackpipe.models.zoo import ZooEntry, download, resolve
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ Pure numpy/scipy (filterpy only in tests, as the reference). Importing this pack
 nothing heavy is imported until a submodule is used; encoders import ONNX Runtime or
 TensorFlow only inside the classes that need them.
 
-    from trackers.base import build_tracker
+    from trackpipe.trackers.base import build_tracker
     tracker = build_tracker("sort")          # or "sort-ref", "bytetrack", "deepsort", ...
     tracks = tracker.update(detections)       # models.types.Detections -> Tracks, every frame
 """

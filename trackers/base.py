@@ -18,7 +18,7 @@ from typing import Any, Optional, TypeVar
 
 import numpy as np
 
-from models.types import Detections, Tracks
+from trackpipe.models.types import Detections, Tracks
 
 
 _C = TypeVar("_C")

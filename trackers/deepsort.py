@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from models.types import Detections, Tracks, to_xyah
+from trackpipe.models.types import Detections, Tracks, to_xyah
 
 from . import kalman, matching
 from .table_tracker import TableTracker

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from models.types import Detections
+from trackpipe.models.types import Detections
 
 logger = logging.getLogger(__name__)
 

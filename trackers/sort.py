@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from models.types import Detections, Tracks, to_xyah
+from trackpipe.models.types import Detections, Tracks, to_xyah
 
 from . import kalman
 from .table_tracker import TableTracker

@@ -8,7 +8,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from models.types import Detections
+from trackpipe.models.types import Detections
 
 from . import matching
 from .base import Tracker

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from models.types import Tracks, from_xyah
+from trackpipe.models.types import Tracks, from_xyah
 
 from . import kalman
 
