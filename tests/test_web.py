@@ -1,0 +1,396 @@
+"""Live view: the hub, the config and the HTTP API over real HTTP on 127.0.0.1 (real frames of
+aiguys_video.mp4 / aiguys_test.mp4; the browser tests are in test_web_browser.py)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from browser import Publisher, moving_box, read_frames
+from conftest import VIDEO_360, VIDEO_1080
+from trackpipe.pipeline.web import LiveViewHub, WebConfig, WebConfigError, WebServer, WebServerError
+from trackpipe.pipeline.web.mjpeg import read_mjpeg_part
+from trackpipe.pipeline.web.provider import EVENT, FRAME
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def frames360():
+    return read_frames(VIDEO_360, 30)
+
+
+def get(url, headers=None):
+    """(status, headers, body) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=20) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def open_stream(port: int, path: str, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn.request("GET", path, headers=headers or {})
+    return conn, conn.getresponse()
+
+
+@pytest.fixture
+def hub():
+    return LiveViewHub(max_events=50)
+
+
+@pytest.fixture
+def server(hub, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    srv = WebServer(hub, WebConfig(port=0, max_fps=15), names=["person", "car"]).start()
+    yield srv
+    srv.stop()
+
+
+# --- the hub ---------------------------------------------------------------------------------
+
+def test_hub_keeps_a_private_copy_of_the_newest_frame(frames360):
+    hub = LiveViewHub()
+    f = frames360[0].copy()
+    hub.publish_frame("a", 5, 100.0, f, moving_box(10))
+    f[:] = 0                                           # the caller reuses its buffer
+    snap = hub.latest("a")
+    assert snap.seq == 5 and snap.t == 100.0 and np.array_equal(snap.frame, frames360[0])
+    hub.publish_frame("a", 6, 101.0, frames360[1])
+    assert hub.latest("a").seq == 6 and hub.latest("b") is None
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        hub.publish_frame("a", 7, 0.0, np.zeros((4, 4), np.uint8))
+
+
+def test_hub_camera_states(frames360):
+    hub = LiveViewHub(stale_after_s=0.2)
+    hub.publish_camera_state("gate", "connecting")
+    hub.publish_camera_state("door", None)
+    for i in range(3):
+        hub.publish_frame("yard", i, time.time(), frames360[i])
+    by = {c.name: c for c in hub.cameras()}
+    assert [c.name for c in hub.cameras()] == ["gate", "door", "yard"]
+    assert by["gate"].state == "connecting" and by["door"].state == "waiting" and by["door"].seq == -1
+    assert by["yard"].state == "live" and (by["yard"].width, by["yard"].height) == (640, 360)
+    assert by["yard"].seq == 2 and by["yard"].fps > 0
+    time.sleep(0.3)
+    assert {c.name: c.state for c in hub.cameras()}["yard"] == "stale"
+    hub.publish_camera_state("yard", "lost")
+    assert {c.name: c.state for c in hub.cameras()}["yard"] == "lost"
+
+
+def test_hub_event_ring_is_bounded_and_read_by_seq():
+    hub = LiveViewHub(max_events=5)
+    assert hub.events_since(0) == [] and hub.last_event_seq() == 0
+    for i in range(12):
+        assert hub.publish_event({"event": "track_started", "track_id": i}) == i + 1
+    assert [e["event_seq"] for e in hub.events_since(0)] == [8, 9, 10, 11, 12]
+    assert [e["track_id"] for e in hub.events_since(10)] == [10, 11]
+    assert [e["event_seq"] for e in hub.events_since(7, limit=2)] == [8, 9]
+    assert hub.events_since(12) == [] and hub.last_event_seq() == 12
+
+
+def test_hub_publishing_from_many_threads_numbers_events_once():
+    hub = LiveViewHub(max_events=10_000)
+    ths = [threading.Thread(target=lambda: [hub.publish_event({"event": "x"}) for _ in range(500)]) for _ in range(4)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert [e["event_seq"] for e in hub.events_since(0, limit=10_000)] == list(range(1, 2001))
+
+
+def test_hub_listeners_and_a_broken_one(frames360, caplog):
+    hub = LiveViewHub()
+    got = []
+    unsub = hub.subscribe(lambda kind, cam: got.append((kind, cam)))
+    hub.subscribe(lambda kind, cam: 1 / 0)
+    hub.publish_frame("a", 1, 0.0, frames360[0])
+    hub.publish_event({"event": "x"})
+    unsub()
+    hub.publish_event({"event": "y"})
+    assert got == [(FRAME, "a"), (EVENT, None)]
+    assert "listener failed" in caplog.text
+
+
+def test_hub_metrics_from_a_registry_or_published_text():
+    from prometheus_client import CollectorRegistry, Gauge
+    reg = CollectorRegistry()
+    Gauge("trackpipe_stage_fps", "items per second", ["stage"], registry=reg).labels("infer").set(12.5)
+    assert b'trackpipe_stage_fps{stage="infer"} 12.5' in LiveViewHub(registry=reg).metrics()
+    hub = LiveViewHub()
+    hub.publish_metrics(b"trackpipe_x 1\n")
+    assert hub.metrics() == b"trackpipe_x 1\n"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def test_config_checks_and_token_from_env():
+    env = {}
+    with pytest.raises(WebConfigError, match="exposes the live view.*token"):
+        WebConfig(host="0.0.0.0").resolved(env)
+    with pytest.raises(WebConfigError, match="port must be 0..65535"):
+        WebConfig(port=70000).resolved(env)
+    with pytest.raises(WebConfigError, match="max_fps"):
+        WebConfig(max_fps=0).resolved(env)
+    with pytest.raises(WebConfigError, match="at least 8"):
+        WebConfig(token="short").resolved(env)
+    cfg = WebConfig(host="0.0.0.0").resolved({"TRACKPIPE_HTTP_TOKEN": TOKEN})
+    assert cfg.token == TOKEN and TOKEN not in repr(cfg)
+    assert WebConfig(host="::1").resolved(env).token is None
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+def test_json_endpoints_page_and_metrics(server, hub, frames360):
+    u = server.url
+    hub.publish_frame("cam", 3, 123.0, frames360[0], moving_box(20))
+    hub.publish_stats({"stages": {"infer": {"fps": 21.5, "ms_p50": 9.1, "drops": np.int64(2)}},
+                       "pipeline_fps": np.float32(20.0)})
+    hub.publish_counts({"camera": "cam", "zones": {}, "lines": {"road": {"car": {"in": 2, "out": 1}}}})
+    st, h, body = get(u + "healthz")
+    assert st == 200 and json.loads(body) == {"status": "ok"}
+    st, h, body = get(u + "api/cameras")
+    cam = json.loads(body)["cameras"][0]
+    assert st == 200 and cam["name"] == "cam" and cam["seq"] == 3 and cam["width"] == 640 and cam["viewers"] == 0
+    st, h, body = get(u + "api/stats")
+    assert json.loads(body) == {"stages": {"infer": {"fps": 21.5, "ms_p50": 9.1, "drops": 2}}, "pipeline_fps": 20.0}
+    assert json.loads(get(u + "api/counts")[2]) == {"cam": {"camera": "cam", "zones": {},
+                                                            "lines": {"road": {"car": {"in": 2, "out": 1}}}}}
+    st, h, body = get(u)
+    assert st == 200 and h["Content-Type"].startswith("text/html") and b"static/app.js" in body
+    st, h, body = get(u + "static/app.js")
+    assert st == 200 and b"EventSource" in body and "javascript" in h["Content-Type"]
+    assert get(u + "static/secrets.txt")[0] == 404
+    for name in ("", "static/app.js", "static/style.css"):          # everything served by us: no CDN
+        text = get(u + name)[2]
+        assert not any(ref in text for ref in (b"http:", b"https:", b"src=\"//", b"href=\"//")), name
+    st, h, body = get(u + "metrics")
+    assert st == 200 and h["Content-Type"].startswith("text/plain") and b"trackpipe_web_viewers" in body
+
+
+def test_latest_jpg_is_the_annotated_frame(server, hub, frames360):
+    raw = frames360[0]
+    hub.publish_frame("cam", 1, time.time(), raw, moving_box(100))
+    st, h, body = get(server.url + "api/cameras/cam/latest.jpg")
+    assert st == 200 and h["Content-Type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == raw.shape
+    diff = np.abs(img.astype(np.int16) - raw.astype(np.int16)).sum(axis=2)
+    # the box outline (x 100..220, y 40..300) is drawn; far from it the JPEG matches the frame
+    assert diff[150:250, 98:103].mean() > 60 and diff[150:250, 400:500].mean() < 30
+    # the same frame twice: one encode
+    assert get(server.url + "api/cameras/cam/latest.jpg")[2] == body
+    assert server.live.feeds["cam"].encodes == 1
+
+
+def test_unknown_camera_is_404_and_no_frame_yet_503(server, hub):
+    hub.publish_camera_state("gate", "connecting")
+    for path in ("api/cameras/nope/latest.jpg", "api/cameras/nope/stream.mjpeg", "api/cameras/x%2Fy/latest.jpg"):
+        assert get(server.url + path)[0] == 404, path
+    st, h, _ = get(server.url + "api/cameras/gate/latest.jpg")
+    assert st == 503 and h["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("query", ["since=abc", "since=-1", "since=1.5", "since=", "limit=0", "since=1&limit=x"])
+def test_malformed_event_query_is_400(server, query):
+    st, _, body = get(server.url + "api/events?" + query)
+    assert st == 400 and b"must be an integer" in body
+    if "limit" not in query:                   # the stream takes no limit
+        assert get(server.url + "api/events/stream?" + query)[0] == 400
+
+
+def test_events_since(server, hub):
+    for i in range(3):
+        hub.publish_event({"event": "track_started", "camera": "cam", "track_id": i})
+    st, _, body = get(server.url + "api/events?since=1")
+    r = json.loads(body)
+    assert st == 200 and r["last_event_seq"] == 3
+    assert [(e["event_seq"], e["track_id"]) for e in r["events"]] == [(2, 1), (3, 2)]
+    assert json.loads(get(server.url + "api/events?since=3")[2])["events"] == []
+
+
+def _sse_events(resp, n):
+    out, data, eid = [], None, None
+    while len(out) < n:
+        line = resp.readline().decode().rstrip("\n")
+        if line.startswith("id: "):
+            eid = int(line[4:])
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and data is not None:
+            out.append((eid, data))
+            data = None
+    return out
+
+
+def test_server_sent_events_from_since_then_live(server, hub):
+    hub.publish_event({"event": "track_started", "track_id": 1})
+    hub.publish_event({"event": "track_started", "track_id": 2})
+    conn, resp = open_stream(server.port, "/api/events/stream?since=1")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    assert _sse_events(resp, 1) == [(2, {"event": "track_started", "track_id": 2, "event_seq": 2})]
+    threading.Timer(0.3, hub.publish_event, [{"event": "line_cross", "line": "road"}]).start()
+    assert _sse_events(resp, 1) == [(3, {"event": "line_cross", "line": "road", "event_seq": 3})]
+    conn.close()
+
+
+def _read_parts(resp, n):
+    parts = []
+    for _ in range(n):
+        p = read_mjpeg_part(resp)
+        assert p is not None
+        parts.append(p)
+    return parts
+
+
+def test_mjpeg_stream_new_frames_at_a_capped_rate(hub, frames360, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    with WebServer(hub, WebConfig(port=0, max_fps=5)) as srv, Publisher(hub, frames360, fps=40):
+        conn, resp = open_stream(srv.port, "/api/cameras/cam/stream.mjpeg")
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        t0 = time.monotonic()
+        parts = _read_parts(resp, 8)
+        span = time.monotonic() - t0
+        seqs = [int(h["x-frame-seq"]) for h, _ in parts]
+        assert seqs == sorted(set(seqs)), seqs
+        for h, jpeg in parts:
+            assert h["content-type"] == "image/jpeg" and int(h["content-length"]) == len(jpeg)
+            assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
+        # 40 frames/s published, at most 5 encoded per second: 8 parts take >= 7 intervals
+        assert span >= 7 * 0.2 * 0.9, span
+        conn.close()
+
+
+def test_frames_are_encoded_once_for_all_viewers_and_only_while_watched(server, hub, frames360):
+    with Publisher(hub, frames360, fps=30):
+        time.sleep(0.5)
+        assert "cam" not in server.live.feeds               # nobody asked: nothing encoded
+        streams = [open_stream(server.port, "/api/cameras/cam/stream.mjpeg") for _ in range(3)]
+        got = [[int(h["x-frame-seq"]) for h, _ in _read_parts(r, 6)] for _, r in streams]
+        feed = server.live.feeds["cam"]
+        assert feed.viewers == 3
+        assert json.loads(get(server.url + "api/cameras")[2])["cameras"][0]["viewers"] == 3
+        for c, _ in streams:
+            c.close()
+        deadline = time.monotonic() + 10
+        while feed.viewers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert feed.viewers == 0
+        n = feed.encodes
+        time.sleep(0.5)
+        assert feed.encodes <= n + 1                     # stops encoding once the last viewer left
+    # every viewer saw the same encodes: far fewer encodes than parts sent
+    assert n <= max(max(g) - min(g) for g in got) + 8 and sum(len(g) for g in got) == 18
+
+
+def test_stalled_client_stalls_neither_other_clients_nor_the_publisher(hub, monkeypatch):
+    """A client that connects and never reads: its own writes wait (bounded by the socket buffers
+    plus one part), it skips frames, and is dropped after write_timeout_s; the other viewer
+    keeps getting new frames and publishing never waits."""
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    big = read_frames(VIDEO_1080, 4)                      # ~200 KB per JPEG part
+    with WebServer(hub, WebConfig(port=0, max_fps=15, write_timeout_s=3.0)) as srv, \
+            Publisher(hub, big, fps=30) as pub:
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", srv.port))
+        stalled.sendall(b"GET /api/cameras/cam/stream.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 20
+        while srv.live.feeds.get("cam") is None or srv.live.feeds["cam"].viewers < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        conn, resp = open_stream(srv.port, "/api/cameras/cam/stream.mjpeg")
+        feed, seqs = srv.live.feeds["cam"], []
+        # the socket buffers take a few MB first; then the stalled viewer falls behind ...
+        deadline = time.monotonic() + 30
+        while feed.behind() <= 3:
+            assert time.monotonic() < deadline, "the stalled client never fell behind"
+            seqs += [int(h["x-frame-seq"]) for h, _ in _read_parts(resp, 1)]
+        published_at_stall, seen_at_stall = pub.count, seqs[-1]
+        # ... the other one keeps getting new frames, and the stalled one is dropped after write_timeout_s
+        while feed.viewers > 1:
+            assert time.monotonic() < deadline + 30, "the stalled client was never dropped"
+            seqs += [int(h["x-frame-seq"]) for h, _ in _read_parts(resp, 1)]
+        seqs += [int(h["x-frame-seq"]) for h, _ in _read_parts(resp, 3)]
+        assert seqs == sorted(set(seqs)) and len(seqs) > 10
+        assert feed.skipped > 3
+        # neither the publisher nor the other viewer waited for the stalled client
+        assert pub.count > published_at_stall + 3 and seqs[-1] > seen_at_stall
+        conn.close()
+        stalled.close()
+
+
+def test_too_many_live_clients_get_503(hub, frames360, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    hub.publish_frame("cam", 1, time.time(), frames360[0])
+    with WebServer(hub, WebConfig(port=0, max_stream_clients=1)) as srv:
+        conn, resp = open_stream(srv.port, "/api/cameras/cam/stream.mjpeg")
+        assert resp.status == 200 and read_mjpeg_part(resp) is not None
+        st, h, _ = get(srv.url + "api/events/stream")
+        assert st == 503 and h["Retry-After"] == "5"
+        conn.close()
+
+
+# --- the token ----------------------------------------------------------------------------------
+
+def test_token_required_everywhere_but_healthz(hub, frames360, monkeypatch, caplog):
+    monkeypatch.setenv("TRACKPIPE_HTTP_TOKEN", TOKEN)
+    hub.publish_frame("cam", 1, time.time(), frames360[0])
+    caplog.set_level(logging.DEBUG)
+    with WebServer(hub, WebConfig(port=0)) as srv:
+        u = srv.url
+        for path in ("", "api/stats", "api/cameras", "api/events?since=0", "api/cameras/cam/latest.jpg",
+                     "api/cameras/cam/stream.mjpeg", "api/events/stream", "metrics", "api/cameras/nope/latest.jpg",
+                     "api/counts", "nothing-here"):
+            st, h, _ = get(u + path)
+            assert st == 401 and h["WWW-Authenticate"].startswith("Bearer"), path
+            assert get(u + path, {"Authorization": "Bearer wrong-token"})[0] == 401, path
+        assert get(u + "healthz")[0] == 200 and get(u + "static/app.js")[0] == 200    # no data in either
+        assert get(u + "api/stats", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert get(u + f"api/cameras/cam/latest.jpg?token={TOKEN}")[0] == 200
+        assert get(u + f"?token={TOKEN}")[0] == 200
+    assert "api/cameras/cam/latest.jpg" in caplog.text and TOKEN not in caplog.text
+
+
+def test_exposed_server_answers_401_without_the_token(hub, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    with pytest.raises(WebConfigError, match="token"):
+        WebServer(hub, WebConfig(host="0.0.0.0", port=0))
+    with WebServer(hub, WebConfig(host="0.0.0.0", port=0, token=TOKEN)) as srv:
+        assert get(f"http://127.0.0.1:{srv.port}/api/cameras")[0] == 401
+        assert get(f"http://127.0.0.1:{srv.port}/api/cameras", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+
+def test_port_in_use_is_one_clear_error(server, hub):
+    with pytest.raises(WebServerError, match=rf"cannot serve the live view on 127.0.0.1:{server.port}: "):
+        WebServer(hub, WebConfig(port=server.port)).start()
+
+
+def test_stop_ends_open_streams(hub, frames360, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    with Publisher(hub, frames360):
+        srv = WebServer(hub, WebConfig(port=0)).start()
+        conn, resp = open_stream(srv.port, "/api/cameras/cam/stream.mjpeg")
+        _read_parts(resp, 1)
+        econn, _ = open_stream(srv.port, "/api/events/stream")
+        srv.stop(timeout=10)
+        assert not srv._thread.is_alive()
+        with pytest.raises((ConnectionError, http.client.IncompleteRead, OSError, ValueError)):
+            while read_mjpeg_part(resp) is not None:
+                pass
+            raise ConnectionError("stream ended")
+        conn.close()
+        econn.close()
