@@ -1,8 +1,10 @@
 """Tracking accuracy and speed on the seven MOT15 sequences, all modes in one process.
 
-    python benchmarks/bench_tracking.py [--repeats 5] [--per-seq] [--sweep] [--reid]
+    python benchmarks/bench_tracking.py [--repeats 5] [--per-seq] [--sweep] [--reid] [--crowd]
 
-Modes (``trackers.base.build_tracker`` presets): ``sort-ref`` (abewley/sort settings:
+Modes (``trackers.base.build_tracker`` presets): ``hybrid`` (the default; its parameters come
+from ``bench_tracking_cv.py``, so its figures here are in-sample: the cross-validated ones are
+that script's), ``sort-ref`` (abewley/sort settings:
 max_age=1, min_hits=3, IoU 0.3; the baseline), ``sort-mot15`` (best motion-only
 configuration), ``bytetrack-mot15`` (+ low-score second association), ``deepsort-mot15`` and
 ``deepsort-byte-mot15`` (motion-only here: the sequences have no frames), and the
@@ -12,6 +14,8 @@ Speed: time inside ``Tracker.update`` only, each sequence tracked ``--repeats`` 
 median per sequence summed over all frames. ``--sweep`` varies the ``sort-mot15`` preset one
 field at a time (sensitivity of the single configuration). ``--reid`` adds the appearance-encoder
 measurement on the videos (``trackers.reid_eval``; needs OpenCV). Prints tables, then one
+``--crowd`` times ``hybrid`` and ``sort-mot15`` on synthetic frames with 300 (and 30, 100)
+moving, partly overlapping boxes per frame (bounded cost with many detections).
 JSON line last.
 """
 
@@ -33,11 +37,12 @@ from trackpipe.trackers import mot  # noqa: E402
 from trackpipe.trackers.base import build_tracker  # noqa: E402
 
 ASSETS = REPO / ".." / "shared" / "assets"
-MODES = ["sort-ref", "sort-mot15", "bytetrack-mot15", "deepsort-mot15", "deepsort-byte-mot15",
+MODES = ["hybrid", "sort-ref", "sort-mot15", "bytetrack-mot15", "deepsort-mot15", "deepsort-byte-mot15",
          "sort", "bytetrack", "deepsort"]
 #: abewley/sort (max_age=1, min_hits=3, IoU 0.3) on the same data, from the issue
 REFERENCE = {"mota": 39.5, "idf1": 45.5, "ms_per_frame": 0.66}
-GOAL = {"mota": 42.0, "idf1": 52.0, "ms_per_frame": 0.5}
+#: tracker cost goal (issue #10); accuracy goals are on unseen sequences (bench_tracking_cv.py)
+GOAL = {"ms_per_frame": 0.5}
 
 
 def _num(x: float, nd: int = 3):
@@ -60,14 +65,22 @@ def _table(rows: dict, first: str) -> str:
     return "\n".join(out)
 
 
+def _build(mode: str, floor: float):
+    return build_tracker(mode, score_floor=floor) if mode == "hybrid" else build_tracker(mode)
+
+
 def bench_mot(repeats: int, per_seq: bool) -> dict:
     root = ASSETS / "mot"
     seqs = [mot.load_sequence(root, n) for n in mot.list_sequences(root)]
     frames = sum(s.n_frames for s in seqs)
+    floor = mot.score_floor(seqs)
     print(f"MOT15: {len(seqs)} sequences, {frames} frames, det/det.txt, repeats={repeats}")
     overall, detail = {}, {}
     for mode in MODES:
-        summary, _ = mot.evaluate(lambda: build_tracker(mode), seqs, repeats=repeats)
+        # as `python -m trackers evaluate` runs each preset (hybrid: gaps up to 20 interpolated)
+        interp = int(getattr(_build(mode, floor).config, "interpolate", 0) or 0)
+        summary, _ = mot.evaluate(lambda: _build(mode, floor), seqs, repeats=repeats,
+                                  interpolate=interp)
         overall[mode] = _row(summary["OVERALL"])
         detail[mode] = {k: _row(v) for k, v in summary.items() if k != "OVERALL"}
     print(_table({"abewley/sort*": {**REFERENCE, "idsw": -1, "fp": -1, "fn": -1}, **overall}, "mode"))
@@ -140,6 +153,46 @@ def bench_reid(n_frames: int, gaps=(10, 45)) -> dict:
     return out
 
 
+def crowd_frames(n_boxes: int, n_frames: int = 200, seed: int = 0):
+    """Synthetic frames: ``n_boxes`` people-sized boxes walking on a 1920x1080 image, each
+    detected with probability 0.9 (score uniform in [0.25, 1]), so tracks miss, overlap and
+    cross."""
+    from trackpipe.models.types import Detections
+
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform([0, 0], [1900, 1000], (n_boxes, 2))
+    vel = rng.normal(0, 2, (n_boxes, 2))
+    size = rng.uniform([15, 40], [40, 100], (n_boxes, 2))
+    out = []
+    for _ in range(n_frames):
+        pos += vel
+        keep = rng.random(n_boxes) < 0.9
+        xy = pos[keep] + rng.normal(0, 1, (keep.sum(), 2))
+        xyxy = np.hstack([xy, xy + size[keep]])
+        out.append(Detections(xyxy, rng.uniform(0.25, 1.0, keep.sum()), np.zeros(keep.sum(), np.int32)))
+    return out
+
+
+def bench_crowd(repeats: int) -> dict:
+    """ms/frame (median of ``repeats``, modes interleaved) with 30, 100 and 300 boxes/frame."""
+    res = {}
+    print("\nsynthetic crowd: ms per frame inside update (median)")
+    print(f"{'boxes/frame':>11} {'hybrid':>8} {'sort-mot15':>10}")
+    for n in (30, 100, 300):
+        frames = crowd_frames(n)
+        times = {"hybrid": [], "sort-mot15": []}
+        for _ in range(max(1, repeats)):
+            for mode in times:
+                t = build_tracker(mode, score_floor=0.25) if mode == "hybrid" else build_tracker(mode)
+                t0 = time.perf_counter()
+                for f in frames:
+                    t.update(f)
+                times[mode].append(1000 * (time.perf_counter() - t0) / len(frames))
+        res[n] = {m: round(float(np.median(v)), 3) for m, v in times.items()}
+        print(f"{n:11d} {res[n]['hybrid']:8.3f} {res[n]['sort-mot15']:10.3f}")
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="timing repeats (median)")
@@ -147,17 +200,19 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="also vary sort-mot15 one field at a time")
     ap.add_argument("--reid", action="store_true", help="also measure the appearance encoder on videos")
     ap.add_argument("--reid-frames", type=int, default=150)
+    ap.add_argument("--crowd", action="store_true", help="also time 30/100/300 boxes per frame")
     args = ap.parse_args()
     result = {"python": platform.python_version(), "machine": platform.machine(),
               "reference_abewley_sort": REFERENCE, "goal": GOAL}
     result.update(bench_mot(args.repeats, args.per_seq))
-    best = result["overall"]["sort-mot15"]
-    result["goal_met"] = bool(best["mota"] >= GOAL["mota"] and best["idf1"] >= GOAL["idf1"]
-                              and best["ms_per_frame"] <= GOAL["ms_per_frame"])
+    best = result["overall"]["hybrid"]
+    result["goal_met"] = bool(best["ms_per_frame"] <= GOAL["ms_per_frame"])
     if args.sweep:
         result["sweep"] = bench_sweep(ASSETS / "mot")
     if args.reid:
         result["reid"] = bench_reid(args.reid_frames)
+    if args.crowd:
+        result["crowd_ms_per_frame"] = bench_crowd(args.repeats)
     print(json.dumps(result))
     return 0
 

@@ -88,11 +88,15 @@ class Tracks(Detections):
     track_id: (N,) int64, unique per tracker instance, starting at 1
     age:      (N,) int32 frames since the track was created
     hits:     (N,) int32 number of frames with a matched detection
+    predicted: (N,) bool, True where the track was not matched in this frame and the box is
+              the tracker's prediction (drawn and written so that tracks do not flicker);
+              all False when not given
     """
 
     track_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     age: Optional[np.ndarray] = None
     hits: Optional[np.ndarray] = None
+    predicted: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.track_id = _as(self.track_id, np.int64, (), "track_id")
@@ -101,8 +105,11 @@ class Tracks(Detections):
             self.age = np.zeros(n, np.int32)
         if self.hits is None:
             self.hits = np.zeros(n, np.int32)
+        if self.predicted is None:
+            self.predicted = np.zeros(n, bool)
         self.age = _as(self.age, np.int32, (), "age")
         self.hits = _as(self.hits, np.int32, (), "hits")
+        self.predicted = _as(self.predicted, bool, (), "predicted")
         super().__post_init__()
 
     @classmethod

@@ -221,7 +221,9 @@ def test_mars_loader_on_a_synthetic_frozen_graph(tmp_path):
 def test_tracking_core_imports_no_cv2_or_tensorflow():
     code = ("import sys, trackpipe.trackers.sort, trackpipe.trackers.deepsort, trackpipe.trackers.kalman, "
             "trackpipe.trackers.matching, trackpipe.trackers.base, trackpipe.trackers.encoders, "
-            "trackpipe.trackers.mot, trackpipe.trackers.reid_eval\n"
+            "trackpipe.trackers.mot, trackpipe.trackers.reid_eval, trackpipe.trackers.hybrid, "
+            "trackpipe.trackers.lifecycle, trackpipe.trackers.scores, trackpipe.trackers.interpolate, "
+            "trackpipe.trackers.independent\n"
             "bad = [m for m in ('cv2', 'tensorflow', 'onnxruntime', 'torch') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

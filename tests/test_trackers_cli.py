@@ -92,3 +92,20 @@ def test_package_import_is_cheap():
             "if m in sys.modules]\nsys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_default_is_hybrid_with_hota_and_score_floor_from_files():
+    r = run_cli("--mot-root", str(MOT), "--seqs", "TUD-Campus", "--json")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("tracker=hybrid") and "score_floor=0.5" in lines[0]
+    assert "HOTA" in lines[1] and "DetA" in lines[1] and "AssA" in lines[1]
+    o = json.loads(lines[-1])["OVERALL"]
+    for key in ("hota", "deta", "assa", "mota", "idf1"):
+        assert 20 < o[key] <= 100, (key, o)
+    # explicit floor, no interpolation
+    r2 = run_cli("--mot-root", str(MOT), "--seqs", "TUD-Campus", "--json", "--score-floor", "0.5",
+                 "--interpolate", "0")
+    assert r2.returncode == 0 and "interpolate" not in r2.stdout.splitlines()[0]
+    r3 = run_cli("--mot-root", str(MOT), "--seqs", "TUD-Campus", "--score-floor", "1.5")
+    assert r3.returncode == 2 and r3.stderr.startswith("error: --score-floor")

@@ -1,10 +1,13 @@
-"""Constant-velocity Kalman filter in (x, y, a, h) image space, vectorised across tracks.
+"""Constant-velocity Kalman filter in (x, y, a, h) or (x, y, w, h) image space, vectorised
+across tracks.
 
 State (8,): centre x, centre y, aspect ratio a = w/h, height h, and their velocities
 (vx, vy, va, vh). Measurement (4,): (x, y, a, h), i.e. ``models.types.to_xyah`` of a box.
 This is DeepSORT's parameterisation and noise model (Wojke et al. 2017): process and
 measurement noise standard deviations scale with the box height, so the filter behaves the
-same for near (large) and far (small) objects.
+same for near (large) and far (small) objects. With ``KalmanParams(space="xywh")`` the
+state is (x, y, w, h, vx, vy, vw, vh) with BoT-SORT's noise (x and w scale with the width, y
+and h with the height); :func:`to_state` / :func:`from_state` convert xyah measurements.
 
 Every step is a pure function of ``(mean, covariance)`` arrays with a leading track axis, so
 one call predicts or updates all tracks of a frame. This is numerically the same filter as
@@ -42,6 +45,11 @@ class KalmanParams:
     std_aspect_measurement: measurement std of a (1e-1).
     init_position_factor / init_velocity_factor: initial std multipliers of the position and
         velocity weights (2 and 10).
+    space: ``xyah`` (centre x, centre y, aspect w/h, height; DeepSORT) or ``xywh`` (centre x,
+        centre y, width, height; BoT-SORT): in ``xywh`` the x and w noise scale with the width
+        and the y and h noise with the height, and the width has its own velocity, so a box
+        that changes shape is followed without the aspect-ratio constraint. The aspect
+        entries (std_aspect*) are unused there.
     """
 
     std_weight_position: float = 1.0 / 20
@@ -52,6 +60,11 @@ class KalmanParams:
     std_aspect_measurement: float = 1e-1
     init_position_factor: float = 2.0
     init_velocity_factor: float = 10.0
+    space: str = "xyah"
+
+    def __post_init__(self) -> None:
+        if self.space not in ("xyah", "xywh"):
+            raise ValueError(f"space must be 'xyah' or 'xywh', got {self.space!r}")
 
 
 DEFAULT_PARAMS = KalmanParams()
@@ -67,6 +80,7 @@ def transition(dt: float = 1.0) -> np.ndarray:
 _F = transition()
 _DIAG8 = np.arange(2 * _NDIM)
 _DIAG4 = np.arange(_NDIM)
+_WHWH = np.array([2, 3, 2, 3, 2, 3, 2, 3])     # xywh: x, w scale with w; y, h with h
 
 
 def _std(h: np.ndarray, w_pos: float, w_vel: float, aspect: float, aspect_vel: float,
@@ -76,6 +90,33 @@ def _std(h: np.ndarray, w_pos: float, w_vel: float, aspect: float, aspect_vel: f
     w = np.array([w_pos, w_pos, 0.0, w_pos, w_vel, w_vel, 0.0, w_vel][:dim])
     b = np.array([0.0, 0.0, aspect, 0.0, 0.0, 0.0, aspect_vel, 0.0][:dim])
     return h * w + b
+
+
+def _state_std(m4: np.ndarray, w_pos: float, w_vel: float, aspect: float, aspect_vel: float,
+               dim: int, space: str) -> np.ndarray:
+    """(N,4) state positions (x, y, a|w, h) -> (N,dim) std for the state space ``space``."""
+    if space == "xyah":
+        return _std(m4[:, 3], w_pos, w_vel, aspect, aspect_vel, dim)
+    weights = np.array([w_pos] * 4 + [w_vel] * 4)[:dim]
+    return m4[:, _WHWH[:dim]] * weights
+
+
+def to_state(xyah: np.ndarray, space: str) -> np.ndarray:
+    """(N,4) xyah measurements -> (N,4) measurements of ``space`` (xyah or xywh)."""
+    if space == "xyah":
+        return xyah
+    out = np.array(xyah, dtype=np.float64, copy=True).reshape(-1, 4)
+    out[:, 2] = out[:, 2] * out[:, 3]
+    return out
+
+
+def from_state(m4: np.ndarray, space: str) -> np.ndarray:
+    """(N,4) state positions of ``space`` -> (N,4) xyah."""
+    if space == "xyah":
+        return m4
+    out = np.array(m4, dtype=np.float64, copy=True).reshape(-1, 4)
+    out[:, 2] = out[:, 2] / np.maximum(out[:, 3], 1e-9)
+    return out
 
 
 def initial_std(h: np.ndarray, p: KalmanParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -108,7 +149,8 @@ def initiate(measurement: np.ndarray, p: KalmanParams = DEFAULT_PARAMS) -> tuple
     n = len(z)
     mean = np.zeros((n, 2 * _NDIM))
     mean[:, :_NDIM] = z
-    std = initial_std(z[:, 3], p)
+    std = _state_std(z, p.init_position_factor * p.std_weight_position,
+                     p.init_velocity_factor * p.std_weight_velocity, 1e-2, 1e-5, 8, p.space)
     cov = np.zeros((n, 2 * _NDIM, 2 * _NDIM))
     cov[:, _DIAG8, _DIAG8] = std * std
     return mean, cov
@@ -121,7 +163,8 @@ def predict(mean: np.ndarray, covariance: np.ndarray,
     mean: (N,8), covariance: (N,8,8). Returns new arrays (inputs are not modified):
     mean' = F mean, covariance' = F P F^T + Q(h), Q from the height before the step.
     """
-    q = process_noise(mean[:, 3], p)
+    q = _state_std(mean[:, :_NDIM], p.std_weight_position, p.std_weight_velocity, p.std_aspect,
+                   p.std_aspect_velocity, 8, p.space) ** 2
     new_mean = mean @ _F.T
     new_cov = _F @ covariance @ _F.T
     new_cov[:, _DIAG8, _DIAG8] += q
@@ -136,7 +179,9 @@ def project(mean: np.ndarray, covariance: np.ndarray,
     = H P H^T + R(h).
     """
     s = covariance[:, :_NDIM, :_NDIM].copy()
-    s[:, _DIAG4, _DIAG4] += measurement_noise(mean[:, 3], p)
+    sp = p.std_weight_position if p.std_weight_measurement is None else p.std_weight_measurement
+    s[:, _DIAG4, _DIAG4] += _state_std(mean[:, :_NDIM], sp, 0.0, p.std_aspect_measurement, 0.0,
+                                       4, p.space) ** 2
     return mean[:, :_NDIM].copy(), s
 
 

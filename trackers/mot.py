@@ -211,11 +211,12 @@ def load_sequence(root, name: str, det_file: str = "det/det.txt", need_gt: bool 
     return MotSequence(name, dets, gt, n_frames, info)
 
 
-def run_sequence(tracker, frames: Sequence[Detections]) -> tuple[np.ndarray, float]:
+def track_sequence(tracker, frames: Sequence[Detections]) -> tuple[np.ndarray, np.ndarray, float]:
     """Run ``tracker.update`` on every frame (after ``reset()``).
 
-    Returns results (K,10) in MOT result layout (frame, id, left, top, w, h, 1, -1, -1, -1)
-    and the total seconds spent inside ``update`` (timed with perf_counter per call).
+    Returns results (K,10) in MOT result layout (frame, id, left, top, w, h, 1, -1, -1, -1),
+    predicted (K,) bool (rows output at a predicted box: ``Tracks.predicted``) and the total
+    seconds spent inside ``update`` (timed with perf_counter per call).
     """
     tracker.reset()
     out = []
@@ -227,7 +228,7 @@ def run_sequence(tracker, frames: Sequence[Detections]) -> tuple[np.ndarray, flo
         total += clock() - t0
         if len(tr):
             out.append((i + 1, tr))
-    rows = []
+    rows, flags = [], []
     for fr, tr in out:
         n = len(tr)
         r = np.empty((n, 10))
@@ -238,8 +239,26 @@ def run_sequence(tracker, frames: Sequence[Detections]) -> tuple[np.ndarray, flo
         r[:, 6] = 1
         r[:, 7:] = -1
         rows.append(r)
+        pred = getattr(tr, "predicted", None)
+        flags.append(np.zeros(n, bool) if pred is None else np.asarray(pred, bool))
     res = np.concatenate(rows) if rows else np.zeros((0, 10))
+    predicted = np.concatenate(flags) if flags else np.zeros(0, bool)
+    return res, predicted, total
+
+
+def run_sequence(tracker, frames: Sequence[Detections]) -> tuple[np.ndarray, float]:
+    """:func:`track_sequence` without the predicted flags -> (results (K,10), seconds)."""
+    res, _, total = track_sequence(tracker, frames)
     return res, total
+
+
+def score_floor(sequences: Sequence["MotSequence"], step: float = 0.05) -> float:
+    """The detector's confidence threshold as seen in detection files: the lowest score,
+    rounded down to ``step`` (MOT15's ``det.txt``: 0.500.. -> 0.5). 0 without detections."""
+    lows = [float(s.dets[:, 6].min()) for s in sequences if len(s.dets)]
+    if not lows:
+        return 0.0
+    return max(0.0, float(np.floor(min(lows) / step + 1e-9) * step))
 
 
 def write_mot_results(path, results: np.ndarray) -> None:
@@ -309,36 +328,99 @@ def summarize(accs: Sequence, names: Sequence[str]) -> dict[str, dict[str, float
     return {str(idx): {k: float(df.loc[idx, k]) for k in METRICS} for idx in df.index}
 
 
+def hota_sequence(gt: np.ndarray, results: np.ndarray) -> dict:
+    """TrackEval's HOTA of one sequence (its ``HOTA.eval_sequence`` result dict).
+
+    gt: (G,>=6) rows already filtered (conf >= 1: what TrackEval keeps for MOT15, where it
+    does no other preprocessing); results: (K,>=6). Similarities are TrackEval's own box IoU
+    (``_calculate_box_ious``, xywh), ids are relabelled to 0..n-1 per side as TrackEval does.
+    """
+    from trackeval.datasets._base_dataset import _BaseDataset
+    from trackeval.metrics import HOTA
+
+    g = _split_by_frame(gt)
+    h = _split_by_frame(results)
+    frames = sorted(set(g) | set(h))
+    gt_u = np.unique(gt[:, 1]).astype(np.int64) if len(gt) else np.zeros(0, np.int64)
+    tr_u = np.unique(results[:, 1]).astype(np.int64) if len(results) else np.zeros(0, np.int64)
+    data = {"num_timesteps": len(frames), "num_gt_ids": len(gt_u), "num_tracker_ids": len(tr_u),
+            "num_gt_dets": len(gt), "num_tracker_dets": len(results),
+            "gt_ids": [], "tracker_ids": [], "similarity_scores": []}
+    empty4 = np.zeros((0, 10))
+    for fid in frames:
+        fg, fh = g.get(fid, empty4), h.get(fid, empty4)
+        data["gt_ids"].append(np.searchsorted(gt_u, fg[:, 1].astype(np.int64)))
+        data["tracker_ids"].append(np.searchsorted(tr_u, fh[:, 1].astype(np.int64)))
+        data["similarity_scores"].append(_BaseDataset._calculate_box_ious(fg[:, 2:6], fh[:, 2:6],
+                                                                          box_format="xywh"))
+    return HOTA().eval_sequence(data)
+
+
+def hota_summary(per_seq: dict) -> dict[str, dict[str, float]]:
+    """{seq: HOTA result} -> {seq/OVERALL: {hota, deta, assa}} in [0,1] (means over alpha);
+    OVERALL is TrackEval's ``combine_sequences``."""
+    from trackeval.metrics import HOTA
+
+    out = {}
+    items = dict(per_seq)
+    if items:
+        items["OVERALL"] = HOTA().combine_sequences(dict(per_seq))
+    for name, r in items.items():
+        out[name] = {"hota": float(np.mean(r["HOTA"])), "deta": float(np.mean(r["DetA"])),
+                     "assa": float(np.mean(r["AssA"]))}
+    return out
+
+
 @dataclass
 class SequenceResult:
     name: str
     results: np.ndarray
     seconds: float
     n_frames: int
+    #: (K,) int8 per result row: 0 observed, 1 predicted, 2 interpolated (trackers.interpolate)
+    source: Optional[np.ndarray] = None
 
 
 def evaluate(tracker_factory: Callable[[], object], sequences: Iterable[MotSequence],
-             repeats: int = 1) -> tuple[dict[str, dict[str, float]], list[SequenceResult]]:
+             repeats: int = 1, interpolate: int = 0, hota: bool = False,
+             keep_predicted: bool = False
+             ) -> tuple[dict[str, dict[str, float]], list[SequenceResult]]:
     """Track and score sequences.
 
     tracker_factory() -> a Tracker (one instance per sequence). With ``repeats`` > 1 the
     tracking is repeated and the median time kept (the results of every run are identical).
+    interpolate: fill gaps of up to this many frames per ID (:func:`trackers.interpolate.
+    interpolate_gaps`, rows at predicted boxes inside a gap are replaced) before scoring, as
+    a file run writes its MOT file. keep_predicted: also score the rows a tracker output at a
+    predicted box (``Tracks.predicted``: display aids against flicker, flagged in the MOT
+    output); by default they are left out, so a tracker is scored on the positions it
+    observed (and interpolated). hota: add TrackEval's HOTA, DetA, AssA (``hota``, ``deta``,
+    ``assa`` in [0,1]).
     Returns ({seq/OVERALL: metrics + ms_per_frame + frames}, per-sequence results).
     """
+    from .interpolate import PREDICTED, interpolate_gaps
+
     runs = []
-    accs, names = [], []
+    accs, names, hotas = [], [], {}
     for seq in sequences:
         frames = seq.detections_by_frame()
         tracker = tracker_factory()
         times = []
         for _ in range(max(1, repeats)):
-            res, secs = run_sequence(tracker, frames)
+            res, predicted, secs = track_sequence(tracker, frames)
             times.append(secs)
-        runs.append(SequenceResult(seq.name, res, float(np.median(times)), len(frames)))
+        res, source = interpolate_gaps(res, interpolate, predicted)
+        if not keep_predicted:
+            res, source = res[source != PREDICTED], source[source != PREDICTED]
+        runs.append(SequenceResult(seq.name, res, float(np.median(times)), len(frames), source))
         if seq.gt is not None:
             accs.append(accumulate(seq.gt, res))
             names.append(seq.name)
+            if hota:
+                hotas[seq.name] = hota_sequence(seq.gt, res)
     summary = summarize(accs, names) if accs else {}
+    for name, v in hota_summary(hotas).items():
+        summary.setdefault(name, {}).update(v)
     total_s = sum(r.seconds for r in runs)
     total_f = sum(r.n_frames for r in runs)
     for r in runs:

@@ -36,6 +36,12 @@ class TableTracker(Tracker):
     def frame_count(self) -> int:
         return self._frame
 
+    @property
+    def live_track_ids(self) -> np.ndarray:
+        """(T,) ids of every live track (tentative, confirmed, coasting): what
+        :class:`trackers.lifecycle.LifecycleLog` needs to emit ``track_ended`` exactly once."""
+        return self._tracks.track_id.copy()
+
     def _predict(self, dets: Detections) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance every track one frame -> (boxes (N,4) float64 xyxy, score (N,), class_id (N,),
         high (N,) bool: score >= det_thresh)."""
