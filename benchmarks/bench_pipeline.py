@@ -74,7 +74,7 @@ def detector_alone(spec, source: str, limit: int) -> dict:
 def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dict:
     """(b): the single-process tutorial loop: read, detect, track, draw, write video + MOT."""
     from trackpipe.models.factory import build_detector
-    from trackpipe.pipeline.sinks import BoxAnnotator, MotWriter, VideoSink
+    from trackpipe.pipeline.media.sinks import BoxAnnotator, MotWriter, VideoSink
     from trackpipe.trackers.base import build_tracker
     det = build_detector(spec)
     trk = build_tracker(tracker)
@@ -111,7 +111,7 @@ def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dic
 
 def pipelined(spec, source: str, limit: int, tracker: str, out_dir: str, slots: int) -> dict:
     """(c): the multi-process pipeline with the same outputs (video + MOT)."""
-    from trackpipe.pipeline.app import run_pipeline
+    from trackpipe.pipeline.runtime.app import run_pipeline
     from trackpipe.pipeline.config import Config
     cfg = Config()
     cfg.source.uri = source

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trackpipe.pipeline.config import SourceConfig  # noqa: E402
-from trackpipe.pipeline.sources import StreamSource  # noqa: E402
+from trackpipe.pipeline.media.sources import StreamSource  # noqa: E402
 from tests.rtsp.fixtures import RtspServer, decode_stamp, rtsp_available  # noqa: E402
 
 TCP = "rtsp_transport;tcp"

@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         except ImportError:
             cv2 = None
         from trackpipe.models.types import Tracks
-        from trackpipe.pipeline.overlay import labels_for, mask_overlay, overlay_rects
+        from trackpipe.pipeline.display.geometry import labels_for, overlay_rects
+        from trackpipe.pipeline.display.masking import mask_overlay
 
         cls = getattr(mss, "MSS", None) or mss.mss
         rows, res = [], {"display": os.environ.get("DISPLAY"), "xvfb": xvfb is not None,
@@ -103,8 +104,9 @@ def main(argv=None) -> int:
         res["mask_overlay"] = r
 
         if not args.no_qt:
-            from trackpipe.pipeline.overlay import MirrorWindow, OverlayWindow, qt_app
+            from trackpipe.pipeline.display.qt_env import qt_app
             app = qt_app()
+            from trackpipe.pipeline.display.windows import MirrorWindow, OverlayWindow
             ov = OverlayWindow((0, 0, W, H), names)
             moved = [0]
 

@@ -48,8 +48,8 @@ def _fid(view) -> int:
 # --- ring ------------------------------------------------------------------------------------
 
 def _ring_producer(ring_name, run_dir, n, shape, pingpong, copy=True):
-    from trackpipe.pipeline.bus import Bus
-    from trackpipe.pipeline.ring import FrameRing
+    from trackpipe.pipeline.transport.bus import Bus
+    from trackpipe.pipeline.transport.ring import FrameRing
     ring = FrameRing.attach(ring_name)
     bus = Bus(run_dir)
     out = bus.push("frames", hwm=64, send_timeout_ms=10000)
@@ -79,9 +79,9 @@ def _ring_producer(ring_name, run_dir, n, shape, pingpong, copy=True):
 
 
 def bench_ring(n: int, shape, pingpong: bool, copy: bool = True):
-    from trackpipe.pipeline import cleanup
-    from trackpipe.pipeline.bus import Bus
-    from trackpipe.pipeline.ring import FrameRing
+    from trackpipe.pipeline.runtime import cleanup
+    from trackpipe.pipeline.transport.bus import Bus
+    from trackpipe.pipeline.transport.ring import FrameRing
     run_id = cleanup.new_run_id()
     run_dir = cleanup.make_run_dir(run_id)
     ring = FrameRing.create(cleanup.ring_name(run_id), 4, shape)

@@ -3,12 +3,12 @@
     python run_capture.py --region 0,0,1280,720 --cfg yolo-fastest-1.1-xl.cfg --weights ... --names coco.names
     python run_capture.py --monitor 1 --mirror --profile profile.json --duration 60
 
-The pipeline of ``run_tracker.py --source screen[:N][@X,Y,W,H]`` (latest-frame mode) with the
-render stage replaced by the overlay stage (``pipeline/overlay_stage.py``): ``--overlay``
-(default where ``overlay_supported()``) paints outlines and labels in a transparent,
-click-through, always-on-top window over the region and reports what it painted, which the
-capture stage masks out of every grab; ``--mirror`` shows the grabbed frames with the boxes in
-a normal window placed outside the region. Errors print one ``error: ...`` line; exit codes:
+A preset of the one pipeline: ``run_tracker.py --source screen[:N][@X,Y,W,H] --mode latest
+--display overlay|mirror`` with ``configs/screen-overlay.yaml``. ``--overlay`` (default where
+``overlay_supported()``): render paints outlines and labels in a transparent, click-through,
+always-on-top window over the region and reports what it painted, which the capture stage
+masks out of every grab; ``--mirror``: render shows the grabbed frames with the boxes in a
+normal window placed outside the region. Errors print one ``error: ...`` line; exit codes:
 0 done, 1 failed, 2 bad input, 130 interrupted (Ctrl-C), 143 SIGTERM.
 
 Other ``run_tracker.py`` flags are accepted too (``--config``, ``--set``, ``--mot``,
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -90,14 +89,8 @@ def resolve_screen(monitor: Optional[int], region) -> Tuple[str, Tuple[int, int,
     """-> (screen source URI, overlay region x, y, w, h in absolute screen pixels).
     Raises ConfigError with one line when the display, monitor or region is not usable."""
     from .errors import ConfigError
-    try:
-        import mss
-        factory = getattr(mss, "MSS", None) or mss.mss
-        with factory() as sct:
-            monitors = [dict(m) for m in sct.monitors]
-    except Exception as e:  # mss raises ScreenShotError without a display
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot grab the screen: {first}") from None
+    from .media.sources import screen_monitors
+    monitors = screen_monitors()
     if region is None:
         n = 1 if monitor is None else monitor
         if not 0 <= n < len(monitors):
@@ -113,8 +106,8 @@ def resolve_screen(monitor: Optional[int], region) -> Tuple[str, Tuple[int, int,
 
 
 def choose_mode(asked: Optional[str]) -> str:
+    from .display.qt_env import overlay_supported
     from .errors import ConfigError
-    from .overlay import overlay_supported
     ok, reason = overlay_supported()
     if ok:
         return asked or "overlay"
@@ -122,49 +115,13 @@ def choose_mode(asked: Optional[str]) -> str:
     raise ConfigError(f"cannot show the {asked or 'overlay'} (or a mirror window): {reason}")
 
 
-def make_supervisor(cfg, spec, info, names, region, mode, duration: Optional[float] = None):
-    """A Supervisor whose capture masks the overlay and whose render stage is the overlay."""
-    from .overlay_stage import MaskedCaptureProcess, OverlayStage
-    from .stats import write_report
-    from .supervisor import Supervisor
-
-    class CaptureSupervisor(Supervisor):
-        def _make(self, name, incarnation):
-            if name == "capture":
-                c = self.cfg
-                return MaskedCaptureProcess(self.rc, self.info.uri, c.source, self.info, c.pipeline.max_frames,
-                                            c.pipeline.reclaim_after_s, consumers=self.workers)
-            if name == "render":
-                return OverlayStage(self.rc, region, self.names, mode)
-            return super()._make(name, incarnation)
-
-        def _write_profile(self):
-            super()._write_profile()
-            if self.report is None:
-                return
-            ren = self.report.get("stages", {}).get("render", {})
-            inf = self.report.get("stages", {}).get("infer", {})
-            self.report["overlay"] = {"mode": mode, "region": list(region), "stage": "render",
-                                      "fps": ren.get("fps", 0.0), "infer_fps": inf.get("fps", 0.0),
-                                      "redraw_fps": ren.get("redraw_fps", 0.0),
-                                      "masked_frames": self.report["stages"].get("capture", {}).get("masked_frames", 0)}
-            if self.rc.go.is_set() and self.cfg.profile.path:
-                try:
-                    write_report(self.report, self.cfg.profile.path)
-                except OSError as e:
-                    logging.getLogger(__name__).error("cannot write the profile: %s", e)
-
-    sup = CaptureSupervisor(cfg, spec, info, names)
-    if duration:
-        started = {}
-
-        def on_tick(s):
-            if s.rc.go.is_set():
-                t0 = started.setdefault("t", time.monotonic())
-                if time.monotonic() - t0 >= duration:
-                    s.request_stop("completed")
-        sup.on_tick = on_tick
-    return sup
+def preset_argv(rest: List[str], uri: str, region, mode: str, duration: Optional[float]) -> List[str]:
+    """The run_tracker.py arguments this command stands for."""
+    has_config = any(a == "--config" or a.startswith("--config=") for a in rest)
+    extra = [] if has_config else ["--config", str(DEFAULT_CONFIG)]
+    out = rest + extra + ["--source", uri, "--mode", "latest", "--display", mode,
+                          "--set", "output.region=[{},{},{},{}]".format(*region)]
+    return out + (["--duration", str(duration)] if duration else [])
 
 
 def main(argv=None) -> int:
@@ -176,8 +133,8 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     from trackpipe.models.errors import ModelError
     from trackpipe.pipeline import cli
-    from trackpipe.pipeline.app import prepare, read_names
     from trackpipe.pipeline.errors import PipelineError
+    from trackpipe.pipeline.runtime.app import run_pipeline
 
     build_parser().parse_args(argv)          # --help, and every flag checked (one line, exit 2)
     opts, rest = _split_argv(argv)
@@ -186,26 +143,21 @@ def _main(argv) -> int:
             raise ValueError("--duration must be > 0")
         mode = choose_mode(opts.show)
         uri, region = resolve_screen(opts.monitor, opts.region)
-        has_config = any(a == "--config" or a.startswith("--config=") for a in rest)
-        extra = [] if has_config else ["--config", str(DEFAULT_CONFIG)]
-        cfg, spec = cli.load(rest + extra + ["--source", uri, "--mode", "latest", "--window", "off"])
+        cfg, spec = cli.load(preset_argv(rest, uri, region, mode, opts.duration))
         cfg.output.video = None
-        info = prepare(cfg, spec)
-        names = read_names(getattr(spec, "names", None))
     except (PipelineError, ModelError, ValueError) as e:
         return cli.user_error(e)
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("run_capture")
     log.info("%s over %d,%d %dx%d (%s)", mode, *region, uri)
-    sup = make_supervisor(cfg, spec, info, names, region, mode, opts.duration)
-    code = sup.run()
-    if sup.error:
-        sys.stderr.write(f"error: {sup.error}\n")
-    elif sup.report is not None and sup.outcome in ("completed", "quit", "interrupted", "stopped"):
-        r = sup.report
+    res = run_pipeline(cfg, spec)
+    if res.error:
+        sys.stderr.write(f"error: {res.error}\n")
+    elif res.report is not None and res.outcome in ("completed", "quit", "interrupted", "stopped"):
+        r = res.report
         st = r.get("stages", {})
         log.info("%s: %d frames grabbed, %d drawn; infer %.1f fps, %s %.1f fps; latency p50 %s ms",
-                 sup.outcome, r["frames_in"], r["frames_out"], st.get("infer", {}).get("fps", 0.0), mode,
+                 res.outcome, r["frames_in"], r["frames_out"], st.get("infer", {}).get("fps", 0.0), mode,
                  st.get("render", {}).get("fps", 0.0), r["latency_ms"]["p50"])
-    return code
+    return res.exit_code

@@ -27,7 +27,8 @@ _OVERRIDES = {
     "source": "source.uri", "mode": "source.mode", "realtime": "source.realtime", "loop": "source.loop",
     "tracker": "tracker.name", "output": "output.video", "mot": "output.mot", "events": "output.events",
     "snapshots": "output.snapshots",
-    "headless": "output.headless", "window": "output.window", "max_frames": "pipeline.max_frames",
+    "headless": "output.headless", "window": "output.window", "display": "output.display",
+    "max_frames": "pipeline.max_frames", "duration": "pipeline.duration_s",
     "ring_slots": "pipeline.ring_slots", "profile": "profile.path", "profile_plot": "profile.plot",
     "metrics_port": "metrics_port", "log_level": "log_level",
 }
@@ -62,8 +63,12 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="snapshot only new tracks of these classes: ids or names, comma separated")
     t.add_argument("--headless", action="store_true", default=None, help="no window, no live table")
     t.add_argument("--window", choices=("auto", "on", "off"), help="live window (auto: when a display exists)")
+    t.add_argument("--display", choices=("auto", "window", "overlay", "mirror", "none"),
+                   help="what render shows: an OpenCV window, a click-through overlay over the screen source, "
+                        "a mirror window, nothing (auto: the window, see --window)")
     r = p.add_argument_group("run")
     r.add_argument("--max-frames", type=int, help="stop after N frames")
+    r.add_argument("--duration", type=float, help="stop after S seconds of running (model loading not counted)")
     r.add_argument("--mode", choices=("auto", "lossless", "latest"), help="flow control (auto: by source)")
     r.add_argument("--realtime", action="store_true", default=None, help="play a file at its fps, as a live source")
     r.add_argument("--loop", action="store_true", default=None, help="restart a file or folder at its end")
@@ -86,7 +91,7 @@ def _class_list(text: str) -> list:
 def load(argv):
     """argv -> (Config, ModelSpec); raises PipelineError / ModelError / ValueError."""
     from trackpipe.models.cli_args import spec_from_args
-    from trackpipe.pipeline.app import read_names, resolve_classes
+    from trackpipe.pipeline.runtime.inputs import read_names, resolve_classes
     from trackpipe.pipeline.config import load_config, parse_scalar, set_value
     from trackpipe.pipeline.errors import ConfigError
 
@@ -131,7 +136,7 @@ def load(argv):
 def guarded(body: Callable[[], int]) -> int:
     """Run a CLI body; Ctrl-C / SIGTERM before the supervisor installs its own handlers
     (e.g. while models load) still exit cleanly: 130 for SIGINT, 143 for SIGTERM."""
-    from .supervisor import EarlyStop
+    from .runtime.signals import EarlyStop
 
     early = EarlyStop()
     signal.signal(signal.SIGINT, early)
@@ -156,7 +161,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from trackpipe.models.errors import ModelError
-    from trackpipe.pipeline.app import run_pipeline
+    from trackpipe.pipeline.runtime.app import run_pipeline
     from trackpipe.pipeline.errors import PipelineError
 
     try:

@@ -86,6 +86,8 @@ class PipelineConfig:
     ring_slots: int = _f(8, min=2, max=256, help="shared-memory frame slots")
     infer_workers: int = _f(0, min=0, max=64, help="infer processes (0: auto: 2 on a CPU for files, else 1)")
     max_frames: int = _f(0, min=0, help="stop after this many frames (0: all)")
+    duration_s: float = _f(0.0, min=0.0, help="stop after this many seconds of running, model loading not "
+                                              "counted (0: no limit)")
     heartbeat_timeout_s: float = _f(10.0, min_excl=0.0, max=3600.0,
                                     help="a ready stage silent for this long is considered hung")
     start_timeout_s: float = _f(1800.0, min_excl=0.0, help="time allowed for every stage to become ready "
@@ -102,7 +104,13 @@ class OutputConfig:
     fourcc: str = _f("mp4v")
     mot: Optional[str] = _f(None, help="MOTChallenge track file")
     events: Optional[str] = _f(None, help="JSON-lines events file")
-    window: str = _f("auto", choices=("auto", "on", "off"), help="auto: when a display is available")
+    window: str = _f("auto", choices=("auto", "on", "off"), help="with display auto: a window (on), none (off), "
+                                                                "or a window when a display is available (auto)")
+    display: str = _f("auto", choices=("auto", "window", "overlay", "mirror", "none"),
+                      help="shown by render: window (OpenCV), overlay (click-through boxes over the screen "
+                           "source), mirror (Qt window of the frames), none; auto: follows output.window")
+    region: Optional[List[int]] = _f(None, help="overlay/mirror: screen region X, Y, W, H (default: the screen "
+                                                "source's)")
     headless: bool = _f(False, help="no window, no live table")
     labels: bool = _f(True, help="draw id/class/score labels")
     track_end_frames: int = _f(30, min=1, help="frames a track id must be unseen before track_ended")

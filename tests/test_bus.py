@@ -10,33 +10,35 @@ import numpy as np
 import pytest
 
 from trackpipe.models.types import Detections, Tracks
-from trackpipe.pipeline import bus as busmod
-from trackpipe.pipeline import cleanup
-from trackpipe.pipeline.bus import Bus
+from trackpipe.pipeline.runtime import cleanup
+from trackpipe.pipeline.transport import bus as busmod
+from trackpipe.pipeline.transport import messages as m
+from trackpipe.pipeline.transport.bus import Bus
 
 
 def test_encode_decode_roundtrip():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     b = np.array([1, 2, 3], np.int64)
-    kind, h, arrs = busmod.decode(busmod.encode("frame", {"seq": 7, "shape": [2, 3, 3]}, {"a": a, "b": b}))
+    kind, h, arrs = m.decode_parts(m.encode_parts("frame", {"seq": 7, "shape": [2, 3, 3]}, {"a": a, "b": b}))
     assert kind == "frame" and h == {"seq": 7, "shape": [2, 3, 3]}
     np.testing.assert_array_equal(arrs["a"], a)
     assert arrs["b"].dtype == np.int64 and arrs["b"].tolist() == [1, 2, 3]
-    kind, h, arrs = busmod.decode(busmod.encode("eos"))
+    kind, h, arrs = m.decode_parts(m.encode_parts("eos"))
     assert (kind, h, arrs) == ("eos", {}, {})
 
 
 def test_detections_and_tracks_roundtrip():
     d = Detections(np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32), np.array([0.5, 0.9], np.float32),
                    np.array([0, 2], np.int32))
-    back = busmod.unpack_dets(busmod.decode(busmod.encode("frame", {}, busmod.pack_dets(d)))[2])
+    meta = m.FrameMeta(5, 1, 1.5, 2.5, (4, 6, 3))
+    back = m.decode(m.encode(m.Detections(meta, d, 0.01))).dets
     assert type(back) is Detections and len(back) == 2
     np.testing.assert_array_equal(back.xyxy, d.xyxy)
     t = Tracks(d.xyxy, d.score, d.class_id, track_id=np.array([3, 9], np.int64))
-    back = busmod.unpack_dets(busmod.decode(busmod.encode("frame", {}, busmod.pack_dets(t)))[2])
+    back = m.decode(m.encode(m.Tracked(meta, t))).tracks
     assert type(back) is Tracks and back.track_id.tolist() == [3, 9]
     back.xyxy[0, 0] = 100  # writable copies
-    empty = busmod.unpack_dets(busmod.decode(busmod.encode("frame", {}, busmod.pack_dets(Tracks.empty())))[2])
+    empty = m.decode(m.encode(m.Tracked(meta, Tracks.empty()))).tracks
     assert type(empty) is Tracks and len(empty) == 0
 
 
@@ -45,8 +47,8 @@ def _child_send(run_dir, n):
     s = b.push("t", hwm=10)
     for i in range(n):
         d = Detections(np.full((i, 4), i, np.float32), np.ones(i, np.float32), np.zeros(i, np.int32))
-        busmod.send(s, "frame", {"seq": i}, busmod.pack_dets(d))
-    busmod.send(s, "eos", {"frames": n})
+        busmod.send(s, m.Detections(m.FrameMeta(i, 0, 0.0, 0.0, (1, 1, 3)), d))
+    busmod.send(s, m.EndOfStream(n))
     b.close(linger_ms=2000)
 
 
@@ -64,11 +66,11 @@ def test_ipc_between_processes_in_order():
         while True:
             msg = busmod.recv(inp, 20000)
             assert msg is not None
-            kind, h, arrs = msg
-            if kind == "eos":
+            if isinstance(msg, m.EndOfStream):
+                assert msg.frames == 50
                 break
-            assert len(busmod.unpack_dets(arrs)) == h["seq"]
-            seqs.append(h["seq"])
+            assert len(msg.dets) == msg.meta.seq
+            seqs.append(msg.meta.seq)
         p.join(10)
         assert seqs == list(range(50)) and p.exitcode == 0
     finally:
@@ -98,7 +100,7 @@ def test_send_gives_up_when_stopped(tmp_path):
         stop = threading.Event()
         threading.Timer(0.3, stop.set).start()
         t = time.monotonic()
-        results = [busmod.send(s, "frame", {"i": i}, stop=stop) for i in range(5)]
+        results = [busmod.send(s, m.Release(i, i), stop=stop) for i in range(5)]
         assert not all(results) and time.monotonic() - t < 3
     finally:
         b.close()

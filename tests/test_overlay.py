@@ -101,7 +101,7 @@ def _covered(a, b, min_iou=0.85):
 
 def test_detections_land_at_screen_coordinates(xdisplay, dog_window, detector):
     import cv2
-    from trackpipe.pipeline.overlay import to_screen
+    from trackpipe.pipeline.display.geometry import to_screen
     dog = cv2.imread(str(DOG))
     ref = detector.detect(dog)
     ref_dog = ref.xyxy[ref.class_id == DOG_CLASS][0] + np.array(POS * 2)
@@ -128,7 +128,7 @@ def test_detections_land_at_screen_coordinates(xdisplay, dog_window, detector):
 
 
 def test_overlay_draws_boxes_and_is_transparent_elsewhere(xdisplay, dog_window, detector, names):
-    from trackpipe.pipeline.overlay import color_for, labels_for, overlay_rects
+    from trackpipe.pipeline.display.geometry import color_for, labels_for, overlay_rects
     region = (POS[0] - 100, POS[1] - 80, 968, 736)
     before = xdisplay.grab(region)
     screen_before = xdisplay.grab()
@@ -177,7 +177,7 @@ def test_overlay_draws_boxes_and_is_transparent_elsewhere(xdisplay, dog_window, 
 
 
 def test_click_passes_through_overlay(xdisplay, dog_window, detector, names):
-    from trackpipe.pipeline.overlay import color_for
+    from trackpipe.pipeline.display.geometry import color_for
     region = (POS[0], POS[1], 768, 576)
     dets = detector.detect(xdisplay.grab(region))
     i = int(np.flatnonzero(dets.class_id == DOG_CLASS)[0])
@@ -210,7 +210,7 @@ def test_click_passes_through_overlay(xdisplay, dog_window, detector, names):
 
 
 def test_overlay_drawings_are_not_detected(xdisplay, dog_window, detector, names):
-    from trackpipe.pipeline.overlay import mask_overlay
+    from trackpipe.pipeline.display.masking import mask_overlay
     region = (POS[0] - 100, POS[1] - 80, 968, 736)
     clean = xdisplay.grab(region)
     d0 = detector.detect(clean)
@@ -245,7 +245,7 @@ def test_overlay_drawings_are_not_detected(xdisplay, dog_window, detector, names
 
 def test_mirror_window_shows_frame_with_boxes(xdisplay, dog_window, detector, names):
     import cv2
-    from trackpipe.pipeline.overlay import color_for
+    from trackpipe.pipeline.display.geometry import color_for
     dog = cv2.imread(str(DOG))
     dets = detector.detect(dog)
     ov = OverlayProcess(xdisplay, (0, 0, dog.shape[1], dog.shape[0]), dets.xyxy, dets.class_id,
@@ -292,9 +292,12 @@ def test_overlay_disappears_when_tracks_go_away(xdisplay, dog_window, detector, 
 def test_import_has_no_side_effects():
     import subprocess
     import sys
-    code = ("import sys; import pipeline.overlay as o; "
+    code = ("import sys; import trackpipe.pipeline.display as d; "
+            "import trackpipe.pipeline.display.geometry, trackpipe.pipeline.display.masking; "
+            "import trackpipe.pipeline.display.qt_env, trackpipe.pipeline.display.qt_loop; "
+            "import trackpipe.pipeline.display.driver, trackpipe.pipeline.stages.render; "
             "assert 'PySide6' not in sys.modules, 'PySide6 imported at import time'; "
-            "assert o._classes is None; print('ok')")
+            "assert 'trackpipe.pipeline.display.windows' not in sys.modules; print('ok')")
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=root)
     env.pop("DISPLAY", None)
@@ -304,7 +307,7 @@ def test_import_has_no_side_effects():
 
 
 def test_overlay_rects_geometry():
-    from trackpipe.pipeline.overlay import LABEL_H, overlay_rects
+    from trackpipe.pipeline.display.geometry import LABEL_H, overlay_rects
     rects, owner, is_label = overlay_rects(
         np.array([[10.2, 40.7, 110.5, 140.0], [-20, 5, 50, 60], [200, 200, 300, 300]]),
         ["dog 1 0.90", "cat 2 0.50", ""], (250, 180))
@@ -323,7 +326,8 @@ def test_overlay_rects_geometry():
 
 def test_mask_overlay_restores_a_painted_frame():
     import cv2
-    from trackpipe.pipeline.overlay import PALETTE, mask_overlay, overlay_rects
+    from trackpipe.pipeline.display.geometry import PALETTE, overlay_rects
+    from trackpipe.pipeline.display.masking import mask_overlay
     if not DOG.is_file():
         pytest.skip(f"asset missing: {DOG}")
     img = cv2.imread(str(DOG))

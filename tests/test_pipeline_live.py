@@ -12,9 +12,9 @@ import time
 import pytest
 
 from conftest import fake_detector_factory, leftovers
-from trackpipe.pipeline.app import run_pipeline
+from trackpipe.pipeline.runtime.app import run_pipeline
 from trackpipe.pipeline.config import Config
-from trackpipe.pipeline.stats import StageBoard
+from trackpipe.pipeline.runtime.shared import StageBoard
 
 
 @pytest.mark.timeout(120)
@@ -42,7 +42,7 @@ def test_rtsp_dropout_reconnect_and_stage_restart(tmp_path, yf_spec):
 
     def hook(sup):
         out = sup.board.get(sup.rc.stage_index["render"], StageBoard.OUT)
-        cap = (sup.aggs["capture"].last or {}).get("extra", {})
+        cap = (sup.aggs["capture"].last or {}).get("gauges", {})
         now = time.monotonic()
         assert now - st["t"] < 60, f"stuck in phase {st['phase']}"
         if st["phase"] == 0 and out >= 20:

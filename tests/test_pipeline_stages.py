@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from conftest import ASSETS, VIDEO_360, fake_detector_factory, leftovers
-from trackpipe.pipeline.app import run_pipeline
+from trackpipe.pipeline.runtime.app import run_pipeline
 from trackpipe.pipeline.config import Config
 
 pytestmark = pytest.mark.timeout(90)
@@ -186,7 +186,7 @@ def test_setup_error_is_bad_input(tmp_path, yf_spec):
 
 def test_stale_artifacts_of_dead_runs_are_removed():
     from multiprocessing import shared_memory
-    from trackpipe.pipeline import cleanup
+    from trackpipe.pipeline.runtime import cleanup
     dead = 4_000_000  # above pid_max: never alive
     name = f"trackpipe_{dead}_deadbeef_ring"
     shm = shared_memory.SharedMemory(name=name, create=True, size=4096)

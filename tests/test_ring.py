@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from trackpipe.pipeline.ring import FrameRing
+from trackpipe.pipeline.transport.ring import FrameRing
 
 SHAPE_1080 = (1080, 1920, 3)
 
@@ -87,7 +87,7 @@ def test_child_attach_does_not_warn_or_unlink(tmp_path):
     the resource tracker complain (Python 3.11 registers every attach)."""
     r = FrameRing.create(_name(), 2, (8, 8, 3))
     try:
-        code = (f"from trackpipe.pipeline.ring import FrameRing\nr = FrameRing.attach({r.name!r})\n"
+        code = (f"from trackpipe.pipeline.transport.ring import FrameRing\nr = FrameRing.attach({r.name!r})\n"
                 "r.frame(0, (8, 8, 3))[:] = 9\nr.close()\n")
         p = subprocess.run([sys.executable, "-c", code], cwd=str(os.path.dirname(os.path.dirname(__file__))),
                            capture_output=True, text=True, timeout=60)

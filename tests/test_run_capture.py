@@ -84,7 +84,7 @@ def _shm_left(pid: int) -> list:
 
 
 def _palette_bgr() -> np.ndarray:
-    from trackpipe.pipeline.overlay import PALETTE
+    from trackpipe.pipeline.display.geometry import PALETTE
     return np.asarray(PALETTE, np.uint8)[:, ::-1]
 
 

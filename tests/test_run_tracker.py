@@ -167,7 +167,7 @@ def test_killed_supervisor_leaves_nothing_after_next_start(tmp_path):
     while running_in_group(p.pid):  # the stages got SIGTERM from the kernel and finish
         assert time.monotonic() - t0 < 5.0, f"still running: {running_in_group(p.pid)}"
         time.sleep(0.05)
-    from trackpipe.pipeline import cleanup
+    from trackpipe.pipeline.runtime import cleanup
     cleanup.clean_stale()
     assert leftovers(p.pid) == []
 
@@ -183,7 +183,7 @@ def test_sigkill_of_the_whole_group_leaves_no_semaphores(tmp_path):
     _wait_frames_written(out, 100_000, p)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(5)
-    from trackpipe.pipeline import cleanup
+    from trackpipe.pipeline.runtime import cleanup
     cleanup.clean_stale()
     assert leftovers(p.pid) == []
     assert sorted(set(os.listdir("/dev/shm")) - before) == []

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from trackpipe.models.types import Tracks
-from trackpipe.pipeline.sinks import BoxAnnotator, EventWriter, MotWriter, VideoSink
+from trackpipe.pipeline.media.sinks import BoxAnnotator, EventWriter, MotWriter, VideoSink
 
 
 def _tracks(ids, x=10.0):

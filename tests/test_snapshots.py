@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from trackpipe.models.types import Tracks
-from trackpipe.pipeline.snapshots import SnapshotWriter
+from trackpipe.pipeline.media.snapshots import SnapshotWriter
 
 NAMES = ["person", "bicycle", "car"]
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import ASSETS, VIDEO_1080, VIDEO_360
 from trackpipe.pipeline.config import SourceConfig
 from trackpipe.pipeline.errors import SourceError
-from trackpipe.pipeline.sources import ScreenSource, make_source, probe, source_kind
+from trackpipe.pipeline.media.sources import ScreenSource, make_source, probe, source_kind
 
 IMAGES = ASSETS / "coco_val2017" / "images"
 
@@ -82,7 +82,7 @@ def test_unreachable_stream_times_out_with_clear_error():
 
     from conftest import ROOT
     from tests.rtsp.fixtures import free_port
-    code = ("from trackpipe.pipeline.sources import probe\nfrom pipeline.config import SourceConfig\n"
+    code = ("from trackpipe.pipeline.media.sources import probe\nfrom trackpipe.pipeline.config import SourceConfig\n"
             "from trackpipe.pipeline.errors import SourceError\n"
             "try:\n    probe(%r, SourceConfig(open_timeout_s=2.0, read_timeout_s=2.0))\n"
             "except SourceError as e:\n    print(e)\n") % f"rtsp://user:secret@127.0.0.1:{free_port()}/none"

@@ -340,7 +340,7 @@ def _install_sigterm(app) -> None:
 
 def _main_show_image(args) -> int:
     sys.path.insert(0, str(ROOT))
-    from trackpipe.pipeline.overlay import qt_app
+    from trackpipe.pipeline.display.qt_env import qt_app
     app = qt_app()
     from PySide6 import QtCore, QtGui, QtWidgets
     Qt = QtCore.Qt
@@ -380,7 +380,7 @@ def _main_overlay(args) -> int:
     sys.path.insert(0, str(ROOT))
     import numpy as np
     from trackpipe.models.types import Tracks
-    from trackpipe.pipeline.overlay import run_overlay_loop
+    from trackpipe.pipeline.display.qt_loop import run_overlay_loop
     t = json.loads(args.tracks)
     n = len(t["class_id"])
     tracks = Tracks(np.array(t["xyxy"], np.float32).reshape(-1, 4), np.array(t["score"], np.float32),
@@ -432,7 +432,7 @@ def _main_overlay(args) -> int:
 
 def _main_probe(args) -> int:
     sys.path.insert(0, str(ROOT))
-    from trackpipe.pipeline.overlay import qt_app
+    from trackpipe.pipeline.display.qt_env import qt_app
     app = qt_app()
     print(app.platformName(), flush=True)
     return 0

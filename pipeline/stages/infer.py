@@ -1,7 +1,7 @@
-"""Infer stage: ``frame`` messages -> detector on the shared-memory slot -> ``dets`` messages.
+"""Infer stage: `Frame` messages -> detector on the shared-memory slot -> `Detections` messages.
 
 The detector reads the slot in place (no copy). In latest-frame mode infer asks capture
-for a frame (``want``) whenever it is idle, so it always gets the newest one, and it
+for a frame (`Want`) whenever it is idle, so it always gets the newest one, and it
 checks the slot's seqlock after detecting: a frame overwritten meanwhile is discarded
 and counted as a drop. ``detector_only_fps`` comes from the summed ``detect()`` time.
 """
@@ -13,11 +13,13 @@ import time
 
 import numpy as np
 
-from . import bus as busmod
-from .bus import CTL, DETS, FRAMES
-from .ring import FrameRing
-from .stage import RunContext, StageError, StageProcess
-from .stats import StageBoard
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.transport import bus as busmod
+from trackpipe.pipeline.transport.bus import CTL, DETS, FRAMES
+from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame, Want
+from trackpipe.pipeline.transport.ring import FrameRing
+
+from .base import RunContext, StageError, StageProcess
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,8 @@ class InferProcess(StageProcess):
             for _ in range(2):
                 self.detector.detect(dummy)
                 self.beat()
-        self.stats.extra.update(_sum_detect_s=0.0, _sum_detect_n=0,
-                                backend=getattr(self.detector, "name", "?"))
+        self.stats.counters.update(detect_s=0.0, detect_n=0)
+        self.stats.gauges.update(backend=getattr(self.detector, "name", "?"))
 
     def teardown(self) -> None:
         det = getattr(self, "detector", None)
@@ -67,10 +69,7 @@ class InferProcess(StageProcess):
 
     def _want(self) -> None:
         self._last_want = time.monotonic()
-        try:
-            self.ctl.send_multipart(busmod.encode("want"), busmod.zmq.NOBLOCK)
-        except busmod.zmq.ZMQError:
-            pass
+        busmod.try_send(self.ctl, Want())
 
     def loop(self) -> None:
         latest = self.rc.mode == "latest"
@@ -78,20 +77,19 @@ class InferProcess(StageProcess):
         idle_since = time.monotonic()
         if latest:
             self._want()
-        for kind, h, _ in self.messages(self.inp, self._want_again if latest else None):
-            if kind == "eos":
-                busmod.send(self.out, "eos", h, stop=self.rc.stop)
-                return
-            if kind != "frame":
-                busmod.send(self.out, kind, h, stop=self.rc.stop)
+        for msg in self.messages(self.inp, self._want_again if latest else None):
+            if not isinstance(msg, Frame):  # end of stream, source events: pass on in order
+                if not self.send(self.out, msg) or isinstance(msg, EndOfStream):
+                    return
                 continue
             self.count(StageBoard.IN)
-            slot, seq = h["slot"], h["seq"]
+            meta = msg.meta
+            slot, seq = meta.slot, meta.seq
             t0 = time.monotonic()
             version = ring.version(slot)
             dets = None
             if not latest or ring.valid(slot, seq, version):
-                frame = ring.frame(slot, tuple(h["shape"]))
+                frame = ring.frame(slot, meta.shape)
                 dets = self.detector.detect(frame)
                 del frame
             t1 = time.monotonic()
@@ -101,15 +99,10 @@ class InferProcess(StageProcess):
                     dets = None  # overwritten while we read it: never pass on a torn frame
             if dets is None:
                 stats.drops += 1
-                h["dropped"] = True
-                arrays = None
             else:
-                stats.extra["_sum_detect_s"] += t1 - t0
-                stats.extra["_sum_detect_n"] += 1
-                h["n_dets"] = len(dets)
-                arrays = busmod.pack_dets(dets)
-            h["t_infer"] = t1 - t0
-            if not busmod.send(self.out, "frame", h, arrays, stop=self.rc.stop):
+                stats.add("detect_s", t1 - t0)
+                stats.add("detect_n")
+            if not self.send(self.out, Detections(meta, dets, t1 - t0)):
                 return
             self.count(StageBoard.OUT)
             stats.item(t0, t1, t0 - idle_since)

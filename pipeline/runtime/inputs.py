@@ -1,8 +1,6 @@
-"""Entry points: check the inputs, then run the supervisor.
-
-Everything that can be checked in the main process is checked before any process,
-shared memory or file is created (source readable, model files present, output folders
-writable), so bad input costs one ``error:`` line and leaves nothing behind.
+"""Everything checked in the main process before any process, shared memory or file is created:
+outputs writable, model files present, tracker options valid, display usable, source readable.
+Bad input costs one ``error:`` line and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,23 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional, Tuple
 
-from .config import Config
-from .errors import ConfigError, PipelineError, SourceError
-from .sources import SourceInfo, probe, source_kind
+from trackpipe.pipeline.config import Config
+from trackpipe.pipeline.errors import ConfigError, SourceError
+from trackpipe.pipeline.media.sources import SourceInfo, probe, screen_region, source_kind
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    exit_code: int
-    error: Optional[str]
-    report: Optional[dict]
-    outcome: str
 
 
 def read_names(path) -> Optional[List[str]]:
@@ -88,7 +77,61 @@ def prepare(cfg: Config, spec) -> SourceInfo:
         p = getattr(spec, attr, None)
         if p is not None and not Path(p).is_file():
             raise ConfigError(f"{attr} file not found: {p}")
+    check_tracker(cfg)
+    check_display(cfg)
     return probe_source(cfg.source)
+
+
+def check_tracker(cfg: Config) -> None:
+    """The tracker and its options, validated by the trackers' own constructor (a bad option
+    is one line here, not a failure of the track process after the model has loaded)."""
+    from trackpipe.trackers.base import build_tracker
+    try:
+        build_tracker(cfg.tracker.name, **cfg.tracker.options)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"tracker: {e}") from None
+
+
+def display_mode(cfg: Config) -> str:
+    """``output.display`` resolved: window, overlay, mirror or none. ``auto`` follows
+    ``output.window`` (auto: a window when a display is available); headless shows no window."""
+    o = cfg.output
+    if o.display not in ("auto", "window"):
+        return o.display
+    if o.headless or o.window == "off":
+        return "none"
+    if o.display == "window" or o.window == "on":
+        return "window"
+    from trackpipe.pipeline.media.sinks import display_available
+    return "window" if display_available() else "none"
+
+
+def check_display(cfg: Config) -> None:
+    """The overlay and mirror displays show the newest frame only: no video or snapshots with them."""
+    mode = display_mode(cfg)
+    if mode not in ("overlay", "mirror"):
+        return
+    o = cfg.output
+    if o.region is not None and (len(o.region) != 4 or any(not isinstance(v, int) for v in o.region)
+                                 or o.region[2] <= 0 or o.region[3] <= 0):
+        raise ConfigError(f"output.region: expected X, Y, W, H (integers, W and H > 0), got {o.region!r}")
+    if o.video or o.snapshots:
+        raise ConfigError(f"output.display {mode}: the annotated video and snapshots need display window or none")
+    if mode == "overlay" and source_kind(cfg.source.uri or "") != "screen" and not o.region:
+        raise ConfigError("output.display overlay needs a screen source (screen[:N][@X,Y,W,H]) or output.region")
+    from trackpipe.pipeline.display.qt_env import overlay_supported
+    ok, reason = overlay_supported()
+    if not ok:
+        raise ConfigError(f"cannot show the {mode}: {reason}")
+
+
+def display_region(cfg: Config, info: SourceInfo) -> Tuple[int, int, int, int]:
+    """Screen x, y, w, h of the overlay / mirror: ``output.region``, else the screen source's."""
+    if cfg.output.region:
+        return tuple(int(v) for v in cfg.output.region)
+    if info.kind == "screen":
+        return screen_region(info.uri)
+    return (0, 0, info.width, info.height)
 
 
 def probe_source(sc) -> SourceInfo:
@@ -107,26 +150,3 @@ def probe_source(sc) -> SourceInfo:
             backoff = min(backoff * 2, sc.backoff_max_s)
 
 
-def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
-                 on_tick: Optional[Callable] = None) -> RunResult:
-    """Run to completion (or stop); never raises for bad input: see ``RunResult.error``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # children: keep stderr for our own messages
-    try:
-        info = prepare(cfg, spec)
-        names = read_names(getattr(spec, "names", None))
-        resolve_classes(cfg.output.snapshot_classes, names)  # an unknown class: one line, exit 2
-    except PipelineError as e:
-        return RunResult(e.exit_code, str(e), None, "bad_input")
-    from .supervisor import Supervisor
-    sup = Supervisor(cfg, spec, info, names, detector_factory=detector_factory)
-    sup.on_tick = on_tick
-    code = sup.run()
-    return RunResult(code, sup.error, sup.report, sup.outcome)
-
-
-def run(cfg: Config, spec, detector_factory: Optional[Callable] = None) -> int:
-    """Run and return the exit code; errors are logged as one line."""
-    res = run_pipeline(cfg, spec, detector_factory)
-    if res.error:
-        log.error("%s", res.error)
-    return res.exit_code

@@ -22,8 +22,8 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .config import SourceConfig
-from .errors import SourceError
+from trackpipe.pipeline.config import SourceConfig
+from trackpipe.pipeline.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +372,34 @@ def source_kind(uri: str) -> str:
     if os.path.isdir(uri) or any(ch in uri for ch in "*?[") or Path(uri).suffix.lower() in IMAGE_EXTS:
         return "images"
     return "file"
+
+
+def screen_monitors() -> List[dict]:
+    """mss's monitors (0: the whole virtual screen); ConfigError with one line without a display."""
+    try:
+        import mss
+        factory = getattr(mss, "MSS", None) or mss.mss
+        with factory() as sct:
+            return [dict(m) for m in sct.monitors]
+    except Exception as e:  # mss raises ScreenShotError without a display
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot grab the screen: {first}") from None
+
+
+def screen_region(uri: str) -> Tuple[int, int, int, int]:
+    """Absolute screen x, y, w, h that the screen source ``uri`` grabs."""
+    m = _SCREEN_RE.match(str(uri).strip())
+    if not m:
+        raise ConfigError(f"invalid screen source {uri!r} (use screen, screen:N or screen:N@X,Y,W,H)")
+    monitors = screen_monitors()
+    n = int(m.group(1)) if m.group(1) else 1
+    if not 0 <= n < len(monitors):
+        raise ConfigError(f"no monitor {n} (have 0..{len(monitors) - 1})")
+    mon = monitors[n]
+    if m.group(2):
+        x, y, w, h = (int(g) for g in m.group(2, 3, 4, 5))
+        return mon["left"] + x, mon["top"] + y, w, h
+    return mon["left"], mon["top"], mon["width"], mon["height"]
 
 
 def make_source(uri: str, cfg: SourceConfig) -> Source:

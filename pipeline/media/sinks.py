@@ -1,4 +1,5 @@
-"""Outputs: box annotator, annotated video file, live window, MOTChallenge file, JSON-lines events.
+"""Outputs: box annotator (over `pipeline.drawing`), annotated video file, live window, MOTChallenge
+file, JSON-lines events.
 
 All are plain classes usable without the pipeline (the sequential benchmark uses them
 too). Each has ``close()``, which finalises its file and is safe to call twice.
@@ -6,6 +7,7 @@ too). Each has ``close()``, which finalises its file and is safe to call twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,55 +23,38 @@ from trackpipe.models.types import Detections, Tracks, to_tlwh
 log = logging.getLogger(__name__)
 
 
-def _color(i: int) -> tuple:
-    """A stable, well-spread BGR colour for id ``i``."""
-    h = (int(i) * 0.61803398875) % 1.0
-    hsv = np.uint8([[[int(h * 179), 200, 255]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
-
-
 class BoxAnnotator:
-    """Draws boxes with ``id class score`` labels; ``annotate(scene, detections)`` in place."""
+    """Boxes and labels from the one drawing module (`pipeline.drawing`: palette, label format,
+    labels kept inside the frame and off each other, sizes that scale with the frame), as an
+    annotator: ``annotate(scene, detections)`` draws in place. ``labels=False``: boxes only."""
 
-    def __init__(self, names: Optional[Sequence[str]] = None, labels: bool = True, thickness: int = 0):
-        self.names = list(names) if names else None
+    def __init__(self, names: Optional[Sequence[str]] = None, labels: bool = True):
+        self.names = list(names) if names else []
         self.labels = labels
-        self.thickness = thickness
-        self._colors: Dict[int, tuple] = {}
+        self._styles: Dict[tuple, object] = {}
 
-    def color(self, i: int) -> tuple:
-        c = self._colors.get(i)
-        if c is None:
-            if len(self._colors) > 4096:
-                self._colors.clear()
-            c = self._colors[i] = _color(i)
-        return c
+    def style(self, h: int, w: int):
+        """The `DrawStyle` of an (h, w) frame (computed once per size)."""
+        st = self._styles.get((h, w))
+        if st is None:
+            from trackpipe.pipeline.drawing import DrawStyle
+            if len(self._styles) > 64:
+                self._styles.clear()
+            st = self._styles[(h, w)] = DrawStyle.for_frame(h, w)
+        return st
 
     def annotate(self, scene: np.ndarray, dets: Detections) -> np.ndarray:
         """scene (H, W, 3) uint8 BGR, modified in place; dets: Detections or Tracks (xyxy pixels)."""
         if dets is None or len(dets) == 0:
             return scene
-        h = scene.shape[0]
-        t = self.thickness or max(1, round(h / 540))
-        scale = max(0.4, h / 1440)
-        ids = dets.track_id if isinstance(dets, Tracks) else None
-        boxes = np.round(dets.xyxy).astype(np.int32)
-        for k in range(len(dets)):
-            x1, y1, x2, y2 = (int(v) for v in boxes[k])
-            key = int(ids[k]) if ids is not None else int(dets.class_id[k])
-            col = self.color(key)
-            cv2.rectangle(scene, (x1, y1), (x2, y2), col, t, cv2.LINE_8)
-            if not self.labels:
-                continue
-            cid = int(dets.class_id[k])
-            name = self.names[cid] if self.names and 0 <= cid < len(self.names) else str(cid)
-            text = (f"{ids[k]} " if ids is not None else "") + f"{name} {dets.score[k]:.2f}"
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, t - 1))
-            ty = max(th + base, y1)
-            cv2.rectangle(scene, (x1, ty - th - base), (x1 + tw + 2, ty), col, -1)
-            cv2.putText(scene, text, (x1 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                        max(1, t - 1), cv2.LINE_AA)
-        return scene
+        from trackpipe.pipeline.drawing import annotate
+        from trackpipe.pipeline.drawing.annotate import draw_items, overlay_items
+        h, w = scene.shape[:2]
+        st = self.style(h, w)
+        if self.labels:
+            return annotate(scene, dets, self.names, st)
+        items = [dataclasses.replace(it, label=None, leader=None) for it in overlay_items(dets, self.names, (h, w), st)]
+        return draw_items(scene, items, st)
 
 
 class VideoSink:

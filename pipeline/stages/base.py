@@ -24,9 +24,11 @@ from typing import Callable, Iterator, Optional
 
 import zmq
 
-from . import bus as busmod
-from .bus import STATS, Bus
-from .stats import StageBoard, StageStats
+from trackpipe.pipeline.profiling.stats import StageStats
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.transport import bus as busmod
+from trackpipe.pipeline.transport.bus import STATS, Bus
+from trackpipe.pipeline.transport.messages import Log, Message, StageState, State, Stats
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ class RunContext:
     run_dir: str
     ring_name: str
     mode: str              # "lossless" | "latest"
-    stop: object           # stats.Flag: stop everything
-    go: object             # stats.Flag: every stage is ready, capture may start
+    stop: object           # runtime.shared.Flag: stop everything
+    go: object             # runtime.shared.Flag: every stage is ready, capture may start
     board: StageBoard
     stage_index: dict      # stage name -> row of the board
     stats_interval_s: float = 1.0
@@ -67,9 +69,7 @@ class _BusLogHandler(logging.Handler):
             if record.exc_info:
                 msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
             with self._lock:
-                self.sock.send_multipart(busmod.encode("log", {"stage": self.stage, "level": record.levelno,
-                                                               "name": record.name, "msg": msg}),
-                                         zmq.NOBLOCK)
+                busmod.try_send(self.sock, Log(self.stage, record.levelno, record.name, msg))
         except Exception:
             pass
 
@@ -97,7 +97,7 @@ class StageProcess(SpawnProcess):
     def __init__(self, rc: RunContext):
         super().__init__(name=f"trackpipe-{self.stage}", daemon=False)
         self.rc = rc
-        self._term = False
+        self._term = False  # SIGTERM received (set by the handler only)
 
     # --- helpers for subclasses ----------------------------------------------------------
     @property
@@ -105,6 +105,7 @@ class StageProcess(SpawnProcess):
         return self.rc.stage_index[self.stage]
 
     def stopping(self) -> bool:
+        """True once the run is stopping or this process got SIGTERM."""
         return self._term or self.rc.stop.is_set()
 
     def beat(self) -> None:
@@ -130,9 +131,9 @@ class StageProcess(SpawnProcess):
             self.tick()
         return True
 
-    def messages(self, sock, on_idle: Optional[Callable[[], None]] = None) -> Iterator[tuple]:
-        """``(kind, header, arrays)`` from ``sock`` until the stage is stopped, ticking between
-        polls; ``on_idle()`` runs after a poll that received nothing."""
+    def messages(self, sock, on_idle: Optional[Callable[[], None]] = None) -> Iterator[Message]:
+        """Typed messages from ``sock`` until the stage is stopped, ticking between polls;
+        ``on_idle()`` runs after a poll that received nothing."""
         while not self.stopping():
             self.tick()
             msg = busmod.recv(sock)
@@ -141,15 +142,16 @@ class StageProcess(SpawnProcess):
             elif on_idle is not None:
                 on_idle()
 
-    def send_stats(self) -> None:
-        try:
-            self._stats_sock.send_multipart(busmod.encode("stats", self.stats.snapshot()), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+    def send(self, sock, msg: Message) -> bool:
+        """Send ``msg`` on ``sock``, waiting out back-pressure; False once the run stops."""
+        return busmod.send(sock, msg, stop=self.rc.stop)
 
-    def send_state(self, state: str, **info) -> None:
-        try:
-            self._stats_sock.send_multipart(busmod.encode("state", {"stage": self.stage, "state": state, **info}))
+    def send_stats(self) -> None:
+        busmod.try_send(self._stats_sock, Stats(self.stats.snapshot()))
+
+    def send_state(self, state: StageState, message: str = "") -> None:
+        try:  # blocking (SNDTIMEO 1 s): the supervisor must learn a state change
+            self._stats_sock.send_multipart(busmod.encode(State(self.stage, state, message)))
         except zmq.ZMQError:
             pass
 
@@ -175,17 +177,17 @@ class StageProcess(SpawnProcess):
             self.beat()
             self.setup()
             self.rc.board.set(self.row, StageBoard.READY, 1.0)
-            self.send_state("ready")
+            self.send_state(StageState.READY)
             self.loop()
             graceful = not self.stopping()
-            self.send_state("done")
+            self.send_state(StageState.DONE)
         except StageError as e:
-            self.send_state("error", message=str(e))
+            self.send_state(StageState.ERROR, str(e))
             code = 1
         except Exception as e:  # report, with the traceback at debug level
             log.debug("stage %s crashed", self.stage, exc_info=True)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self.send_state("error", message=f"{type(e).__name__}: {first}" if first else type(e).__name__)
+            self.send_state(StageState.ERROR, f"{type(e).__name__}: {first}" if first else type(e).__name__)
             code = 1
         finally:
             try:

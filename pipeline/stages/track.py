@@ -1,4 +1,4 @@
-"""Track stage: ``dets`` messages -> tracker -> ``tracks`` to render and to the sinks.
+"""Track stage: `Detections` messages -> tracker -> `Tracked` messages to render and to the sink.
 
 The tracker is called once per frame, also with no detections. Frames infer dropped
 (latest-frame mode) are passed on without an update, so every frame still reaches
@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 
-from . import bus as busmod
-from .bus import DETS, SINK, TRACKS
-from .ring import FrameRing
-from .stage import RunContext, StageError, StageProcess
-from .stats import StageBoard
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.transport.bus import DETS, SINK, TRACKS
+from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Message, Tracked
+from trackpipe.pipeline.transport.ring import FrameRing
+
+from .base import RunContext, StageError, StageProcess
 
 log = logging.getLogger(__name__)
 
@@ -48,75 +49,74 @@ class TrackProcess(StageProcess):
         if self.ring is not None:
             self.ring.close()
 
-    def _send(self, kind, h, arrays=None) -> bool:
-        return all(busmod.send(s, kind, h, arrays, stop=self.rc.stop) for s in self.out)
+    def _send(self, msg: Message) -> bool:
+        return all(self.send(s, msg) for s in self.out)
 
     def loop(self) -> None:
         """Frames from several infer workers arrive out of order: lossless mode puts them back
         in sequence (seqs are contiguous from 0); latest mode passes a frame older than one
         already tracked on as dropped (its slot still goes back through render)."""
         lossless = self.rc.mode == "lossless"
-        pending = {}           # seq -> (header, arrays), lossless reordering
+        pending = {}           # seq -> Detections message, lossless reordering
         expected = 0           # next seq to track (lossless)
         last_seq = -1          # newest seq tracked (latest)
         total = None           # frames in the stream, from the end-of-stream message
         idle_since = time.monotonic()
-        for kind, h, arrays in self.messages(self.inp):
-            if kind == "eos":
+        for msg in self.messages(self.inp):
+            if isinstance(msg, EndOfStream):
                 if not lossless:
-                    self._send("eos", h)
+                    self._send(msg)
                     return
-                total = int(h.get("frames", 0))
+                total = msg.frames
                 if expected >= total:  # every frame tracked already
-                    self._send("eos", {"frames": total})
+                    self._send(EndOfStream(total))
                     return
                 continue
-            if kind != "frame":
-                self._send(kind, h)
+            if not isinstance(msg, Detections):  # source events: pass on in order
+                self._send(msg)
                 continue
             self.count(StageBoard.IN)
             if lossless:
-                pending[h["seq"]] = (h, arrays)
+                pending[msg.meta.seq] = msg
                 while expected in pending:
-                    hh, aa = pending.pop(expected)
+                    m = pending.pop(expected)
                     expected += 1
-                    if not self._track(hh, aa, idle_since):
+                    if not self._track(m, False, idle_since):
                         return
                     idle_since = time.monotonic()
-                self.stats.extra["reorder_max"] = max(self.stats.extra.get("reorder_max", 0), len(pending))
+                self.stats.gauges["reorder_max"] = max(self.stats.gauges.get("reorder_max", 0), len(pending))
                 if total is not None and expected >= total:  # the last frames came after the end message
-                    self._send("eos", {"frames": total})
+                    self._send(EndOfStream(total))
                     return
             else:
-                if h["seq"] < last_seq and not h.get("dropped"):
-                    h["dropped"] = True  # stale: a newer frame was tracked already
+                stale = msg.meta.seq < last_seq and not msg.dropped
+                if stale:  # a newer frame was tracked already
                     self.stats.drops += 1
-                last_seq = max(last_seq, h["seq"])
-                if not self._track(h, arrays, idle_since):
+                last_seq = max(last_seq, msg.meta.seq)
+                if not self._track(msg, stale, idle_since):
                     return
                 idle_since = time.monotonic()
 
-    def _track(self, h: dict, arrays, idle_since: float) -> bool:
+    def _track(self, msg: Detections, stale: bool, idle_since: float) -> bool:
         t0 = time.monotonic()
-        out = None
-        if not h.get("dropped"):
+        meta = msg.meta
+        tracks = None
+        dropped = msg.dropped or stale
+        if not dropped:
             # age of the frame when the tracker takes it: capture's t_mono (right after decode) to
             # now; CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree
-            age_ms = (t0 - h["t_mono"]) * 1000.0
+            age_ms = (t0 - meta.t_mono) * 1000.0
             self.stats.hist("frame_age").add(age_ms)
-            self.stats.extra["frame_age_ms"] = round(age_ms, 2)
-            dets = busmod.unpack_dets(arrays)
+            self.stats.gauges["frame_age_ms"] = round(age_ms, 2)
             frame = None
             if self.ring is not None:
-                frame = self.ring.frame(h["slot"], tuple(h["shape"]))
-            tracks = self.tracker.update(dets, frame=frame)
+                frame = self.ring.frame(meta.slot, meta.shape)
+            tracks = self.tracker.update(msg.dets, frame=frame)
             del frame
             if self.id_offset:
                 tracks.track_id = tracks.track_id + self.id_offset
-            out = busmod.pack_dets(tracks)
         t1 = time.monotonic()
-        h["t_track"] = t1 - t0
-        if not self._send("frame", h, out):
+        if not self._send(Tracked(meta, tracks, dropped, msg.t_infer, t1 - t0)):
             return False
         self.count(StageBoard.OUT)
         self.stats.item(t0, t1, max(0.0, t0 - idle_since))

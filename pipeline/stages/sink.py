@@ -1,4 +1,4 @@
-"""Sink stage: ``tracks`` -> MOTChallenge file and JSON-lines events (no pixels)."""
+"""Sink stage: `Tracked` and `SourceEvent` messages -> MOTChallenge file and JSON-lines events (no pixels)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import logging
 import time
 from typing import List, Optional
 
-from . import bus as busmod
-from .bus import SINK
-from .stage import RunContext, StageError, StageProcess
-from .stats import StageBoard
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.transport.bus import SINK
+from trackpipe.pipeline.transport.messages import EndOfStream, SourceEvent, Tracked
+
+from .base import RunContext, StageError, StageProcess
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class SinkProcess(StageProcess):
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
-        from .sinks import EventWriter, MotWriter
+        from trackpipe.pipeline.media.sinks import EventWriter, MotWriter
         try:
             self.mot = MotWriter(self.mot_path, self.append) if self.mot_path else None
             self.events = EventWriter(self.events_path, self.names, self.track_end_frames, self.append) \
@@ -54,28 +55,25 @@ class SinkProcess(StageProcess):
             return
         self._open_outputs()
         idle_since = time.monotonic()
-        for kind, h, arrays in self.messages(self.inp):
-            if kind == "eos":
+        for msg in self.messages(self.inp):
+            if isinstance(msg, EndOfStream):
                 if self.events is not None:
                     self.events.end_all(time.time(), self.last_seq, "end_of_stream")
                 return
-            if kind == "event":
+            if isinstance(msg, SourceEvent):
                 if self.events is not None:
-                    ev = dict(h)
-                    name, t, seq = ev.pop("event"), ev.pop("t", None), ev.pop("seq", self.last_seq)
-                    self.events.emit(name, t, seq, **ev)
+                    self.events.emit(msg.event, msg.t, msg.seq, **msg.fields())
                 continue
-            if kind != "frame":
+            if not isinstance(msg, Tracked):
                 continue
             self.count(StageBoard.IN)
             t0 = time.monotonic()
-            seq = h["seq"]
+            seq = msg.meta.seq
             self.last_seq = seq
-            tracks = busmod.unpack_dets(arrays) if arrays else None
-            if self.mot is not None and tracks is not None:
-                self.mot.write(seq + 1, tracks)
-            if self.events is not None and not h.get("dropped"):
-                self.events.update(seq, h["t_capture"], tracks)
+            if self.mot is not None and msg.tracks is not None:
+                self.mot.write(seq + 1, msg.tracks)
+            if self.events is not None and not msg.dropped:
+                self.events.update(seq, msg.meta.t_capture, msg.tracks)
             t1 = time.monotonic()
             self.count(StageBoard.OUT)
             self.stats.item(t0, t1, t0 - idle_since)

@@ -1,0 +1,60 @@
+"""Prometheus metrics of a run on 127.0.0.1 (``metrics_port``)."""
+
+from __future__ import annotations
+
+from trackpipe.pipeline.errors import PipelineError
+
+from .profiler import Profiler
+
+
+class Metrics:
+    """Prometheus metrics on 127.0.0.1 (a registry of our own; the server thread is a daemon)."""
+
+    def __init__(self, port: int):
+        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+        self.reg = CollectorRegistry()
+        self.fps = Gauge("trackpipe_stage_fps", "items per second", ["stage"], registry=self.reg)
+        self.items = Gauge("trackpipe_stage_items", "items processed", ["stage"], registry=self.reg)
+        self.drops = Gauge("trackpipe_stage_drops", "items dropped", ["stage"], registry=self.reg)
+        self.depth = Gauge("trackpipe_stage_queue_depth", "items waiting", ["stage"], registry=self.reg)
+        self.restarts = Gauge("trackpipe_stage_restarts", "restarts", ["stage"], registry=self.reg)
+        self.latency = Gauge("trackpipe_latency_ms", "capture-to-render latency", ["quantile"], registry=self.reg)
+        self.source_up = Gauge("trackpipe_source_up", "1 while the source delivers frames", registry=self.reg)
+        self.source_lost = Gauge("trackpipe_source_lost_total", "times the source was lost", registry=self.reg)
+        self.reconnects = Gauge("trackpipe_source_reconnects_total", "times frames flowed again after a loss",
+                                registry=self.reg)
+        self.age = Gauge("trackpipe_frame_age_ms", "age of the newest frame when the tracker took it "
+                         "(capture after decode -> tracker)", registry=self.reg)
+        try:
+            res = start_http_server(port, addr="127.0.0.1", registry=self.reg)
+        except OSError as e:
+            raise PipelineError(f"cannot serve metrics on 127.0.0.1:{port}: {e.strerror}") from None
+        self.server = res[0] if isinstance(res, tuple) else None
+
+    def update(self, prof: Profiler, row: dict) -> None:
+        for n in prof.stages:
+            g = prof.group(n)
+            r = g.report()
+            self.fps.labels(n).set(row.get(n, 0.0))
+            self.items.labels(n).set(r["items"])
+            self.drops.labels(n).set(r["drops"])
+            self.depth.labels(n).set(prof.queue_depth(n))
+            self.restarts.labels(n).set(g.restarts)
+        cap = prof.gauges("capture")
+        if cap:
+            self.source_up.set(cap.get("source_up", 1))
+            self.source_lost.set(cap.get("source_lost", 0))
+            self.reconnects.set(cap.get("reconnects", 0))
+        trk = prof.gauges("track")
+        if "frame_age_ms" in trk:
+            self.age.set(trk["frame_age_ms"])
+        lat = prof.hist("render", "latency")
+        if lat.n:
+            for q in (50, 95, 99):
+                v = lat.percentile(q)
+                if v is not None:
+                    self.latency.labels(f"p{q}").set(v)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()

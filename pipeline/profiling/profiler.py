@@ -1,0 +1,106 @@
+"""The supervisor's profiling: stage aggregates, queue depths, the per-second timeline, the live
+table, the metrics server and the report, with the stage list taken from the topology."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from trackpipe.pipeline.transport.messages import StatsSnapshot
+
+from .aggregate import GroupAggregate, StageAggregate
+from .report import build_report, plot_timeline, write_report
+
+log = logging.getLogger(__name__)
+
+IN, OUT = "in", "out"
+
+
+class Profiler:
+    """``topology``: the run's `runtime.topology.Topology`; ``counts(process, IN|OUT)``: items a
+    process took / passed on (the stage board, read without messages)."""
+
+    def __init__(self, topology, counts: Callable[[str, str], float], interval_s: float = 1.0):
+        self.topology = topology
+        self.counts = counts
+        self.interval_s = interval_s
+        self.stages: List[str] = topology.names
+        self.aggs: Dict[str, StageAggregate] = {p: StageAggregate(p) for p in topology.processes}
+        self.timeline: List[dict] = []
+        self._last_out = {n: 0.0 for n in self.stages}
+        self._last_t = time.monotonic()
+        self.next_sample = self._last_t + interval_s
+        self.report: Optional[dict] = None
+
+    # --- inputs -----------------------------------------------------------------------------
+    def on_stats(self, snap: StatsSnapshot) -> None:
+        agg = self.aggs.get(snap.stage)
+        if agg is not None:
+            agg.update(snap)
+
+    def new_incarnation(self, process: str) -> None:
+        self.aggs[process].new_incarnation()
+
+    # --- views --------------------------------------------------------------------------------
+    def group(self, stage: str) -> GroupAggregate:
+        """The aggregate of a stage across its processes."""
+        return GroupAggregate(stage, [self.aggs[p] for p in self.topology.members(stage)])
+
+    def count(self, stage: str, field: str) -> float:
+        return sum(self.counts(p, field) for p in self.topology.members(stage))
+
+    def queue_depth(self, stage: str) -> float:
+        """Items waiting at the input of ``stage`` (capture: frames in flight, i.e. slots in use)."""
+        spec = self.topology.spec(stage)
+        if spec.upstream is None:
+            return max(0.0, self.count(stage, OUT) - (self.count(spec.released_by, OUT) if spec.released_by else 0.0))
+        return max(0.0, self.count(spec.upstream, OUT) - self.count(stage, IN))
+
+    def gauges(self, stage: str) -> dict:
+        t = self.group(stage).total() if stage in self.topology else None
+        return (t or {}).get("gauges", {})
+
+    def hist(self, stage: str, name: str):
+        from .stats import Histogram
+        t = self.group(stage).total() if stage in self.topology else None
+        return Histogram.from_dict((t or {}).get("hists", {}).get(name))
+
+    # --- once a second -------------------------------------------------------------------------
+    def due(self, now: float) -> bool:
+        return now >= self.next_sample
+
+    def sample(self, now: float, running: bool) -> dict:
+        """Per-stage FPS since the last sample; queue depths; -> the row (kept once running)."""
+        dt = now - self._last_t
+        row = {"t": time.time()}
+        for n in self.stages:
+            out = self.count(n, OUT)
+            row[n] = round((out - self._last_out[n]) / dt, 3) if dt > 0 else 0.0
+            self._last_out[n] = out
+            self.aggs[n].sample_depth(self.queue_depth(n))  # the stage's depth, kept on its first process
+        if running:
+            self.timeline.append(row)
+            if len(self.timeline) > 100000:
+                del self.timeline[::2]
+        self._last_t, self.next_sample = now, now + self.interval_s
+        return row
+
+    # --- the report ---------------------------------------------------------------------------
+    def build(self, meta: dict) -> dict:
+        meta = dict(meta, cpu_count=os.cpu_count(), timeline=self.timeline)
+        self.report = build_report({n: self.group(n) for n in self.stages}, meta)
+        return self.report
+
+    def write(self, path: Optional[str], plot: Optional[str]) -> None:
+        try:
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                write_report(self.report, path)
+            if plot:
+                Path(plot).parent.mkdir(parents=True, exist_ok=True)
+                plot_timeline(self.timeline, plot, self.stages)
+        except OSError as e:
+            log.error("cannot write the profile: %s", e)

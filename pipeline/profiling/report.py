@@ -1,0 +1,71 @@
+"""The ``--profile`` JSON report and the per-stage FPS plot."""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Sequence
+
+from .aggregate import StageAggregate
+from .stats import Histogram, _r3
+
+
+def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
+    """The ``--profile`` JSON: totals, pipeline vs detector-only FPS, latency, per-stage rows."""
+    stages = {name: agg.report() for name, agg in aggs.items()}
+    cap, inf, ren = aggs.get("capture"), aggs.get("infer"), aggs.get("render")
+    frames_in = (cap.total() or {}).get("items", 0) if cap else 0
+    frames_out = (ren.total() or {}).get("items", 0) if ren else 0
+    t0 = (cap.total() or {}).get("t_first") if cap else None
+    t1 = (ren.total() or {}).get("t_last") if ren else None
+    pipeline_fps = round(frames_out / (t1 - t0), 3) if t0 is not None and t1 and t1 > t0 else 0.0
+    det_fps = det_fps_worker = 0.0
+    if inf and inf.total():
+        ex = inf.total()["counters"]
+        if ex.get("detect_s", 0) > 0:
+            # frames / detect() time of one worker; the infer stage (``workers`` processes that
+            # run at once) can deliver that many times as much on its own compute time
+            det_fps_worker = ex.get("detect_n", 0) / ex["detect_s"]
+            det_fps = det_fps_worker * len(getattr(inf, "members", [None]))
+    lat = Histogram()
+    if ren and ren.total():
+        lat = Histogram.from_dict(ren.total().get("hists", {}).get("latency"))
+    trk = aggs.get("track")
+    age = Histogram.from_dict((trk.total() or {}).get("hists", {}).get("frame_age")) if trk else Histogram()
+    report = {"frames_in": int(frames_in), "frames_out": int(frames_out), "pipeline_fps": pipeline_fps,
+              "detector_only_fps": round(det_fps, 3), "detector_only_fps_per_worker": round(det_fps_worker, 3),
+              "latency_ms": {**lat.percentiles(), "mean": _r3(lat.mean())},
+              "frame_age_at_tracker_ms": age.percentiles(),
+              "stages": stages}
+    report.update(meta)
+    return report
+
+
+def write_report(report: dict, path) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+def plot_timeline(timeline: List[dict], path, stages: Sequence[str]) -> None:
+    """PNG of per-stage FPS over time (matplotlib, imported only here)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    if timeline:
+        t0 = timeline[0]["t"]
+        ts = [row["t"] - t0 for row in timeline]
+        for stage in stages:
+            ys = [row.get(stage, 0.0) for row in timeline]
+            if any(ys):
+                ax.plot(ts, ys, label=stage)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("FPS")
+    ax.set_title("trackpipe per-stage throughput")
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    plt.close(fig)

@@ -1,0 +1,347 @@
+"""Supervisor (main process): owns the ring and the run folder, starts and watches the stages.
+
+It builds the processes from the topology table (`runtime.processes`), waits until all are
+ready, then lets capture go. Every ~100 ms it reads State / Stats / Log messages, notices a
+stage that died (exit code) or stopped heart-beating (`runtime.watchdog`), and either
+restarts it (live sources, at most ``max_restarts_per_min``) or stops the run with a clear
+message (files). SIGINT / SIGTERM set one stop request (`runtime.signals`); stages get
+``stop_timeout_s`` to finish (render finalises the video) and are then SIGKILLed. The shared
+memory and the ipc folder are removed on every exit path; the profile (`profiling`) is
+written on every exit path too.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from trackpipe.pipeline.config import Config
+from trackpipe.pipeline.errors import PipelineError
+from trackpipe.pipeline.media.sources import SourceInfo
+from trackpipe.pipeline.profiling.profiler import IN, OUT, Profiler
+from trackpipe.pipeline.stages.base import RunContext, StageProcess
+from trackpipe.pipeline.transport import bus as busmod
+from trackpipe.pipeline.transport.bus import STATS, Bus
+from trackpipe.pipeline.transport.messages import Log, StageState, State, Stats
+from trackpipe.pipeline.transport.ring import FrameRing
+
+from . import cleanup
+from .inputs import display_mode, display_region
+from .processes import ProcessFactory, RunPlan
+from .shared import Flag, StageBoard
+from .signals import StopSignals, start_with_signals_blocked
+from .topology import Topology, infer_plan
+from .watchdog import RestartPolicy, describe_exit, kill, not_ready, silent_stages
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+_BOARD_FIELD = {IN: StageBoard.IN, OUT: StageBoard.OUT}
+
+
+class Supervisor:
+    """Runs one pipeline to completion; ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: Config, spec, info: SourceInfo, names: Optional[List[str]] = None,
+                 detector_factory: Optional[Callable] = None):
+        self.cfg = cfg
+        self.spec = spec
+        self.info = info
+        self.names = names
+        self.mode = cfg.source.mode if cfg.source.mode != "auto" else ("latest" if info.live else "lossless")
+        self.live = self.mode == "latest"
+        workers, threads = infer_plan(spec, self.mode, cfg.pipeline.infer_workers)
+        self.topology = Topology.build(workers, sink=bool(cfg.output.mot or cfg.output.events))
+        display = display_mode(cfg)
+        self.plan = RunPlan(cfg, spec, info, names, self.mode, self.topology, threads, display,
+                            display_region(cfg, info) if display in ("overlay", "mirror") else None,
+                            detector_factory)
+        self.error: Optional[str] = None
+        self.failed_at: Optional[float] = None  # monotonic time a failure was noticed
+        self.exit_code = EXIT_OK
+        self.outcome = "completed"
+        self.signals = StopSignals()
+        self._stop_requested: Optional[str] = None
+        self.report: Optional[dict] = None
+        self.on_tick: Optional[Callable[["Supervisor"], None]] = None  # tests/benchmarks hook
+        self.procs: Dict[str, StageProcess] = {}
+        self.state: Dict[str, StageState] = {}
+        self.incarnation: Dict[str, int] = {n: 0 for n in self.topology.processes}
+        self.restarts = RestartPolicy(cfg.pipeline.max_restarts_per_min)
+        self.rc: Optional[RunContext] = None
+        self.profiler: Optional[Profiler] = None
+        self.go_at: Optional[float] = None
+        self._hung: Dict[str, float] = {}   # stage -> seconds silent, for the message once it is dead
+
+    # views used by hooks and tests
+    @property
+    def aggs(self):
+        return self.profiler.aggs
+
+    @property
+    def timeline(self) -> List[dict]:
+        return self.profiler.timeline if self.profiler else []
+
+    def request_stop(self, outcome: str = "stopped") -> None:
+        """Stop the run from the main thread (hooks, embedding code); exit code 0."""
+        self._stop_requested = outcome
+
+    def _count(self, process: str, field: str) -> float:
+        return self.board.get(self.rc.stage_index[process], _BOARD_FIELD[field])
+
+    # --- main --------------------------------------------------------------------------------
+    def run(self) -> int:
+        cleanup.clean_stale()
+        self.run_id = cleanup.new_run_id()
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:  # signal handlers can only be set there; elsewhere use request_stop()
+            self.signals.install()
+        ring = bus = None
+        self.t_start = time.monotonic()
+        self.metrics = self.ui = None
+        try:
+            run_dir = cleanup.make_run_dir(self.run_id)
+            ring = FrameRing.create(cleanup.ring_name(self.run_id), self.cfg.pipeline.ring_slots, self.info.shape)
+            ctx = mp.get_context(self.cfg.pipeline.start_method)
+            processes = self.topology.processes
+            self.board = StageBoard(len(processes), ctx)
+            self.rc = RunContext(run_id=self.run_id, run_dir=run_dir, ring_name=ring.name, mode=self.mode,
+                                 stop=Flag(ctx), go=Flag(ctx), board=self.board,
+                                 stage_index={n: i for i, n in enumerate(processes)},
+                                 stats_interval_s=self.cfg.profile.interval_s,
+                                 log_level=logging.getLogger().getEffectiveLevel(),
+                                 ring_slots=self.cfg.pipeline.ring_slots)
+            bus = Bus(run_dir)
+            self.stats_sock = bus.pull(STATS, hwm=100000)
+            self.profiler = Profiler(self.topology, self._count, self.cfg.profile.interval_s)
+            if self.cfg.metrics_port:
+                from trackpipe.pipeline.profiling.metrics import Metrics
+                self.metrics = Metrics(self.cfg.metrics_port)
+            self.factory = ProcessFactory(self.plan, self.rc)
+            for n in processes:
+                self._start(n)
+            from trackpipe.pipeline.profiling.live import LiveView
+            render = self.rc.stage_index["render"]
+            self.ui = LiveView(self.profiler, self.cfg, self.info, self.mode, self.live,
+                               lambda: self.board.get(render, StageBoard.OUT))
+            self._loop()
+        except PipelineError as e:
+            self.error, self.exit_code, self.outcome = str(e), e.exit_code, "failed"
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                if ring is not None:
+                    ring.close()
+                    ring.unlink()
+                if bus is not None:
+                    bus.close()
+                cleanup.remove_run(self.run_id)
+                if in_main:
+                    self.signals.restore()
+        return self.exit_code
+
+    def _start(self, name: str) -> None:
+        self.procs[name] = self.factory.make(name, self.incarnation[name])
+        start_with_signals_blocked(self.procs[name])
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        while True:
+            if self.signals.received is not None:
+                self.outcome = "interrupted"
+                self.exit_code = EXIT_SIGINT if self.signals.received == signal.SIGINT else EXIT_SIGTERM
+                log.info("interrupted: stopping")
+                return
+            if self._stop_requested:
+                self.outcome = self._stop_requested
+                return
+            self._drain(busmod.POLL_MS)
+            if self.error:
+                return
+            if self.state.get("render") == StageState.QUIT:
+                self.outcome = "quit"
+                return
+            now = time.monotonic()
+            if not self._check_processes(now):
+                return
+            if self.go_at is None:
+                self._maybe_go(now)
+            elif cfg.pipeline.duration_s and now - self.go_at >= cfg.pipeline.duration_s:
+                self.outcome = "completed"
+                return
+            # done when the last consumers have seen the end of the stream (idle infer workers
+            # that got no end-of-stream message are stopped by the shutdown)
+            if all(self.state.get(n) == StageState.FINISHED for n in self.topology.terminal):
+                return
+            if self.profiler.due(now):
+                row = self.profiler.sample(now, running=self.go_at is not None)
+                if self.metrics:
+                    self.metrics.update(self.profiler, row)
+            self.ui.update()
+            if self.on_tick:
+                self.on_tick(self)
+
+    def _maybe_go(self, now: float) -> None:
+        processes = self.topology.processes
+        waiting = not_ready(self.board, self.rc.stage_index, processes)
+        if not waiting:
+            self.go_at = now
+            i = self.info
+            log.info("ready in %.1fs: %s %s %dx%d @ %.2f fps%s; %s; %d infer worker(s) x %d thread(s); run %s",
+                     now - self.t_start, i.kind, i.uri, i.width, i.height, i.fps,
+                     f", {i.frames} frames" if i.frames else "", self.mode, self.topology.spec("infer").processes,
+                     self.plan.infer_threads, self.run_id)
+            self.rc.go.set()
+        elif now - self.t_start > self.cfg.pipeline.start_timeout_s:
+            raise PipelineError(f"stages not ready after {self.cfg.pipeline.start_timeout_s:g}s: {', '.join(waiting)}")
+
+    def _check_processes(self, now: float) -> bool:
+        """Exit codes first (a dead stage is seen within one poll), then heartbeats. -> False
+        when the run must stop."""
+        for n, p in list(self.procs.items()):
+            if p.exitcode is None or self.state.get(n) in (StageState.DONE, StageState.FINISHED):
+                if p.exitcode is not None:
+                    self.state[n] = StageState.FINISHED
+                continue
+            if p.exitcode >= 0:  # its last messages (DONE, an error line) may still be in flight
+                self._drain(200)
+            if self.procs.get(n) is not p:  # already restarted while draining
+                continue
+            if self.state.get(n) == StageState.DONE:
+                self.state[n] = StageState.FINISHED
+                continue
+            if self.state.get(n) == StageState.ERROR or self.error:
+                if self.error:
+                    return False
+                continue  # reported (and handled) with its own message
+            hung = self._hung.pop(n, None)
+            self._stage_failed(n, f"stage '{n}' hung (no heartbeat for {hung:.1f}s) and was killed" if hung
+                               else f"stage '{n}' died ({describe_exit(p.exitcode)})")
+            if self.error:
+                return False
+        for n, silent in silent_stages(self.board, self.procs, self.rc.stage_index,
+                                       self.cfg.pipeline.heartbeat_timeout_s, now).items():
+            self._hung[n] = silent
+            self.state[n] = StageState.HUNG
+            kill(self.procs[n])
+        return True
+
+    def _drain(self, timeout_ms: int) -> None:
+        msg = busmod.recv(self.stats_sock, timeout_ms)
+        while msg is not None:
+            self._handle(msg)
+            msg = busmod.recv_nowait(self.stats_sock)
+
+    def _handle(self, msg) -> None:
+        if isinstance(msg, Stats):
+            self.profiler.on_stats(msg.snapshot)
+        elif isinstance(msg, Log):
+            logging.getLogger(msg.name).log(msg.level, "%s: %s", msg.stage, msg.msg)
+        elif isinstance(msg, State):
+            n = msg.stage
+            if msg.state == StageState.ERROR:
+                self.state[n] = StageState.ERROR
+                was_ready = self.board.get(self.rc.stage_index[n], StageBoard.READY)
+                self._stage_failed(n, f"{n}: {msg.message}", setup_error=not was_ready)
+            elif msg.state == StageState.QUIT:
+                self.state["render"] = StageState.QUIT
+            else:
+                self.state[n] = msg.state
+
+    def _stage_failed(self, n: str, message: str, setup_error: bool = False) -> None:
+        """A stage died or reported an error: restart it (live, runtime failures) or stop."""
+        if self.error or self.signals.received is not None or self.rc.stop.is_set():
+            return
+        self.failed_at = time.monotonic()
+        if setup_error:  # deterministic (bad model, unwritable file...): restarting cannot help
+            self.error, self.exit_code, self.outcome = message, EXIT_BAD_INPUT, "failed"
+            return
+        if not self.live:
+            self.error, self.exit_code, self.outcome = message + "; stopping (a file source cannot skip frames)", \
+                EXIT_FAILED, "failed"
+            return
+        p = self.procs[n]
+        if p.exitcode is None:  # reported an error but still alive: make sure it is gone
+            kill(p)
+        limit = self.restarts.max_per_min
+        if not self.restarts.allow(n):
+            self.error, self.exit_code, self.outcome = (
+                f"{message}; it failed {self.restarts.recent(n) + 1} times within a minute (limit {limit}); stopping",
+                EXIT_FAILED, "failed")
+            return
+        self.incarnation[n] += 1
+        log.warning("%s; restarting it (%d/%d this minute)", message, self.restarts.recent(n), limit)
+        self.profiler.new_incarnation(n)
+        self.state.pop(n, None)
+        self._start(n)
+
+    # --- shutdown ------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        rc = self.rc
+        if rc is not None:
+            rc.stop.set()
+        procs = list(self.procs.values())
+        if rc is not None:  # a stage still starting (importing, loading a model) has nothing to save
+            for n, p in self.procs.items():
+                if p.exitcode is None and not self.board.get(rc.stage_index[n], StageBoard.READY):
+                    kill(p)
+        deadline = time.monotonic() + self.cfg.pipeline.stop_timeout_s
+        while any(p.exitcode is None for p in procs) and time.monotonic() < deadline:
+            if hasattr(self, "stats_sock"):
+                self._drain_quiet(50)
+            else:
+                time.sleep(0.05)
+        for p in procs:
+            if p.exitcode is None:
+                log.warning("stage '%s' did not stop in %.1fs; killing it",
+                            p.name.replace("trackpipe-", ""), self.cfg.pipeline.stop_timeout_s)
+                kill(p)
+        for p in procs:
+            p.join(timeout=2.0)
+        if hasattr(self, "stats_sock"):
+            self._drain_quiet(100)
+            if self.ui is not None:
+                self.ui.close()
+            self._write_profile()
+        if self.metrics:
+            self.metrics.close()
+
+    def _drain_quiet(self, timeout_ms: int) -> None:
+        try:
+            msg = busmod.recv(self.stats_sock, timeout_ms)
+            while msg is not None:
+                if isinstance(msg, (Stats, Log)):
+                    self._handle(msg)
+                msg = busmod.recv_nowait(self.stats_sock)
+        except Exception:
+            pass
+
+    def _write_profile(self) -> None:
+        if self.profiler is None:
+            return
+        meta = {"outcome": self.outcome, "mode": self.mode, "wall_s": round(time.monotonic() - self.t_start, 3),
+                "source": {k: getattr(self.info, k)
+                           for k in ("kind", "uri", "width", "height", "fps", "frames", "live")},
+                "model": {"cfg": str(getattr(self.spec, "cfg", "")), "backend": getattr(self.spec, "backend", ""),
+                          "threads": self.plan.infer_threads, "infer_workers": self.topology.spec("infer").processes,
+                          "size": list(getattr(self.spec, "size", ())),
+                          "precision": getattr(self.spec, "precision", "")},
+                "tracker": self.cfg.tracker.name, "ring_slots": self.cfg.pipeline.ring_slots}
+        if self.error:
+            meta["error"] = self.error
+        report = self.profiler.build(meta)
+        if self.plan.display in ("overlay", "mirror"):
+            st = report["stages"]
+            ren = st.get("render", {})
+            report["overlay"] = {"mode": self.plan.display, "region": list(self.plan.region), "stage": "render",
+                                 "fps": ren.get("fps", 0.0), "infer_fps": st.get("infer", {}).get("fps", 0.0),
+                                 "redraw_fps": ren.get("redraw_fps", 0.0),
+                                 "masked_frames": st.get("capture", {}).get("masked_frames", 0)}
+        self.report = report
+        if self.rc.go.is_set():  # a run that never started (bad model, ...) writes no profile file
+            self.profiler.write(self.cfg.profile.path, self.cfg.profile.plot)

@@ -1,0 +1,171 @@
+"""Render stage: `Tracked` + the frame's slot -> boxes drawn -> video file and the display; releases slots.
+
+Render is the last pixel reader, so it returns every slot to capture (`Release`), also
+when it draws nothing (headless, no video). In lossless mode it draws on the slot in
+place (nobody reads it afterwards); in latest-frame mode a slot may be reclaimed by
+capture, so it copies the frame first and discards it if the seqlock changed.
+End-to-end latency (capture to render done) is measured here.
+
+It hosts the one display stage, ``output.display``:
+
+- ``window``: an OpenCV window of the annotated frames (q / Esc quits);
+- ``overlay``: a click-through, always-on-top Qt window over the captured screen region that
+  paints only the boxes, and reports what it painted to capture (`Drawn`), which masks it out
+  of the next grabs; ``mirror``: a Qt window showing the frames with their boxes. Both run
+  Qt's event loop in this process' main thread (`display.driver.QtDisplayDriver`);
+- ``none``: nothing shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.transport import bus as busmod
+from trackpipe.pipeline.transport.bus import CTL, OVERLAY, TRACKS
+from trackpipe.pipeline.transport.messages import EndOfStream, StageState, Tracked
+from trackpipe.pipeline.transport.ring import FrameRing
+
+from .base import RunContext, StageError, StageProcess
+
+log = logging.getLogger(__name__)
+
+QT_DISPLAYS = ("overlay", "mirror")
+
+
+class RenderProcess(StageProcess):
+    stage = "render"
+
+    def __init__(self, rc: RunContext, video: Optional[str], fps: float, size: tuple, fourcc: str = "mp4v",
+                 display: str = "none", names: Optional[List[str]] = None, labels: bool = True,
+                 snapshots: Optional[dict] = None, region: Optional[Tuple[int, int, int, int]] = None):
+        super().__init__(rc)
+        self.snapshot_args = snapshots  # SnapshotWriter keyword arguments, or None
+        self.video_path = video
+        self.fps = fps
+        self.size = size
+        self.fourcc = fourcc
+        self.display = display
+        self.region = tuple(int(v) for v in region) if region else None  # overlay/mirror: screen x, y, w, h
+        self.names = names
+        self.labels = labels
+
+    def setup(self) -> None:
+        from trackpipe.pipeline.media.sinks import BoxAnnotator
+        if self.display in QT_DISPLAYS:
+            from trackpipe.pipeline.display.qt_env import overlay_supported
+            ok, reason = overlay_supported()
+            if not ok:
+                raise StageError(f"cannot show the {self.display}: {reason}")
+        self.ring = FrameRing.attach(self.rc.ring_name)
+        self.inp = self.bus.pull(TRACKS, hwm=self.ring.slots * 4 + 64)
+        self.ctl = self.bus.push(CTL, hwm=self.ring.slots * 4 + 64, flush=False)
+        self.drawn = self.bus.push(OVERLAY, hwm=4, flush=False) if self.display == "overlay" else None
+        self.annotator = BoxAnnotator(self.names, labels=self.labels)
+        self.video = None
+        self.window = None
+        self.snaps = None
+        self.scratch = np.empty(self.ring.max_shape, np.uint8) \
+            if self.rc.mode == "latest" or self.display == "mirror" else None
+        self.stats.gauges.update(frames_written=0)
+
+    def teardown(self) -> None:
+        if getattr(self, "video", None) is not None:
+            self.video.close()  # finalise the file on every exit path
+            self.stats.gauges["frames_written"] = self.video.frames
+        if getattr(self, "window", None) is not None:
+            self.window.close()
+        self.scratch = None
+        if getattr(self, "ring", None) is not None:
+            self.ring.close()
+
+    def draw(self, img: np.ndarray, tracks) -> None:
+        """The one place render draws boxes and labels: img (H, W, 3) uint8 BGR, in place."""
+        self.annotator.annotate(img, tracks)
+
+    def _open_outputs(self) -> None:
+        """Opened once the run starts (not in setup): a run that fails to start writes no file."""
+        from trackpipe.pipeline.media.sinks import VideoSink, WindowSink
+        if self.video_path:
+            try:
+                self.video = VideoSink(self.video_path, self.fps, self.size, self.fourcc)
+            except OSError as e:
+                raise StageError(str(e)) from None
+        if self.display == "window":
+            self.window = WindowSink()
+        if self.snapshot_args:
+            from trackpipe.pipeline.media.snapshots import SnapshotWriter
+            try:
+                self.snaps = SnapshotWriter(names=self.names, **self.snapshot_args)
+            except OSError as e:
+                raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
+            self.stats.gauges.update(snapshots=0)
+
+    def loop(self) -> None:
+        if not self.wait_go():
+            return
+        self._open_outputs()
+        if self.display in QT_DISPLAYS:
+            from trackpipe.pipeline.display.driver import QtDisplayDriver
+            if QtDisplayDriver(self).run():
+                log.info("%s window closed by the user", self.display)
+                self.send_state(StageState.QUIT)
+            return
+        idle_since = time.monotonic()
+        for msg in self.messages(self.inp):
+            if isinstance(msg, EndOfStream):
+                return
+            if not isinstance(msg, Tracked):
+                continue
+            self.count(StageBoard.IN)
+            t0 = time.monotonic()
+            self.render(msg)
+            t1 = time.monotonic()
+            self.count(StageBoard.OUT)
+            self.stats.item(t0, t1, t0 - idle_since)
+            idle_since = time.monotonic()
+
+    def render(self, msg: Tracked) -> bool:
+        """Snapshots, drawing, video and window for one frame, then its slot goes back to capture.
+        -> False when the frame could not be used (dropped upstream, or reclaimed meanwhile)."""
+        stats, ring, meta = self.stats, self.ring, msg.meta
+        draw = self.video is not None or self.window is not None
+        ok = not msg.dropped
+        tracks = msg.tracks if draw or self.snaps is not None else None
+        new = self.snaps.due(meta.seq, tracks) if self.snaps is not None and ok else ()
+        if (draw or len(new)) and ok:
+            slot, seq, shape = meta.slot, meta.seq, meta.shape
+            version = ring.version(slot)
+            frame = ring.frame(slot, shape)
+            if self.rc.mode == "latest":  # capture may reclaim the slot: work on a private copy
+                img = self.scratch[:shape[0], :shape[1], :shape[2]]
+                np.copyto(img, frame)
+                ok = ring.valid(slot, seq, version)
+            else:
+                img = frame
+            if ok and len(new):  # before drawing: the snapshot shows the new track's box only
+                self.snaps.write(img, seq, meta.t_capture, tracks, new)
+                stats.gauges["snapshots"] = self.snaps.written
+            elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
+                self.snaps.unsee(tracks.track_id[new])
+            if ok and draw:
+                if tracks is not None:
+                    self.draw(img, tracks)
+                if self.video is not None:
+                    self.video.write(img)
+                if self.window is not None and not self.window.show(img):
+                    log.info("window closed by the user")
+                    self.send_state(StageState.QUIT)
+            del frame, img
+        busmod.release(self.ctl, ring, meta.slot, meta.seq)
+        if not ok:
+            stats.drops += 1
+        else:
+            stats.hist("latency").add((time.monotonic() - meta.t_mono) * 1000.0)
+        if self.video is not None:
+            stats.gauges["frames_written"] = self.video.frames
+        return ok

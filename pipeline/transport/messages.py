@@ -1,0 +1,414 @@
+"""Every message between the processes of a run: one typed dataclass per kind, with its encoding.
+
+On the wire a message is ZeroMQ multipart ``[kind, JSON header, *array buffers]`` (see
+`transport.bus`); pixels never travel here, frames are named by their ring slot. Each
+message class has ``KIND``, ``header()`` / ``arrays()`` (what goes on the wire) and
+``from_wire(header, arrays)``; `encode` and `decode` turn any of them into frames and back.
+
+One frame's path, message by message::
+
+    capture ──Frame(meta)──────────────▶ infer        (PUSH/PULL "frames", round-robin to workers)
+    infer   ──Detections(meta, dets)───▶ track        ("dets"; dets None: infer dropped the frame)
+    track   ──Tracked(meta, tracks)────▶ render, sink ("tracks", "sink"; tracks None: dropped)
+    render  ──Release(slot, seq)───────▶ capture      ("ctl": wakes capture; the credit is in the ring)
+    infer   ──Want()───────────────────▶ capture      ("ctl", latest-frame mode: "send me the newest")
+    render  ──Drawn(seq, rects)────────▶ capture      ("overlay", display overlay: mask these out)
+    capture ──SourceEvent──▶ infer ──▶ track ──▶ sink  (in band with the frames: lost / restored)
+    capture ──EndOfStream(frames)──▶ infer ──▶ track ──▶ render, sink
+    every stage ──State / Stats / Log──▶ supervisor ("stats")
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
+
+import numpy as np
+
+from trackpipe.models.types import Detections as DetectionArrays
+from trackpipe.models.types import Tracks
+
+
+class Kind(str, enum.Enum):
+    """Message kinds; the value is the first multipart frame on the wire."""
+
+    FRAME = "frame"            # capture -> infer: a new frame is in a ring slot
+    DETECTIONS = "dets"        # infer -> track: the detector's output for one frame
+    TRACKED = "tracks"         # track -> render, sink: the tracker's output for one frame
+    EOS = "eos"                # end of stream, passed down the chain
+    SOURCE_EVENT = "event"     # source_lost / source_restored, in band with the frames
+    WANT = "want"              # infer -> capture (latest mode): send the newest frame
+    RELEASE = "release"        # render -> capture: a slot is free again (wake-up only)
+    DRAWN = "drawn"            # render (overlay display) -> capture: rectangles painted on screen
+    STATE = "state"            # stage -> supervisor: lifecycle
+    STATS = "stats"            # stage -> supervisor: profiling snapshot
+    LOG = "log"                # stage -> supervisor: a log record
+
+
+class StageState(str, enum.Enum):
+    """Lifecycle of a stage process. READY, DONE, ERROR and QUIT are reported by the stage;
+    FINISHED (exited after DONE) and HUNG (no heartbeat) are the supervisor's view."""
+
+    READY = "ready"
+    DONE = "done"
+    ERROR = "error"
+    QUIT = "quit"              # the user closed the display: stop the run
+    FINISHED = "finished"
+    HUNG = "hung"
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """Where a frame is and when it was made. ``seq`` is monotonic per run; ``t_capture`` is
+    ``time.time()``, ``t_mono`` ``time.monotonic()`` (system-wide, comparable across processes),
+    both taken right after the frame was decoded; ``slot`` is its ring slot, ``shape`` (H, W, 3)."""
+
+    seq: int
+    slot: int
+    t_capture: float
+    t_mono: float
+    shape: Tuple[int, int, int]
+    source_id: int = 0
+    camera: str = ""
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "slot": self.slot, "t_capture": self.t_capture, "t_mono": self.t_mono,
+                "shape": list(self.shape), "source_id": self.source_id, "camera": self.camera}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrameMeta":
+        return cls(int(d["seq"]), int(d["slot"]), float(d["t_capture"]), float(d["t_mono"]),
+                   tuple(int(v) for v in d["shape"]), int(d.get("source_id", 0)), str(d.get("camera", "")))
+
+
+# --- Detections / Tracks as named arrays ------------------------------------------------------
+
+def pack_dets(d: DetectionArrays) -> Dict[str, np.ndarray]:
+    """Detections or Tracks -> named arrays for the wire (no copy)."""
+    out = {"xyxy": d.xyxy, "score": d.score, "class_id": d.class_id}
+    if d.feature is not None:
+        out["feature"] = d.feature
+    if isinstance(d, Tracks):
+        out.update(track_id=d.track_id, age=d.age, hits=d.hits)
+    return out
+
+
+def unpack_dets(a: Dict[str, np.ndarray]) -> DetectionArrays:
+    """Inverse of `pack_dets`: writable copies (these arrays are small)."""
+    a = {k: np.array(v) for k, v in a.items()}
+    if "track_id" in a:
+        return Tracks(a["xyxy"], a["score"], a["class_id"], a.get("feature"), track_id=a["track_id"],
+                      age=a.get("age"), hits=a.get("hits"))
+    return DetectionArrays(a["xyxy"], a["score"], a["class_id"], a.get("feature"))
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+class Message:
+    """Base of every message: ``KIND`` plus the wire form."""
+
+    KIND: ClassVar[Kind]
+
+    def header(self) -> dict:
+        return {}
+
+    def arrays(self) -> Optional[Dict[str, np.ndarray]]:
+        return None
+
+    @classmethod
+    def from_wire(cls, header: dict, arrays: Dict[str, np.ndarray]) -> "Message":
+        return cls()
+
+
+@dataclass
+class Frame(Message):
+    """capture -> infer: frame ``meta.seq`` is ready in ring slot ``meta.slot``."""
+
+    KIND: ClassVar[Kind] = Kind.FRAME
+    meta: FrameMeta
+
+    def header(self) -> dict:
+        return self.meta.to_dict()
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(FrameMeta.from_dict(header))
+
+
+@dataclass
+class Detections(Message):
+    """infer -> track. ``dets`` None: infer dropped the frame (latest mode: overwritten while
+    read); the frame still travels on so that render releases its slot. ``t_infer``: seconds."""
+
+    KIND: ClassVar[Kind] = Kind.DETECTIONS
+    meta: FrameMeta
+    dets: Optional[DetectionArrays]
+    t_infer: float = 0.0
+
+    @property
+    def dropped(self) -> bool:
+        return self.dets is None
+
+    def header(self) -> dict:
+        return {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "dropped": self.dets is None}
+
+    def arrays(self):
+        return None if self.dets is None else pack_dets(self.dets)
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        dets = None if header["dropped"] else unpack_dets(arrays)
+        return cls(FrameMeta.from_dict(header["meta"]), dets, float(header.get("t_infer", 0.0)))
+
+
+@dataclass
+class Tracked(Message):
+    """track -> render and sink. ``dropped`` (then ``tracks`` is None): infer dropped the frame, or
+    track did as older than one already tracked; it still travels on so that render releases its
+    slot. ``t_infer``/``t_track``: seconds spent on it by infer and track."""
+
+    KIND: ClassVar[Kind] = Kind.TRACKED
+    meta: FrameMeta
+    tracks: Optional[Tracks] = None
+    dropped: bool = False
+    t_infer: float = 0.0
+    t_track: float = 0.0
+
+    def header(self) -> dict:
+        return {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "t_track": self.t_track,
+                "dropped": self.dropped}
+
+    def arrays(self):
+        return None if self.dropped or self.tracks is None else pack_dets(self.tracks)
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        dropped = bool(header["dropped"])
+        return cls(FrameMeta.from_dict(header["meta"]), None if dropped else unpack_dets(arrays), dropped,
+                   float(header.get("t_infer", 0.0)), float(header.get("t_track", 0.0)))
+
+
+@dataclass
+class EndOfStream(Message):
+    """The source ended after ``frames`` frames (seqs 0 .. frames-1)."""
+
+    KIND: ClassVar[Kind] = Kind.EOS
+    frames: int = 0
+
+    def header(self) -> dict:
+        return {"frames": self.frames}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(int(header.get("frames", 0)))
+
+
+@dataclass
+class SourceEvent(Message):
+    """``source_lost`` / ``source_restored``: ``t`` wall time, ``seq`` the last frame before it,
+    ``source`` the URI, ``reason`` why it was lost."""
+
+    KIND: ClassVar[Kind] = Kind.SOURCE_EVENT
+    event: str
+    t: float
+    seq: int
+    source: str = ""
+    reason: Optional[str] = None
+
+    def header(self) -> dict:
+        h = {"event": self.event, "t": self.t, "seq": self.seq, "source": self.source}
+        if self.reason is not None:
+            h["reason"] = self.reason
+        return h
+
+    def fields(self) -> dict:
+        """What the events file writes besides ``event``, ``t`` and ``seq``."""
+        h = self.header()
+        for k in ("event", "t", "seq"):
+            h.pop(k)
+        return h
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(header["event"], float(header["t"]), int(header["seq"]), header.get("source", ""),
+                   header.get("reason"))
+
+
+@dataclass
+class Want(Message):
+    """infer -> capture (latest mode): idle, send the newest frame."""
+
+    KIND: ClassVar[Kind] = Kind.WANT
+
+
+@dataclass
+class Release(Message):
+    """render -> capture: done with frame ``seq`` in ``slot`` (a wake-up; the credit itself is
+    written in the ring's control table)."""
+
+    KIND: ClassVar[Kind] = Kind.RELEASE
+    slot: int = -1
+    seq: int = -1
+
+    def header(self) -> dict:
+        return {"slot": self.slot, "seq": self.seq}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(int(header["slot"]), int(header["seq"]))
+
+
+@dataclass
+class Drawn(Message):
+    """render (overlay display) -> capture: ``rects`` (M, 4) int32 x1, y1, x2, y2 (exclusive),
+    region pixels, painted on screen for frame ``seq``; capture masks them out of its grabs."""
+
+    KIND: ClassVar[Kind] = Kind.DRAWN
+    seq: int = -1
+    rects: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int32))
+
+    def header(self) -> dict:
+        return {"seq": self.seq}
+
+    def arrays(self):
+        return {"rects": np.asarray(self.rects, np.int32).reshape(-1, 4)}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        r = arrays.get("rects")
+        return cls(int(header.get("seq", -1)),
+                   np.zeros((0, 4), np.int32) if r is None else np.array(r, np.int32).reshape(-1, 4))
+
+
+@dataclass
+class State(Message):
+    """stage -> supervisor: ``stage`` reached ``state``; ``message`` explains an ERROR."""
+
+    KIND: ClassVar[Kind] = Kind.STATE
+    stage: str = ""
+    state: StageState = StageState.READY
+    message: str = ""
+
+    def header(self) -> dict:
+        return {"stage": self.stage, "state": self.state.value, "message": self.message}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(header["stage"], StageState(header["state"]), header.get("message", ""))
+
+
+@dataclass
+class StatsSnapshot:
+    """Cumulative profile of one stage process since it started.
+
+    ``counters`` are summed when processes are merged (infer workers, restarted incarnations):
+    e.g. ``detect_s``, ``detect_n``, ``cpu_s``. ``gauges`` are values of this process reported
+    as they are (the newest wins), e.g. ``source_up``, ``frames_grabbed``, ``backend``.
+    ``proc``/``wait``/``hists`` are histograms in `profiling.stats.Histogram.to_dict` form."""
+
+    stage: str
+    items: int = 0
+    drops: int = 0
+    t_first: Optional[float] = None
+    t_last: Optional[float] = None
+    window_fps: float = 0.0
+    proc: dict = field(default_factory=dict)
+    wait: dict = field(default_factory=dict)
+    counters: Dict[str, float] = field(default_factory=dict)
+    gauges: Dict[str, Any] = field(default_factory=dict)
+    hists: Dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "items": self.items, "drops": self.drops, "t_first": self.t_first,
+                "t_last": self.t_last, "window_fps": self.window_fps, "proc": self.proc, "wait": self.wait,
+                "counters": dict(self.counters), "gauges": dict(self.gauges), "hists": dict(self.hists)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StatsSnapshot":
+        return cls(d["stage"], int(d["items"]), int(d["drops"]), d["t_first"], d["t_last"],
+                   float(d.get("window_fps", 0.0)), d.get("proc", {}), d.get("wait", {}),
+                   dict(d.get("counters", {})), dict(d.get("gauges", {})), dict(d.get("hists", {})))
+
+
+@dataclass
+class Stats(Message):
+    """stage -> supervisor, about once a second and once more at exit."""
+
+    KIND: ClassVar[Kind] = Kind.STATS
+    snapshot: StatsSnapshot = None
+
+    def header(self) -> dict:
+        return self.snapshot.to_dict()
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(StatsSnapshot.from_dict(header))
+
+
+@dataclass
+class Log(Message):
+    """stage -> supervisor: one log record, re-logged by the supervisor under ``name``."""
+
+    KIND: ClassVar[Kind] = Kind.LOG
+    stage: str = ""
+    level: int = 20
+    name: str = "pipeline"
+    msg: str = ""
+
+    def header(self) -> dict:
+        return {"stage": self.stage, "level": self.level, "name": self.name, "msg": self.msg}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(header.get("stage", ""), int(header.get("level", 20)), header.get("name", "pipeline"),
+                   header.get("msg", ""))
+
+
+MESSAGE_TYPES: Dict[Kind, Type[Message]] = {
+    c.KIND: c for c in (Frame, Detections, Tracked, EndOfStream, SourceEvent, Want, Release, Drawn, State,
+                        Stats, Log)}
+_BY_WIRE = {k.value.encode(): (k, c) for k, c in MESSAGE_TYPES.items()}
+
+
+# --- wire encoding --------------------------------------------------------------------------------
+
+def encode_parts(kind: str, header: Optional[dict] = None,
+                 arrays: Optional[Dict[str, np.ndarray]] = None) -> list:
+    """-> multipart frames ``[kind, json header, *array buffers]``; the arrays' dtypes and shapes
+    travel in the header under ``"_a"``."""
+    header = dict(header or {})
+    bufs = []
+    if arrays:
+        spec = []
+        for k, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            spec.append([k, a.dtype.str, list(a.shape)])
+            bufs.append(memoryview(a).cast("B") if a.size else b"")
+        header["_a"] = spec
+    return [kind.encode(), json.dumps(header, separators=(",", ":")).encode()] + bufs
+
+
+def decode_parts(parts: Sequence) -> Tuple[str, dict, Dict[str, np.ndarray]]:
+    """Inverse of `encode_parts`; arrays are read-only views on the received buffers."""
+    kind = bytes(parts[0]).decode()
+    header = json.loads(bytes(parts[1]))
+    arrays = {}
+    for (k, dt, shape), buf in zip(header.pop("_a", []), parts[2:], strict=False):
+        arrays[k] = np.frombuffer(buf, dtype=np.dtype(dt)).reshape(shape)
+    return kind, header, arrays
+
+
+def encode(msg: Message) -> list:
+    """A message -> multipart frames."""
+    return encode_parts(msg.KIND.value, msg.header(), msg.arrays())
+
+
+def decode(parts: Sequence) -> Message:
+    """Multipart frames -> the typed message; ValueError for an unknown kind."""
+    entry = _BY_WIRE.get(bytes(parts[0]))
+    if entry is None:
+        raise ValueError(f"unknown message kind {bytes(parts[0])!r}")
+    _, header, arrays = decode_parts(parts)
+    return entry[1].from_wire(header, arrays)

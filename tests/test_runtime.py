@@ -1,0 +1,116 @@
+"""The supervisor's parts alone: the topology table, the profiler's queue depths from it, the
+restart policy, the stop signals, and the checks made before anything starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from trackpipe.pipeline.config import Config
+from trackpipe.pipeline.errors import ConfigError
+from trackpipe.pipeline.profiling.profiler import IN, OUT, Profiler
+from trackpipe.pipeline.runtime.inputs import check_display, check_tracker, display_mode
+from trackpipe.pipeline.runtime.signals import EarlyStop, StopSignals
+from trackpipe.pipeline.runtime.topology import Topology
+from trackpipe.pipeline.runtime.watchdog import RestartPolicy, describe_exit
+
+
+def test_topology_table():
+    t = Topology.build(infer_workers=2, sink=True)
+    assert t.names == ["capture", "infer", "track", "render", "sink"]
+    assert t.processes == ["capture", "infer", "infer.1", "track", "render", "sink"]
+    assert t.terminal == ["render", "sink"] and t.spec("track").downstream == ("render", "sink")
+    assert Topology.stage_of("infer.1") == "infer" and Topology.worker_of("infer.1") == 1
+    t = Topology.build(infer_workers=1, sink=False)
+    assert "sink" not in t and t.terminal == ["render"] and t.spec("track").downstream == ("render",)
+
+
+def test_profiler_queue_depths_follow_the_table():
+    t = Topology.build(infer_workers=2, sink=True)
+    counts = {("capture", OUT): 10, ("infer", IN): 4, ("infer.1", IN): 3, ("infer", OUT): 4, ("infer.1", OUT): 3,
+              ("track", IN): 5, ("track", OUT): 5, ("render", IN): 5, ("render", OUT): 4, ("sink", IN): 5}
+    p = Profiler(t, lambda proc, field: counts.get((proc, field), 0))
+    assert p.queue_depth("capture") == 6        # frames in flight: captured, not yet released by render
+    assert p.queue_depth("infer") == 3          # both workers' inputs together
+    assert p.queue_depth("track") == 2 and p.queue_depth("render") == 0 and p.queue_depth("sink") == 0
+    row = p.sample(p.next_sample, running=True)
+    assert set(row) == {"t", *t.names} and p.timeline == [row]
+
+
+def test_restart_policy_window():
+    now = [0.0]
+    r = RestartPolicy(2, clock=lambda: now[0])
+    assert r.allow("infer") and r.allow("infer") and not r.allow("infer") and r.allow("track")
+    now[0] = 61.0
+    assert r.allow("infer") and r.recent("infer") == 1
+    assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(3) == "exit code 3"
+
+
+def test_stop_signals_record_and_restore():
+    before = signal.getsignal(signal.SIGTERM)
+    s = StopSignals()
+    s.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert s.received == signal.SIGTERM
+    finally:
+        s.restore()
+    assert signal.getsignal(signal.SIGTERM) == before
+    early = EarlyStop()
+    early.received.append(signal.SIGINT)
+    old = signal.signal(signal.SIGINT, early)
+    try:
+        s = StopSignals()
+        s.install()                              # a Ctrl-C during start-up counts
+        assert s.received == signal.SIGINT
+        s.restore()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_tracker_options_checked_before_anything_starts():
+    c = Config()
+    c.tracker.options = {"max_age": 5}
+    check_tracker(c)
+    c.tracker.options = {"max_agee": 5}
+    with pytest.raises(ConfigError, match="tracker: .*max_agee"):
+        check_tracker(c)
+    c.tracker.name, c.tracker.options = "sorty", {}
+    with pytest.raises(ConfigError, match="tracker: unknown tracker 'sorty'"):
+        check_tracker(c)
+
+
+def test_display_modes(monkeypatch):
+    c = Config()
+    c.output.headless = True
+    assert display_mode(c) == "none"
+    c.output.headless, c.output.window = False, "on"
+    assert display_mode(c) == "window"
+    c.output.window = "off"
+    assert display_mode(c) == "none"
+    c.output.display = "mirror"
+    assert display_mode(c) == "mirror"
+    c.output.video = "x.mp4"
+    with pytest.raises(ConfigError, match="output.display mirror: the annotated video"):
+        check_display(c)
+    c.output.video, c.output.display, c.source.uri = None, "overlay", "video.mp4"
+    with pytest.raises(ConfigError, match="overlay needs a screen source"):
+        check_display(c)
+    c.output.region = [0, 0, 0, 10]
+    with pytest.raises(ConfigError, match="output.region"):
+        check_display(c)
+
+
+def test_bad_tracker_option_stops_the_run_before_any_process(yf_spec):
+    from conftest import VIDEO_360, leftovers
+    from trackpipe.pipeline.runtime.app import run_pipeline
+    c = Config()
+    c.source.uri = str(VIDEO_360)
+    c.output.headless = True
+    c.tracker.options = {"max_agee": 5}
+    res = run_pipeline(c, yf_spec)
+    assert (res.exit_code, res.outcome, res.report) == (2, "bad_input", None)
+    assert res.error.startswith("tracker: ") and "max_agee" in res.error
+    assert leftovers(os.getpid()) == []
