@@ -1,91 +1,106 @@
-"""Model flags shared by `python -m models`, run_tracker.py and run_capture.py."""
+"""Model flags shared by `python -m models`, run_tracker.py and run_capture.py, and the one
+function that turns them into a :class:`ModelSpec`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from .errors import ModelError
-from .spec import BACKENDS, PRECISIONS, ModelSpec
+from .classes import ClassesInput, split_classes
+from .errors import ModelConfigError
+from .registry import BACKENDS, PRECISIONS
+from .spec import KEYS, ModelSpec, parse_size as _parse_size
+from .zoo import DEFAULT_MODEL, ZOO
+
+# flag dests, each a ModelSpec mapping key (KEYS) of the same name; --classes is added by each
+# command itself (the pipeline's also takes the config's classes)
+FLAG_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "max_det",
+             "letterbox", "calib", "threads", "cache_dir")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'416' or '416x320' (w x h) -> (w, h)."""
+    """argparse type: '416' or '416x320' (w x h) -> (w, h)."""
     try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be N or WxH, got {text!r}")
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or any(p <= 0 or p % 32 for p in parts):
-        raise argparse.ArgumentTypeError(f"size must be positive multiples of 32, got {text!r}")
-    return parts[0], parts[1]
+        return _parse_size(text)
+    except ModelConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("size: ")) from None
 
 
-def parse_classes(text: str) -> tuple[int, ...]:
+def class_list(text: str):
+    """argparse type: 'person,car' or '0,2' -> ('person', 'car') / (0, 2); names are turned into
+    ids against the model's names file when the spec is resolved."""
     try:
-        return tuple(int(c) for c in text.split(",") if c.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"classes must be comma-separated class ids, got {text!r}")
+        return split_classes(text)
+    except ModelConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("classes: ")) from None
 
 
 def add_model_args(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """Add --model/--cfg/--weights/--names/--size/--backend/--precision/--conf/--nms/--calib.
+    """Add the model flags (--model/--cfg/--weights/--names/--size/--backend/--precision/--conf/
+    --nms/--max-det/--letterbox/--calib/--threads/--cache-dir).
 
-    With defaults=False every flag defaults to None, so a caller can tell which
-    flags were given (e.g. to override a YAML config).
+    With defaults=False every flag defaults to None, so a caller can tell which flags were
+    given (e.g. to override a YAML config); either way ModelSpec holds the defaults.
     """
-    d = (lambda v: v) if defaults else (lambda v: None)
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", help="named model (yolov4, yolov4-tiny, yolov3, yolov3-tiny), downloaded on first use")
-    g.add_argument("--cfg", type=Path, help="darknet .cfg file")
-    g.add_argument("--weights", type=Path, help="darknet .weights file")
-    g.add_argument("--names", type=Path, help="class names file, one per line")
-    g.add_argument("--size", type=parse_size, help="network input N or WxH (default: the cfg's)")
-    g.add_argument("--backend", choices=BACKENDS, default=d("auto"), help="inference backend (default auto)")
-    g.add_argument("--precision", choices=PRECISIONS, default=d("fp32"))
-    g.add_argument("--conf", type=float, default=d(0.25), help="score threshold (default 0.25)")
-    g.add_argument("--nms", type=float, default=d(0.45), help="NMS IoU threshold (default 0.45)")
-    g.add_argument("--calib", type=Path, help="INT8 calibration directory (from `python -m models calibrate`)")
-    g.add_argument("--threads", type=int, default=d(0), help="inference threads (default: all cores)")
-    g.add_argument("--cache-dir", type=Path, help="artefact cache (default ~/.cache/trackpipe)")
+    d = ModelSpec()
+    dflt = (lambda v: v) if defaults else (lambda v: None)
+    zoo = ", ".join(ZOO)
+    g = parser.add_argument_group("model (default: the zoo's %s, downloaded on first use)" % DEFAULT_MODEL)
+    g.add_argument("--model", metavar="NAME", choices=tuple(ZOO),
+                   help=f"named model, downloaded into the cache on first use and sha256-checked: {zoo} "
+                        f"(default {DEFAULT_MODEL} unless --cfg/--weights are given)")
+    g.add_argument("--cfg", type=Path, help="darknet .cfg file (with --weights, instead of --model)")
+    g.add_argument("--weights", type=Path, help="darknet .weights file matching --cfg")
+    g.add_argument("--names", type=Path, help="class names file, one per line (default: coco.names beside the cfg "
+                                              "or in ../data; the packaged COCO names for zoo models and 80-class "
+                                              "cfgs; else numbered classes)")
+    g.add_argument("--size", type=parse_size, metavar="N|WxH",
+                   help="network input, multiples of 32 (default: a zoo model's own, 320 for Yolo-Fastest and 416 "
+                        "for YOLOv3/v4; else the cfg's)")
+    g.add_argument("--backend", choices=BACKENDS, default=dflt(d.backend),
+                   help=f"inference backend (default {d.backend}: the fastest one that runs here); tf and tftrt "
+                        f"need the [tf] extra, tensorrt the [tensorrt] extra")
+    g.add_argument("--precision", choices=PRECISIONS, default=dflt(d.precision),
+                   help=f"numeric precision (default {d.precision}); int8 needs --calib; a backend refuses what "
+                        f"it cannot run, with the reason")
+    g.add_argument("--conf", type=float, default=dflt(d.conf_threshold), metavar="0..1",
+                   help=f"score threshold (default {d.conf_threshold})")
+    g.add_argument("--nms", type=float, default=dflt(d.nms_threshold), metavar="0..1",
+                   help=f"NMS IoU threshold (default {d.nms_threshold})")
+    g.add_argument("--max-det", type=int, metavar="N",
+                   help="at most N detections per frame, the highest scores (default: the detector's, 300)")
+    g.add_argument("--letterbox", action="store_true", default=dflt(d.letterbox),
+                   help="letterbox (keep aspect ratio) instead of stretching frames to the network input")
+    g.add_argument("--calib", type=Path, metavar="DIR",
+                   help="INT8 calibration directory, made by `python -m models calibrate --out DIR`")
+    g.add_argument("--threads", type=int, default=dflt(d.threads),
+                   help="inference threads (default 0: all cores of the stage)")
+    g.add_argument("--cache-dir", type=Path, metavar="DIR",
+                   help="downloads and built artefacts (default $TRACKPIPE_CACHE, else ~/.cache/trackpipe)")
 
 
-def default_names(cfg: Path) -> Optional[Path]:
-    """coco.names next to the cfg or in ../data, if there is one."""
-    for cand in (cfg.parent / "coco.names", cfg.parent.parent / "data" / "coco.names"):
-        if cand.is_file():
-            return cand
-    return None
+def args_mapping(args: argparse.Namespace) -> dict:
+    """The model flags that were given (not None), as a ModelSpec mapping."""
+    return {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
 
 
-def spec_from_args(args: argparse.Namespace, classes: Optional[Sequence[int]] = None, **overrides) -> ModelSpec:
-    """Build a ModelSpec from parsed model flags (downloads a named --model if needed)."""
-    size = getattr(args, "size", None) or (0, 0)
-    names = getattr(args, "names", None)
-    cache_dir = getattr(args, "cache_dir", None)
-    if getattr(args, "model", None):
-        if args.cfg or args.weights:
-            raise ModelError("give either --model or --cfg/--weights, not both")
-        from .zoo import resolve  # noqa: PLC0415
-
-        cfg, weights, zoo_names, default = resolve(args.model, cache_dir)
-        size = size if size != (0, 0) else (default, default)
-        names = names or zoo_names
-    else:
-        if not args.cfg or not args.weights:
-            raise ModelError("give --model NAME, or both --cfg and --weights")
-        cfg, weights = args.cfg, args.weights
-        names = names or default_names(cfg)
-    kw = dict(cfg=Path(cfg), weights=Path(weights), names=names, size=tuple(size),
-              backend=args.backend or "auto", precision=args.precision or "fp32",
-              conf_threshold=0.25 if args.conf is None else args.conf,
-              nms_threshold=0.45 if args.nms is None else args.nms,
-              classes=tuple(classes) if classes else None, calib=getattr(args, "calib", None),
-              cache_dir=cache_dir, threads=getattr(args, "threads", 0) or 0)
-    kw.update(overrides)
+def spec_from_args(args: argparse.Namespace, classes: ClassesInput = None, base: Optional[ModelSpec] = None,
+                   resolve: bool = True, **overrides) -> ModelSpec:
+    """A ModelSpec from parsed model flags over ``base`` (default: ModelSpec(), the zoo's default
+    model), with ``classes`` (ids and/or names) and field ``overrides``; resolved (files downloaded
+    or checked, class names turned into ids) unless resolve=False. Raises ModelError (one line).
+    """
+    if getattr(args, "model", None) and (getattr(args, "cfg", None) or getattr(args, "weights", None)):
+        raise ModelConfigError("give either --model or --cfg/--weights, not both")
+    data = args_mapping(args)
+    if classes is not None:
+        data["classes"] = classes
     try:
-        return ModelSpec(**kw)
-    except ValueError as e:
-        raise ModelError(str(e))
+        spec = (base or ModelSpec()).override(data, where="")
+        if overrides:
+            spec = spec.with_(**overrides)
+    except ModelConfigError as e:
+        key, sep, rest = str(e).partition(":")
+        raise ModelConfigError(f"--{key.replace('_', '-')}{sep}{rest}" if key in KEYS else str(e)) from None
+    return spec.resolve() if resolve else spec

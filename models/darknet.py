@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import ModelError, UnsupportedLayerError, WeightsError
+from .errors import ModelError, UnsupportedLayerError, WeightsError, check_file
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +271,7 @@ def build_network(sections: List[Section], size: Tuple[int, int] = (0, 0), sourc
 
 
 def load_cfg(path, size: Tuple[int, int] = (0, 0)) -> Network:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"cfg file not found: {path}")
+    path = check_file(path, "cfg file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -297,9 +295,10 @@ def read_weights(network: Network, path) -> None:
 
     Raises WeightsError naming expected vs actual bytes unless the file size is exact.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    try:
+        path = check_file(path, "weights file")
+    except ModelError as e:
+        raise WeightsError(str(e)) from None
     buf = path.read_bytes()
     header = _header_size(buf, path)
     expected = network.weights_bytes(header)

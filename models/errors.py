@@ -1,8 +1,19 @@
-"""Errors with a message fit for one line on stderr."""
+"""Errors with a message fit for one line on stderr, and the checks that raise them."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
 
 
 class ModelError(Exception):
     """A user-facing problem with a model file, cfg, weights or backend."""
+
+
+class ModelConfigError(ModelError, ValueError):
+    """A bad model setting (unknown key, value out of range, unknown class); names the key and
+    what is allowed. A ValueError too, so callers that catch ValueError keep working."""
 
 
 class UnsupportedLayerError(ModelError):
@@ -15,3 +26,57 @@ class WeightsError(ModelError):
 
 class BackendUnavailable(ModelError):
     """A backend whose library, device or version is missing."""
+
+
+class MissingExtra(BackendUnavailable, ModuleNotFoundError):
+    """A library from a pip extra of this project (tf, eval, gui, tensorrt, ...) is not installed.
+    Also a ModuleNotFoundError (``name``: the module), for handlers written for a plain import."""
+
+
+# import name -> how users know the library
+_LIBRARY = {"tensorflow": "TensorFlow", "tensorrt": "TensorRT", "PySide6": "PySide6 (Qt)",
+            "pycocotools": "pycocotools", "motmetrics": "py-motmetrics", "openvino": "OpenVINO"}
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs a pip extra of this project, as the README writes it."""
+    return f'pip install -e ".[{extra}]"'
+
+
+def require(module: str, extra: str, what: str) -> ModuleType:
+    """Import ``module`` or raise MissingExtra with one line naming the pip command, e.g.
+    ``require("tensorflow", "tf", "the tf backend")`` ->
+    'the tf backend needs TensorFlow, which is not installed: pip install -e ".[tf]"'.
+
+    Only a missing ``module`` itself is reported so; an installed library that fails to
+    import (a broken dependency of it) raises its own error.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
+            raise
+        lib = _LIBRARY.get(module.split(".")[0], module)
+        raise MissingExtra(f"{what} needs {lib}, which is not installed: {install_hint(extra)}",
+                           name=module.split(".")[0]) from None
+
+
+def check_file(path, what: str) -> Path:
+    """``path`` as a Path when it is a readable regular file, else ModelError with one line:
+    '<what> not found: P', '<what> P is a directory, not a file'."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ModelError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise ModelError(f"{what} not found: {p}")
+    return p
+
+
+def check_dir(path, what: str) -> Path:
+    """``path`` as a Path when it is a directory, else ModelError with one line."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        raise ModelError(f"{what} {p} is a file, not a directory")
+    if not p.is_dir():
+        raise ModelError(f"{what} not found: {p}")
+    return p

@@ -29,7 +29,7 @@ from typing import Iterator, List, Optional, Sequence
 import numpy as np
 
 from .darknet import Network
-from .errors import ModelError
+from .errors import ModelError, check_dir
 from .onnx_export import export_onnx, model_key
 from .preprocess import preprocess
 
@@ -187,7 +187,7 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
 
 
 def load_meta(calib_dir: Path) -> CalibMeta:
-    path = Path(calib_dir) / "meta.json"
+    path = check_dir(calib_dir, "calibration directory") / "meta.json"
     if not path.is_file():
         raise ModelError(f"{calib_dir} is not a calibration directory (no meta.json); "
                          f"create one with `python -m models calibrate`")

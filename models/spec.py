@@ -1,32 +1,125 @@
-"""What a detector is: files, input size, backend, precision and thresholds."""
+"""What a detector is: the one model configuration type, from YAML and flags to the backend.
+
+    spec = ModelSpec.from_mapping(yaml_dict["model"], base_dir=config_file.parent)  # checks keys, values
+    spec = spec.override({"backend": "onnx", "conf": 0.3})                         # e.g. from flags
+    spec = spec.resolve()            # files: zoo download / checks, names, class names -> ids
+    detector = build_detector(spec)
+
+Mapping keys are the names of the flags of ``python -m models`` (``conf``, not ``conf_threshold``):
+see :data:`KEYS`. With neither ``model`` nor ``cfg``/``weights`` the spec means the zoo's default
+model (:data:`trackpipe.models.zoo.DEFAULT_MODEL`), fetched on first use.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple, Union
 
-BACKENDS = ("auto", "onnx", "tf", "opencv", "tensorrt", "tftrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+from .classes import coco_names_path, parse_classes, read_names, split_classes
+from .errors import ModelConfigError, check_dir, check_file
+from .registry import BACKENDS, PRECISIONS
+from .zoo import DEFAULT_MODEL, ZOO
+
+__all__ = ["ModelSpec", "KEYS", "FILE_KEYS", "BACKENDS", "PRECISIONS", "parse_size", "names_for_cfg"]
+
+# mapping key (YAML key, flag name without --) -> ModelSpec field
+KEYS = {"model": "model", "cfg": "cfg", "weights": "weights", "names": "names", "size": "size",
+        "backend": "backend", "precision": "precision", "conf": "conf_threshold", "nms": "nms_threshold",
+        "classes": "classes", "max_det": "max_det", "letterbox": "letterbox", "calib": "calib",
+        "threads": "threads", "cache_dir": "cache_dir"}
+# keys whose relative paths are taken relative to the config file that names them
+FILE_KEYS = ("cfg", "weights", "names", "calib")
+
+
+def parse_size(value: Any) -> Tuple[int, int]:
+    """``320``, ``"320"``, ``"416x320"`` (w x h), ``[416, 320]`` -> (w, h); positive multiples of 32.
+    ``None`` or 0 -> (0, 0): the cfg's (or the named model's) own size."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, str):
+        try:
+            parts = [int(p) for p in value.lower().split("x")]
+        except ValueError:
+            raise ModelConfigError(f"size: expected N or WxH, got {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parts = [value]
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, int) and not isinstance(p, bool) for p in value):
+        parts = list(value)
+    else:
+        raise ModelConfigError(f"size: expected N, WxH or [W, H], got {value!r}")
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise ModelConfigError(f"size: expected N, WxH or [W, H], got {value!r}")
+    w, h = parts
+    if (w, h) == (0, 0):
+        return (0, 0)
+    if w <= 0 or h <= 0 or w % 32 or h % 32:
+        raise ModelConfigError(f"size: must be positive multiples of 32, got {w}x{h}")
+    return (w, h)
+
+
+def names_for_cfg(cfg: Path) -> Optional[Path]:
+    """The names file of a cfg given without one: coco.names beside it or in ../data, else the
+    packaged COCO names when every [yolo] layer of the cfg has 80 classes, else None (numbered)."""
+    for cand in (cfg.parent / "coco.names", cfg.parent.parent / "data" / "coco.names"):
+        if cand.is_file():
+            return cand
+    try:
+        counts = set(re.findall(r"^\s*classes\s*=\s*(\d+)", cfg.read_text(errors="replace"), re.MULTILINE))
+    except OSError:
+        return None
+    return coco_names_path() if counts == {"80"} else None
+
+
+def _path(value: Any, key: str, base_dir: Optional[Path]) -> Optional[Path]:
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ModelConfigError(f"{key}: expected a file path, got {value!r}")
+    p = Path(value).expanduser()
+    if base_dir is not None and key in FILE_KEYS and not p.is_absolute():
+        p = Path(base_dir) / p
+    return p
+
+
+def _number(value: Any, key: str, kind: type) -> Union[int, float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ModelConfigError(f"{key}: expected {'a number' if kind is float else 'an integer'}, got {value!r}")
+    return kind(value)
+
+
+def _choice(value: Any, key: str, allowed: Tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ModelConfigError(f"{key}: invalid value {value!r} (allowed: {', '.join(allowed)})")
+    return value
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to build a `Detector`.
+    """Everything needed to build a `Detector`; validated when made.
 
-    size is the network input (width, height); 0 means "as in the cfg".
-    classes: keep only these class ids (None keeps all).
+    model: a zoo name (``python -m models download --help`` lists them); None with no
+      cfg/weights: the default model. A resolved spec keeps the name beside its files.
+    size: network input (width, height); (0, 0): the cfg's, or the zoo model's default.
+    classes: keep only these classes; ids, or names until :meth:`resolve` turns them into ids.
+    max_det: at most this many detections per frame (None: the detector's default, 300).
+    calib: INT8 calibration directory (``python -m models calibrate --out DIR``).
     """
 
-    cfg: Path
-    weights: Path
+    model: Optional[str] = None
+    cfg: Optional[Path] = None
+    weights: Optional[Path] = None
     names: Optional[Path] = None
     size: Tuple[int, int] = (0, 0)
     backend: str = "auto"
     precision: str = "fp32"
     conf_threshold: float = 0.25
     nms_threshold: float = 0.45
-    classes: Optional[Tuple[int, ...]] = None
+    classes: Optional[Tuple[Union[int, str], ...]] = None
+    max_det: Optional[int] = None
     letterbox: bool = False
     calib: Optional[Path] = None
     cache_dir: Optional[Path] = None
@@ -34,17 +127,139 @@ class ModelSpec:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for k in ("cfg", "weights", "names", "calib", "cache_dir"):
+            put(k, _path(getattr(self, k), k, None))
+        put("size", parse_size(self.size))
+        put("classes", split_classes(self.classes))
+        if self.model is not None:
+            _choice(self.model, "model", tuple(ZOO))
+        if (self.cfg is None) != (self.weights is None):
+            raise ModelConfigError("cfg and weights go together: give both, or neither for a named model "
+                                   f"(default {DEFAULT_MODEL})")
+        _choice(self.backend, "backend", BACKENDS)
+        _choice(self.precision, "precision", PRECISIONS)
+        put("conf_threshold", _number(self.conf_threshold, "conf", float))
+        put("nms_threshold", _number(self.nms_threshold, "nms", float))
         if not 0.0 <= self.conf_threshold <= 1.0:
-            raise ValueError(f"conf_threshold must be in [0, 1]; got {self.conf_threshold}")
+            raise ModelConfigError(f"conf: {self.conf_threshold} is outside [0, 1]")
         if not 0.0 < self.nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold must be in (0, 1]; got {self.nms_threshold}")
+            raise ModelConfigError(f"nms: {self.nms_threshold} is outside (0, 1]")
+        if not isinstance(self.letterbox, bool):
+            raise ModelConfigError(f"letterbox: expected true or false, got {self.letterbox!r}")
+        if self.max_det is not None:
+            put("max_det", _number(self.max_det, "max_det", int))
+            if not 1 <= self.max_det <= 100_000:
+                raise ModelConfigError(f"max_det: {self.max_det} is outside [1, 100000]")
+        put("threads", _number(self.threads, "threads", int))
+        if not 0 <= self.threads <= 1024:
+            raise ModelConfigError(f"threads: {self.threads} is outside [0, 1024] (0: all cores)")
+
+    # --- mapping form (YAML, --set, JSON) -------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Optional[Mapping[str, Any]], base_dir=None, *, where: str = "model") -> "ModelSpec":
+        """A spec from a mapping with the keys of :data:`KEYS` (a YAML ``model:`` section).
+
+        Unknown keys and bad values raise ModelConfigError naming ``<where>.<key>`` and what is
+        allowed. Relative cfg/weights/names/calib paths are taken relative to base_dir (the
+        config file's folder) when given. A None value leaves that setting at its default.
+        """
+        return cls().override(data, base_dir, where=where)
+
+    def override(self, data: Optional[Mapping[str, Any]], base_dir=None, *, where: str = "model") -> "ModelSpec":
+        """This spec with the settings in ``data`` (keys of :data:`KEYS`; None values skipped).
+
+        A ``model`` replaces this spec's cfg/weights/names (unless data gives them too); a
+        ``cfg``/``weights`` replaces its model. Giving a model and cfg/weights together is an error.
+        """
+        if data is None:
+            return self
+        prefix = f"{where}." if where else ""
+        if not isinstance(data, Mapping):
+            raise ModelConfigError(f"{where or 'model'}: expected a mapping, got {data!r}")
+        unknown = [k for k in data if k not in KEYS]
+        if unknown:
+            raise ModelConfigError(f"unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(KEYS)})")
+        given = {k: v for k, v in data.items() if v is not None}
+        if "model" in given and ("cfg" in given or "weights" in given):
+            raise ModelConfigError(f"{prefix}model and {prefix}cfg/weights: give one of them, not both")
+        kw = {}
+        try:
+            for k, v in given.items():
+                if k in ("cfg", "weights", "names", "calib", "cache_dir"):
+                    v = _path(v, k, Path(base_dir) if base_dir is not None else None)
+                elif k in ("model", "backend", "precision") and not isinstance(v, str):
+                    raise ModelConfigError(f"{k}: expected a string, got {v!r}")
+                kw[KEYS[k]] = v
+            if "model" in given:
+                kw.setdefault("cfg", None)
+                kw.setdefault("weights", None)
+                kw.setdefault("names", None)
+            if "cfg" in given or "weights" in given:
+                kw["model"] = None
+            return replace(self, **kw)
+        except ModelConfigError as e:
+            raise ModelConfigError(f"{prefix}{e}") from None
+
+    def to_mapping(self) -> dict:
+        """The mapping form (YAML-safe values; ``extra`` left out): ``from_mapping(to_mapping())``
+        gives an equal spec."""
         w, h = self.size
-        if (w or h) and (w % 32 or h % 32 or w <= 0 or h <= 0):
-            raise ValueError(f"size must be positive multiples of 32; got {w}x{h}")
+        out = {}
+        for k, f in KEYS.items():
+            v = getattr(self, f)
+            if isinstance(v, Path):
+                v = str(v)
+            elif f == "size":
+                v = None if (w, h) == (0, 0) else w if w == h else [w, h]
+            elif f == "classes" and v is not None:
+                v = list(v)
+            out[k] = v
+        return out
+
+    # --- resolution: files and class names ------------------------------------------------------
+
+    @property
+    def model_name(self) -> Optional[str]:
+        """The zoo model this spec means: ``model``, or the default when no cfg/weights are given."""
+        return self.model or (DEFAULT_MODEL if self.cfg is None else None)
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.cfg is not None and (self.classes is None or all(isinstance(c, int) for c in self.classes))
+
+    def resolve(self, **download_kw) -> "ModelSpec":
+        """The spec with every file local and checked, ready for a backend:
+
+        - a named (or the default) model: cfg and weights from the cache, downloaded and
+          sha256-checked on first use (``download_kw``: timeout, progress); its default size;
+        - cfg, weights, names: regular files ('... is a directory, not a file' otherwise);
+          names defaulting to :func:`names_for_cfg`; calib: a directory;
+        - classes: names turned into ids (unknown names: an error naming the closest one).
+
+        Raises ModelError (one line). Calling it on a resolved spec only checks again.
+        """
+        kw: dict = {}
+        cfg, weights, names, size = self.cfg, self.weights, self.names, self.size
+        if cfg is None:
+            from .zoo import resolve as zoo_resolve  # noqa: PLC0415
+
+            files = zoo_resolve(self.model_name, self.cache_dir, **download_kw)
+            cfg, weights = files.cfg, files.weights
+            names = names or files.names
+            size = size if size != (0, 0) else (files.size, files.size)
+            kw["model"] = self.model_name
+        cfg = check_file(cfg, "cfg file")
+        weights = check_file(weights, "weights file")
+        names = check_file(names, "names file") if names is not None else names_for_cfg(cfg)
+        if self.calib is not None:
+            check_dir(self.calib, "calibration directory")
+        classes = parse_classes(self.classes, read_names(names) if names is not None else None)
+        return replace(self, cfg=cfg, weights=weights, names=names, size=size, classes=classes, **kw)
 
     def with_(self, **kw) -> "ModelSpec":
+        """A copy with fields replaced (field names, e.g. ``threads=2``), validated again."""
         return replace(self, **kw)

@@ -27,6 +27,23 @@ def leftovers(pid: int) -> list:
     return sorted(glob.glob(os.path.join("/dev/shm", pat)) + glob.glob(os.path.join(tempfile.gettempdir(), pat)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache():
+    """Tests never download a model: $TRACKPIPE_CACHE (unless already set) is the test runs' own
+    cache folder, seeded with the zoo's Yolo-Fastest files from ../shared/assets, sha256-checked
+    (what `python -m trackpipe.models download NAME --from FOLDER` does)."""
+    from trackpipe.models.zoo import seed
+
+    before = os.environ.get("TRACKPIPE_CACHE")
+    if not before:
+        os.environ["TRACKPIPE_CACHE"] = str(Path(tempfile.gettempdir()) / f"trackpipe-tests-{os.getuid()}")
+    for name in ("yolo-fastest-1.1-xl", "yolo-fastest-1.1"):
+        seed(name, DARKNET / "yolo-fastest-1.1_coco")
+    yield Path(os.environ["TRACKPIPE_CACHE"])
+    if not before:
+        os.environ.pop("TRACKPIPE_CACHE", None)
+
+
 @pytest.fixture
 def yf_spec():
     from trackpipe.models.spec import ModelSpec

@@ -280,10 +280,9 @@ class MarsSmall128Encoder(Encoder):
         p = _require_file(path, "DeepSORT appearance model (mars-small128.pb)",
                           "Download it from the nwojke/deep_sort resources "
                           "(resources/networks/mars-small128.pb) and pass its path.")
-        try:
-            import tensorflow as tf
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise ImportError("MarsSmall128Encoder needs TensorFlow (pip install tensorflow-cpu)") from exc
+        from trackpipe.models.errors import require
+
+        tf = require("tensorflow", "tf", "the DeepSORT appearance model (mars-small128.pb)")
         graph_def = tf.compat.v1.GraphDef()
         try:
             graph_def.ParseFromString(p.read_bytes())
