@@ -39,7 +39,7 @@ from trackpipe.models.factory import build_detector  # noqa: E402
 from trackpipe.models.spec import ModelSpec  # noqa: E402
 from trackpipe.pipeline.events import Line, ZoneLineCounter  # noqa: E402
 from trackpipe.pipeline.events.draw import ZoneLineAnnotator  # noqa: E402
-from trackpipe.trackers.base import build_tracker  # noqa: E402
+from trackpipe.trackers.factory import build_tracker  # noqa: E402
 
 ASSETS = (REPO / ".." / "shared" / "assets").resolve()
 VIDEO = ASSETS / "video" / "traffic-cars.mp4"

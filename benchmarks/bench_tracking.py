@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tracking.py [--repeats 5] [--per-seq] [--sweep] [--reid] [--crowd]
 
-Modes (``trackers.base.build_tracker`` presets): ``hybrid`` (the default; its parameters come
+Modes (``trackers.factory.build_tracker`` presets): ``hybrid`` (the default; its parameters come
 from ``bench_tracking_cv.py``, so its figures here are in-sample: the cross-validated ones are
 that script's), ``sort-ref`` (abewley/sort settings:
 max_age=1, min_hits=3, IoU 0.3; the baseline), ``sort-mot15`` (best motion-only
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trackpipe.trackers import mot  # noqa: E402
-from trackpipe.trackers.base import build_tracker  # noqa: E402
+from trackpipe.trackers.factory import build_tracker  # noqa: E402
 
 ASSETS = REPO / ".." / "shared" / "assets"
 MODES = ["hybrid", "sort-ref", "sort-mot15", "bytetrack-mot15", "deepsort-mot15", "deepsort-byte-mot15",

@@ -62,7 +62,7 @@ def grid() -> list[dict]:
 def build(cfg: dict, score_floor: float, max_predict: int = TRACK_MAX_PREDICT):
     import dataclasses
 
-    from trackpipe.trackers.base import build_tracker
+    from trackpipe.trackers.factory import build_tracker
     from trackpipe.trackers.hybrid import HYBRID_KALMAN
 
     oc = cfg["oc"]

@@ -92,7 +92,7 @@ def detect_video(video: Path):
 
 
 def build(name: str, overrides: dict):
-    from trackpipe.trackers.base import build_tracker
+    from trackpipe.trackers.factory import build_tracker
 
     if name.startswith("hybrid"):
         return build_tracker(name, **{"score_floor": CONF, **overrides})

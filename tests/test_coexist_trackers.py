@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     import supervision as sv
     import trackpipe.trackers                         # ours
     from trackpipe.models.types import Detections
-    from trackpipe.trackers.base import build_tracker
+    from trackpipe.trackers.factory import build_tracker
 
     boxes = [np.array([[10 + 2 * t, 20, 60 + 2 * t, 90], [200, 50 - t, 260, 130 - t]], np.float32)
              for t in range(8)]

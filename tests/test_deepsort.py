@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trackpipe.models.types import Detections
-from trackpipe.trackers.base import build_tracker
+from trackpipe.trackers.factory import build_tracker
 from trackpipe.trackers.deepsort import DeepSortConfig, DeepSortTracker
 from trackpipe.trackers.encoders import (HistogramEncoder, MarsSmall128Encoder, OnnxReidEncoder,
                                build_encoder, mars_patch_boxes, sample_patches)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trackpipe.trackers import mot
-from trackpipe.trackers.base import build_tracker
+from trackpipe.trackers.factory import build_tracker
 
 REPO = Path(__file__).resolve().parents[1]
 MOT = REPO / ".." / "shared" / "assets" / "mot"

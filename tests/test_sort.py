@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trackpipe.models.types import Detections, Tracks
-from trackpipe.trackers.base import build_tracker
+from trackpipe.trackers.factory import build_tracker
 from trackpipe.trackers.sort import SortConfig, SortTracker
 
 

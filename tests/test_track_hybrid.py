@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from trackpipe.models.types import Detections, Tracks, to_xyah
 from trackpipe.trackers import kalman
-from trackpipe.trackers.base import build_tracker
+from trackpipe.trackers.factory import build_tracker
 from trackpipe.trackers.hybrid import HybridConfig, HybridTracker
 from trackpipe.trackers.interpolate import INTERPOLATED, OBSERVED, PREDICTED, interpolate_gaps
 from trackpipe.trackers.lifecycle import LifecycleLog

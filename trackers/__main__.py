@@ -82,7 +82,7 @@ def format_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import mot
-    from .base import build_tracker
+    from .factory import build_tracker
 
     overrides = _parse_set(args.set or [])
     try:
@@ -127,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .base import TRACKER_NAMES
+    from .factory import TRACKER_NAMES
 
     parser = argparse.ArgumentParser(prog="python -m trackers", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

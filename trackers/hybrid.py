@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields
+from typing import Optional
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment

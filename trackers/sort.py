@@ -46,7 +46,7 @@ class SortConfig:
     """SORT settings.
 
     The defaults (= the ``sort`` preset) are detector-agnostic: every detection may start a
-    track. The ``sort-mot15`` preset of :func:`trackers.base.build_tracker` adds the score
+    track. The ``sort-mot15`` preset of :func:`trackers.factory.build_tracker` adds the score
     thresholds measured best on the seven MOT15 sequences (``det_thresh=0.75,
     new_track_thresh=0.97``: scores of the Faster R-CNN detections shipped with them, so
     retune them for another detector); ``sort-ref`` gives abewley/sort's own settings.

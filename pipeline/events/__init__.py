@@ -8,7 +8,8 @@ See docs/events.md.
 
 from .config import EventConfigError, Line, MqttConfig, WebhookConfig, Zone, check_cameras, parse_shapes
 from .counter import ZoneLineCounter, count_rows
+from .dispatch import Dispatcher
 from .schema import Event, LineCross, ZoneEnter, ZoneExit
 
 __all__ = ["EventConfigError", "Line", "MqttConfig", "WebhookConfig", "Zone", "check_cameras", "parse_shapes",
-           "ZoneLineCounter", "count_rows", "Event", "LineCross", "ZoneEnter", "ZoneExit"]
+           "ZoneLineCounter", "count_rows", "Dispatcher", "Event", "LineCross", "ZoneEnter", "ZoneExit"]

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -302,56 +302,3 @@ class Delivery:
     def _closed(self) -> None:
         """After the worker stopped (in the caller's thread; ``self._close_deadline`` is when
         ``close`` should return)."""
-
-
-class Dispatcher:
-    """Offers each event to several targets (MQTT, webhooks); each keeps its own queue, so a
-    dead target never delays the others."""
-
-    def __init__(self, targets: Iterable[Delivery] = ()):
-        self.targets: List[Delivery] = list(targets)
-
-    @classmethod
-    def from_config(cls, mqtt=None, webhooks: Iterable = ()) -> "Dispatcher":
-        """An optional :class:`MqttConfig` and :class:`WebhookConfig` s -> targets (not started:
-        call ``start()`` inside the process that delivers)."""
-        targets: List[Delivery] = []
-        if mqtt is not None:
-            from .mqtt import MqttPublisher
-            targets.append(MqttPublisher(mqtt))
-        for w in webhooks:
-            from .webhook import WebhookSender
-            targets.append(WebhookSender(w))
-        return cls(targets)
-
-    def offer_snapshot(self, camera: str, jpeg: bytes) -> None:
-        """A JPEG to the targets that take snapshots (MQTT with ``snapshots: true``)."""
-        for t in self.targets:
-            if getattr(getattr(t, "config", None), "snapshots", False):
-                t.offer_snapshot(camera, jpeg)
-
-    def publish_counts(self, counts: dict) -> None:
-        """A ``ZoneLineCounter.counts()`` snapshot to the targets that keep counts (MQTT)."""
-        for t in self.targets:
-            if hasattr(t, "publish_counts"):
-                t.publish_counts(counts)
-
-    def start(self) -> "Dispatcher":
-        for t in self.targets:
-            t.start()
-        return self
-
-    def offer(self, event: Any) -> bool:
-        """True when every target queued it without dropping anything."""
-        ok = True
-        for t in self.targets:
-            ok = t.offer(event) and ok
-        return ok
-
-    def stats(self) -> List[DeliveryStats]:
-        return [t.stats() for t in self.targets]
-
-    def close(self, timeout: float = 5.0) -> List[DeliveryStats]:
-        """Closes the targets one after the other within ``timeout`` seconds in all."""
-        deadline = time.monotonic() + timeout
-        return [t.close(max(0.0, deadline - time.monotonic())) for t in self.targets]
