@@ -35,7 +35,9 @@ def cmd_detect(args) -> int:
     from .factory import build_detector  # noqa: PLC0415
 
     img = _read_image(args.image)
-    with build_detector(spec_from_args(args, args.classes)) as det:
+    spec = spec_from_args(args, args.classes)
+    with build_detector(spec, probe_frames=[img]) as det:  # auto judges reduced precision on this image
+        log.info("detector: %s", det.describe())
         dets = det.detect(img)
         rows = [{"class_id": int(c), "class_name": det.names[c], "score": round(float(s), 5),
                  "xyxy": [round(float(v), 2) for v in b]} for b, s, c in zip(dets.xyxy, dets.score, dets.class_id)]
@@ -47,9 +49,11 @@ def cmd_detect(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .errors import require  # noqa: PLC0415
     from .evaluate import evaluate_coco  # noqa: PLC0415
     from .factory import build_detector  # noqa: PLC0415
 
+    require("pycocotools", "eval", "python -m models evaluate")  # the [eval] extra
     spec = spec_from_args(args, args.classes)
     with build_detector(spec) as det:
         result = evaluate_coco(det, args.coco_json, args.images, limit=args.limit)
@@ -63,10 +67,13 @@ def cmd_evaluate(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench_backends, format_table  # noqa: PLC0415
 
+    from .quantize import read_calibration_frames  # noqa: PLC0415
+
     spec = spec_from_args(args)
     image = _read_image(args.image) if args.image else None
+    probe = read_calibration_frames(str(args.probe), 12) if args.probe else ([image] if image is not None else None)
     results = bench_backends(spec, args.backends.split(","), args.precisions.split(","), args.seconds, image,
-                             batch=args.batch)
+                             batch=args.batch, probe_frames=probe)
     print(format_table(results))
     print(json.dumps(results))
     return 0
@@ -95,10 +102,10 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .zoo import resolve  # noqa: PLC0415
+    from .zoo import resolve, seed  # noqa: PLC0415
 
-    cfg, weights, names, _ = resolve(args.name, args.cache_dir)
-    print(f"{cfg}\n{weights}\n{names}")
+    files = seed(args.name, args.src, args.cache_dir) if args.src else resolve(args.name, args.cache_dir)
+    print(f"{files.cfg}\n{files.weights}\n{files.names}")
     return 0
 
 
@@ -108,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def classes_arg(sp):
-        from .cli_args import parse_classes  # noqa: PLC0415
-        sp.add_argument("--classes", type=parse_classes, help="keep only these class ids, e.g. 0,2")
+        from .cli_args import class_list  # noqa: PLC0415
+        sp.add_argument("--classes", type=class_list, metavar="CLASSES",
+                        help="keep only these classes: names or ids, comma separated, e.g. person,car or 0,2")
 
     d = sub.add_parser("detect", help="detect objects in one image")
     add_model_args(d)
@@ -128,11 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="detector throughput per backend, side by side in one run")
     add_model_args(b)
-    b.add_argument("--backends", default="onnx,tf,opencv")
-    b.add_argument("--precisions", default="fp32")
-    b.add_argument("--seconds", type=float, default=10.0)
-    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--backends", default="onnx,tf,opencv",
+                   help="comma-separated: onnx, openvino, tf, opencv, tensorrt, tftrt; 'auto' adds the measured "
+                        "choice as its own entry (with the pair it chose); 'all': every backend/precision pair "
+                        "(default onnx,tf,opencv)")
+    b.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, int8, fp16 (default fp32)")
+    b.add_argument("--seconds", type=float, default=10.0, help="measuring time per entry (default 10)")
+    b.add_argument("--batch", type=int, default=1, help="frames per inference call (default 1)")
     b.add_argument("--image", type=Path, help="input image (default: a synthetic frame)")
+    b.add_argument("--probe", type=Path, metavar="SOURCE",
+                   help="real frames (video, image folder) on which auto checks bf16/int8 against fp32 "
+                        "(default: --image, else the --calib source; without any, auto considers fp32 only)")
     b.set_defaults(fn=cmd_bench)
 
     x = sub.add_parser("convert", help="write ONNX, SavedModel, TF-TRT or TensorRT artefacts")
@@ -151,9 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True)
     c.set_defaults(fn=cmd_calibrate)
 
-    w = sub.add_parser("download", help="fetch a named model into the cache")
-    w.add_argument("name")
-    w.add_argument("--cache-dir", type=Path)
+    from .zoo import DEFAULT_MODEL, ZOO  # noqa: PLC0415
+
+    w = sub.add_parser("download", help="fetch a named model into the cache (sha256-checked)",
+                       description="models: " + "; ".join(f"{n} ({e.about})" for n, e in ZOO.items()))
+    w.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=tuple(ZOO), metavar="NAME",
+                   help=f"model name (default {DEFAULT_MODEL})")
+    w.add_argument("--from", dest="src", type=Path, metavar="FOLDER",
+                   help="copy the model's upstream files from this folder instead of downloading "
+                        "(offline machines, CI); same size and sha256 checks")
+    w.add_argument("--cache-dir", type=Path, metavar="DIR", help="default $TRACKPIPE_CACHE, else ~/.cache/trackpipe")
     w.set_defaults(fn=cmd_download)
     return p
 

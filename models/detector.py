@@ -9,7 +9,7 @@ from typing import List, Sequence
 import numpy as np
 
 from .darknet import Network
-from .postprocess import decode_heads, nms_detections
+from .postprocess import MAX_CANDIDATES, MAX_DET, postprocess
 from .preprocess import Letterbox, preprocess
 from .spec import ModelSpec
 from .types import Detections
@@ -22,7 +22,12 @@ class Detector(ABC):
 
     Subclasses implement `infer(blob)`: blob (B, 3, H, W) float32 RGB in [0, 1] ->
     one raw head tensor per yolo layer, each (B, A*(5+C), h, w) float32 (NCHW, the
-    output of the convolution feeding the yolo layer). Decoding and NMS are shared.
+    output of the convolution feeding the yolo layer), for any B >= 1. Decoding and
+    NMS are shared (`postprocess.postprocess`).
+
+    max_det: at most this many detections per frame after NMS (spec.max_det, or
+    spec.extra["max_det"]; default 300); max_candidates: (box, class) pairs entering
+    NMS (spec.extra["max_candidates"]; default 10,000).
     """
 
     name = "base"
@@ -32,6 +37,19 @@ class Detector(ABC):
         self.network = network
         self.names = names
         self.input_size = network.input_size  # (w, h)
+        extra = getattr(spec, "extra", None) or {}
+        max_det = getattr(spec, "max_det", None)
+        self.max_det = int(max_det if max_det is not None else extra.get("max_det", MAX_DET))
+        self.max_candidates = int(extra.get("max_candidates", MAX_CANDIDATES))
+        self.choice = None  # set by the factory when `auto` chose this detector (an auto.Choice)
+
+    @property
+    def precision(self) -> str:
+        return getattr(self.spec, "precision", "fp32")
+
+    def describe(self) -> str:
+        """'<backend>-<precision>', e.g. 'openvino-bf16': what runs, for logs and the profile."""
+        return f"{self.name}-{self.precision}"
 
     @abstractmethod
     def infer(self, blob: np.ndarray) -> List[np.ndarray]:
@@ -41,19 +59,20 @@ class Detector(ABC):
         return preprocess(frames, self.input_size, letterbox=self.spec.letterbox)
 
     def postprocess(self, heads: List[np.ndarray], boxes: List[Letterbox]) -> List[Detections]:
-        out = []
-        for b, lb in enumerate(boxes):
-            dets = decode_heads([h[b] for h in heads], self.network.yolo_layers, self.input_size,
-                                lb, self.spec.conf_threshold)
-            out.append(nms_detections(dets, self.spec.nms_threshold, self.spec.classes))
-        return out
+        """Raw heads of a batch [(B, A*(5+C), h, w), ...] -> one Detections per frame."""
+        return [postprocess([h[b] for h in heads], self.network.yolo_layers, self.input_size, lb,
+                            self.spec.conf_threshold, self.spec.nms_threshold, self.spec.classes,
+                            self.max_det, self.max_candidates)
+                for b, lb in enumerate(boxes)]
 
     def detect(self, frame_bgr: np.ndarray) -> Detections:
         """frame_bgr (H, W, 3) uint8 -> Detections in frame pixels."""
         return self.detect_batch([frame_bgr])[0]
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> List[Detections]:
-        if not frames:
+        """N BGR uint8 frames (each (H_i, W_i, 3), sizes may differ) -> N Detections, in order,
+        from one `infer` call on a (N, 3, h, w) blob. N = 0 -> []."""
+        if len(frames) == 0:
             return []
         blob, boxes = self.preprocess(frames)
         return self.postprocess(self.infer(blob), boxes)

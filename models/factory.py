@@ -1,64 +1,67 @@
-"""Build a `Detector` from a `ModelSpec`; backends are imported only when chosen."""
+"""Build a `Detector` from a `ModelSpec`; backends are imported only when chosen.
+
+`backend: auto` and/or `precision: auto` are a measured choice (`auto.choose`): on the
+first use of a (model, input size, CPU, library versions, request) the available
+backend/precision pairs are timed side by side, reduced precisions are kept only when
+their detections agree with fp32's on real frames, and the winner is cached.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
+import numpy as np
+
+from .backends import _BACKENDS, backend_class, build_one  # noqa: F401  (re-exported)
+from .classes import read_names
 from .darknet import Network, load_network
-from .errors import BackendUnavailable, ModelError
+from .errors import BackendUnavailable
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-# backend name -> (module, class); `auto` tries these in order.
-_BACKENDS = {
-    "tensorrt": ("trackpipe.models.backends.tensorrt_backend", "TensorRTDetector"),
-    "tftrt": ("trackpipe.models.backends.tftrt_backend", "TFTRTDetector"),
-    "onnx": ("trackpipe.models.backends.onnx_backend", "OnnxDetector"),
-    "tf": ("trackpipe.models.backends.tf_backend", "TFDetector"),
-    "opencv": ("trackpipe.models.backends.opencv_backend", "OpenCVDetector"),
-}
-# tensorrt gives up in milliseconds without the library or a GPU; tftrt stays out of auto
-# (probing it imports TensorFlow, seconds) and native TensorRT is the faster of the two anyway.
-_AUTO_ORDER = ("tensorrt", "onnx", "opencv")
+def _resolved(spec: ModelSpec) -> ModelSpec:
+    """Files downloaded or checked, names defaulted, class names as ids (idempotent, cheap)."""
+    return spec.resolve() if hasattr(spec, "resolve") else spec
 
 
-def read_names(path: Optional[Path], num_classes: int) -> List[str]:
-    """Class names, one per line; numbered names when no file is given."""
-    if path is None:
-        return [str(i) for i in range(num_classes)]
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"names file not found: {path}")
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    if len(names) < num_classes:
-        raise ModelError(f"{path}: {len(names)} names but the cfg has {num_classes} classes")
-    return names
+def build_detector(spec: ModelSpec, network: Optional[Network] = None,
+                   probe_frames: Optional[Sequence[np.ndarray]] = None):
+    """Load cfg + weights and return a ready `Detector`.
 
-
-def backend_class(name: str):
-    if name not in _BACKENDS:
-        raise BackendUnavailable(f"the {name} backend is not available in this build; available: "
-                                 f"{', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)
-
-
-def build_detector(spec: ModelSpec, network: Optional[Network] = None):
-    """Load cfg + weights and return a ready `Detector` of the requested backend."""
+    backend/precision `auto`: `auto.choose` measures (or reads from its cache) the fastest
+    pair whose accuracy holds; probe_frames: real BGR frames to judge reduced precision on
+    (else spec.extra["auto_probe"], a video/folder/image path, else the calibration's
+    frames). The returned detector's `describe()` names the pair, `choice` says why.
+    """
+    spec = _resolved(spec)
     network = network or load_network(spec.cfg, spec.weights, spec.size)
     names = read_names(spec.names, network.num_classes)
-    if spec.backend != "auto":
-        return backend_class(spec.backend)(spec, network, names)
-    errors = []
-    for name in _AUTO_ORDER:
-        try:
-            det = backend_class(name)(spec.with_(backend=name), network, names)
-            log.info("backend auto -> %s", name)
-            return det
-        except BackendUnavailable as e:
-            errors.append(f"{name}: {e}")
-    raise BackendUnavailable("no backend available: " + "; ".join(errors))
+    if spec.backend != "auto" and spec.precision != "auto":
+        return build_one(spec, network, names)
+    if spec.backend == "auto":
+        gpu = _try_tensorrt(spec, network, names)
+        if gpu is not None:
+            return gpu
+    from .auto import choose  # noqa: PLC0415
+
+    choice = choose(spec, network, probe_frames)
+    det = build_one(spec.with_(backend=choice.backend, precision=choice.precision), network, names)
+    det.choice = choice
+    # a fresh measurement is news (WARNING); a cached or forced choice is named at INFO (-v), and by describe()
+    log.log(logging.WARNING if choice.measured and not choice.cached else logging.INFO, "%s: auto -> %s",
+            network.cfg_path.name if network.cfg_path else "model", choice.summary())
+    return det
+
+
+def _try_tensorrt(spec: ModelSpec, network: Network, names: List[str]):
+    """An NVIDIA GPU beats every CPU path: TensorRT when it runs here (fp16 for precision auto)."""
+    precision = "fp16" if spec.precision in ("auto", "bf16") else spec.precision
+    try:
+        det = build_one(spec.with_(backend="tensorrt", precision=precision), network, names)
+    except BackendUnavailable as e:
+        log.info("auto: tensorrt not used (%s)", e)
+        return None
+    log.warning("auto -> %s (NVIDIA GPU)", det.describe())
+    return det

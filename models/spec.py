@@ -12,6 +12,7 @@ model (:data:`trackpipe.models.zoo.DEFAULT_MODEL`), fetched on first use.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,7 +82,7 @@ def _path(value: Any, key: str, base_dir: Optional[Path]) -> Optional[Path]:
         raise ModelConfigError(f"{key}: expected a file path, got {value!r}")
     p = Path(value).expanduser()
     if base_dir is not None and key in FILE_KEYS and not p.is_absolute():
-        p = Path(base_dir) / p
+        p = Path(os.path.normpath(Path(base_dir) / p))
     return p
 
 

@@ -77,9 +77,27 @@ def test_bad_inputs_one_line_each(tmp_path):
     junk.write_bytes(b"not an image")
     _assert_one_line_error(run("detect", *MODEL, "--image", junk), "cannot decode image")
     _assert_one_line_error(run("detect", *MODEL, "--image", tmp_path / "missing.jpg"), "image not found")
-    _assert_one_line_error(run("detect", "--image", img), "give --model NAME, or both --cfg and --weights")
+    _assert_one_line_error(run("detect", "--cfg", str(FASTEST_XL_CFG), "--image", img), "cfg and weights go together")
 
 
 def test_unknown_backend_is_a_usage_error():
     r = run("detect", *MODEL, "--image", IMAGES / "dog.jpg", "--backend", "cuda")
     assert r.returncode == 2 and "invalid choice: 'cuda'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_detect_flood_is_capped(tmp_path):
+    """Random-weight yolov4-tiny at conf 0.25 (~150,000 candidates on dog.jpg): at most 300 detections,
+    the best scores; --max-det changes the cap."""
+    from trackpipe.models.darknet import load_cfg, write_random_weights
+
+    weights = tmp_path / "tiny.weights"
+    write_random_weights(load_cfg(CFG / "yolov4-tiny.cfg"), weights)
+    args = ("detect", "--cfg", CFG / "yolov4-tiny.cfg", "--weights", weights, "--names", NAMES, "--size", "416",
+            "--image", IMAGES / "dog.jpg", "--backend", "onnx", "--json")
+    for extra, cap in (((), 300), (("--max-det", "50"), 50)):
+        r = run(*args, *extra)
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(r.stdout.strip().splitlines()[-1])
+        assert len(rows) == cap
+        scores = [d["score"] for d in rows]
+        assert scores == sorted(scores, reverse=True)

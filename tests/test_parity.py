@@ -1,4 +1,4 @@
-"""Parity of the tf and onnx backends with OpenCV's darknet importer (the oracle).
+"""Parity of the tf, onnx and openvino (fp32) backends with OpenCV's darknet importer (the oracle).
 
 Real Yolo-Fastest-1.1-xl weights at 320, and random-valued weight files written
 in darknet layout for yolov4 (416, 608) and yolov4-tiny (416): raw head outputs
@@ -66,7 +66,7 @@ def test_backends_match_opencv(weight_files, name, size):
         oracle = build_detector(spec, network)
     ref_dets = oracle.detect(img)
     assert len(ref_dets) > 0
-    for backend in ("onnx", "tf"):
+    for backend in ("onnx", "openvino", "tf"):
         det = build_detector(spec.with_(backend=backend), network)
         heads = det.infer(blob)
         assert [h.shape for h in heads] == [h.shape for h in ref_heads]

@@ -76,5 +76,5 @@ class OpenCVDetector(Detector):
                                                self.spec.conf_threshold, self.spec.nms_threshold)
                 dets = dets[np.asarray(keep, np.int64).reshape(-1)]
                 dets = dets[np.argsort(-dets.score, kind="stable")]
-            out.append(dets)
+            out.append(dets[:self.max_det] if self.max_det > 0 else dets)
         return out

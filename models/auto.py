@@ -1,0 +1,378 @@
+"""`--backend auto` / `--precision auto`: the fastest backend/precision pair whose accuracy holds.
+
+On first use of a (model files, input size, CPU, library versions, request, thresholds):
+
+1. candidates: the CPU pairs the request allows, those that build here:
+   onnx-fp32 (always, as the baseline when the backend is auto), openvino-fp32,
+   openvino-bf16 (CPU with AVX512-BF16 or AMX), onnx-int8 and openvino-int8 (only with a
+   calibration directory, spec.calib);
+2. accuracy, without labels: a reduced-precision pair (bf16, int8) runs on real frames
+   (the probe: frames given by the caller, spec.extra["auto_probe"], or the calibration's
+   own frames) beside fp32, and fp32's detections are its ground truth: F1 of the boxes
+   matched one-to-one (same class, IoU >= 0.5) must reach `MIN_AGREEMENT`. Without real
+   frames no reduced precision is a candidate. fp32 pairs need no check (the parity
+   tests hold every fp32 backend within 1e-4 of OpenCV);
+3. speed: every remaining pair runs `infer` on a real frame (batch 1) in interleaved
+   slices for about `seconds`; the medians decide. A pair must beat the baseline
+   (onnx-fp32) by `MIN_GAIN` to replace it, so noise never picks something slower;
+4. the choice, with every measured figure, is cached as JSON under <cache>/auto/. An
+   entry that cannot be read, or was measured for other files, CPU, library versions
+   or settings, is re-measured after one warning line; it is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .cpu import cpu_info
+from .darknet import Network
+from .errors import BackendUnavailable, ModelError
+from .onnx_export import default_cache_dir, file_sha256, model_key
+from .types import Detections
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+MIN_AGREEMENT = 0.88  # tolerant F1 vs fp32 on real frames (README): precisions that keep COCO AP50 score
+#                       0.905-1.0 on Yolo-Fastest, int8 that loses 0.05-0.07 AP50 scores 0.766-0.857
+MIN_REF_BOXES = 10     # fewer fp32 boxes on the probe frames: too little evidence, not chosen
+JUDGE_CONF = 0.25      # judge at the spec's threshold, or at this one when it is lower
+JUDGE_SLACK = 0.05     # the tolerant sets: this much below the judging threshold,
+JUDGE_DEPTH = 3        # and this many times max_det boxes
+MIN_GAIN = 1.05       # a pair replaces the baseline only when this much faster
+IOU_MATCH = 0.5
+PROBE_FRAMES = 12
+DEFAULT_SECONDS = 6.0
+CPU_PAIRS = (("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("onnx", "int8"), ("openvino", "int8"))
+BASELINE = ("onnx", "fp32")
+
+
+@dataclass
+class Choice:
+    """What auto chose and why. measured: '<backend>-<precision>' -> {"fps", "agreement", "error"}."""
+
+    backend: str
+    precision: str
+    fps: float = 0.0
+    baseline_fps: float = 0.0
+    measured: Dict[str, Dict] = field(default_factory=dict)
+    probe: str = ""
+    cached: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    def speedup(self) -> float:
+        return round(self.fps / self.baseline_fps, 2) if self.baseline_fps else 1.0
+
+    def summary(self) -> str:
+        if not self.measured:
+            return f"{self.label} (the only pair the request allows)"
+        how = "cached choice" if self.cached else "measured"
+        base = f", {self.speedup():.2f}x {'-'.join(BASELINE)}" if self.baseline_fps else ""
+        return f"{self.label} ({how}: {self.fps:.1f} FPS{base})"
+
+
+# --- accuracy without labels --------------------------------------------------------------
+
+def agreement(ref: Sequence[Detections], cand: Sequence[Detections], iou: float = IOU_MATCH,
+              ref_all: Optional[Sequence[Detections]] = None,
+              cand_all: Optional[Sequence[Detections]] = None) -> Dict[str, float]:
+    """Box-level agreement of `cand` with `ref` (fp32, taken as ground truth), over frames.
+
+    recall: the share of `ref`'s boxes that `cand_all` has (same class, IoU >= iou, one-to-one,
+    greedy by score); precision: the share of `cand`'s boxes that `ref_all` has. `*_all` are
+    the same detector's boxes at a slightly lower threshold and a deeper max_det cap (by
+    default `ref`/`cand` themselves), so a score that moves across the threshold or the cap
+    by a rounding is not a disagreement. Returns precision, recall, F1, ref_boxes.
+    """
+    ref_all = ref if ref_all is None else ref_all
+    cand_all = cand if cand_all is None else cand_all
+    hit_r = sum(_matched(r, c, iou) for r, c in zip(ref, cand_all))
+    hit_c = sum(_matched(c, r, iou) for c, r in zip(cand, ref_all))
+    n_ref, n_cand = sum(len(r) for r in ref), sum(len(c) for c in cand)
+    if n_ref == 0 and n_cand == 0:
+        return {"precision": 1.0, "recall": 1.0, "f1": 1.0, "ref_boxes": 0}
+    p = hit_c / n_cand if n_cand else 0.0
+    r = hit_r / n_ref if n_ref else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4), "ref_boxes": n_ref}
+
+
+def _matched(a: Detections, b: Detections, iou: float) -> int:
+    """How many boxes of `a` have a partner in `b`: same class, IoU >= iou, one-to-one,
+    greedy in `a`'s score order."""
+    from .postprocess import box_iou  # noqa: PLC0415
+
+    if not len(a) or not len(b):
+        return 0
+    hits = 0
+    for c in np.intersect1d(a.class_id, b.class_id):
+        ia, ib = np.flatnonzero(a.class_id == c), np.flatnonzero(b.class_id == c)
+        m = box_iou(a.xyxy[ia].astype(np.float64), b.xyxy[ib].astype(np.float64))
+        used = np.zeros(len(ib), bool)
+        for i in np.argsort(-a.score[ia], kind="stable"):
+            row = np.where(used, -1.0, m[i])
+            j = int(np.argmax(row))
+            if row[j] >= iou:
+                used[j] = True
+                hits += 1
+    return hits
+
+
+def judge(ref_det, cand_det, frames: Sequence[np.ndarray]) -> Dict[str, float]:
+    """`agreement` of two detectors of one model on real frames, from one inference each per
+    frame: judged at the spec's threshold, or at JUDGE_CONF when that is lower (more boxes,
+    more evidence), with the max_det cap; the tolerant sets at JUDGE_SLACK lower, with
+    JUDGE_DEPTH x max_det boxes."""
+    from .postprocess import postprocess  # noqa: PLC0415
+
+    spec, net = ref_det.spec, ref_det.network
+    conf = min(spec.conf_threshold, JUDGE_CONF)
+    lo = max(conf - JUDGE_SLACK, 1e-4)
+    sets = {k: [] for k in ("ref", "cand", "ref_all", "cand_all")}
+    for f in frames:
+        blob, (lb,) = ref_det.preprocess([f])
+        for name, det in (("ref", ref_det), ("cand", cand_det)):
+            heads = [h[0] for h in det.infer(blob)]
+            args = (heads, net.yolo_layers, det.input_size, lb)
+            sets[name].append(postprocess(*args, conf, spec.nms_threshold, spec.classes, det.max_det,
+                                          det.max_candidates))
+            sets[f"{name}_all"].append(postprocess(*args, lo, spec.nms_threshold, spec.classes,
+                                                   JUDGE_DEPTH * det.max_det, det.max_candidates))
+    return agreement(sets["ref"], sets["cand"], ref_all=sets["ref_all"], cand_all=sets["cand_all"])
+
+
+def probe_frames_for(spec, network: Network, given: Optional[Sequence[np.ndarray]]) -> Tuple[List[np.ndarray], str]:
+    """Real frames to judge reduced precision on, and where they came from ('' if none)."""
+    from .quantize import read_calibration_frames  # noqa: PLC0415
+
+    if given is not None and len(given):
+        return list(given)[:PROBE_FRAMES], f"{len(given)} given frames"
+    source = (spec.extra or {}).get("auto_probe")
+    if not source and spec.calib is not None:
+        from .quantize import checked_meta  # noqa: PLC0415
+
+        source = checked_meta(spec, network).source
+    if not source:
+        return [], ""
+    path = Path(str(source))
+    if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        import cv2  # noqa: PLC0415
+
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        return ([img], str(path)) if img is not None else ([], "")
+    try:
+        frames = read_calibration_frames(str(source), PROBE_FRAMES)
+    except ModelError as e:
+        log.warning("auto: cannot read probe frames from %s (%s)", source, e)
+        return [], ""
+    return frames, f"{source} ({len(frames)} frames)"
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+def _versions() -> Dict[str, str]:
+    import importlib.metadata as md  # noqa: PLC0415
+
+    out = {}
+    for dist in ("onnxruntime", "openvino", "nncf", "numpy", "opencv-python"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = ""
+    return out
+
+
+def cache_fields(spec, network: Network, probe: bool) -> Dict:
+    """Everything the measurement depends on; a cached entry is used only when all are equal."""
+    from .backends.openvino_backend import cpu_threads  # noqa: PLC0415  (no openvino import)
+
+    calib = ""
+    if spec.calib is not None and (Path(spec.calib) / "meta.json").is_file():
+        calib = file_sha256(Path(spec.calib) / "meta.json")[:16]
+    return {"version": CACHE_VERSION, "model": model_key(network), "size": list(network.input_size),
+            "cpu": cpu_info().key(), "threads": cpu_threads(spec.threads), "libraries": _versions(),
+            "request": [spec.backend, spec.precision], "calib": calib, "probe": probe,
+            "conf": spec.conf_threshold, "nms": spec.nms_threshold, "letterbox": spec.letterbox,
+            "int8_method": (spec.extra or {}).get("int8_method", ""),
+            "env": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
+
+
+def cache_path(spec, network: Network) -> Path:
+    w, h = network.input_size
+    stem = network.cfg_path.stem if network.cfg_path else "model"
+    req = hashlib.sha256(f"{model_key(network)}|{spec.backend}|{spec.precision}".encode()).hexdigest()[:12]
+    return Path(spec.cache_dir or default_cache_dir()) / "auto" / f"{stem}-{w}x{h}-{req}.json"
+
+
+def read_cached(path: Path, fields: Dict) -> Optional[Choice]:
+    """The cached choice when the entry is readable and was made under `fields`; else None
+    after one warning line (a missing entry is silent)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data["fields"] != fields:
+            changed = sorted(k for k in set(fields) | set(data["fields"]) if data["fields"].get(k) != fields.get(k))
+            log.warning("auto: cached choice %s is stale (%s changed); measuring again", path, ", ".join(changed))
+            return None
+        choice = Choice(**data["choice"])
+        if (choice.backend, choice.precision) not in CPU_PAIRS:
+            raise ValueError(f"unknown pair {choice.label}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("auto: cached choice %s is unreadable (%s: %s); measuring again", path, type(e).__name__, e)
+        return None
+    choice.cached = True
+    return choice
+
+
+def write_cached(path: Path, fields: Dict, choice: Choice) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    data = asdict(choice)
+    data.pop("cached")
+    tmp.write_text(json.dumps({"fields": fields, "choice": data}, indent=1))
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+def candidate_pairs(spec) -> List[Tuple[str, str]]:
+    """The CPU (backend, precision) pairs a request allows, baseline first."""
+    pairs = []
+    for b, p in CPU_PAIRS:
+        if spec.backend not in ("auto", b) or spec.precision not in ("auto", p):
+            continue
+        if p == "int8" and spec.calib is None:
+            continue
+        pairs.append((b, p))
+    return pairs
+
+
+def _time_slices(detectors: Dict[str, object], blob: np.ndarray, seconds: float) -> Dict[str, float]:
+    """Median ms of `infer(blob)` per detector, measured round-robin in slices."""
+    for d in detectors.values():
+        d.infer(blob)  # warm-up
+    times: Dict[str, List[float]] = {k: [] for k in detectors}
+    slices = 3
+    per = seconds / slices / max(1, len(detectors))
+    for _ in range(slices):
+        for k, d in detectors.items():
+            t_end = time.perf_counter() + per
+            n = 0
+            while n < 2 or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                d.infer(blob)
+                times[k].append(time.perf_counter() - t0)
+                n += 1
+    return {k: float(np.median(v)) * 1000.0 for k, v in times.items()}
+
+
+def measure(spec, network: Network, probe: List[np.ndarray], seconds: float) -> Choice:
+    """Build every candidate pair, judge reduced precision against fp32 on `probe`, time them."""
+    from .backends import build_one  # noqa: PLC0415
+    from .classes import read_names  # noqa: PLC0415
+    from .frames import synthetic_frame  # noqa: PLC0415
+
+    names = read_names(spec.names, network.num_classes)
+    measured: Dict[str, Dict] = {}
+    live = {}
+    for b, p in candidate_pairs(spec):
+        key = f"{b}-{p}"
+        if p != "fp32" and spec.precision == "auto" and not probe:
+            measured[key] = {"error": "no real frames to check its accuracy against fp32"}
+            continue
+        try:
+            live[key] = build_one(spec.with_(backend=b, precision=p), network, names)
+        except BackendUnavailable as e:
+            measured[key] = {"error": str(e)}
+    if not live:
+        raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
+                                                                             for k, v in measured.items()))
+    # accuracy (precision auto only: an explicit precision is the user's call): reduced precision
+    # vs one fp32 reference, openvino's when it runs (faster), else onnx's
+    judged = [k for k in live if not k.endswith("-fp32")] if spec.precision == "auto" else []
+    if judged:
+        ref_key = next((k for k in ("openvino-fp32", "onnx-fp32") if k in live), None)
+        ref_det = live[ref_key] if ref_key else None
+        if ref_det is None:
+            try:
+                ref_det = build_one(spec.with_(backend="onnx", precision="fp32"), network, names)
+            except BackendUnavailable as e:
+                ref_det = None
+                for key in judged:
+                    measured[key] = {"error": f"no fp32 reference to check it against ({e})"}
+                    live.pop(key).close()
+                judged = []
+        for key in judged:
+            agree = judge(ref_det, live[key], probe)
+            measured[key] = {"agreement": agree}
+            if agree["ref_boxes"] < MIN_REF_BOXES:
+                measured[key]["error"] = (f"fp32 finds {agree['ref_boxes']} boxes on the probe frames: too few "
+                                          f"(< {MIN_REF_BOXES}) to judge its accuracy")
+            elif agree["f1"] < MIN_AGREEMENT:
+                measured[key]["error"] = f"detections agree with fp32 at F1 {agree['f1']:.3f} < {MIN_AGREEMENT}"
+            if "error" in measured[key]:
+                live.pop(key).close()
+        if judged and ref_key is None:
+            ref_det.close()
+    if not live:
+        raise BackendUnavailable("auto: nothing passed: "
+                                 + "; ".join(f"{k}: {v['error']}" for k, v in measured.items()))
+    if len(live) > 1:
+        frame = probe[0] if probe else synthetic_frame()
+        blob, _ = next(iter(live.values())).preprocess([frame])
+        for key, v in _time_slices(live, blob, seconds).items():
+            measured.setdefault(key, {})["fps"] = round(1000.0 / v, 2)
+    for d in live.values():
+        d.close()
+    ok = {k: measured.get(k, {}).get("fps", 0.0) for k in live}
+    base_key = "-".join(BASELINE)
+    best = max(ok, key=ok.get)
+    if base_key in ok and best != base_key and ok[best] < MIN_GAIN * ok[base_key]:
+        best = base_key
+    b, p = best.rsplit("-", 1)
+    return Choice(b, p, ok[best], ok.get(base_key, 0.0), measured)
+
+
+def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] = None,
+           seconds: Optional[float] = None, use_cache: bool = True) -> Choice:
+    """The cached or freshly measured choice for this spec (backend and/or precision auto)."""
+    if spec.precision == "int8":
+        from .quantize import checked_meta  # noqa: PLC0415
+
+        checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
+    pairs = candidate_pairs(spec)
+    if len(pairs) == 1:  # e.g. backend auto with precision bf16: nothing to choose or measure
+        return Choice(*pairs[0])
+    probe, probe_id = probe_frames_for(spec, network, probe_frames)
+    fields = cache_fields(spec, network, bool(probe))
+    path = cache_path(spec, network)
+    if use_cache:
+        cached = read_cached(path, fields)
+        if cached is not None:
+            return cached
+    seconds = float((spec.extra or {}).get("auto_seconds", DEFAULT_SECONDS) if seconds is None else seconds)
+    log.warning("auto: measuring %s for %s at %dx%d on %s (first use; about %.0f s)",
+                ", ".join(f"{b}-{p}" for b, p in pairs),
+                network.cfg_path.name if network.cfg_path else "model", *network.input_size,
+                cpu_info().describe(), seconds + 2)
+    choice = measure(spec, network, probe, seconds)
+    choice.probe = probe_id
+    if use_cache:
+        try:
+            write_cached(path, fields, choice)
+        except OSError as e:
+            log.warning("auto: cannot cache the choice at %s (%s)", path, e)
+    return choice

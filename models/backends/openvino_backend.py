@@ -1,0 +1,250 @@
+"""OpenVINO backend (CPU): fp32, bf16 where the CPU has it, int8 from the real-frame calibration.
+
+Model: the same ONNX export as the onnx backend, with one rewrite for OpenVINO
+(`mish_as_op`): our exporter writes mish as `x * n / (n + 2)`, `n = e^x (e^x + 2)`
+(fast on ONNX Runtime); OpenVINO has a Mish operation that it fuses into the
+convolution, 1.2x faster for yolov4 in bf16, so the rewritten copy (opset 18,
+cached beside the export) is what OpenVINO reads. Heads stay within 1e-6 of the
+original in fp32.
+
+Precision (INFERENCE_PRECISION_HINT; OpenVINO's default on a bf16 CPU is bf16, so fp32
+is always set explicitly):
+- fp32: f32.
+- bf16: bf16; refused unless the CPU has AVX512-BF16 or AMX (`cpu.cpu_info`, which
+  honours an `ONEDNN_MAX_CPU_ISA` cap) and OpenVINO lists BF16.
+- int8: from `python -m models calibrate`'s directory (spec.calib), two ways:
+  "nncf": NNCF post-training quantization of the (cross-layer-equalized, as the
+  calibration says) model, fed the same real frames the calibration read, with the
+  calibration's float layers kept float; cached as OpenVINO IR.
+  "qdq": the calibration's Q/DQ ONNX model, as ONNX Runtime runs it.
+  spec.extra["int8_method"] picks one; default nncf when the package is installed
+  (measured faster at equal accuracy, README), else qdq.
+
+Batch: a model compiled per batch size on first use (static shapes are the fast path
+of the CPU plugin), one infer request each. Threads: spec.threads, else the cores this
+process may run on; one stream, latency hint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from ..cpu import cpu_info
+from ..detector import Detector
+from ..errors import BackendUnavailable, ModelError
+from ..onnx_export import MISH_INNER, default_cache_dir, export_onnx, model_key
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install openvino"
+REWRITE_VERSION = "1"   # bump when mish_as_op changes
+NNCF_VERSION = "1"      # bump when the NNCF settings change
+OV_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: non-quantized ops stay f32
+
+
+def import_openvino():
+    try:
+        import openvino as ov  # noqa: PLC0415
+    except ImportError as e:
+        raise BackendUnavailable(f"the openvino backend needs the openvino package, which is not installed "
+                                 f"({e.name or e}): {INSTALL_HINT}") from None
+    return ov
+
+
+def cpu_threads(threads: int) -> int:
+    if threads:
+        return threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def bf16_unavailable_reason(core=None) -> str:
+    """'' when bf16 runs natively here, else the one-line reason."""
+    cpu = cpu_info()
+    if not cpu.has_bf16:
+        return (f"bf16 needs a CPU with AVX512-BF16 or AMX; this CPU ({cpu.describe()}) has neither: "
+                f"use --precision fp32 (or int8 with --calib)")
+    if core is not None and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return f"this OpenVINO build does not offer bf16 on {cpu.describe()}: use --precision fp32"
+    return ""
+
+
+def default_int8_method() -> str:
+    """nncf when the package is installed (faster at equal accuracy, README), else qdq."""
+    import importlib.util  # noqa: PLC0415
+
+    return "nncf" if importlib.util.find_spec("nncf") is not None else "qdq"
+
+
+def _atomic_save_onnx(model, path: Path) -> None:
+    import onnx  # noqa: PLC0415
+
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def mish_as_op(model):
+    """onnx.ModelProto with our exporter's decomposed mish (nodes marked MISH_INNER) replaced by
+    the ONNX Mish op (opset 18); unused nodes and initializers removed. Works on the fp32 model
+    and on the Q/DQ model (whose mish inner nodes stay float)."""
+    from onnx import helper  # noqa: PLC0415
+
+    g = model.graph
+    nodes = []
+    for n in g.node:
+        if n.op_type == "Mul" and MISH_INNER not in n.name and any(MISH_INNER in i for i in n.input):
+            x = [i for i in n.input if MISH_INNER not in i]
+            if len(x) == 1:
+                nodes.append(helper.make_node("Mish", x, list(n.output), name=n.name))
+                continue
+        nodes.append(n)
+    # dead-code elimination from the graph outputs
+    needed = {o.name for o in g.output}
+    live = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            live.append(n)
+            needed.update(i for i in n.input if i)
+    live.reverse()
+    del g.node[:]
+    g.node.extend(live)
+    inits = [i for i in g.initializer if i.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version < 18:
+            o.version = 18
+    return model
+
+
+def openvino_onnx(source: Path) -> Path:
+    """The OpenVINO copy of an ONNX model (mish as an op), cached beside it."""
+    import onnx  # noqa: PLC0415
+
+    source = Path(source)
+    path = source.with_name(f"{source.stem}-ov{REWRITE_VERSION}.onnx")
+    if path.is_file():
+        return path
+    model = onnx.load(str(source))
+    if not any(MISH_INNER in n.name for n in model.graph.node):
+        return source
+    _atomic_save_onnx(mish_as_op(model), path)
+    return path
+
+
+def nncf_int8_path(spec, network, ov) -> Path:
+    """OpenVINO IR quantized by NNCF on the frames of spec.calib; built once, cached by
+    (model, calibration, settings, OpenVINO and NNCF versions)."""
+    from ..quantize import checked_meta, float_model, read_calibration_frames  # noqa: PLC0415
+
+    meta = checked_meta(spec, network)
+    try:
+        import nncf  # noqa: PLC0415
+    except ImportError:
+        raise BackendUnavailable("int8 method nncf needs the nncf package: pip install nncf") from None
+    fields = {"model": model_key(network), "source": meta.source, "frames": meta.frames,
+              "equalized": meta.equalized, "float": meta.float_layers, "letterbox": spec.letterbox,
+              "ov": ov.__version__, "nncf": nncf.__version__, "v": NNCF_VERSION}
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    w, h = network.input_size
+    stem = network.cfg_path.stem if network.cfg_path else "model"
+    out = Path(spec.cache_dir or default_cache_dir()) / "openvino" / f"{stem}-{w}x{h}-int8-nncf-{key}.xml"
+    if out.is_file() and out.with_suffix(".bin").is_file():
+        return out
+    from ..preprocess import preprocess  # noqa: PLC0415
+
+    frames = read_calibration_frames(meta.source, meta.frames)
+    if not frames:
+        raise ModelError(f"no calibration frames could be read from {meta.source}")
+    log.warning("quantizing %s to int8 with NNCF on %d frames of %s (first run only; cached at %s)",
+                stem, len(frames), meta.source, out)
+    blobs = [preprocess([f], network.input_size, spec.letterbox)[0] for f in frames]
+    model = ov.Core().read_model(str(openvino_onnx(float_model(network, meta.equalized, spec.cache_dir))))
+    model.reshape([1, network.channels, h, w])
+    patterns = [f"^{name}(/.*)?$" for name in meta.float_layers]
+    quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
+                              ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.xml")
+    ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+    os.replace(tmp, out)
+    return out
+
+
+class OpenVINODetector(Detector):
+    """OpenVINO on the CPU; spec.precision fp32, bf16 or int8 (spec.calib)."""
+
+    name = "openvino"
+
+    def __init__(self, spec, network, names):
+        super().__init__(spec, network, names)
+        ov = import_openvino()
+        self._ov = ov
+        self.core = ov.Core()
+        if spec.precision not in OV_HINTS:
+            raise BackendUnavailable(f"the openvino backend runs fp32, bf16 and int8, not {spec.precision}"
+                                     + ("; on a CPU use bf16" if spec.precision == "fp16" else ""))
+        if spec.precision == "bf16":
+            reason = bf16_unavailable_reason(self.core)
+            if reason:
+                raise BackendUnavailable(reason)
+        self.int8_method = ""
+        self.model_path = self._model_path(spec, network)
+        self.model = self.core.read_model(str(self.model_path))
+        self.config = {"INFERENCE_PRECISION_HINT": OV_HINTS[spec.precision], "PERFORMANCE_HINT": "LATENCY",
+                       "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": cpu_threads(spec.threads),
+                       # no pinning: on a shared machine (other stages, other jobs) pinned threads cannot
+                       # move off a busy core; the pipeline's own CPU placement is sched_setaffinity
+                       "ENABLE_CPU_PINNING": False}
+        self.output_names = [f"head_{k}" for k in range(len(network.yolo_layers))]
+        self._compiled: Dict[int, Tuple[object, object]] = {}
+        self._request(1)  # compile now: a precision the CPU cannot run fails here, not mid-stream
+
+    def describe(self) -> str:
+        return f"{self.name}-{self.precision}" + (f" ({self.int8_method})" if self.int8_method else "")
+
+    def _model_path(self, spec, network) -> Path:
+        if spec.precision != "int8":
+            return openvino_onnx(export_onnx(network, spec.cache_dir))
+        from ..quantize import checked_meta, int8_model_path  # noqa: PLC0415
+
+        checked_meta(spec, network)  # spec.calib belongs to this network (its messages otherwise)
+        method = spec.extra.get("int8_method") or default_int8_method()
+        if method not in ("nncf", "qdq"):
+            raise ModelError(f"int8_method must be nncf or qdq; got {method!r}")
+        self.int8_method = method
+        if method == "nncf":
+            return nncf_int8_path(spec, network, self._ov)
+        return openvino_onnx(int8_model_path(spec, network))
+
+    def _request(self, batch: int):
+        if batch not in self._compiled:
+            w, h = self.input_size
+            self.model.reshape([batch, self.network.channels, h, w])
+            try:
+                compiled = self.core.compile_model(self.model, "CPU", self.config)
+            except RuntimeError as e:
+                raise BackendUnavailable(f"OpenVINO cannot compile {self.model_path.name} in {self.precision} "
+                                         f"on {cpu_info().describe()}: {str(e).strip().splitlines()[-1]}")
+            outputs = [compiled.output(n) for n in self.output_names]
+            self._compiled[batch] = (compiled, compiled.create_infer_request(), outputs)
+        return self._compiled[batch]
+
+    def infer(self, blob: np.ndarray) -> List[np.ndarray]:
+        _, request, outputs = self._request(blob.shape[0])
+        request.infer({0: np.ascontiguousarray(blob, np.float32)}, share_inputs=True)
+        return [request.get_tensor(o).data.copy() for o in outputs]
+
+    def close(self) -> None:
+        self._compiled.clear()
