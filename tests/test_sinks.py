@@ -71,3 +71,57 @@ def test_annotator_draws_in_place():
     out = BoxAnnotator(["person"]).annotate(img, _tracks([1, 2]))
     assert out is img and img.any()
     assert not BoxAnnotator().annotate(np.zeros((10, 10, 3), np.uint8), Tracks.empty()).any()
+
+
+def _pred_tracks(ids, predicted, x=10.0):
+    t = _tracks(ids, x)
+    t.predicted = np.array(predicted, bool)
+    return t
+
+
+def test_mot_predicted_rows_flagged_conf_minus_one(tmp_path):
+    p = tmp_path / "t.txt"
+    w = MotWriter(str(p))
+    w.write(1, _pred_tracks([1, 2], [False, True]))
+    w.close()
+    assert p.read_text().splitlines() == ["1,1,10.00,20.00,30.00,60.00,0.7500,-1,-1,-1",
+                                          "1,2,60.00,20.00,30.00,60.00,-1.0000,-1,-1,-1"]
+    assert w.predicted == 1 and w.rows == 2
+
+
+def test_interpolate_mot_file_fills_gaps_atomically_and_stays_readable(tmp_path):
+    """Id 1 observed at frames 1 and 5 (predicted at 2-3, missing at 4): frames 2-4 become
+    interpolated rows (conf 0) on the straight line; id 2's gap of 4 > max_gap 3 stays open; the
+    predicted row after id 2's last observation is kept. The result reads back with the trackers'
+    own MOT reader and py-motmetrics (min_confidence=0 drops only the predicted rows)."""
+    from trackpipe.pipeline.media.sinks import interpolate_mot_file
+    from trackpipe.trackers.mot import read_mot_file
+    p = tmp_path / "t.txt"
+    w = MotWriter(str(p))
+    w.write(1, _tracks([1], x=10.0))
+    w.write(2, _pred_tracks([1], [True], x=12.0))
+    w.write(3, _pred_tracks([1], [True], x=14.0))
+    w.write(5, _tracks([1], x=50.0))
+    w.write(6, _tracks([2], x=200.0))
+    w.write(11, _tracks([2], x=210.0))
+    w.write(12, _pred_tracks([2], [True], x=212.0))
+    w.close()
+    before = p.read_text()
+    res = interpolate_mot_file(str(p), 3)
+    assert res == {"rows_before": 7, "rows_after": 8, "interpolated": 3}
+    assert not (tmp_path / "t.txt.part").exists()
+    rows = read_mot_file(p, kind="res")
+    id1 = rows[rows[:, 1] == 1]
+    assert id1[:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert id1[:, 2].tolist() == [10.0, 20.0, 30.0, 40.0, 50.0]        # linear, predicted rows replaced
+    assert id1[:, 6].tolist() == [0.75, 0.0, 0.0, 0.0, 0.75]
+    id2 = rows[rows[:, 1] == 2]
+    assert id2[:, 0].tolist() == [6, 11, 12] and id2[-1, 6] == -1.0
+    import motmetrics as mm
+    scored = mm.io.loadtxt(str(p), fmt="mot15-2D", min_confidence=0)
+    assert len(scored) == 7 and len(mm.io.loadtxt(str(p), fmt="mot15-2D")) == 8
+    # off (0) or an empty file: nothing changes
+    assert interpolate_mot_file(str(p), 0)["interpolated"] == 0
+    (tmp_path / "e.txt").write_text("")
+    assert interpolate_mot_file(str(tmp_path / "e.txt"), 5)["rows_after"] == 0
+    assert before != p.read_text()

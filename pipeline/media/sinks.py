@@ -117,21 +117,39 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+#: MOT ``conf`` column of rows not at an observed box (observed rows carry the detection score,
+#: in (0, 1]): a track missed this frame, written at its predicted box (``Tracks.predicted``),
+#: and a box filled in by gap interpolation at the end of a file run. Every row stays the 10
+#: MOTChallenge columns; ``min_confidence=0`` (py-motmetrics) keeps observed + interpolated
+#: rows, which is what ``python -m trackers evaluate`` scores by default.
+MOT_PREDICTED = -1.0
+MOT_INTERPOLATED = 0.0
+
+
 class MotWriter:
-    """MOTChallenge text: ``frame,id,x,y,w,h,score,-1,-1,-1`` (frame 1-based, top-left/size pixels)."""
+    """MOTChallenge text: ``frame,id,x,y,w,h,conf,-1,-1,-1`` (frame 1-based, top-left/size pixels).
+
+    ``conf`` is the score of an observed box, ``MOT_PREDICTED`` (-1) for a row at a predicted box
+    and ``MOT_INTERPOLATED`` (0) for a row added by `interpolate_mot_file`."""
 
     def __init__(self, path: str, append: bool = False):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.f = open(self.path, "a" if append else "w", buffering=1 << 16)
         self.rows = 0
+        self.predicted = 0
 
     def write(self, frame_no: int, tracks: Tracks) -> None:
         if tracks is None or len(tracks) == 0:
             return
         tlwh = to_tlwh(tracks.xyxy)
+        score = tracks.score.astype(np.float64)
+        pred = getattr(tracks, "predicted", None)
+        if pred is not None and pred.any():
+            score = np.where(pred, MOT_PREDICTED, score)
+            self.predicted += int(pred.sum())
         lines = [f"{frame_no},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
-                 for i, (x, y, w, h), s in zip(tracks.track_id, tlwh, tracks.score, strict=True)]
+                 for i, (x, y, w, h), s in zip(tracks.track_id, tlwh, score, strict=True)]
         self.f.writelines(lines)
         self.rows += len(lines)
 
@@ -139,6 +157,36 @@ class MotWriter:
         if self.f is not None:
             self.f.close()
             self.f = None
+
+
+def read_mot_rows(path: str) -> np.ndarray:
+    """A MOT file written by `MotWriter` -> (K, 10) float64 rows."""
+    with open(path) as f:
+        text = f.read()
+    if not text.strip():
+        return np.zeros((0, 10), np.float64)
+    return np.loadtxt(text.splitlines(), delimiter=",", dtype=np.float64, ndmin=2)
+
+
+def interpolate_mot_file(path: str, max_gap: int) -> Dict[str, int]:
+    """Fill gaps of up to ``max_gap`` frames per id in a finished MOT file
+    (`trackers.interpolate.interpolate_gaps`; rows at a predicted box count as missing and are
+    replaced inside a filled gap). Rewritten atomically: ``<path>.part``, fsync, rename, so a run
+    killed meanwhile leaves the file as it was. -> {"rows_before", "rows_after", "interpolated"}."""
+    from trackpipe.trackers.interpolate import INTERPOLATED, interpolate_gaps
+    rows = read_mot_rows(path)
+    if len(rows) == 0 or max_gap <= 0:
+        return {"rows_before": len(rows), "rows_after": len(rows), "interpolated": 0}
+    out, source = interpolate_gaps(rows, int(max_gap), rows[:, 6] == MOT_PREDICTED)
+    out[source == INTERPOLATED, 6] = MOT_INTERPOLATED
+    part = f"{path}.part"
+    with open(part, "w", buffering=1 << 16) as f:
+        f.writelines(f"{int(r[0])},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.2f},{r[6]:.4f},-1,-1,-1\n"
+                     for r in out)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(part, path)
+    return {"rows_before": len(rows), "rows_after": len(out), "interpolated": int((source == INTERPOLATED).sum())}
 
 
 class EventWriter:
@@ -161,6 +209,11 @@ class EventWriter:
     def emit(self, event: str, t: Optional[float] = None, seq: int = -1, **fields) -> None:
         obj = {"event": event, "t": round(time.time() if t is None else t, 6), "seq": int(seq)}
         obj.update(fields)
+        self.write_event(obj)
+
+    def write_event(self, obj: dict) -> None:
+        """One ready-made event (a dict with ``event``, ``t``, ``seq``: the pipeline's track stage
+        makes them, `Tracked.events`) as one line."""
         self.f.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self.count += 1
 

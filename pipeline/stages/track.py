@@ -1,18 +1,33 @@
-"""Track stage: `Detections` messages -> tracker -> `Tracked` messages to render and to the sink.
+"""Track stage: `Detections` messages -> tracker -> `Tracked` messages (tracks + events) to render and the sink.
 
 The tracker is called once per frame, also with no detections. Frames infer dropped
 (latest-frame mode) are passed on without an update, so every frame still reaches
 render, which releases its slot.
+
+Events are made here, where the tracker is, and travel with the frame's tracks
+(`Tracked.events`, JSON-ready dicts, in order):
+
+- ``track_started`` / ``track_ended``: one of each per ID, ever (`trackers.lifecycle.LifecycleLog`:
+  an ID starts the first frame it is output and ends the frame the tracker deletes its track,
+  or at the end of the stream, whose events ride on `EndOfStream`);
+- ``zone_enter`` / ``zone_exit`` / ``line_cross``: the camera's `ZoneLineCounter`, fed the
+  tracks observed in the frame (rows at a predicted box are display aids, never counted).
+
+``t`` of every event is media time for lossless runs (files, image folders: seq / fps) and
+capture (wall) time for live sources; ``duration_s`` of a track is measured on the same clock.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 from trackpipe.pipeline.runtime.shared import StageBoard
-from trackpipe.pipeline.transport.bus import DETS, SINK, TRACKS
-from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Message, Tracked
+from trackpipe.pipeline.transport import bus as busmod
+from trackpipe.pipeline.transport.bus import DETS, SINK, TRACKS, WEB
+from trackpipe.pipeline.transport.messages import Detections, EndOfStream, FrameMeta, Message, Tracked
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
@@ -20,22 +35,118 @@ from .base import RunContext, StageError, StageProcess
 log = logging.getLogger(__name__)
 
 
+class TrackEvents:
+    """Track lifecycle and zone/line events of one camera, as event dicts.
+
+    ``step(tracks, live_ids, seq, t, frame_size)`` once per tracked frame -> that frame's events;
+    ``finish(seq, t)`` at the end of the stream -> the events of every track still live.
+    Memory: the live tracks only."""
+
+    def __init__(self, camera: str, names: Optional[Sequence[str]] = None, zones=None, lines=None):
+        from trackpipe.pipeline.events import ZoneLineCounter, parse_shapes
+        from trackpipe.trackers.lifecycle import LifecycleLog
+        self.camera = camera
+        self.names = list(names) if names else None
+        self.log = LifecycleLog()
+        zs, ls = parse_shapes(zones, lines)
+        # the lifecycle ends every track (track_ended below); the counter's own timeout is a backstop
+        self.counter = ZoneLineCounter(camera, zs, ls, names=self.names, end_after_frames=1 << 30) \
+            if (zs or ls) else None
+        self.live: Dict[int, dict] = {}       # started id -> first/last seq and time, class, frames
+
+    def _class(self, cid: int) -> dict:
+        d = {"class_id": int(cid)}
+        if self.names and 0 <= cid < len(self.names):
+            d["class"] = self.names[cid]
+        return d
+
+    def _event(self, name: str, t: float, seq: int, **fields) -> dict:
+        return {"event": name, "t": round(float(t), 6), "seq": int(seq), "camera": self.camera, **fields}
+
+    def step(self, tracks, live_ids: np.ndarray, seq: int, t: float, frame_size=None) -> List[dict]:
+        """tracks: this frame's `Tracks` (ids already offset); live_ids (T,): every id the tracker holds."""
+        out: List[dict] = []
+        pred = np.asarray(tracks.predicted, bool) if tracks.predicted is not None else np.zeros(len(tracks), bool)
+        ev = self.log.step(tracks.track_id, live_ids)
+        started = set(ev.started.tolist())
+        for k, tid in enumerate(tracks.track_id.tolist()):
+            st = self.live.get(tid)
+            if tid in started and st is None:
+                x1, y1, x2, y2 = (round(float(v), 1) for v in tracks.xyxy[k])
+                cid = int(tracks.class_id[k])
+                st = self.live[tid] = {"first": seq, "t_first": t, "last": seq, "t_last": t, "cid": cid,
+                                       "observed": 0, "predicted": 0}
+                out.append(self._event("track_started", t, seq, track_id=tid, score=round(float(tracks.score[k]), 4),
+                                       box=[x1, y1, x2, y2], **self._class(cid)))
+            if st is None:
+                continue
+            if pred[k]:
+                st["predicted"] += 1
+            else:
+                st["observed"] += 1
+                st["last"], st["t_last"] = seq, t
+        if self.counter is not None:
+            observed = tracks[~pred] if pred.any() else tracks
+            out += [e.to_dict() for e in self.counter.update(observed, t, seq=seq, frame_size=frame_size)]
+        for tid in ev.ended.tolist():
+            out += self._end(int(tid), seq, t, "lost")
+        return out
+
+    def _end(self, tid: int, seq: int, t: float, reason: str) -> List[dict]:
+        out = [e.to_dict() for e in self.counter.track_ended(tid, seq=seq)] if self.counter is not None else []
+        st = self.live.pop(tid, None)
+        if st is None:
+            return out
+        out.append(self._event("track_ended", t, seq, track_id=tid, first_seq=st["first"], last_seq=st["last"],
+                               duration_s=round(max(0.0, st["t_last"] - st["t_first"]), 3), reason=reason,
+                               frames_observed=st["observed"], frames_predicted=st["predicted"],
+                               **self._class(st["cid"])))
+        return out
+
+    def finish(self, seq: int, t: float, reason: str = "end_of_stream") -> List[dict]:
+        """End every live track (end of stream)."""
+        out: List[dict] = []
+        for tid in self.log.finish().ended.tolist():
+            out += self._end(int(tid), seq, t, reason)
+        if self.counter is not None:
+            out += [e.to_dict() for e in self.counter.end_all(seq=seq)]
+        return out
+
+    def counts(self) -> Optional[dict]:
+        return self.counter.counts() if self.counter is not None else None
+
+
 class TrackProcess(StageProcess):
     stage = "track"
 
-    def __init__(self, rc: RunContext, tracker: str, options: dict, to_sink: bool, id_offset: int = 0):
+    def __init__(self, rc: RunContext, tracker: str, options: dict, to_sink: bool, id_offset: int = 0,
+                 camera: str = "cam0", names: Optional[List[str]] = None, zones: Optional[list] = None,
+                 lines: Optional[list] = None, fps: float = 30.0, to_web: bool = False):
         super().__init__(rc)
+        self.to_web = to_web  # the live view: every message, never waited for
         self.id_offset = id_offset  # a restarted tracker must not reuse the ids of the previous one
         self.tracker_name = tracker
         self.options = dict(options)
         self.to_sink = to_sink
+        self.camera = camera
+        self.names = names
+        self.zones = zones          # config lists (docs/events.md), parsed in the process
+        self.lines = lines
+        self.fps = float(fps) if fps and fps > 0 else 30.0
 
     def setup(self) -> None:
-        from trackpipe.trackers.base import build_tracker
+        from trackpipe.trackers.factory import build_tracker
         try:
             self.tracker = build_tracker(self.tracker_name, **self.options)
         except (ValueError, TypeError) as e:
             raise StageError(f"tracker: {e}") from None
+        try:
+            self.events = TrackEvents(self.camera, self.names, self.zones, self.lines)
+        except ValueError as e:
+            raise StageError(str(e)) from None
+        self.last_seq, self.last_t = -1, 0.0
+        if self.events.counter is not None:
+            self.stats.gauges["counts"] = self.events.counts()
         # appearance trackers read the frame; motion-only ones never touch pixels
         self.needs_frame = self.tracker_name.startswith("deepsort")
         self.ring = FrameRing.attach(self.rc.ring_name) if self.needs_frame else None
@@ -44,13 +155,26 @@ class TrackProcess(StageProcess):
         self.out = [self.bus.push(TRACKS, hwm=n)]
         if self.to_sink:
             self.out.append(self.bus.push(SINK, hwm=10000))
+        self.web = self.bus.push(WEB, hwm=n, flush=False) if self.to_web else None
+        if self.web is not None:
+            self.stats.gauges["web_skipped"] = 0
 
     def teardown(self) -> None:
         if self.ring is not None:
             self.ring.close()
 
     def _send(self, msg: Message) -> bool:
+        if self.web is not None and not busmod.try_send(self.web, msg):  # a full queue drops it
+            self.stats.gauges["web_skipped"] += 1
         return all(self.send(s, msg) for s in self.out)
+
+    def _end(self, frames: int) -> None:
+        """End of the stream: every live track ends; the events ride on the end message."""
+        self._send(EndOfStream(frames, self.events.finish(self.last_seq, self.last_t)))
+
+    def media_time(self, meta: FrameMeta) -> float:
+        """Event time of a frame: media time (seq / fps) for lossless runs, capture time for live ones."""
+        return meta.seq / self.fps if self.rc.mode == "lossless" else meta.t_capture
 
     def loop(self) -> None:
         """Frames from several infer workers arrive out of order: lossless mode puts them back
@@ -65,11 +189,11 @@ class TrackProcess(StageProcess):
         for msg in self.messages(self.inp):
             if isinstance(msg, EndOfStream):
                 if not lossless:
-                    self._send(msg)
+                    self._end(msg.frames)
                     return
                 total = msg.frames
                 if expected >= total:  # every frame tracked already
-                    self._send(EndOfStream(total))
+                    self._end(total)
                     return
                 continue
             if not isinstance(msg, Detections):  # source events: pass on in order
@@ -86,7 +210,7 @@ class TrackProcess(StageProcess):
                     idle_since = time.monotonic()
                 self.stats.gauges["reorder_max"] = max(self.stats.gauges.get("reorder_max", 0), len(pending))
                 if total is not None and expected >= total:  # the last frames came after the end message
-                    self._send(EndOfStream(total))
+                    self._end(total)
                     return
             else:
                 stale = msg.meta.seq < last_seq and not msg.dropped
@@ -101,6 +225,7 @@ class TrackProcess(StageProcess):
         t0 = time.monotonic()
         meta = msg.meta
         tracks = None
+        events: List[dict] = []
         dropped = msg.dropped or stale
         if not dropped:
             # age of the frame when the tracker takes it: capture's t_mono (right after decode) to
@@ -113,10 +238,17 @@ class TrackProcess(StageProcess):
                 frame = self.ring.frame(meta.slot, meta.shape)
             tracks = self.tracker.update(msg.dets, frame=frame)
             del frame
+            live = np.asarray(getattr(self.tracker, "live_track_ids", np.zeros(0, np.int64)), np.int64)
             if self.id_offset:
                 tracks.track_id = tracks.track_id + self.id_offset
+                live = live + self.id_offset
+            t_ev = self.media_time(meta)
+            self.last_seq, self.last_t = meta.seq, t_ev
+            events = self.events.step(tracks, live, meta.seq, t_ev, frame_size=(meta.shape[1], meta.shape[0]))
+            if events and self.events.counter is not None:
+                self.stats.gauges["counts"] = self.events.counts()
         t1 = time.monotonic()
-        if not self._send(Tracked(meta, tracks, dropped, msg.t_infer, t1 - t0)):
+        if not self._send(Tracked(meta, tracks, dropped, msg.t_infer, t1 - t0, events)):
             return False
         self.count(StageBoard.OUT)
         self.stats.item(t0, t1, max(0.0, t0 - idle_since))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class Kind(str, enum.Enum):
     STATE = "state"            # stage -> supervisor: lifecycle
     STATS = "stats"            # stage -> supervisor: profiling snapshot
     LOG = "log"                # stage -> supervisor: a log record
+    LIVE = "live"              # supervisor -> web: the live profile and metrics text
 
 
 class StageState(str, enum.Enum):
@@ -92,6 +93,8 @@ def pack_dets(d: DetectionArrays) -> Dict[str, np.ndarray]:
         out["feature"] = d.feature
     if isinstance(d, Tracks):
         out.update(track_id=d.track_id, age=d.age, hits=d.hits)
+        if d.predicted is not None:
+            out["predicted"] = d.predicted
     return out
 
 
@@ -100,7 +103,7 @@ def unpack_dets(a: Dict[str, np.ndarray]) -> DetectionArrays:
     a = {k: np.array(v) for k, v in a.items()}
     if "track_id" in a:
         return Tracks(a["xyxy"], a["score"], a["class_id"], a.get("feature"), track_id=a["track_id"],
-                      age=a.get("age"), hits=a.get("hits"))
+                      age=a.get("age"), hits=a.get("hits"), predicted=a.get("predicted"))
     return DetectionArrays(a["xyxy"], a["score"], a["class_id"], a.get("feature"))
 
 
@@ -167,7 +170,9 @@ class Detections(Message):
 class Tracked(Message):
     """track -> render and sink. ``dropped`` (then ``tracks`` is None): infer dropped the frame, or
     track did as older than one already tracked; it still travels on so that render releases its
-    slot. ``t_infer``/``t_track``: seconds spent on it by infer and track."""
+    slot. ``t_infer``/``t_track``: seconds spent on it by infer and track. ``events``: the events
+    of this frame as JSON-ready dicts (``track_started``/``track_ended``, ``zone_enter``/``zone_exit``,
+    ``line_cross``), in order; they travel in the header."""
 
     KIND: ClassVar[Kind] = Kind.TRACKED
     meta: FrameMeta
@@ -175,10 +180,14 @@ class Tracked(Message):
     dropped: bool = False
     t_infer: float = 0.0
     t_track: float = 0.0
+    events: List[dict] = field(default_factory=list)
 
     def header(self) -> dict:
-        return {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "t_track": self.t_track,
-                "dropped": self.dropped}
+        h = {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "t_track": self.t_track,
+             "dropped": self.dropped}
+        if self.events:
+            h["events"] = self.events
+        return h
 
     def arrays(self):
         return None if self.dropped or self.tracks is None else pack_dets(self.tracks)
@@ -187,22 +196,28 @@ class Tracked(Message):
     def from_wire(cls, header, arrays):
         dropped = bool(header["dropped"])
         return cls(FrameMeta.from_dict(header["meta"]), None if dropped else unpack_dets(arrays), dropped,
-                   float(header.get("t_infer", 0.0)), float(header.get("t_track", 0.0)))
+                   float(header.get("t_infer", 0.0)), float(header.get("t_track", 0.0)),
+                   list(header.get("events", ())))
 
 
 @dataclass
 class EndOfStream(Message):
-    """The source ended after ``frames`` frames (seqs 0 .. frames-1)."""
+    """The source ended after ``frames`` frames (seqs 0 .. frames-1). ``events``: from track on,
+    the events of the end itself (every live track's ``track_ended``, zone exits), as dicts."""
 
     KIND: ClassVar[Kind] = Kind.EOS
     frames: int = 0
+    events: List[dict] = field(default_factory=list)
 
     def header(self) -> dict:
-        return {"frames": self.frames}
+        h = {"frames": self.frames}
+        if self.events:
+            h["events"] = self.events
+        return h
 
     @classmethod
     def from_wire(cls, header, arrays):
-        return cls(int(header.get("frames", 0)))
+        return cls(int(header.get("frames", 0)), list(header.get("events", ())))
 
 
 @dataclass
@@ -366,9 +381,26 @@ class Log(Message):
                    header.get("msg", ""))
 
 
+@dataclass
+class LiveStats(Message):
+    """supervisor -> web, once a profile period: ``report`` (the ``--profile`` JSON shape, without the
+    timeline) and ``metrics`` (Prometheus text of the same registry as ``--metrics-port``)."""
+
+    KIND: ClassVar[Kind] = Kind.LIVE
+    report: dict = field(default_factory=dict)
+    metrics: str = ""
+
+    def header(self) -> dict:
+        return {"report": self.report, "metrics": self.metrics}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        return cls(dict(header.get("report", {})), str(header.get("metrics", "")))
+
+
 MESSAGE_TYPES: Dict[Kind, Type[Message]] = {
     c.KIND: c for c in (Frame, Detections, Tracked, EndOfStream, SourceEvent, Want, Release, Drawn, State,
-                        Stats, Log)}
+                        Stats, Log, LiveStats)}
 _BY_WIRE = {k.value.encode(): (k, c) for k, c in MESSAGE_TYPES.items()}
 
 
