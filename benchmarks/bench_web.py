@@ -19,7 +19,17 @@ separate processes reading ``/api/cameras/street/stream.mjpeg`` on 127.0.0.1 (li
 The detector thread shares this process (and its GIL) with the server: a harder case than the
 pipeline, where the detector runs in a process of its own.
 
+``--pipeline``: the same figures on one real run of the whole pipeline, ``run_tracker.py --source
+aiguys_video.mp4 --loop --headless --http-port 0`` (its web stage, in a process of its own; add
+``--realtime`` to play the file at 30 fps as a live source instead of as fast as it decodes):
+MJPEG latency from the frame's capture time to the viewer's parsed part, first frame in
+chromium, and, in ``--rounds`` interleaved windows of 0 and 3 viewer processes, the detector's
+FPS from the run's live profile (``/api/stats``, the supervisor's aggregate): the detector's own
+speed during the run (frames / detect() time, x workers: what CPU contention takes from it) and
+the infer stage's delivered FPS (frames detected per second), per window; medians.
+
     python benchmarks/bench_web.py [--rounds 5] [--window-s 4] [--latency-s 10] [--page-opens 5]
+    python benchmarks/bench_web.py --pipeline [--realtime] [--rounds 5] [--window-s 6]
 
 Prints a table and one JSON line.
 """
@@ -35,6 +45,7 @@ import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -46,14 +57,14 @@ YF = os.path.join(ASSETS, "darknet", "yolo-fastest-1.1_coco")
 STREAM = "/api/cameras/street/stream.mjpeg"
 
 
-def viewer(port: int, parse: bool, ready, stop, out) -> None:
+def viewer(port: int, parse: bool, ready, stop, out, path: str = STREAM) -> None:
     """A viewer process. ``parse``: read parts and send back [(seq, latency_s)]; else only drain
     the socket (as little CPU of its own as a viewer can take). Counts itself in ``ready`` once
     the first bytes arrived."""
     import socket
     if not parse:
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        s.sendall(f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         buf = bytearray(1 << 20)
         s.recv_into(buf)
         with ready.get_lock():
@@ -65,7 +76,7 @@ def viewer(port: int, parse: bool, ready, stop, out) -> None:
         return
     from trackpipe.pipeline.web.mjpeg import read_mjpeg_part
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", STREAM)
+    conn.request("GET", path)
     resp = conn.getresponse()
     got = []
     while not stop.is_set():
@@ -126,12 +137,12 @@ def fps_window(det: Detecting, seconds: float) -> tuple[float, float]:
     return (det.count - n0) / dt, (time.process_time() - c0) / dt
 
 
-def with_viewers(port: int, k: int, fn, parse: bool = False):
+def with_viewers(port: int, k: int, fn, parse: bool = False, path: str = STREAM):
     """Run ``fn()`` once ``k`` viewer processes stream (all have had their first bytes);
     returns (fn's result, the viewers' records)."""
     ctx = mp.get_context("spawn")
     stop, out, ready = ctx.Event(), ctx.Queue(), ctx.Value("i", 0)
-    procs = [ctx.Process(target=viewer, args=(port, parse, ready, stop, out), daemon=True) for _ in range(k)]
+    procs = [ctx.Process(target=viewer, args=(port, parse, ready, stop, out, path), daemon=True) for _ in range(k)]
     for p in procs:
         p.start()
     try:
@@ -175,7 +186,11 @@ def main() -> int:
     ap.add_argument("--latency-s", type=float, default=10.0)
     ap.add_argument("--page-opens", type=int, default=5)
     ap.add_argument("--max-fps", type=float, default=15.0)
+    ap.add_argument("--pipeline", action="store_true", help="measure a real run_tracker.py run (its web stage)")
+    ap.add_argument("--realtime", action="store_true", help="--pipeline: play the file at its fps (live source)")
     args = ap.parse_args()
+    if args.pipeline:
+        return pipeline_main(args)
 
     from trackpipe.models.factory import build_detector
     from trackpipe.models.spec import ModelSpec
@@ -262,6 +277,135 @@ def main() -> int:
                       "process_cpu_s_per_s": {str(k): round(v, 3) for k, v in cmed.items()},
                       "server_only_cpu_ms_per_s": {str(k): round(v, 1) for k, v in smed.items()},
                       "encodes": encodes, "encode_ms_per_frame": round(encode_ms, 2), "rounds": args.rounds, "window_s": args.window_s}))
+    return 0
+
+
+# --- --pipeline: one real run of the whole pipeline -----------------------------------------------
+
+PIPE_STREAM = "/api/cameras/cam0/stream.mjpeg"   # pipeline.camera's default name
+
+
+def _get_json(url: str) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def start_pipeline(realtime: bool, max_fps: float, log_path: str):
+    """run_tracker.py on aiguys_video.mp4 in a loop with the live view on a free port -> (Popen, url)."""
+    import re
+    import subprocess
+    cmd = [sys.executable, os.path.join(ROOT, "run_tracker.py"), "--source", VIDEO, "--loop", "--headless",
+           "--cfg", os.path.join(YF, "yolo-fastest-1.1-xl.cfg"), "--weights", os.path.join(YF, "yolo-fastest-1.1-xl.weights"),
+           "--names", os.path.join(ASSETS, "darknet", "data", "coco.names"), "--size", "320", "--backend", "onnx",
+           "--http-port", "0", "--set", "profile.table=off"]
+    if realtime:
+        cmd.append("--realtime")
+    with open(log_path, "w") as log:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        text = Path(log_path).read_text()
+        m = re.search(r"live view on (http://\S+/)", text)
+        if m:
+            return p, m.group(1)
+        if p.poll() is not None:
+            raise RuntimeError(f"the run ended: {text[-2000:]}")
+        time.sleep(0.1)
+    raise RuntimeError("no 'live view on' line")
+
+
+def profile_point(url: str) -> dict:
+    """The live profile's cumulative figures now: infer items, detect() seconds x workers, render items, wall."""
+    r = _get_json(url + "api/stats")
+    inf = r["stages"]["infer"]
+    # detect() time during the run (x workers): the profile's detector.in_run_fps, else (older
+    # profiles) detector_only_fps; its items / fps is the detect() seconds so far (/ workers)
+    det = (r.get("detector") or {}).get("in_run_fps") or r.get("detector_only_fps") or 0.0
+    return {"items": inf["items"], "detect_s": inf["items"] / det if det else 0.0,
+            "out": r["stages"]["render"]["items"], "wall": r["wall_s"]}
+
+
+def profile_window(url: str, seconds: float) -> tuple[float, float, float]:
+    """(detector-only fps, infer fps, pipeline fps) over ``seconds`` from two live-profile points
+    (the profile is refreshed once a second: a window is measured between two refreshes)."""
+    def fresh(prev_wall):
+        while True:
+            pt = profile_point(url)
+            if prev_wall is None or pt["wall"] > prev_wall:
+                return pt
+            time.sleep(0.05)
+    a = fresh(profile_point(url)["wall"])
+    time.sleep(seconds)
+    b = fresh(a["wall"])
+    dt = b["wall"] - a["wall"]
+    n = b["items"] - a["items"]
+    ds = b["detect_s"] - a["detect_s"]
+    return (n / ds if ds > 0 else 0.0), n / dt, (b["out"] - a["out"]) / dt
+
+
+def pipeline_main(args) -> int:
+    import signal
+    import tempfile
+    log_path = os.path.join(tempfile.mkdtemp(prefix="bench_web_"), "run.log")
+    p, url = start_pipeline(args.realtime, args.max_fps, log_path)
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    mode = "realtime (30 fps, latest frame)" if args.realtime else "lossless, as fast as it decodes"
+    print(f"pipeline run: aiguys_video.mp4 640x360 --loop, {mode}; live view {url}; {os.cpu_count()} CPUs; "
+          f"{args.rounds} rounds x {args.window_s:g} s per condition")
+    try:
+        deadline = time.monotonic() + 180
+        while not any(c["seq"] >= 0 for c in _get_json(url + "api/cameras")["cameras"]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no frame on the live view")
+            time.sleep(0.2)
+        time.sleep(3.0)                                             # warm-up
+        _, recs = with_viewers(port, 1, lambda: time.sleep(args.latency_s), parse=True, path=PIPE_STREAM)
+        lat = np.array([ms for _, ms in recs[0]][3:]) * 1000.0
+        lat_p50, lat_p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+        print(f"MJPEG latency (capture -> viewer parsed the part), 1 viewer: p50 {lat_p50:.1f} ms, "
+              f"p95 {lat_p95:.1f} ms over {len(lat)} parts ({len(lat) / args.latency_s:.1f} parts/s)")
+        ff_med, ff_all = first_frame_ms(url, args.page_opens)
+        if ff_med is not None:
+            print(f"first frame in chromium: median {ff_med:.0f} ms after navigation start ({ff_all})")
+
+        conds = [0, 3]
+        det, inf, pipe = ({k: [] for k in conds} for _ in range(3))
+        for r in range(args.rounds):
+            for k in (conds if r % 2 == 0 else conds[::-1]):
+                def window():
+                    time.sleep(1.0)                                 # settle after the viewers started
+                    return profile_window(url, args.window_s)
+                (d, i, o), _ = with_viewers(port, k, window, path=PIPE_STREAM) if k else (window(), [])
+                det[k].append(d)
+                inf[k].append(i)
+                pipe[k].append(o)
+        med = {k: statistics.median(v) for k, v in det.items()}
+        imed = {k: statistics.median(v) for k, v in inf.items()}
+        pmed = {k: statistics.median(v) for k, v in pipe.items()}
+        print(f"{'viewers':>8s} {'detector-only fps':>18s} {'x none':>7s} {'infer fps':>10s} {'x none':>7s} "
+              f"{'pipeline fps':>13s}   detector-only fps per window")
+        for k in conds:
+            print(f"{k:8d} {med[k]:18.2f} {med[k] / med[0]:7.3f} {imed[k]:10.2f} {imed[k] / imed[0]:7.3f} "
+                  f"{pmed[k]:13.2f}   {[round(x, 1) for x in det[k]]}")
+        web = _get_json(url + "api/stats")["stages"]["web"]
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        code = p.wait(30)
+    print(f"web stage: {web.get('copied')} frames copied out of the ring, {web.get('late_frames')} too late "
+          f"(slot reused), {web.get('cpu_ms_per_item')} ms CPU per message; run exit code {code}")
+    print(json.dumps({"bench": "web_pipeline", "video": os.path.basename(VIDEO), "cpus": os.cpu_count(),
+                      "realtime": bool(args.realtime), "max_fps": args.max_fps,
+                      "mjpeg_latency_ms": {"p50": round(lat_p50, 1), "p95": round(lat_p95, 1)},
+                      "first_frame_ms": None if ff_med is None else round(ff_med, 1),
+                      "detector_only_fps": {str(k): round(v, 2) for k, v in med.items()},
+                      "infer_fps": {str(k): round(v, 2) for k, v in imed.items()},
+                      "pipeline_fps": {str(k): round(v, 2) for k, v in pmed.items()},
+                      "ratio_3_viewers_detector_only": round(med[3] / med[0], 3),
+                      "ratio_3_viewers_infer": round(imed[3] / imed[0], 3),
+                      "web_copied": web.get("copied"), "web_late": web.get("late_frames"),
+                      "rounds": args.rounds, "window_s": args.window_s, "exit_code": code}))
     return 0
 
 

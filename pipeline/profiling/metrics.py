@@ -8,7 +8,8 @@ from .profiler import Profiler
 
 
 class Metrics:
-    """Prometheus metrics on 127.0.0.1 (a registry of our own; the server thread is a daemon)."""
+    """Prometheus metrics on 127.0.0.1 (a registry of our own; the server thread is a daemon).
+    ``port`` 0: the registry only, served by nobody (the live view reads it)."""
 
     def __init__(self, port: int):
         from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -25,6 +26,9 @@ class Metrics:
                                 registry=self.reg)
         self.age = Gauge("trackpipe_frame_age_ms", "age of the newest frame when the tracker took it "
                          "(capture after decode -> tracker)", registry=self.reg)
+        self.server = None
+        if not port:
+            return
         try:
             res = start_http_server(port, addr="127.0.0.1", registry=self.reg)
         except OSError as e:

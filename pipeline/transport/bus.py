@@ -29,6 +29,7 @@ SINK = "sink"        # track -> sink               (PULL bound by sink)
 CTL = "ctl"          # infer/render -> capture     (PULL bound by capture): Want / Release
 OVERLAY = "overlay"  # render -> capture           (PULL bound by capture): Drawn (overlay display)
 STATS = "stats"      # every stage -> supervisor   (PULL bound by supervisor): State, Stats, Log
+WEB = "web"          # track, supervisor -> web    (PULL bound by web): Tracked, events, LiveStats
 
 
 def endpoint(run_dir: str, name: str) -> str:

@@ -1,0 +1,162 @@
+"""Web stage: the live view and HTTP API (`pipeline/web`) in a process of its own.
+
+Nothing upstream ever waits for it:
+
+- track pushes every `Tracked` message and source event to it with a non-blocking send (a
+  full queue drops the message, counted by track as ``web_skipped``); the supervisor pushes the
+  live profile and the metrics text (`LiveStats`) once a profile period;
+- it copies a frame's pixels out of the ring only while someone watches a stream (at most
+  ``max_fps`` a second) or when the newest copy is older than ``idle_refresh_s`` (so that
+  ``latest.jpg`` and the first MJPEG part are recent). It reads the slot under its seqlock and
+  never holds or releases it (render does), so it cannot slow render or infer nor hold back
+  capture in lossless mode; a frame whose slot was reused before the copy finished is dropped
+  and counted (``drops``; gauge ``late_frames``).
+
+In lossless mode render draws its boxes on the slot in place when it writes a video or shows a
+window, so a copy taken after that already has them; the live view draws the same boxes again
+in the same places.
+
+The server (aiohttp, its own thread) starts in ``setup`` and logs ``live view on URL`` (the bound
+port when ``--http-port 0``), before any frame flows: the page shows the camera as ``waiting``.
+Events are the track stage's (`Tracked.events`, `EndOfStream.events`: ``track_started``/``_ended``,
+zone and line events) plus the source events, so they are there with or without ``--events``; the
+zone and line counts are the track stage's ``counts`` gauge in the forwarded profile. The camera is
+``pipeline.camera`` (the name in the events); its zones and lines are drawn on the frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import numpy as np
+from trackpipe.pipeline.errors import ConfigError
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.transport.bus import WEB
+from trackpipe.pipeline.transport.messages import EndOfStream, FrameMeta, LiveStats, SourceEvent, Tracked
+from trackpipe.pipeline.transport.ring import FrameRing
+from trackpipe.pipeline.web.config import WebConfig, WebConfigError
+
+from .base import RunContext, StageError, StageProcess
+
+log = logging.getLogger(__name__)
+
+
+def web_config(cfg) -> WebConfig:
+    """The live view's checked settings from ``cfg.output`` (token from $TRACKPIPE_HTTP_TOKEN when
+    not set); a bad one (an exposed host without a token...) raises ConfigError (exit 2)."""
+    o = cfg.output
+    try:
+        return WebConfig(host=o.http_host, port=int(o.http_port or 0), token=o.http_token).resolved()
+    except WebConfigError as e:
+        raise ConfigError(str(e)) from None
+
+
+def copy_frame(ring: FrameRing, meta: FrameMeta) -> np.ndarray | None:
+    """A private (H, W, 3) uint8 copy of frame ``meta.seq``, or None when its slot no longer holds
+    it (reused, or being written). Reads under the slot's seqlock; takes no slot credit."""
+    slot, seq = meta.slot, meta.seq
+    version = ring.version(slot)
+    if version % 2 or ring.seq(slot) != seq:
+        return None
+    out = np.empty(meta.shape, np.uint8)
+    view = ring.frame(slot, meta.shape)
+    np.copyto(out, view)
+    del view
+    return out if ring.valid(slot, seq, version) else None
+
+
+def shapes_in_pixels(zones, lines, width: int, height: int) -> list:
+    """The camera's zones and lines (config lists, docs/events.md) with their points in pixels of a
+    ``width`` x ``height`` frame, as the live view draws them."""
+    from trackpipe.pipeline.events import parse_shapes
+    zs, ls = parse_shapes(zones, lines)
+    return [dataclasses.replace(s, points=s.resolve(width, height).tolist(), units="px") for s in (*zs, *ls)]
+
+
+class WebProcess(StageProcess):
+    stage = "web"
+
+    def __init__(self, rc: RunContext, web: WebConfig, camera: str, names: list[str] | None = None,
+                 shapes: list | None = None, idle_refresh_s: float = 1.0):
+        super().__init__(rc)
+        self.web = web
+        self.camera = camera
+        self.names = list(names) if names else None
+        self.shapes = list(shapes or [])  # zones and lines in pixels, drawn on the frames
+        self.idle_refresh_s = float(idle_refresh_s)
+
+    def setup(self) -> None:
+        from trackpipe.pipeline.web import LiveViewHub
+        from trackpipe.pipeline.web.server import WebServer, WebServerError
+        self.ring = FrameRing.attach(self.rc.ring_name)
+        self.inp = self.bus.pull(WEB, hwm=10000)
+        self.hub = LiveViewHub(max_events=1000)
+        self.hub.publish_camera_state(self.camera, None)  # listed (as "waiting") before its first frame
+        self.server = WebServer(self.hub, self.web, names=self.names or (),
+                                zones={self.camera: self.shapes} if self.shapes else None)
+        try:
+            self.server.start()
+        except WebServerError as e:
+            raise StageError(str(e)) from None
+        # a little under the feed's own interval, so the two rate caps do not beat each other down
+        self.watched_interval = 0.9 / self.web.max_fps
+        self.last_copy = -math.inf
+        self.stats.gauges.update(url=self.server.url, camera=self.camera, copied=0, late_frames=0)
+
+    def teardown(self) -> None:
+        if getattr(self, "server", None) is not None:
+            self.server.stop(timeout=1.0)
+        if getattr(self, "ring", None) is not None:
+            self.ring.close()
+
+    def watched(self) -> bool:
+        """True while a client streams this camera (read from the server thread's feeds)."""
+        return any(f.viewers > 0 for f in tuple(self.server.live.feeds.values()))
+
+    def loop(self) -> None:
+        idle_since = time.monotonic()
+        for msg in self.messages(self.inp):
+            if isinstance(msg, LiveStats):
+                self.hub.publish_stats(msg.report)
+                self.hub.publish_metrics(msg.metrics.encode())
+                counts = msg.report.get("stages", {}).get("track", {}).get("counts")
+                if counts:
+                    self.hub.publish_counts(counts)
+            elif isinstance(msg, SourceEvent):
+                self.hub.publish_event({"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq),
+                                        "camera": self.camera, **msg.fields()})
+                self.hub.publish_camera_state(self.camera, "lost" if msg.event == "source_lost" else None)
+            elif isinstance(msg, EndOfStream):  # the page stays up until the run stops
+                for e in msg.events:
+                    self.hub.publish_event(e)
+                self.hub.publish_camera_state(self.camera, "ended")
+            elif isinstance(msg, Tracked):
+                self.count(StageBoard.IN)
+                t0 = time.monotonic()
+                self.on_tracked(msg, t0)
+                t1 = time.monotonic()
+                self.count(StageBoard.OUT)
+                self.stats.item(t0, t1, t0 - idle_since)
+                idle_since = time.monotonic()
+
+    def on_tracked(self, msg: Tracked, now: float) -> None:
+        for e in msg.events:
+            self.hub.publish_event(e)
+        if msg.dropped:
+            return
+        interval = self.watched_interval if self.watched() else self.idle_refresh_s
+        if now - self.last_copy < interval:
+            return
+        meta = msg.meta
+        frame = copy_frame(self.ring, meta)
+        g = self.stats.gauges
+        if frame is None:  # the slot was reused before we got to it: this stage lags
+            self.stats.drops += 1
+            g["late_frames"] += 1
+            return
+        self.last_copy = now
+        g["copied"] += 1
+        self.hub.publish_frame(self.camera, meta.seq, meta.t_capture, frame, msg.tracks, copy=False)
