@@ -1,22 +1,29 @@
 #!/usr/bin/env python
-"""Pipeline vs detector alone vs the one-process sequential loop, on the same video, model and
-backend, in one run:
+"""The end-to-end figures of issue #15, in one run: every variant ``--repeat`` times,
+interleaved (round 1: all variants, round 2: all variants, ...), medians reported, so a busy
+neighbour on a shared machine hits all of them alike. Prints a table and one JSON line.
 
-  (a) detector alone: ``detect()`` on decoded frames (only the detect calls are timed);
-  (b) sequential, the tutorial design: read, detect, track, draw, write the video, in one loop
-      in one process;
-  (c) the multi-process pipeline (capture, infer, track, render + video writer, sink + MOT file),
-      its steady-state FPS (first capture to last rendered frame; start-up excluded, as in a/b).
+Pipeline variants run ``run_tracker.py``'s own command-line parsing (`pipeline.cli.load`), in
+this process, on aiguys_test.mp4 (1920x1080, 302 frames), random-weight yolov4-tiny 416:
 
-The variants run one after another, ``--repeat`` times interleaved (a, b, c, a, b, c, ...), and
-the median of each is reported, so a busy neighbour on a shared machine hits all three alike.
-Prints a table and one JSON line with the ratios c/a and c/b.
+- ``tiny``: ``--conf 0.5``, tracking (sort), drawing, H.264 video and MOT file, default
+  settings (backend/precision auto, ``pipeline.cpus`` auto, ``pipeline.batch`` auto);
+- ``tiny_onnx``: the same with ``--backend onnx --precision fp32`` (the earlier path);
+- ``tiny_noplace``: the same as ``tiny`` with ``--set pipeline.cpus=off`` (no CPU placement);
+- ``tiny_prec_auto``: the same as ``tiny`` with ``--precision auto`` (bf16/int8 kept only when their
+  boxes agree with fp32's on the source's first frames);
+- ``tiny_placed``: the same with infer alone on the first core and the other stages on the rest
+  (``--set "pipeline.cpus={infer: [FIRST]}"``: what ``auto`` does from 4 cores on);
+- ``flood25`` / ``flood50``: ``--conf 0.25`` / ``0.5``, 100 frames, ``--headless``, no outputs;
+- ``yf``: Yolo-Fastest-1.1-xl 320 (real weights), as ``tiny``.
 
-    python benchmarks/bench_pipeline.py --source ../shared/assets/video/aiguys_test.mp4 \\
-        --cfg ../shared/assets/darknet/yolo-fastest-1.1_coco/yolo-fastest-1.1-xl.cfg \\
-        --weights ../shared/assets/darknet/yolo-fastest-1.1_coco/yolo-fastest-1.1-xl.weights --size 320
-    python benchmarks/bench_pipeline.py --source ../shared/assets/video/aiguys_test.mp4 \\
-        --cfg ../shared/assets/darknet/cfg/yolov4-tiny.cfg --random-weights --size 416
+One-process references, all cores (backend threads = every core), the backend and precision
+``auto`` chose: ``tiny_alone`` / ``yf_alone`` (``detect()`` on decoded frames, only the detect
+calls timed) and ``tiny_loop`` / ``yf_loop`` (read, detect, track, draw, write H.264 + MOT in one
+loop: the tutorial design).
+
+    python benchmarks/bench_pipeline.py --repeat 3
+    python benchmarks/bench_pipeline.py --repeat 3 --only tiny tiny_onnx
 """
 
 from __future__ import annotations
@@ -37,9 +44,74 @@ if str(ROOT) not in sys.path:
 
 import cv2  # noqa: E402
 
+ASSETS = ROOT.parent / "shared" / "assets"
+VIDEO = ASSETS / "video" / "aiguys_test.mp4"
+TINY_CFG = ASSETS / "darknet" / "cfg" / "yolov4-tiny.cfg"
+YF_DIR = ASSETS / "darknet" / "yolo-fastest-1.1_coco"
+YF = ["--cfg", str(YF_DIR / "yolo-fastest-1.1-xl.cfg"), "--weights", str(YF_DIR / "yolo-fastest-1.1-xl.weights"),
+      "--names", str(ASSETS / "darknet" / "data" / "coco.names"), "--size", "320"]
+VARIANTS = ("tiny", "tiny_onnx", "tiny_noplace", "tiny_placed", "tiny_prec_auto", "flood25", "flood50", "yf", "tiny_alone", "tiny_loop",
+            "yf_alone", "yf_loop")
 
-def _frames(source: str, limit: int):
-    cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+
+def random_weights(cfg: Path) -> Path:
+    """Random darknet weights for ``cfg`` (seed 0), cached under ~/.cache/trackpipe/random-weights."""
+    from trackpipe.models.darknet import load_cfg, write_random_weights
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trackpipe" / "random-weights"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{cfg.stem}-random-seed0.weights"
+    if not path.exists():
+        write_random_weights(load_cfg(cfg), path, seed=0)
+    return path
+
+
+def tiny_model(conf: float) -> list:
+    return ["--cfg", str(TINY_CFG), "--weights", str(random_weights(TINY_CFG)), "--size", "416", "--conf", str(conf)]
+
+
+def pipeline_args(variant: str, out: str) -> list:
+    """The run_tracker.py command line of a pipeline variant."""
+    full = ["--source", str(VIDEO), "--tracker", "sort", "--headless", "--output", f"{out}/{variant}.mp4",
+            "--mot", f"{out}/{variant}.txt"]
+    if variant == "tiny":
+        return full + tiny_model(0.5)
+    if variant == "tiny_onnx":
+        return full + tiny_model(0.5) + ["--backend", "onnx", "--precision", "fp32"]
+    if variant == "tiny_noplace":
+        return full + tiny_model(0.5) + ["--set", "pipeline.cpus=off"]
+    if variant == "tiny_prec_auto":
+        return full + tiny_model(0.5) + ["--precision", "auto"]
+    if variant == "tiny_placed":
+        first = sorted(os.sched_getaffinity(0))[0]
+        return full + tiny_model(0.5) + ["--set", f"pipeline.cpus={{infer: [{first}]}}"]
+    if variant in ("flood25", "flood50"):
+        return ["--source", str(VIDEO), "--tracker", "sort", "--headless", "--max-frames", "100",
+                *tiny_model(0.25 if variant == "flood25" else 0.5)]
+    if variant == "yf":
+        return full + YF
+    raise KeyError(variant)
+
+
+def run_pipeline_variant(variant: str, out: str) -> dict:
+    from trackpipe.pipeline.cli import load
+    from trackpipe.pipeline.runtime.app import run_pipeline
+    cfg, spec = load(pipeline_args(variant, out) + ["--profile", f"{out}/{variant}.json"])
+    res = run_pipeline(cfg, spec)
+    if res.exit_code != 0:
+        raise SystemExit(f"{variant}: pipeline failed: {res.error}")
+    r = res.report
+    if r["frames_out"] != r["frames_in"]:
+        raise SystemExit(f"{variant}: lost frames: {r['frames_in']} in, {r['frames_out']} out")
+    st = r["stages"]
+    return {"fps": r["pipeline_fps"], "frames": r["frames_out"], "detector_only_fps": r["detector_only_fps"],
+            "ratio": r.get("pipeline_over_detector", 0.0), "detector": r.get("detector", {}),
+            "placement": r.get("placement", {}).get("cores", {}),
+            "cpu_ms": {k: v.get("cpu_ms_per_item") for k, v in st.items()},
+            "video": {k: st.get("render", {}).get(k) for k in ("video_codec", "video_preset")}}
+
+
+def _frames(limit: int = 0):
+    cap = cv2.VideoCapture(str(VIDEO), cv2.CAP_FFMPEG)
     n = 0
     while not limit or n < limit:
         ok, f = cap.read()
@@ -50,39 +122,44 @@ def _frames(source: str, limit: int):
     cap.release()
 
 
-def detector_alone(spec, source: str, limit: int) -> dict:
-    """(a): frames decoded first (untimed), then only ``detect()`` is timed."""
+def _spec(model_args: list):
+    from trackpipe.pipeline.cli import load
+    return load(["--source", str(VIDEO), *model_args])[1]
+
+
+def detector_alone(model_args: list) -> dict:
+    """Frames decoded first (untimed), then only ``detect()`` is timed; all cores."""
     from trackpipe.models.factory import build_detector
-    det = build_detector(spec)
-    total, n = 0.0, 0
+    det = build_detector(_spec(model_args))
+    frames = list(_frames(100))
+    total = 0.0
     try:
-        first = True
-        for f in _frames(source, limit):
-            if first:  # warm-up, as the pipeline's infer stage does
-                det.detect(f)
-                det.detect(f)
-                first = False
+        det.detect(frames[0])
+        det.detect(frames[0])
+        for f in frames:
             t0 = time.perf_counter()
             det.detect(f)
             total += time.perf_counter() - t0
-            n += 1
+        name = det.describe() if hasattr(det, "describe") else det.name
     finally:
         det.close()
-    return {"frames": n, "fps": n / total, "ms_mean": 1000 * total / n}
+    return {"fps": len(frames) / total, "frames": len(frames), "backend": name}
 
 
-def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dict:
-    """(b): the single-process tutorial loop: read, detect, track, draw, write video + MOT."""
+def sequential(model_args: list, out: str, tag: str) -> dict:
+    """The one-process loop: read, detect, track, draw, write H.264 (same writer and preset as
+    render) and the MOT file; all cores."""
     from trackpipe.models.factory import build_detector
-    from trackpipe.pipeline.media.sinks import BoxAnnotator, MotWriter, VideoSink
-    from trackpipe.trackers.base import build_tracker
-    det = build_detector(spec)
-    trk = build_tracker(tracker)
-    cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+    from trackpipe.pipeline.media.sinks import BoxAnnotator, MotWriter
+    from trackpipe.pipeline.video import VideoWriter
+    from trackpipe.trackers.factory import build_tracker
+    det = build_detector(_spec(model_args))
+    trk = build_tracker("sort")
+    cap = cv2.VideoCapture(str(VIDEO), cv2.CAP_FFMPEG)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    video = VideoSink(os.path.join(out_dir, "sequential.mp4"), fps, size)
-    mot = MotWriter(os.path.join(out_dir, "sequential.txt"))
+    hw = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    video = VideoWriter.open(os.path.join(out, f"{tag}.mp4"), fps, hw)
+    mot = MotWriter(os.path.join(out, f"{tag}.txt"))
     ann = BoxAnnotator(det.names)
     ok, f = cap.read()
     det.detect(f)
@@ -91,7 +168,7 @@ def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dic
     n = 0
     t0 = time.perf_counter()
     try:
-        while not limit or n < limit:
+        while True:
             ok, f = cap.read()
             if not ok:
                 break
@@ -106,119 +183,74 @@ def sequential(spec, source: str, limit: int, tracker: str, out_dir: str) -> dic
         mot.close()
         cap.release()
         det.close()
-    return {"frames": n, "fps": n / elapsed}
+    return {"fps": n / elapsed, "frames": n}
 
 
-def pipelined(spec, source: str, limit: int, tracker: str, out_dir: str, slots: int) -> dict:
-    """(c): the multi-process pipeline with the same outputs (video + MOT)."""
-    from trackpipe.pipeline.runtime.app import run_pipeline
-    from trackpipe.pipeline.config import Config
-    cfg = Config()
-    cfg.source.uri = source
-    cfg.tracker.name = tracker
-    cfg.output.headless = True
-    cfg.output.video = os.path.join(out_dir, "pipeline.mp4")
-    cfg.output.mot = os.path.join(out_dir, "pipeline.txt")
-    cfg.pipeline.max_frames = limit
-    cfg.pipeline.ring_slots = slots
-    cfg.profile.path = os.path.join(out_dir, "profile.json")
-    t0 = time.perf_counter()
-    res = run_pipeline(cfg, spec)
-    wall = time.perf_counter() - t0
-    if res.exit_code != 0:
-        raise SystemExit(f"pipeline failed: {res.error}")
-    r = res.report
-    if r["frames_out"] != r["frames_in"]:
-        raise SystemExit(f"pipeline lost frames: {r['frames_in']} in, {r['frames_out']} out")
-    return {"frames": r["frames_out"], "fps": r["pipeline_fps"], "wall_fps": r["frames_out"] / wall,
-            "detector_only_fps_in_pipeline": r["detector_only_fps"], "latency_ms": r["latency_ms"],
-            "stages": {k: {m: v.get(m) for m in ("fps", "ms_p50", "ms_p95", "cpu_ms_per_item", "workers")
-                           if v.get(m) is not None} for k, v in r["stages"].items()}}
+def run_variant(v: str, out: str) -> dict:
+    if v == "tiny_alone":
+        return detector_alone(tiny_model(0.5))
+    if v == "yf_alone":
+        return detector_alone(YF)
+    if v == "tiny_loop":
+        return sequential(tiny_model(0.5), out, v)
+    if v == "yf_loop":
+        return sequential(YF, out, v)
+    return run_pipeline_variant(v, out)
 
 
-def _random_weights(cfg: Path, size) -> Path:
-    from trackpipe.models.darknet import load_cfg, write_random_weights
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trackpipe" / "random-weights"
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{cfg.stem}-random-seed0.weights"
-    if not path.exists():
-        write_random_weights(load_cfg(cfg, size), path, seed=0)
-    return path
+def _median_run(runs: list) -> dict:
+    return sorted(runs, key=lambda r: r["fps"])[len(runs) // 2]
 
 
 def main(argv=None) -> int:
-    from trackpipe.models.cli_args import add_model_args, spec_from_args
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", default=str(ROOT.parent / "shared" / "assets" / "video" / "aiguys_test.mp4"))
-    ap.add_argument("--frames", type=int, default=0, help="frames per variant (0: the whole video)")
-    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the median is reported")
-    ap.add_argument("--tracker", default="sort")
-    ap.add_argument("--ring-slots", type=int, default=8)
-    ap.add_argument("--random-weights", action="store_true",
-                    help="write random darknet weights for --cfg (architectures without real weights here)")
-    ap.add_argument("--only", nargs="*", choices=("a", "b", "c"), default=["a", "b", "c"])
-    add_model_args(ap)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the median is reported")
+    ap.add_argument("--only", nargs="*", choices=VARIANTS, default=list(VARIANTS))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if a.random_weights:
-        if not a.cfg:
-            ap.error("--random-weights needs --cfg")
-        a.weights = _random_weights(a.cfg, a.size or (0, 0))
-    if not a.model and not a.cfg:
-        a.cfg = ROOT.parent / "shared/assets/darknet/yolo-fastest-1.1_coco/yolo-fastest-1.1-xl.cfg"
-        a.weights = ROOT.parent / "shared/assets/darknet/yolo-fastest-1.1_coco/yolo-fastest-1.1-xl.weights"
-        a.size = a.size or (320, 320)
-    spec = spec_from_args(a)
-    if spec.backend == "auto":  # resolve once so that all three variants use the same backend
-        from trackpipe.models.factory import build_detector
-        d = build_detector(spec)
-        spec = spec.with_(backend=d.name)
-        d.close()
-    threads = [a.threads] if a.threads else sorted({1, os.cpu_count() or 1})
-    runs = {(k, t): [] for k in a.only for t in threads}
+    runs = {v: [] for v in a.only}
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as out:
-        for _ in range(a.repeat):
-            for t in threads:
-                sp = spec.with_(threads=t)
-                if "a" in a.only:
-                    runs["a", t].append(detector_alone(sp, a.source, a.frames))
-                if "b" in a.only:
-                    runs["b", t].append(sequential(sp, a.source, a.frames, a.tracker, out))
-                if "c" in a.only:
-                    runs["c", t].append(pipelined(sp, a.source, a.frames, a.tracker, out, a.ring_slots))
-    med = {kt: statistics.median(r["fps"] for r in v) for kt, v in runs.items()}
-    best = {k: max((med[k, t], t) for t in threads) for k in a.only}  # (fps, threads) of the best setting
-    cap = cv2.VideoCapture(a.source)
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    cap.release()
-    label = a.model or Path(spec.cfg).stem + (" (random weights)" if a.random_weights else "")
-    print(f"{label} {spec.size[0]}x{spec.size[1]}, backend {spec.backend}, conf {spec.conf_threshold}; "
-          f"{Path(a.source).name} {w}x{h}, {runs[a.only[0], threads[0]][0]['frames']} frames; "
-          f"{os.cpu_count()} CPUs; median of {a.repeat} interleaved runs")
-    names = {"a": "(a) detector alone", "b": "(b) sequential loop", "c": "(c) pipeline"}
-    print(f"{'variant':<22} {'threads':>7} {'FPS':>8}   runs")
-    for k in a.only:
-        for t in threads:
-            mark = " *" if best[k][1] == t and len(threads) > 1 else ""
-            print(f"{names[k]:<22} {t:>7} {med[k, t]:>8.2f}   " + ", ".join(f"{r['fps']:.2f}" for r in runs[k, t])
-                  + mark)
-    if len(threads) > 1:
-        print("(* the best thread setting of each variant; the ratios compare best with best)")
-    result = {"bench": "pipeline", "model": label, "size": list(spec.size), "backend": spec.backend,
-              "conf": spec.conf_threshold, "source": Path(a.source).name,
-              "frames": runs[a.only[0], threads[0]][0]["frames"], "repeat": a.repeat, "cpu_count": os.cpu_count(),
-              "fps": {f"{k}_threads{t}": round(v, 3) for (k, t), v in med.items()},
-              "best": {k: {"fps": round(v[0], 3), "threads": v[1]} for k, v in best.items()}}
-    if "c" in best:
-        c = sorted(runs["c", best["c"][1]], key=lambda r: r["fps"])[len(runs["c", best["c"][1]]) // 2]
-        result["pipeline"] = {k: c[k] for k in ("wall_fps", "detector_only_fps_in_pipeline", "latency_ms", "stages")}
-        if "a" in best:
-            result["ratio_c_over_a"] = round(best["c"][0] / best["a"][0], 3)
-            print(f"pipeline / detector alone  = {result['ratio_c_over_a']:.3f}")
-        if "b" in best:
-            result["ratio_c_over_b"] = round(best["c"][0] / best["b"][0], 3)
-            print(f"pipeline / sequential loop = {result['ratio_c_over_b']:.3f}")
+        for v in a.only:  # backend auto measures once per model (cached): keep that out of the rounds
+            if v in ("tiny_alone", "yf_alone"):
+                detector_alone(tiny_model(0.5) if v == "tiny_alone" else YF)
+        for i in range(a.repeat):
+            for v in a.only:
+                r = run_variant(v, out)
+                runs[v].append(r)
+                print(f"round {i + 1} {v}: {r['fps']:.2f} FPS"
+                      + (f", pipeline/detector {r['ratio']:.3f}" if "ratio" in r else ""), file=sys.stderr)
+    med = {v: statistics.median(r["fps"] for r in rs) for v, rs in runs.items()}
+    result = {"bench": "pipeline", "source": VIDEO.name, "repeat": a.repeat, "cpu_count": os.cpu_count(),
+              "fps": {v: round(f, 2) for v, f in med.items()},
+              "runs": {v: [round(r["fps"], 2) for r in rs] for v, rs in runs.items()}}
+    print(f"{VIDEO.name}, {os.cpu_count()} CPUs, median of {a.repeat} interleaved rounds")
+    print(f"{'variant':<14} {'FPS':>8} {'det-only':>9} {'pipe/det':>9}  backend / detail; runs")
+    for v in a.only:
+        m = _median_run(runs[v])
+        det = m.get("detector", {})
+        detail = m.get("backend") or det.get("backend", "")
+        if "detector_only_fps" in m:
+            detail += f", batch {det.get('batch', '?')}"
+            result.setdefault("pipeline", {})[v] = {k: m[k] for k in ("detector_only_fps", "ratio", "detector",
+                                                                       "placement", "cpu_ms", "video")}
+        print(f"{v:<14} {med[v]:>8.2f} {m.get('detector_only_fps', 0):>9.2f} {m.get('ratio', 0):>9.3f}  {detail}; "
+              + ", ".join(f"{r['fps']:.2f}" for r in runs[v]))
+    ratios = {}
+    pairs = {"tiny_over_onnx": ("tiny", "tiny_onnx"), "prec_auto_over_onnx": ("tiny_prec_auto", "tiny_onnx"), "auto_over_off": ("tiny", "tiny_noplace"),
+             "placed_over_unplaced": ("tiny_placed", "tiny_noplace"),
+             "flood25_over_flood50": ("flood25", "flood50"), "tiny_pipeline_over_loop": ("tiny", "tiny_loop"),
+             "yf_pipeline_over_loop": ("yf", "yf_loop"), "tiny_pipeline_over_alone": ("tiny", "tiny_alone"),
+             "yf_pipeline_over_alone": ("yf", "yf_alone")}
+    for name, (x, y) in pairs.items():
+        if x in med and y in med and med[y]:
+            ratios[name] = round(med[x] / med[y], 3)
+            print(f"{name:<28} {ratios[name]:.3f}")
+    for v in ("tiny", "yf", "tiny_onnx", "tiny_placed", "tiny_prec_auto"):
+        if v in runs:
+            ratios[f"{v}_pipeline_over_detector_only"] = round(statistics.median(r["ratio"] for r in runs[v]), 3)
+            print(f"{v + '_pipeline_over_detector_only':<28} {ratios[f'{v}_pipeline_over_detector_only']:.3f}")
+    result["ratios"] = ratios
     print(json.dumps(result))
     return 0
 

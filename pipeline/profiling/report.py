@@ -18,14 +18,32 @@ def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
     t0 = (cap.total() or {}).get("t_first") if cap else None
     t1 = (ren.total() or {}).get("t_last") if ren else None
     pipeline_fps = round(frames_out / (t1 - t0), 3) if t0 is not None and t1 and t1 > t0 else 0.0
-    det_fps = det_fps_worker = 0.0
+    det_fps = det_fps_worker = run_fps = 0.0
+    detector = {}
     if inf and inf.total():
         ex = inf.total()["counters"]
+        workers = len(getattr(inf, "members", [None]))
         if ex.get("detect_s", 0) > 0:
-            # frames / detect() time of one worker; the infer stage (``workers`` processes that
-            # run at once) can deliver that many times as much on its own compute time
-            det_fps_worker = ex.get("detect_n", 0) / ex["detect_s"]
-            det_fps = det_fps_worker * len(getattr(inf, "members", [None]))
+            # frames / detect() time of one worker during the run; the infer stage (``workers``
+            # processes that run at once) can deliver that many times as much on its compute time
+            run_fps = ex.get("detect_n", 0) / ex["detect_s"] * workers
+        if ex.get("solo_s", 0) > 0:
+            # the detector alone on the cores infer was placed on, measured before the run started
+            # (the other stages idle): pipeline_fps / detector_only_fps says what they take from it
+            det_fps_worker = ex.get("solo_n", 0) / ex["solo_s"]
+            source = "alone on infer's cores before the run"
+        elif run_fps:
+            det_fps_worker = run_fps / workers
+            source = "detect() time during the run"
+        det_fps = det_fps_worker * workers
+        g = inf.total().get("gauges", {})
+        if det_fps:
+            detector = {"source": source, "backend": g.get("backend", ""), "batch": g.get("batch", 1),
+                        "batch_fps": g.get("batch_fps", {}), "probe": g.get("solo_probe", ""),
+                        "in_run_fps": round(run_fps, 3),
+                        "mean_batch": round(ex.get("detect_n", 0) / ex["batches"], 3) if ex.get("batches") else 0.0}
+            if g.get("backend_choice"):
+                detector["backend_choice"] = g["backend_choice"]
     lat = Histogram()
     if ren and ren.total():
         lat = Histogram.from_dict(ren.total().get("hists", {}).get("latency"))
@@ -33,6 +51,8 @@ def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
     age = Histogram.from_dict((trk.total() or {}).get("hists", {}).get("frame_age")) if trk else Histogram()
     report = {"frames_in": int(frames_in), "frames_out": int(frames_out), "pipeline_fps": pipeline_fps,
               "detector_only_fps": round(det_fps, 3), "detector_only_fps_per_worker": round(det_fps_worker, 3),
+              "pipeline_over_detector": round(pipeline_fps / det_fps, 3) if det_fps else 0.0,
+              "detector": detector,
               "latency_ms": {**lat.percentiles(), "mean": _r3(lat.mean())},
               "frame_age_at_tracker_ms": age.percentiles(),
               "stages": stages}

@@ -37,18 +37,56 @@ log = logging.getLogger(__name__)
 QT_DISPLAYS = ("overlay", "mirror")
 
 
+def open_video(path: str, fps: float, size_wh: tuple, codec: str = "auto", preset: Optional[str] = None):
+    """The output video (`pipeline.video.VideoWriter`: H.264 in fragmented MP4, or mp4v); its
+    folder is created as needed. Raises StageError with one line."""
+    from pathlib import Path
+
+    from trackpipe.pipeline.video import VideoWriter, VideoWriterError
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StageError(f"cannot write video {path}: cannot create folder {folder}: {e.strerror}") from None
+    try:
+        return VideoWriter.open(path, fps, (int(size_wh[1]), int(size_wh[0])), codec=codec, preset=preset)
+    except VideoWriterError as e:
+        raise StageError(str(e)) from None
+
+
+def fit_frame(frame: np.ndarray, frame_hw: tuple) -> np.ndarray:
+    """``frame`` at the video's (H, W): a frame of another size (image folders) is placed
+    top-left on black, shrunk only if it is larger, so that its pixels keep their coordinates."""
+    h, w = frame.shape[:2]
+    fh, fw = frame_hw
+    if (h, w) == (fh, fw):
+        return frame
+    import cv2
+    s = min(fw / w, fh / h, 1.0)
+    if s < 1.0:
+        w, h = max(1, int(w * s)), max(1, int(h * s))
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((fh, fw, 3), np.uint8)
+    canvas[:h, :w] = frame
+    return canvas
+
+
 class RenderProcess(StageProcess):
     stage = "render"
 
-    def __init__(self, rc: RunContext, video: Optional[str], fps: float, size: tuple, fourcc: str = "mp4v",
+    def __init__(self, rc: RunContext, video: Optional[str], fps: float, size: tuple, codec: str = "auto",
                  display: str = "none", names: Optional[List[str]] = None, labels: bool = True,
-                 snapshots: Optional[dict] = None, region: Optional[Tuple[int, int, int, int]] = None):
+                 snapshots: Optional[dict] = None, region: Optional[Tuple[int, int, int, int]] = None,
+                 preset: Optional[str] = None, shapes: Optional[dict] = None):
         super().__init__(rc)
+        self.shapes = shapes    # {"zones": [...], "lines": [...]} as configured: drawn on every frame
+        self.zone_drawer = None
         self.snapshot_args = snapshots  # SnapshotWriter keyword arguments, or None
         self.video_path = video
         self.fps = fps
         self.size = size
-        self.fourcc = fourcc
+        self.codec = codec      # auto | h264 | mp4v (pipeline.video.VideoWriter)
+        self.preset = preset    # x264 preset; None: choose_preset (measured CPU cost)
         self.display = display
         self.region = tuple(int(v) for v in region) if region else None  # overlay/mirror: screen x, y, w, h
         self.names = names
@@ -83,18 +121,30 @@ class RenderProcess(StageProcess):
         if getattr(self, "ring", None) is not None:
             self.ring.close()
 
-    def draw(self, img: np.ndarray, tracks) -> None:
-        """The one place render draws boxes and labels: img (H, W, 3) uint8 BGR, in place."""
+    def draw(self, img: np.ndarray, tracks, events=()) -> None:
+        """The one place render draws boxes and labels: img (H, W, 3) uint8 BGR, in place; zones
+        and lines (fractions resolved for this frame's size) with the counts of ``events``."""
+        if self.shapes and (self.shapes.get("zones") or self.shapes.get("lines")):
+            if self.zone_drawer is None:
+                from trackpipe.pipeline.events import parse_shapes
+                from trackpipe.pipeline.events.draw import ZoneLineAnnotator
+                self.zone_drawer = ZoneLineAnnotator(*parse_shapes(self.shapes.get("zones"), self.shapes.get("lines")))
+                self.zone_counts = {"zones": {}, "lines": {}}
+            for e in events:  # each event carries its zone's / line's counts for its class
+                key = "zones" if "zone" in e else "lines" if "line" in e else None
+                if key and isinstance(e.get("counts"), dict):
+                    per = self.zone_counts[key].setdefault(e[key[:-1]], {})
+                    per[e.get("class") or str(e.get("class_id"))] = dict(e["counts"])
+            self.zone_drawer.annotate(img, counts=self.zone_counts)
         self.annotator.annotate(img, tracks)
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
-        from trackpipe.pipeline.media.sinks import VideoSink, WindowSink
+        from trackpipe.pipeline.media.sinks import WindowSink
         if self.video_path:
-            try:
-                self.video = VideoSink(self.video_path, self.fps, self.size, self.fourcc)
-            except OSError as e:
-                raise StageError(str(e)) from None
+            self.video = open_video(self.video_path, self.fps, self.size, self.codec, self.preset)
+            self.stats.gauges.update(video_codec=self.video.codec, video_preset=self.video.preset or "",
+                                     video_crash_safe=self.video.crash_safe)
         if self.display == "window":
             self.window = WindowSink()
         if self.snapshot_args:
@@ -154,9 +204,9 @@ class RenderProcess(StageProcess):
                 self.snaps.unsee(tracks.track_id[new])
             if ok and draw:
                 if tracks is not None:
-                    self.draw(img, tracks)
+                    self.draw(img, tracks, msg.events)
                 if self.video is not None:
-                    self.video.write(img)
+                    self.video.write(fit_frame(img, self.video.frame_hw))
                 if self.window is not None and not self.window.show(img):
                     log.info("window closed by the user")
                     self.send_state(StageState.QUIT)
