@@ -209,10 +209,20 @@ def cache_fields(spec, network: Network, probe: bool) -> Dict:
             "env": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
 
 
-def cache_path(spec, network: Network) -> Path:
+# What a request is (one cache file each); the other fields are the environment it was measured
+# in: a change there makes the entry stale (one warning line, measured again).
+REQUEST_FIELDS = ("model", "size", "request", "threads", "calib", "probe", "conf", "nms", "letterbox",
+                  "int8_method")
+
+
+def cache_path(spec, network: Network, fields: Optional[Dict] = None) -> Path:
+    """One file per request: runs with another thread count or threshold keep their own entry
+    instead of marking each other's stale."""
     w, h = network.input_size
     stem = network.cfg_path.stem if network.cfg_path else "model"
-    req = hashlib.sha256(f"{model_key(network)}|{spec.backend}|{spec.precision}".encode()).hexdigest()[:12]
+    fields = fields if fields is not None else cache_fields(spec, network, True)
+    req = hashlib.sha256(json.dumps([fields.get(k) for k in REQUEST_FIELDS], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
     return Path(spec.cache_dir or default_cache_dir()) / "auto" / f"{stem}-{w}x{h}-{req}.json"
 
 
@@ -300,6 +310,9 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float) -> 
     if not live:
         raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
                                                                              for k, v in measured.items()))
+    log.warning("auto: measuring %s for %s at %dx%d on %s (first use; about %.0f s)", ", ".join(live),
+                network.cfg_path.name if network.cfg_path else "model", *network.input_size,
+                cpu_info().describe(), seconds + 2)
     # accuracy (precision auto only: an explicit precision is the user's call): reduced precision
     # vs one fp32 reference, openvino's when it runs (faster), else onnx's
     judged = [k for k in live if not k.endswith("-fp32")] if spec.precision == "auto" else []
@@ -358,16 +371,12 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
         return Choice(*pairs[0])
     probe, probe_id = probe_frames_for(spec, network, probe_frames)
     fields = cache_fields(spec, network, bool(probe))
-    path = cache_path(spec, network)
+    path = cache_path(spec, network, fields)
     if use_cache:
         cached = read_cached(path, fields)
         if cached is not None:
             return cached
     seconds = float((spec.extra or {}).get("auto_seconds", DEFAULT_SECONDS) if seconds is None else seconds)
-    log.warning("auto: measuring %s for %s at %dx%d on %s (first use; about %.0f s)",
-                ", ".join(f"{b}-{p}" for b, p in pairs),
-                network.cfg_path.name if network.cfg_path else "model", *network.input_size,
-                cpu_info().describe(), seconds + 2)
     choice = measure(spec, network, probe, seconds)
     choice.probe = probe_id
     if use_cache:

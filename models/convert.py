@@ -37,8 +37,11 @@ def _check_new_dir(out: Path) -> None:
 
 
 def convert(spec, network, fmt: str, out: Path) -> Path:
-    """Write `network` (built from `spec`) as `fmt` to `out`; returns the written path."""
+    """Write `network` (built from `spec`) as `fmt` to `out`; returns the written path.
+    Precision `auto` (a run-time choice) exports fp32 (fp16 for a TensorRT engine)."""
     out = Path(out)
+    if spec.precision == "auto":
+        spec = spec.with_(precision="fp16" if fmt in ("tensorrt", "tftrt") else "fp32")
     if fmt == "onnx":
         if spec.precision == "fp32":
             from .onnx_export import export_onnx  # noqa: PLC0415

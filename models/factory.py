@@ -36,6 +36,10 @@ def build_detector(spec: ModelSpec, network: Optional[Network] = None,
     frames). The returned detector's `describe()` names the pair, `choice` says why.
     """
     spec = _resolved(spec)
+    if spec.precision == "auto" and spec.backend not in ("auto", "onnx", "openvino"):
+        # precision auto is measured on the CPU backends; an explicit other backend runs its
+        # usual precision (TensorRT fp16, the rest fp32)
+        spec = spec.with_(precision="fp16" if spec.backend == "tensorrt" else "fp32")
     network = network or load_network(spec.cfg, spec.weights, spec.size)
     names = read_names(spec.names, network.num_classes)
     if spec.backend != "auto" and spec.precision != "auto":

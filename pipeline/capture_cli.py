@@ -61,12 +61,14 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from trackpipe.models.cli_args import add_model_args
+    from trackpipe.trackers.factory import TRACKER_NAMES
     p = _Parser(prog="run_capture.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     _capture_args(p)
     add_model_args(p, defaults=False)
     p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")
-    p.add_argument("--tracker", help="sort-ref, sort, bytetrack, deepsort, deepsort-byte")
+    p.add_argument("--tracker", choices=("auto", *TRACKER_NAMES), metavar="NAME",
+                   help="auto (default: hybrid) or one of: " + ", ".join(TRACKER_NAMES))
     p.add_argument("--profile", metavar="P.json", help="write the per-stage profile here")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--config", help="YAML config (default configs/screen-overlay.yaml)")

@@ -30,12 +30,16 @@ _OVERRIDES = {
     "headless": "output.headless", "window": "output.window", "display": "output.display",
     "max_frames": "pipeline.max_frames", "duration": "pipeline.duration_s",
     "ring_slots": "pipeline.ring_slots", "profile": "profile.path", "profile_plot": "profile.plot",
-    "metrics_port": "metrics_port", "log_level": "log_level",
+    "metrics_port": "metrics_port", "log_level": "log_level", "camera": "pipeline.camera",
+    "max_predict": "tracker.max_predict", "interpolate": "tracker.interpolate",
+    "http_port": "output.http_port", "http_host": "output.http_host", "http_token": "output.http_token",
 }
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
+        if message.startswith("unrecognized arguments") and any(a.startswith("--source") for a in sys.argv):
+            message += " (an unquoted glob? the shell expanded it: quote it, e.g. --source 'frames/*.jpg')"
         sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
 
@@ -43,6 +47,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The CLI; model flags come from trackpipe.models.cli_args (the same as ``python -m models``)."""
     from trackpipe.models.cli_args import add_model_args
+    from trackpipe.trackers.factory import TRACKER_NAMES
 
     p = _Parser(prog="run_tracker.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +59,20 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add_model_args(p, defaults=False)  # None = not given: the config's model section applies
     p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")
     t = p.add_argument_group("tracking and outputs")
-    t.add_argument("--tracker", help="sort-ref, sort, bytetrack, deepsort, deepsort-byte")
+    t.add_argument("--tracker", choices=("auto", *TRACKER_NAMES), metavar="NAME",
+                   help="auto (default: hybrid; independent for image folders and globs, where every image's "
+                        "detections are output at once, nothing linked across images), or one of: "
+                        + ", ".join(TRACKER_NAMES))
+    t.add_argument("--max-predict", type=int, metavar="N",
+                   help="draw and write a confirmed track missed for up to N frames at its predicted box, "
+                        "flagged (MOT conf -1, JSON predicted); 0: off (default: the tracker's, 5)")
+    t.add_argument("--interpolate", type=int, metavar="N",
+                   help="file runs: fill gaps of up to N frames per id in the MOT file at the end (MOT conf 0); "
+                        "0: off (default: the tracker's, 20)")
+    t.add_argument("--camera", metavar="NAME", help="the camera's name in events and MQTT topics (default cam0)")
+    t.add_argument("--mqtt", metavar="URL", help="publish the events to MQTT: mqtt://[user:pass@]HOST[:PORT]")
+    t.add_argument("--webhook", metavar="URL", action="append", default=[],
+                   help="POST every event's JSON to URL (repeatable)")
     t.add_argument("--output", help="annotated video file (.mp4)")
     t.add_argument("--mot", help="MOTChallenge track file")
     t.add_argument("--events", help="JSON-lines events file")
@@ -76,12 +94,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     r.add_argument("--profile", metavar="PROFILE.json", help="write the per-stage profile here")
     r.add_argument("--profile-plot", metavar="PLOT.png", help="write per-stage FPS over time")
     r.add_argument("--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT")
+    r.add_argument("--http-port", type=int, metavar="PORT",
+                   help="live view and HTTP API on 127.0.0.1:PORT (0: a free port, logged as 'live view on URL')")
+    r.add_argument("--http-host", metavar="ADDR", help="serve the live view on ADDR (not loopback: needs a token)")
+    r.add_argument("--http-token", metavar="TOKEN", help="bearer token of the live view (default: "
+                                                          "$TRACKPIPE_HTTP_TOKEN)")
     r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     return p
-
-
-_MODEL_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "calib",
-               "threads")
 
 
 def _class_list(text: str) -> list:
@@ -91,7 +110,6 @@ def _class_list(text: str) -> list:
 def load(argv):
     """argv -> (Config, ModelSpec); raises PipelineError / ModelError / ValueError."""
     from trackpipe.models.cli_args import spec_from_args
-    from trackpipe.pipeline.runtime.inputs import read_names, resolve_classes
     from trackpipe.pipeline.config import load_config, parse_scalar, set_value
     from trackpipe.pipeline.errors import ConfigError
 
@@ -105,31 +123,19 @@ def load(argv):
     for dest, key in _OVERRIDES.items():
         if getattr(args, dest, None) is not None:
             set_value(cfg, key, getattr(args, dest))
-    if args.classes is not None:
-        cfg.model.classes = _class_list(args.classes)
     if args.snapshot_classes is not None:
         cfg.output.snapshot_classes = _class_list(args.snapshot_classes)
+    if args.mqtt is not None:  # the URL; the config's other MQTT settings stay
+        cfg.mqtt = {**cfg.mqtt, "url": args.mqtt} if isinstance(cfg.mqtt, dict) else args.mqtt
+    if args.webhook:
+        cfg.webhooks = list(cfg.webhooks or []) + list(args.webhook)
     if not cfg.source.uri:
         raise ConfigError("no source given (use --source or source.uri in the config)")
 
-    # model: the config's model section, then the flags given; a --model on the command line
-    # replaces the config's cfg/weights/names and a --cfg/--weights replaces its --model
-    m = {k: getattr(cfg.model, k) for k in _MODEL_KEYS}
-    if args.model:
-        m.update(cfg=None, weights=None, names=None)
-    if args.cfg or args.weights:
-        m.update(model=None)
-    for k in _MODEL_KEYS:
-        if getattr(args, k, None) is not None:
-            m[k] = getattr(args, k)
-    for k in ("cfg", "weights", "names", "calib"):
-        if m[k] is not None:
-            m[k] = Path(m[k])
-    if isinstance(m["size"], int):
-        m["size"] = (m["size"], m["size"])
-    ns = argparse.Namespace(**m, cache_dir=args.cache_dir)
-    names = read_names(m["names"]) if m["names"] else None
-    spec = spec_from_args(ns, classes=resolve_classes(cfg.model.classes, names))
+    # model: the config's model section, then the flags given (a --model replaces the config's
+    # cfg/weights and a --cfg/--weights its model); resolved here, in the parent, before any stage
+    # starts: files downloaded or checked, class names turned into ids
+    cfg.model = spec = spec_from_args(args, classes=args.classes, base=cfg.model)
     return cfg, spec
 
 

@@ -3,14 +3,14 @@
 Unknown keys and out-of-range values are rejected with a message that names the key
 and what is allowed, e.g. ``unknown key 'pipline' (allowed: source, model, ...)``.
 Field metadata carries the checks: ``choices``, ``min``/``max`` (inclusive) and
-``min_excl``. Model files named in a config file are relative to that file; every other
-path is relative to the working directory.
+``min_excl``. The model section is a ``trackpipe.models.spec.ModelSpec`` (the one model type,
+validated against the backend and precision registries); model files named in a config file
+are relative to that file; every other path is relative to the working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +18,15 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
+from trackpipe.models.errors import ModelError
+from trackpipe.models.spec import ModelSpec
+
 from .errors import ConfigError
 
 
-def _f(default, *, choices=None, min=None, max=None, min_excl=None, help=""):  # noqa: A002
-    meta = {k: v for k, v in dict(choices=choices, min=min, max=max, min_excl=min_excl, help=help).items()
+def _f(default, *, choices=None, min=None, max=None, min_excl=None, help="", check=None):  # noqa: A002
+    meta = {k: v for k, v in dict(choices=choices, min=min, max=max, min_excl=min_excl, help=help,
+                                  check=check).items()
             if v is not None}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -58,27 +62,16 @@ class SourceConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Detector, with the names of the flags of ``python -m models``; None: the models default."""
-
-    model: Optional[str] = _f(None, help="known model name (e.g. yolov4-tiny); overrides cfg/weights")
-    cfg: Optional[str] = _f(None)
-    weights: Optional[str] = _f(None)
-    names: Optional[str] = _f(None)
-    size: Optional[int] = _f(None, min=32, max=4096, help="network input size (multiple of 32)")
-    backend: Optional[str] = _f(None, choices=("auto", "onnx", "tf", "opencv", "tensorrt", "tftrt"))
-    precision: Optional[str] = _f(None, choices=("fp32", "fp16", "int8"))
-    conf: Optional[float] = _f(None, min=0.0, max=1.0)
-    nms: Optional[float] = _f(None, min_excl=0.0, max=1.0)
-    calib: Optional[str] = _f(None, help="INT8 calibration frames (video, folder)")
-    threads: Optional[int] = _f(None, min=0, max=256, help="intra-op threads of the backend (0: all cores)")
-    classes: Optional[List[Union[int, str]]] = _f(None, help="keep only these class ids or names")
-
-
-@dataclass
 class TrackerConfig:
-    name: str = _f("sort", help="sort-ref, sort, bytetrack, deepsort, deepsort-byte")
+    name: str = _f("auto", help="auto (hybrid; independent for image folders and globs), hybrid, independent, "
+                               "sort-ref, sort, bytetrack, deepsort, deepsort-byte")
     options: Dict[str, Any] = _f({}, help="overrides of the tracker's config fields")
+    max_predict: Optional[int] = _f(None, min=0, help="a confirmed track missed for up to this many frames is "
+                                                      "drawn and written at its predicted box, flagged (null: the "
+                                                      "tracker's own, 5 for hybrid; 0: off)")
+    interpolate: Optional[int] = _f(None, min=0, help="file runs: fill gaps of up to this many frames per id in the "
+                                                      "MOT file at the end (null: the tracker's own, 20 for hybrid; "
+                                                      "0: off)")
 
 
 @dataclass
@@ -96,12 +89,25 @@ class PipelineConfig:
     max_restarts_per_min: int = _f(3, min=0, max=1000, help="live sources: stage restarts allowed per minute")
     reclaim_after_s: float = _f(2.0, min_excl=0.0, help="live: a slot in flight this long may be overwritten")
     start_method: str = _f("spawn", choices=("spawn", "forkserver"))
+    batch: Union[int, str] = _f("auto", check=lambda v: None if v == "auto" or (isinstance(v, int) and 1 <= v <= 64)
+                                else f"invalid value {v!r} (allowed: auto or 1..64)",
+                                help="infer: frames already waiting run in one detector call, up to this many "
+                                     "(never waits for more); auto: measured at start, 1 or 4")
+    cpus: Union[bool, str, Dict[str, Any]] = _f("auto", check=lambda v: _check_cpus(v),
+                                          help="CPU placement: auto (infer on its own cores), off, or "
+                                               "{stage: [cores]} (runtime/placement.py)")
+    camera: str = _f("cam0", help="the camera's name in events, MQTT topics and zones/lines")
 
 
 @dataclass
 class OutputConfig:
     video: Optional[str] = _f(None, help="annotated video file (.mp4)")
     fourcc: str = _f("mp4v")
+    codec: str = _f("auto", choices=("auto", "h264", "mp4v"), help="auto: H.264 (PyAV/libx264, fragmented MP4: "
+                                                                   "plays in browsers, survives a kill), else mp4v")
+    preset: str = _f("auto", choices=("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+                                      "slow", "slower", "veryslow"),
+                     help="x264 preset; auto: chosen by its measured CPU cost at the source's size and fps")
     mot: Optional[str] = _f(None, help="MOTChallenge track file")
     events: Optional[str] = _f(None, help="JSON-lines events file")
     window: str = _f("auto", choices=("auto", "on", "off"), help="with display auto: a window (on), none (off), "
@@ -118,6 +124,10 @@ class OutputConfig:
     snapshot_classes: Optional[List[Union[int, str]]] = _f(None, help="snapshot only new tracks of these class "
                                                                       "ids or names (default: every class)")
     snapshot_quality: int = _f(90, min=1, max=100, help="JPEG quality of the snapshots")
+    http_port: Optional[int] = _f(None, min=0, max=65535, help="live view and HTTP API on this port (0: a free "
+                                                               "one, logged as 'live view on URL'; None: off)")
+    http_host: str = _f("127.0.0.1", help="address of the live view; anything but loopback needs a token")
+    http_token: Optional[str] = _f(None, help="bearer token of the live view (default: $TRACKPIPE_HTTP_TOKEN)")
 
 
 @dataclass
@@ -132,13 +142,17 @@ class ProfileConfig:
 @dataclass
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)  # the one model type, validated by models.spec
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     metrics_port: int = _f(0, min=0, max=65535, help="Prometheus metrics on 127.0.0.1:PORT (0: off)")
     log_level: str = _f("info", choices=("debug", "info", "warning", "error"))
+    zones: Optional[List[Any]] = _f(None, help="zones of the camera (docs/events.md)")
+    lines: Optional[List[Any]] = _f(None, help="counting lines of the camera (docs/events.md)")
+    mqtt: Optional[Any] = _f(None, help="MQTT delivery of the events: mqtt://HOST:PORT or a mapping (docs/events.md)")
+    webhooks: Optional[List[Any]] = _f(None, help="webhook deliveries of the events: URLs or mappings")
 
 
 # --- loading and validation ---------------------------------------------------------------
@@ -197,6 +211,10 @@ def _coerce(value: Any, tp, key: str) -> Any:
 
 def _check(value: Any, f: dataclasses.Field, key: str) -> None:
     m = f.metadata
+    if "check" in m and value is not None:
+        problem = m["check"](value)
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
     if value is None:
         return
     if "choices" in m and value not in m["choices"]:
@@ -213,8 +231,9 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def apply_dict(obj, data: dict, prefix: str = "") -> None:
-    """Set fields of dataclass ``obj`` from a nested mapping, validating every key and value."""
+def apply_dict(obj, data: dict, prefix: str = "", base_dir: Optional[Path] = None) -> None:
+    """Set fields of dataclass ``obj`` from a nested mapping, validating every key and value.
+    Model file paths are relative to ``base_dir`` (the config file's folder) when given."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -224,10 +243,16 @@ def apply_dict(obj, data: dict, prefix: str = "") -> None:
         if k not in fields:
             raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(fields)})")
         cur = getattr(obj, k)
+        if isinstance(cur, ModelSpec):
+            try:
+                setattr(obj, k, cur.override(v, base_dir=base_dir, where=key))
+            except ModelError as e:
+                raise ConfigError(str(e)) from None
+            continue
         if dataclasses.is_dataclass(cur):
             if v is None:
                 continue
-            apply_dict(cur, v, key + ".")
+            apply_dict(cur, v, key + ".", base_dir)
             continue
         if isinstance(v, bool) and "on" in fields[k].metadata.get("choices", ()):
             v = "on" if v else "off"  # YAML 1.1 reads on/off as booleans
@@ -268,29 +293,21 @@ def load_config(path: Optional[str] = None, data: Optional[dict] = None) -> Conf
             raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', None) or e}") from None
         if loaded is not None:
             try:
-                apply_dict(cfg, loaded)
+                apply_dict(cfg, loaded, base_dir=p.resolve().parent)
             except ConfigError as e:
                 raise ConfigError(f"{path}: {e}") from None
-            _resolve_model_paths(cfg, loaded, p.resolve().parent)
     if data:
         apply_dict(cfg, data)
     return cfg
 
 
-MODEL_FILE_KEYS = ("cfg", "weights", "names", "calib")
-
-
-def _resolve_model_paths(cfg: Config, loaded: dict, base: Path) -> None:
-    """Model files named in a config file are relative to that file (so a preset works from
-    any working directory); sources and outputs stay relative to the working directory."""
-    model = loaded.get("model") if isinstance(loaded, dict) else None
-    if not isinstance(model, dict):
-        return
-    for k in MODEL_FILE_KEYS:
-        v = model.get(k)
-        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
-            setattr(cfg.model, k, os.path.normpath(str(base / v)))
+def _check_cpus(value) -> Optional[str]:
+    from .runtime.placement import check_cpus
+    return check_cpus(value)
 
 
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data (the model section as ``ModelSpec.to_mapping()``)."""
+    return {f.name: (v.to_mapping() if isinstance(v, ModelSpec) else
+                     dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+            for f in dataclasses.fields(cfg) for v in [getattr(cfg, f.name)]}

@@ -20,8 +20,8 @@ def _yaml(tmp_path, text):
 
 def test_defaults():
     c = Config()
-    assert c.pipeline.ring_slots == 8 and c.source.mode == "auto" and c.tracker.name == "sort"
-    assert c.model.backend is None  # None: the models package decides
+    assert c.pipeline.ring_slots == 8 and c.source.mode == "auto" and c.tracker.name == "auto"
+    assert c.model.backend == "auto" and c.model.model is None  # the zoo's default model, a measured backend
 
 
 def test_yaml_overrides_and_types(tmp_path):
@@ -29,7 +29,7 @@ def test_yaml_overrides_and_types(tmp_path):
                                     "model:\n  classes: [0, person]\n"))
     assert c.pipeline.ring_slots == 4
     assert c.source.uri == "0" and c.source.fps == 25.0  # camera index as a string, int widened
-    assert c.model.classes == [0, "person"]
+    assert c.model.classes == (0, "person")  # names become ids when the model is resolved
 
 
 @pytest.mark.parametrize("text, message", [
@@ -37,7 +37,7 @@ def test_yaml_overrides_and_types(tmp_path):
     ("pipeline:\n  ringslots: 4\n", "unknown key 'pipeline.ringslots' (allowed: ring_slots, infer_workers, max_frames"),
     ("pipeline:\n  ring_slots: 1\n", "pipeline.ring_slots: 1 is below the minimum 2"),
     ("pipeline:\n  ring_slots: many\n", "pipeline.ring_slots: expected an integer, got 'many'"),
-    ("model:\n  backend: cuda\n", "model.backend: invalid value 'cuda' (allowed: auto, onnx, tf, opencv"),
+    ("model:\n  backend: cuda\n", "model.backend: invalid value 'cuda' (allowed: auto, onnx, openvino, tf, opencv"),
     ("source:\n  mode: fast\n", "source.mode: invalid value 'fast' (allowed: auto, lossless, latest)"),
     ("output:\n  headless: maybe\n", "output.headless: expected true or false, got 'maybe'"),
     ("source:\n  watchdog_s: 0\n", "source.watchdog_s: 0.0 must be greater than 0.0"),
@@ -80,5 +80,5 @@ def test_model_files_relative_to_the_config_file(tmp_path):
     p = sub / "m.yaml"
     p.write_text("model:\n  cfg: ../models/x.cfg\n  weights: /abs/x.weights\noutput:\n  video: out.mp4\n")
     c = load_config(str(p))
-    assert c.model.cfg == str(tmp_path / "models" / "x.cfg")
-    assert c.model.weights == "/abs/x.weights" and c.output.video == "out.mp4"  # outputs: the working dir
+    assert str(c.model.cfg) == str(tmp_path / "models" / "x.cfg")
+    assert str(c.model.weights) == "/abs/x.weights" and c.output.video == "out.mp4"  # outputs: the working dir

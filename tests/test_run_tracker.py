@@ -97,6 +97,21 @@ def test_full_1080p_video_every_frame(tmp_path):
     started = {e["track_id"] for e in ev if e["event"] == "track_started"}
     ended = {e["track_id"] for e in ev if e["event"] == "track_ended"}
     assert started and started == ended  # every track ends by the end of the file
+    # one track_started and one track_ended per id, ever; durations in media time (302 frames at 30 fps)
+    starts = [e["track_id"] for e in ev if e["event"] == "track_started"]
+    ends = [e for e in ev if e["event"] == "track_ended"]
+    assert len(starts) == len(set(starts)) and len(ends) == len(started)
+    assert all(0 <= e["duration_s"] <= 302 / 30 and e["first_seq"] <= e["last_seq"] for e in ends)
+    # without flicker: rows per id cover the frames from its first to its last appearance (predicted
+    # boxes of missed frames are written with conf -1, gaps interpolated at the end with conf 0)
+    conf = [float(r[6]) for r in rows]
+    assert all(c in (-1.0, 0.0) or 0.0 < c <= 1.0 for c in conf) and -1.0 in conf and 0.0 in conf
+    frames_of = {}
+    for r in rows:
+        frames_of.setdefault(int(r[1]), set()).add(int(r[0]))
+    coverage = [len(f) / (max(f) - min(f) + 1) for f in frames_of.values()]
+    assert sum(coverage) / len(coverage) >= 0.97, coverage
+    assert prof["stages"]["sink"]["mot_interpolated"] > 0 and not (tmp_path / "t.txt.part").exists()
     # one snapshot per new person track, named after its track_started event, the frame at full size
     people = {(e["seq"], e["track_id"]) for e in ev if e["event"] == "track_started" and e["class"] == "person"}
     snaps = sorted((tmp_path / "snaps").iterdir())
@@ -106,6 +121,23 @@ def test_full_1080p_video_every_frame(tmp_path):
     assert prof["stages"]["render"]["snapshots"] == len(people)
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert leftovers(p.pid) == []
+
+
+@pytest.mark.timeout(120)
+def test_image_folder_every_image_detected_independently(tmp_path):
+    """Unrelated images (the default tracker for a folder is ``independent``): every image's
+    detections are written at once, each with its own id that starts and ends in that image."""
+    p = _start(["--source", str(ROOT.parent / "shared" / "assets" / "coco_val2017" / "images"), *MODEL,
+                "--mot", str(tmp_path / "t.txt"), "--events", str(tmp_path / "e.jsonl"), "--headless"], tmp_path)
+    assert p.wait(110) == 0, _stderr(tmp_path)
+    rows = [ln.split(",") for ln in (tmp_path / "t.txt").read_text().splitlines()]
+    assert len({int(r[0]) for r in rows}) >= 60          # of the 66 images
+    assert all(0.0 < float(r[6]) <= 1.0 for r in rows)  # observed boxes only: nothing predicted
+    ids = [int(r[1]) for r in rows]
+    assert len(ids) == len(set(ids))
+    ev = [json.loads(ln) for ln in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert sorted(e["seq"] for e in ev if e["event"] == "track_started") == \
+        sorted(e["seq"] for e in ev if e["event"] == "track_ended") == sorted(int(r[0]) - 1 for r in rows)
 
 
 @pytest.mark.timeout(90)
@@ -199,10 +231,12 @@ BAD = {
     "unknown backend": (["--source", str(VIDEO_360), "--backend", "cuda"], "error: argument --backend: invalid choice"),
     "unknown backend in yaml": (["--source", str(VIDEO_360), "--config", "{tmp}/backend.yaml"],
                                 "model.backend: invalid value 'cuda'"),
-    "missing weights": (["--source", str(VIDEO_360), "--weights", "{tmp}/none.weights"],
+    "missing weights": (["--source", str(VIDEO_360), "--cfg", str(YF_CFG), "--weights", "{tmp}/none.weights"],
                         "error: weights file not found"),
+    "weights without cfg": (["--source", str(VIDEO_360), "--weights", "{tmp}/none.weights"],
+                            "error: cfg and weights go together"),
     "unknown snapshot class": (["--source", str(VIDEO_360), *MODEL, "--snapshots", "{tmp}/s", "--snapshot-classes",
-                                "person,unicorn"], "error: unknown class 'unicorn' (not in the names file)"),
+                                "person,unicorn"], "error: output.snapshot_classes: unknown class 'unicorn'"),
     "snapshots folder is a file": (["--source", str(VIDEO_360), *MODEL, "--snapshots", "{tmp}/bad.mp4"],
                                    "error: the snapshots folder"),
 }
@@ -265,3 +299,79 @@ def test_unavailable_backend_one_line_nothing_written(tmp_path):
     assert err.count("\n") == 1 and err.startswith("error: infer: "), err
     assert list(tmp_path.iterdir()) == [tmp_path / "stderr.txt"]  # no output, no profile
     assert leftovers(p.pid) == []
+
+
+def _affinity_of(parent: int, stage: str) -> list:
+    pid = _stage_pid(parent, stage)
+    return sorted(os.sched_getaffinity(pid)) if pid > 0 else []
+
+
+@pytest.mark.timeout(120)
+def test_cpu_placement_and_detector_only_on_infer_cores(tmp_path):
+    """pipeline.cpus {infer: [first core]}: infer alone on that core, the other stages on the rest,
+    seen on the running processes; the profile names the placement, the backend, and the
+    detector-only figure measured alone on infer's core before the run."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("placement needs 2 cores")
+    out = tmp_path / "out.mp4"
+    p = _start(["--source", str(VIDEO_1080), *MODEL, "--output", str(out), "--profile", str(tmp_path / "p.json"),
+                "--headless", "--max-frames", "120", "--set", f"pipeline.cpus={{infer: [{cores[0]}]}}"], tmp_path)
+    _wait_frames_written(out, 300_000, p, timeout=100)
+    infer, render, capture = (_affinity_of(p.pid, s) for s in ("infer", "render", "capture"))
+    assert p.wait(100) == 0, _stderr(tmp_path)
+    assert infer == cores[:1] and render == capture == cores[1:], (infer, render, capture)
+    prof = json.loads((tmp_path / "p.json").read_text())
+    assert prof["placement"]["mode"] == "map" and prof["placement"]["cores"]["render"] == cores[1:]
+    assert (prof["model"]["threads"], prof["model"]["infer_workers"]) == (1, 1)  # sized to infer's one core
+    det = prof["detector"]
+    assert det["source"] == "alone on infer's cores before the run" and det["backend"] == "onnx-fp32"
+    assert det["probe"] == "first frame" and prof["detector_only_fps"] > 0 and det["in_run_fps"] > 0
+    assert prof["pipeline_over_detector"] == round(prof["pipeline_fps"] / prof["detector_only_fps"], 3)
+    assert f"infer on core {cores[0]}" in _stderr(tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_one_core_means_no_placement_and_one_log_line(tmp_path):
+    p = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO_360), *MODEL,
+                          "--headless", "--max-frames", "20"], cwd=str(ROOT), stdout=subprocess.DEVNULL,
+                         stderr=open(tmp_path / "stderr.txt", "w+"), start_new_session=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}))
+    assert p.wait(100) == 0, _stderr(tmp_path)
+    lines = [ln for ln in _stderr(tmp_path).splitlines() if "pipeline.cpus" in ln]
+    assert len(lines) == 1 and "1 core available, the placement needs 4" in lines[0], _stderr(tmp_path)
+    assert "no CPU placement" in _stderr(tmp_path)
+
+
+@pytest.mark.timeout(150)
+def test_batched_inference_gives_the_frames_batch_1_gives(tmp_path):
+    """pipeline.batch 4: frames already waiting run in one detect_batch call (the profile's mean
+    batch is above 1); every frame's tracks equal those of batch 1 (MOT rows, boxes within 0.05 px)."""
+    rows = {}
+    for b in (1, 4):
+        mot, prof = tmp_path / f"t{b}.txt", tmp_path / f"p{b}.json"
+        p = _start(["--source", str(VIDEO_360), *MODEL, "--mot", str(mot), "--profile", str(prof), "--headless",
+                    "--max-frames", "120", "--tracker", "sort", "--set", f"pipeline.batch={b}",
+                    "--ring-slots", "16"], tmp_path)  # a batch holds ring slots: at most slots / (2 x workers)
+        assert p.wait(140) == 0, _stderr(tmp_path)
+        r = json.loads(prof.read_text())
+        assert r["frames_in"] == r["frames_out"] == 120
+        inf = r["stages"]["infer"]
+        assert inf["batch"] == b
+        mean = r["detector"]["mean_batch"]
+        assert mean == 1.0 if b == 1 else 1.2 < mean <= 4, mean  # b == 4: frames did wait and ran together
+        rows[b] = [ln.split(",") for ln in mot.read_text().splitlines()]
+    assert len(rows[1]) == len(rows[4]) > 100
+    for a, c in zip(rows[1], rows[4]):
+        assert a[:2] == c[:2]  # frame, id
+        assert all(abs(float(x) - float(y)) <= 0.05 for x, y in zip(a[2:6], c[2:6])), (a, c)
+
+
+@pytest.mark.timeout(60)
+def test_placement_on_a_core_not_available_is_one_line(tmp_path):
+    p = _start(["--source", str(VIDEO_360), *MODEL, "--output", str(tmp_path / "o.mp4"), "--headless",
+                "--set", "pipeline.cpus={infer: [999]}"], tmp_path)
+    assert p.wait(50) == 2
+    err = _stderr(tmp_path)
+    assert err.count("\n") == 1 and err.startswith("error: pipeline.cpus: infer: core 999 is not available"), err
+    assert not (tmp_path / "o.mp4").exists() and leftovers(p.pid) == []

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from trackpipe.models.classes import parse_classes
+from trackpipe.models.classes import read_names as _read_names
+from trackpipe.models.errors import ModelError
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.errors import ConfigError, SourceError
 from trackpipe.pipeline.media.sources import SourceInfo, probe, screen_region, source_kind
@@ -19,28 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def read_names(path) -> Optional[List[str]]:
-    if not path:
-        return None
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"names file not found: {path}")
-    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    """The model's class names (None when it has none): ``trackpipe.models.classes.read_names``."""
+    return _read_names(path) if path else None
 
 
-def resolve_classes(classes, names: Optional[List[str]]):
-    """``classes`` as ids or names -> tuple of ids (None keeps all)."""
-    if classes is None:
-        return None
-    out = []
-    for c in classes:
-        if isinstance(c, int) or (isinstance(c, str) and c.strip().isdigit()):
-            out.append(int(c))
-        elif names and c in names:
-            out.append(names.index(c))
-        else:
-            raise ConfigError(f"unknown class {c!r}" + (" (not in the names file)" if names else
-                                                        " (give ids, or a names file for names)"))
-    return tuple(out)
+def resolve_classes(classes, names: Optional[List[str]], key: str = "output.snapshot_classes"):
+    """``classes`` as ids or names -> tuple of ids (None keeps all); errors name ``key``."""
+    try:
+        return parse_classes(classes, names)
+    except ModelError as e:
+        raise ConfigError(f"{key}: {str(e).removeprefix('classes: ')}") from None
 
 
 def _check_creatable(path: Path, what: str) -> None:
@@ -77,19 +68,75 @@ def prepare(cfg: Config, spec) -> SourceInfo:
         p = getattr(spec, attr, None)
         if p is not None and not Path(p).is_file():
             raise ConfigError(f"{attr} file not found: {p}")
-    check_tracker(cfg)
+    check_tracker(cfg, spec)
+    check_events(cfg, spec)
     check_display(cfg)
     return probe_source(cfg.source)
 
 
-def check_tracker(cfg: Config) -> None:
+def check_tracker(cfg: Config, spec=None) -> None:
     """The tracker and its options, validated by the trackers' own constructor (a bad option
-    is one line here, not a failure of the track process after the model has loaded)."""
-    from trackpipe.trackers.base import build_tracker
+    is one line here, not a failure of the track process after the model has loaded).
+
+    Also resolves them in ``cfg.tracker`` for the run: ``auto`` -> ``independent`` for image
+    folders and globs (unrelated images: every image's detections output at once, nothing
+    linked), else ``hybrid``; ``options`` gain ``score_floor`` = the detector's conf (trackers
+    that have it) and ``max_predict``; ``max_predict``/``interpolate`` become the values in effect."""
+    import dataclasses
+
+    from trackpipe.trackers.factory import build_tracker
+    t = cfg.tracker
+    auto = t.name == "auto"
+    if auto:
+        t.name = "independent" if source_kind(cfg.source.uri or "") == "images" else "hybrid"
+    # options written for the default tracker do not apply to the one chosen for images
+    opts = {} if auto and t.name == "independent" else dict(t.options)
     try:
-        build_tracker(cfg.tracker.name, **cfg.tracker.options)
+        tracker = build_tracker(t.name, **opts)
+        conf = getattr(tracker, "config", None)
+        have = {f.name for f in dataclasses.fields(conf)} if dataclasses.is_dataclass(conf) else set()
+        floor = getattr(spec, "conf_threshold", None)
+        if "score_floor" in have and "score_floor" not in opts and floor is not None:
+            opts["score_floor"] = float(floor)
+        if t.max_predict is not None and "max_predict" in have:
+            opts["max_predict"] = int(t.max_predict)
+        elif t.max_predict and not auto:
+            raise ConfigError(f"tracker.max_predict: the {t.name} tracker outputs no predicted boxes")
+        tracker = build_tracker(t.name, **opts)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"tracker: {e}") from None
+    t.options = opts
+    t.max_predict = int(getattr(tracker.config, "max_predict", 0) or 0) if "max_predict" in have else 0
+    if t.interpolate is None:
+        t.interpolate = int(getattr(tracker.config, "interpolate", 0) or 0) if "interpolate" in have else 0
+
+
+def check_events(cfg: Config, spec=None) -> None:
+    """``zones``, ``lines``, ``mqtt`` and ``webhooks`` parsed with the events package's own
+    validation (classes against the model's names): a bad entry is one line, exit 2."""
+    if not (cfg.zones or cfg.lines or cfg.mqtt or cfg.webhooks):
+        return
+    from trackpipe.pipeline.events import EventConfigError, ZoneLineCounter, parse_shapes
+    from trackpipe.pipeline.events.config import MqttConfig, WebhookConfig
+    try:
+        zones, lines = parse_shapes(cfg.zones, cfg.lines)
+        for s in (*zones, *lines):
+            if s.camera is not None and s.camera != cfg.pipeline.camera:
+                raise EventConfigError(f"{s.where}.camera: unknown camera {s.camera!r} "
+                                       f"(cameras: {cfg.pipeline.camera})")
+        try:
+            names = read_names(getattr(spec, "names", None))
+        except (ConfigError, ModelError, OSError):
+            names = None
+        ZoneLineCounter(cfg.pipeline.camera, zones, lines, names=names)   # classes known to the model
+        if cfg.mqtt:
+            MqttConfig.from_dict(cfg.mqtt)
+        if cfg.webhooks is not None and not isinstance(cfg.webhooks, list):
+            raise EventConfigError(f"webhooks: expected a list, got {cfg.webhooks!r}")
+        for i, w in enumerate(cfg.webhooks or []):
+            WebhookConfig.from_dict(w, f"webhooks[{i}]")
+    except EventConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def display_mode(cfg: Config) -> str:

@@ -25,8 +25,8 @@ from trackpipe.pipeline.media.sources import SourceInfo
 from trackpipe.pipeline.profiling.profiler import IN, OUT, Profiler
 from trackpipe.pipeline.stages.base import RunContext, StageProcess
 from trackpipe.pipeline.transport import bus as busmod
-from trackpipe.pipeline.transport.bus import STATS, Bus
-from trackpipe.pipeline.transport.messages import Log, StageState, State, Stats
+from trackpipe.pipeline.transport.bus import STATS, WEB, Bus
+from trackpipe.pipeline.transport.messages import LiveStats, Log, StageState, State, Stats
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from . import cleanup
@@ -34,7 +34,8 @@ from .inputs import display_mode, display_region
 from .processes import ProcessFactory, RunPlan
 from .shared import Flag, StageBoard
 from .signals import StopSignals, start_with_signals_blocked
-from .topology import Topology, infer_plan
+from . import placement as placing
+from .topology import Topology
 from .watchdog import RestartPolicy, describe_exit, kill, not_ready, silent_stages
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,22 @@ class Supervisor:
         self.names = names
         self.mode = cfg.source.mode if cfg.source.mode != "auto" else ("latest" if info.live else "lossless")
         self.live = self.mode == "latest"
-        workers, threads = infer_plan(spec, self.mode, cfg.pipeline.infer_workers)
-        self.topology = Topology.build(workers, sink=bool(cfg.output.mot or cfg.output.events))
+        self.placement_error: Optional[str] = None
+        try:
+            self.placement = placing.plan(cfg.pipeline.cpus, self.mode, placing.gpu_backend(spec),
+                                          cfg.pipeline.infer_workers, getattr(spec, "threads", 0) or 0)
+        except PipelineError as e:  # reported as one line by run()
+            self.placement_error = str(e)
+            self.placement = placing.plan("off", self.mode, placing.gpu_backend(spec), cfg.pipeline.infer_workers,
+                                          getattr(spec, "threads", 0) or 0)
+        workers, threads = self.placement.workers, self.placement.threads
+        self.topology = Topology.build(workers, sink=bool(cfg.output.mot or cfg.output.events or cfg.mqtt
+                                                          or cfg.webhooks),
+                                       web=cfg.output.http_port is not None)
         display = display_mode(cfg)
         self.plan = RunPlan(cfg, spec, info, names, self.mode, self.topology, threads, display,
                             display_region(cfg, info) if display in ("overlay", "mirror") else None,
-                            detector_factory)
+                            detector_factory, self.placement)
         self.error: Optional[str] = None
         self.failed_at: Optional[float] = None  # monotonic time a failure was noticed
         self.exit_code = EXIT_OK
@@ -102,8 +113,14 @@ class Supervisor:
             self.signals.install()
         ring = bus = None
         self.t_start = time.monotonic()
-        self.metrics = self.ui = None
+        self.metrics = self.ui = self.web_sock = None
         try:
+            if self.placement_error:
+                from trackpipe.pipeline.errors import ConfigError
+                raise ConfigError(self.placement_error)
+            if "web" in self.topology:  # an exposed live view without a token: one line, exit 2, nothing started
+                from trackpipe.pipeline.stages.web import web_config
+                web_config(self.cfg)
             run_dir = cleanup.make_run_dir(self.run_id)
             ring = FrameRing.create(cleanup.ring_name(self.run_id), self.cfg.pipeline.ring_slots, self.info.shape)
             ctx = mp.get_context(self.cfg.pipeline.start_method)
@@ -118,9 +135,11 @@ class Supervisor:
             bus = Bus(run_dir)
             self.stats_sock = bus.pull(STATS, hwm=100000)
             self.profiler = Profiler(self.topology, self._count, self.cfg.profile.interval_s)
-            if self.cfg.metrics_port:
+            if self.cfg.metrics_port or "web" in self.topology:  # port 0: the live view's /metrics only
                 from trackpipe.pipeline.profiling.metrics import Metrics
                 self.metrics = Metrics(self.cfg.metrics_port)
+            if "web" in self.topology:
+                self.web_sock = bus.push(WEB, hwm=4, flush=False)
             self.factory = ProcessFactory(self.plan, self.rc)
             for n in processes:
                 self._start(n)
@@ -148,6 +167,9 @@ class Supervisor:
     def _start(self, name: str) -> None:
         self.procs[name] = self.factory.make(name, self.incarnation[name])
         start_with_signals_blocked(self.procs[name])
+        cores = self.placement.cores_of(name)
+        if cores and not placing.apply(self.procs[name].pid, cores):
+            log.warning("could not place stage '%s' on cores %s", name, ",".join(map(str, cores)))
 
     def _loop(self) -> None:
         cfg = self.cfg
@@ -182,9 +204,23 @@ class Supervisor:
                 row = self.profiler.sample(now, running=self.go_at is not None)
                 if self.metrics:
                     self.metrics.update(self.profiler, row)
+                if self.web_sock is not None:
+                    self._send_live()
             self.ui.update()
             if self.on_tick:
                 self.on_tick(self)
+
+    def _send_live(self) -> None:
+        """The live profile (the report's shape, no timeline) and the metrics text to the web stage;
+        dropped when its queue is full."""
+        from prometheus_client import generate_latest
+
+        from trackpipe.pipeline.profiling.report import build_report
+        prof = self.profiler
+        report = build_report({n: prof.group(n) for n in prof.stages},
+                              {"mode": self.mode, "outcome": "running" if self.go_at is not None else "starting",
+                               "wall_s": round(time.monotonic() - self.t_start, 3)})
+        busmod.try_send(self.web_sock, LiveStats(report, generate_latest(self.metrics.reg).decode()))
 
     def _maybe_go(self, now: float) -> None:
         processes = self.topology.processes
@@ -192,10 +228,11 @@ class Supervisor:
         if not waiting:
             self.go_at = now
             i = self.info
-            log.info("ready in %.1fs: %s %s %dx%d @ %.2f fps%s; %s; %d infer worker(s) x %d thread(s); run %s",
+            log.info("ready in %.1fs: %s %s %dx%d @ %.2f fps%s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
                      now - self.t_start, i.kind, i.uri, i.width, i.height, i.fps,
                      f", {i.frames} frames" if i.frames else "", self.mode, self.topology.spec("infer").processes,
-                     self.plan.infer_threads, self.run_id)
+                     self.plan.infer_threads, self.placement.describe(processes)
+                     + (f" ({self.placement.note})" if self.placement.note else ""), self.run_id)
             self.rc.go.set()
         elif now - self.t_start > self.cfg.pipeline.start_timeout_s:
             raise PipelineError(f"stages not ready after {self.cfg.pipeline.start_timeout_s:g}s: {', '.join(waiting)}")
@@ -261,7 +298,7 @@ class Supervisor:
         if setup_error:  # deterministic (bad model, unwritable file...): restarting cannot help
             self.error, self.exit_code, self.outcome = message, EXIT_BAD_INPUT, "failed"
             return
-        if not self.live:
+        if not self.live and n != "web":  # the live view holds no frame: restarted in any mode
             self.error, self.exit_code, self.outcome = message + "; stopping (a file source cannot skip frames)", \
                 EXIT_FAILED, "failed"
             return
@@ -331,7 +368,8 @@ class Supervisor:
                           "threads": self.plan.infer_threads, "infer_workers": self.topology.spec("infer").processes,
                           "size": list(getattr(self.spec, "size", ())),
                           "precision": getattr(self.spec, "precision", "")},
-                "tracker": self.cfg.tracker.name, "ring_slots": self.cfg.pipeline.ring_slots}
+                "tracker": self.cfg.tracker.name, "ring_slots": self.cfg.pipeline.ring_slots,
+                "placement": self.placement.to_dict(self.topology.processes)}
         if self.error:
             meta["error"] = self.error
         report = self.profiler.build(meta)

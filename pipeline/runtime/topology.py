@@ -7,8 +7,6 @@ and the metrics take their stage rows and queue depths from it.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -32,9 +30,11 @@ class StageSpec:
 PIPELINE: Tuple[StageSpec, ...] = (
     StageSpec("capture", None, ("infer",), released_by="render"),
     StageSpec("infer", "capture", ("track",)),
-    StageSpec("track", "infer", ("render", "sink")),
+    StageSpec("track", "infer", ("render", "sink", "web")),
     StageSpec("render", "track", (), terminal=True),
     StageSpec("sink", "track", (), terminal=True),
+    # the live view: fed by track without back-pressure, copies pixels without holding a slot
+    StageSpec("web", "track", ()),
 )
 
 
@@ -43,12 +43,13 @@ class Topology:
     stages: Tuple[StageSpec, ...]
 
     @classmethod
-    def build(cls, infer_workers: int = 1, sink: bool = True) -> "Topology":
+    def build(cls, infer_workers: int = 1, sink: bool = True, web: bool = False) -> "Topology":
         """The pipeline with ``infer_workers`` infer processes; the sink only when asked for
-        (a MOT or events file); render always (it releases the slots)."""
+        (a MOT or events file); the web stage only with an http port; render always (it
+        releases the slots)."""
         out = []
         for s in PIPELINE:
-            if s.name == "sink" and not sink:
+            if (s.name == "sink" and not sink) or (s.name == "web" and not web):
                 continue
             if s.name == "infer":
                 s = StageSpec(s.name, s.upstream, s.downstream, processes=max(1, infer_workers))
@@ -95,20 +96,3 @@ class Topology:
     @property
     def terminal(self) -> List[str]:
         return [s.name for s in self.stages if s.terminal]
-
-
-def infer_plan(spec, mode: str, workers: int = 0) -> tuple:
-    """-> (infer processes, backend threads per process).
-
-    On a CPU, files (lossless) get 2 infer processes of (cores - 1) // 2 threads each (at
-    least 1): two frames in flight at once scale better than intra-op threads on few cores,
-    and a core's worth of time stays for decoding, drawing and encoding. Live sources
-    (latest frame) and GPU backends get one process. ``threads`` set in the spec (not 0)
-    and ``workers`` set in the config (not 0) are kept."""
-    cores = os.cpu_count() or 1
-    backend = getattr(spec, "backend", "auto")
-    gpu = backend in ("tensorrt", "tftrt") or (backend == "auto" and importlib.util.find_spec("tensorrt") is not None)
-    if not workers:
-        workers = 2 if (mode == "lossless" and not gpu and cores >= 2) else 1
-    threads = getattr(spec, "threads", 0) or max(1, (cores - 1) // workers)
-    return workers, threads

@@ -50,6 +50,16 @@ class RunContext:
     ring_slots: int = 8
 
 
+class _Stopping:
+    """``is_set()`` view of ``StageProcess.stopping()`` for ``bus.send``."""
+
+    def __init__(self, proc: "StageProcess"):
+        self.proc = proc
+
+    def is_set(self) -> bool:
+        return self.proc.stopping()
+
+
 class StageError(Exception):
     """A failure of a stage with a user-facing message."""
 
@@ -143,8 +153,9 @@ class StageProcess(SpawnProcess):
                 on_idle()
 
     def send(self, sock, msg: Message) -> bool:
-        """Send ``msg`` on ``sock``, waiting out back-pressure; False once the run stops."""
-        return busmod.send(sock, msg, stop=self.rc.stop)
+        """Send ``msg`` on ``sock``, waiting out back-pressure; False once the run stops or this
+        process got SIGTERM (e.g. the supervisor died: its stop flag will never be set then)."""
+        return busmod.send(sock, msg, stop=_Stopping(self))
 
     def send_stats(self) -> None:
         busmod.try_send(self._stats_sock, Stats(self.stats.snapshot()))
