@@ -28,16 +28,46 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
                  on_tick: Optional[Callable] = None) -> RunResult:
     """Run to completion (or stop); never raises for bad input: see ``RunResult.error``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # children: keep stderr for our own messages
+    from trackpipe.models.errors import ModelError
+
     try:
         info = prepare(cfg, spec)
         names = read_names(getattr(spec, "names", None))
         resolve_classes(cfg.output.snapshot_classes, names)  # an unknown class: one line, exit 2
+        if detector_factory is None:
+            spec = resolve_auto(spec, info)
     except PipelineError as e:
         return RunResult(e.exit_code, str(e), None, "bad_input")
+    except ModelError as e:
+        return RunResult(2, str(e).strip().splitlines()[0], None, "bad_input")
     sup = Supervisor(cfg, spec, info, names, detector_factory=detector_factory)
     sup.on_tick = on_tick
     code = sup.run()
     return RunResult(code, sup.error, sup.report, sup.outcome)
+
+
+def resolve_auto(spec, info):
+    """backend/precision ``auto`` measured (or read from its cache) once, here in the parent, so
+    that every infer worker runs the same pair; precision auto judges reduced precision on the
+    source's own first frames (files; live sources: fp32 pairs only). A machine with TensorRT
+    is left to the infer stage (its engine is built there)."""
+    if spec.backend not in ("auto", "onnx", "openvino") or "auto" not in (spec.backend, spec.precision):
+        return spec
+    if spec.backend == "auto":
+        import importlib.util
+        if importlib.util.find_spec("tensorrt") is not None:
+            return spec
+    from trackpipe.models import auto
+    from trackpipe.models.darknet import load_network
+    from trackpipe.pipeline.stages.infer import PROBE_FRAMES, read_frames
+
+    network = load_network(spec.cfg, spec.weights, spec.size)
+    probe = read_frames(info.uri, PROBE_FRAMES) if info.kind == "file" and spec.precision == "auto" else None
+    choice = auto.choose(spec, network, probe)
+    if choice.measured:  # a fresh measurement is news (WARNING), a cached one is named at INFO
+        log.log(logging.INFO if choice.cached else logging.WARNING, "%s: auto -> %s",
+                network.cfg_path.name if network.cfg_path else "model", choice.summary())
+    return spec.with_(backend=choice.backend, precision=choice.precision)
 
 
 def run(cfg: Config, spec, detector_factory: Optional[Callable] = None) -> int:
