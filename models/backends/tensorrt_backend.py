@@ -44,7 +44,8 @@ import numpy as np
 from ..detector import Detector
 from ..errors import BackendUnavailable, ModelError
 from ..onnx_export import EXPORTER_VERSION, default_cache_dir, export_onnx, model_key
-from ..spec import PRECISIONS
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")  # what a TensorRT engine is built in
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def engine_cache_key(model_key: str, size: Sequence[int], precision: str, gpu_na
     precision, GPU (name and compute capability), TensorRT version, the ONNX model it
     is built from (`source_id`: exporter/converter version, calibration digest) and
     the profile's max batch. Deterministic across processes (no `hash()`)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision not in ENGINE_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(ENGINE_PRECISIONS)}; got {precision!r}")
     fields = {"format": ENGINE_FORMAT, "model": str(model_key), "size": [int(v) for v in size],
               "precision": precision, "gpu": str(gpu_name), "trt": str(trt_version), "source": str(source_id),
               "max_batch": int(max_batch)}
