@@ -24,13 +24,13 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
 # flag dest -> dotted config key
 _OVERRIDES = {
-    "source": "source.uri", "mode": "source.mode", "realtime": "source.realtime", "loop": "source.loop",
+    "mode": "source.mode", "realtime": "source.realtime", "loop": "source.loop",
     "tracker": "tracker.name", "output": "output.video", "mot": "output.mot", "events": "output.events",
     "snapshots": "output.snapshots",
     "headless": "output.headless", "window": "output.window", "display": "output.display",
     "max_frames": "pipeline.max_frames", "duration": "pipeline.duration_s",
     "ring_slots": "pipeline.ring_slots", "profile": "profile.path", "profile_plot": "profile.plot",
-    "metrics_port": "metrics_port", "log_level": "log_level", "camera": "pipeline.camera",
+    "metrics_port": "metrics_port", "log_level": "log_level",
     "max_predict": "tracker.max_predict", "interpolate": "tracker.interpolate",
     "http_port": "output.http_port", "http_host": "output.http_host", "http_token": "output.http_token",
 }
@@ -51,8 +51,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     p = _Parser(prog="run_tracker.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", help="video file, image folder or glob, camera index, rtsp/http URL, "
-                                    "screen[:N][@X,Y,W,H]")
+    p.add_argument("--source", action="append", metavar="URI",
+                   help="video file, image folder or glob, camera index, rtsp/http URL, screen[:N][@X,Y,W,H]; "
+                        "repeat it for several cameras in one run (cam0, cam1, ...; outputs may hold {camera})")
     p.add_argument("--config", default=None, help="YAML config (default configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set pipeline.ring_slots=4 (repeatable)")
@@ -69,7 +70,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--interpolate", type=int, metavar="N",
                    help="file runs: fill gaps of up to N frames per id in the MOT file at the end (MOT conf 0); "
                         "0: off (default: the tracker's, 20)")
-    t.add_argument("--camera", metavar="NAME", help="the camera's name in events and MQTT topics (default cam0)")
+    t.add_argument("--camera", metavar="NAME", action="append",
+                   help="the camera's name in events, MQTT topics and outputs (default cam0, cam1, ...); "
+                        "once per --source, in the same order")
     t.add_argument("--mqtt", metavar="URL", help="publish the events to MQTT: mqtt://[user:pass@]HOST[:PORT]")
     t.add_argument("--webhook", metavar="URL", action="append", default=[],
                    help="POST every event's JSON to URL (repeatable)")
@@ -129,7 +132,8 @@ def load(argv):
         cfg.mqtt = {**cfg.mqtt, "url": args.mqtt} if isinstance(cfg.mqtt, dict) else args.mqtt
     if args.webhook:
         cfg.webhooks = list(cfg.webhooks or []) + list(args.webhook)
-    if not cfg.source.uri:
+    _apply_sources(cfg, args.source or [], args.camera or [])
+    if not cfg.source.uri and not cfg.cameras:
         raise ConfigError("no source given (use --source or source.uri in the config)")
 
     # model: the config's model section, then the flags given (a --model replaces the config's
@@ -137,6 +141,24 @@ def load(argv):
     # starts: files downloaded or checked, class names turned into ids
     cfg.model = spec = spec_from_args(args, classes=args.classes, base=cfg.model)
     return cfg, spec
+
+
+def _apply_sources(cfg, sources: list, cameras: list) -> None:
+    """``--source`` once: ``source.uri``; several times: the run's cameras (replacing the config's);
+    ``--camera`` names them in the same order."""
+    from trackpipe.pipeline.errors import ConfigError
+    if len(cameras) > max(1, len(sources) or len(cfg.cameras or [])):
+        raise ConfigError(f"--camera given {len(cameras)} times for {max(1, len(sources))} source(s)")
+    if len(sources) == 1:
+        cfg.source.uri, cfg.cameras = sources[0], None
+    elif sources:
+        cfg.cameras = [{"uri": u} for u in sources]
+    if cfg.cameras:
+        cfg.cameras = [dict(c) if isinstance(c, dict) else {"uri": c} for c in cfg.cameras]
+        for c, name in zip(cfg.cameras, cameras):
+            c["name"] = name
+    elif cameras:
+        cfg.pipeline.camera = cameras[0]
 
 
 def guarded(body: Callable[[], int]) -> int:

@@ -93,6 +93,9 @@ class PipelineConfig:
                                 else f"invalid value {v!r} (allowed: auto or 1..64)",
                                 help="infer: frames already waiting run in one detector call, up to this many "
                                      "(never waits for more); auto: measured at start, 1 or 4")
+    batch_timeout_ms: float = _f(10.0, min=0.0, max=1000.0,
+                                 help="live, several cameras: after a frame arrives, infer waits this long for "
+                                      "the other cameras' frames to join its batch")
     cpus: Union[bool, str, Dict[str, Any]] = _f("auto", check=lambda v: _check_cpus(v),
                                           help="CPU placement: auto (infer on its own cores), off, or "
                                                "{stage: [cores]} (runtime/placement.py)")
@@ -149,6 +152,8 @@ class Config:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     metrics_port: int = _f(0, min=0, max=65535, help="Prometheus metrics on 127.0.0.1:PORT (0: off)")
     log_level: str = _f("info", choices=("debug", "info", "warning", "error"))
+    cameras: Optional[List[Any]] = _f(None, help="several sources in one run: a list of {name, uri, classes, zones, "
+                                                 "lines, output, mot, events, snapshots} (docs/cameras.md)")
     zones: Optional[List[Any]] = _f(None, help="zones of the camera (docs/events.md)")
     lines: Optional[List[Any]] = _f(None, help="counting lines of the camera (docs/events.md)")
     mqtt: Optional[Any] = _f(None, help="MQTT delivery of the events: mqtt://HOST:PORT or a mapping (docs/events.md)")

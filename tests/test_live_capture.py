@@ -156,6 +156,7 @@ class _Stage:
         self.shape = (360, 640, 3)
         self.reclaim_after_s, self.seq, self.uri, self.consumers, self.max_frames = 2.0, 0, str(VIDEO_360), 1, max_frames
         self.rc = type("RC", (), {"stop": Flag()})()
+        self.index, self.camera = 0, "cam0"
         self.outs = 0
 
     def stopping(self):

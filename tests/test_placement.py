@@ -160,3 +160,12 @@ def test_off_from_yaml_or_set_is_no_placement():
     assert not p.placed and p.mode == "off"
     with pytest.raises(ConfigError, match="pipeline.cpus: expected auto, off or a mapping"):
         set_value(c, "pipeline.cpus", True)
+
+
+def test_several_live_cameras_give_the_unplaced_detector_every_core():
+    plan = P.plan
+    assert plan("auto", "latest", available=[0, 1], cameras=4).threads == 2
+    assert plan("off", "latest", available=[0, 1, 2], cameras=2).threads == 3
+    assert plan("auto", "latest", available=[0, 1], cameras=1).threads == 1      # one camera: as before
+    assert plan("auto", "lossless", available=[0, 1], cameras=4).threads == 1    # files: two workers
+    assert plan("auto", "latest", available=[0, 1], cameras=4, threads=1).threads == 1   # model.threads wins

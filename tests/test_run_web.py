@@ -313,3 +313,46 @@ def test_the_web_stage_is_in_the_topology_only_when_asked_for():
     assert t.spec("web").upstream == "track" and not t.spec("web").terminal
     assert t.spec("track").downstream == ("render", "web") and t.terminal == ["render"]
     assert t.spec("capture").released_by == "render"              # the web stage never returns slots
+
+
+@pytest.mark.timeout(180)
+def test_live_view_of_two_cameras_one_of_them_rtsp(tmp_path):
+    """A realtime file and a real RTSP camera in one run: both on the page's API with their own
+    frames; the RTSP camera's server killed -> that camera alone shows as lost; Ctrl-C: clean."""
+    from tests.rtsp.fixtures import RtspServer, rtsp_available
+    ok, why = rtsp_available()
+    if not ok:
+        pytest.skip(f"RTSP test server unavailable: {why}")
+    srv = RtspServer(width=320, height=240, fps=15).start()
+    p = None
+    try:
+        srv.wait_ready(20)
+        p = start_run(["--http-port", "0", "--source", srv.url, "--camera", "walk", "--camera", "gate",
+                       "--set", "source.watchdog_s=2"], tmp_path)
+        url = wait_url(p, tmp_path)
+
+        def cams():
+            return {c["name"]: c for c in get_json(url + "api/cameras")["cameras"]}
+
+        wait_for(lambda: all(c["seq"] >= 0 for c in cams().values()) and len(cams()) == 2, 120,
+                 "frames of both cameras")
+        for name, shape in (("walk", (360, 640, 3)), ("gate", (240, 320, 3))):
+            status, headers, body = get(url + f"api/cameras/{name}/latest.jpg")
+            assert status == 200, name
+            assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == shape
+        srv.kill()
+        wait_for(lambda: cams()["gate"]["state"] == "lost", 20, "the RTSP camera shown as lost")
+        seq = cams()["walk"]["seq"]
+        wait_for(lambda: cams()["walk"]["seq"] > seq + 10 and cams()["walk"]["state"] == "live", 20,
+                 "the other camera going on")
+        lost = [e for e in get_json(url + "api/events")["events"] if e["event"] == "source_lost"]
+        assert [e["camera"] for e in lost] == ["gate"]
+        os.killpg(p.pid, signal.SIGINT)
+        wait_group_gone(p, 10)
+        assert p.returncode == 130 and "Traceback" not in stderr_of(tmp_path)
+        assert leftovers(p.pid) == []
+    finally:
+        if p is not None and p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+        srv.close()

@@ -36,7 +36,19 @@ def test_profiler_queue_depths_follow_the_table():
     assert p.queue_depth("infer") == 3          # both workers' inputs together
     assert p.queue_depth("track") == 2 and p.queue_depth("render") == 0 and p.queue_depth("sink") == 0
     row = p.sample(p.next_sample, running=True)
-    assert set(row) == {"t", *t.names} and p.timeline == [row]
+    assert set(row) == {"t", *t.names, "camera:cam0"} and p.timeline == [row]
+
+
+def test_one_capture_process_per_camera():
+    t = Topology.build(infer_workers=2, sink=True, cameras=3)
+    assert t.members("capture") == ["capture", "capture.1", "capture.2"]
+    assert t.processes[:5] == ["capture", "capture.1", "capture.2", "infer", "infer.1"]
+    counts = {("capture", OUT): 5, ("capture.1", OUT): 2, ("capture.2", OUT): 4}
+    p = Profiler(t, lambda proc, field: counts.get((proc, field), 0), cameras=["door", "yard", "road"])
+    row = p.sample(p.next_sample + 1.0, running=True)
+    assert {k for k in row if k.startswith("camera:")} == {"camera:door", "camera:yard", "camera:road"}
+    assert row["camera:door"] > row["camera:road"] > row["camera:yard"] > 0
+    assert p.queue_depth("capture") == 11        # every camera's frames in flight
 
 
 def test_restart_policy_window():

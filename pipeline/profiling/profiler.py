@@ -23,7 +23,8 @@ class Profiler:
     """``topology``: the run's `runtime.topology.Topology`; ``counts(process, IN|OUT)``: items a
     process took / passed on (the stage board, read without messages)."""
 
-    def __init__(self, topology, counts: Callable[[str, str], float], interval_s: float = 1.0):
+    def __init__(self, topology, counts: Callable[[str, str], float], interval_s: float = 1.0,
+                 cameras: Optional[List[str]] = None):
         self.topology = topology
         self.counts = counts
         self.interval_s = interval_s
@@ -31,6 +32,9 @@ class Profiler:
         self.aggs: Dict[str, StageAggregate] = {p: StageAggregate(p) for p in topology.processes}
         self.timeline: List[dict] = []
         self._last_out = {n: 0.0 for n in self.stages}
+        # per camera: frames its capture passed on per second (row key ``camera:<name>``)
+        self.cameras = dict(zip(topology.members("capture"), cameras or ["cam0"])) if "capture" in topology else {}
+        self._last_cam = {p: 0.0 for p in self.cameras}
         self._last_t = time.monotonic()
         self.next_sample = self._last_t + interval_s
         self.report: Optional[dict] = None
@@ -81,6 +85,10 @@ class Profiler:
             row[n] = round((out - self._last_out[n]) / dt, 3) if dt > 0 else 0.0
             self._last_out[n] = out
             self.aggs[n].sample_depth(self.queue_depth(n))  # the stage's depth, kept on its first process
+        for p, name in self.cameras.items():
+            out = self.counts(p, OUT)
+            row[f"camera:{name}"] = round((out - self._last_cam[p]) / dt, 3) if dt > 0 else 0.0
+            self._last_cam[p] = out
         if running:
             self.timeline.append(row)
             if len(self.timeline) > 100000:

@@ -31,16 +31,16 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     from trackpipe.models.errors import ModelError
 
     try:
-        info = prepare(cfg, spec)
+        cameras = prepare(cfg, spec)
         names = read_names(getattr(spec, "names", None))
         resolve_classes(cfg.output.snapshot_classes, names)  # an unknown class: one line, exit 2
         if detector_factory is None:
-            spec = resolve_auto(spec, info)
+            spec = resolve_auto(spec, cameras[0].info)
     except PipelineError as e:
         return RunResult(e.exit_code, str(e), None, "bad_input")
     except ModelError as e:
         return RunResult(2, str(e).strip().splitlines()[0], None, "bad_input")
-    sup = Supervisor(cfg, spec, info, names, detector_factory=detector_factory)
+    sup = Supervisor(cfg, spec, cameras, names, detector_factory=detector_factory)
     sup.on_tick = on_tick
     code = sup.run()
     return RunResult(code, sup.error, sup.report, sup.outcome)

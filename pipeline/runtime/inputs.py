@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -17,6 +18,8 @@ from trackpipe.models.errors import ModelError
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.errors import ConfigError, SourceError
 from trackpipe.pipeline.media.sources import SourceInfo, probe, screen_region, source_kind
+
+from .cameras import Camera, resolve_cameras
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +54,57 @@ def _check_writable(path: Optional[str], what: str) -> None:
         raise ConfigError(f"the {what} {path} is a folder")
 
 
-def prepare(cfg: Config, spec) -> SourceInfo:
-    """Check outputs and model files, probe the source; raise PipelineError with one line."""
-    o = cfg.output
-    for path, what in ((o.video, "output video"), (o.mot, "MOT file"), (o.events, "events file"),
-                       (cfg.profile.path, "profile"), (cfg.profile.plot, "profile plot")):
+def prepare(cfg: Config, spec) -> List[Camera]:
+    """Check outputs and model files, probe every camera's source; raise PipelineError with one
+    line. -> the run's cameras (`runtime.cameras.Camera`, ``info`` set)."""
+    try:
+        names = read_names(getattr(spec, "names", None))
+    except (ConfigError, ModelError, OSError):
+        names = None
+    cams = resolve_cameras(cfg, names)
+    for path, what in ((cfg.profile.path, "profile"), (cfg.profile.plot, "profile plot")):
         _check_writable(path, what)
-    if o.snapshots:
-        d = Path(o.snapshots)
-        if d.exists() and not d.is_dir():
-            raise ConfigError(f"the snapshots folder {d} is a file")
-        _check_creatable(d, "snapshots folder")
-    if o.video and Path(o.video).suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v"):
-        raise ConfigError(f"output video {o.video}: use a .mp4, .avi, .mkv or .mov name")
+    for cam in cams:
+        for path, what in ((cam.video, "output video"), (cam.mot, "MOT file"), (cam.events, "events file")):
+            _check_writable(path, what)
+        if cam.snapshots:
+            d = Path(cam.snapshots)
+            if d.exists() and not d.is_dir():
+                raise ConfigError(f"the snapshots folder {d} is a file")
+            _check_creatable(d, "snapshots folder")
+        if cam.video and Path(cam.video).suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov", ".m4v"):
+            raise ConfigError(f"output video {cam.video}: use a .mp4, .avi, .mkv or .mov name")
     for attr in ("cfg", "weights", "names"):
         p = getattr(spec, attr, None)
         if p is not None and not Path(p).is_file():
             raise ConfigError(f"{attr} file not found: {p}")
-    check_tracker(cfg, spec)
-    check_events(cfg, spec)
-    check_display(cfg)
-    return probe_source(cfg.source)
+    check_tracker(cfg, spec, cams)
+    check_events(cfg, spec, cams)
+    check_display(cfg, cams)
+    if len(cams) == 1:
+        return [replace(cams[0], info=probe_source(cfg.source, cams[0].uri))]
+    out = [replace(c, info=probe_camera(cfg.source, c)) for c in cams]
+    kinds = {c.info.live for c in out}
+    if len(kinds) > 1:
+        raise ConfigError("cameras: live sources and files in one run: add --realtime to play the files as "
+                          "live cameras")
+    return out
 
 
-def check_tracker(cfg: Config, spec=None) -> None:
+def probe_camera(sc, cam: Camera) -> SourceInfo:
+    """One of several cameras: a network camera that is not reachable yet never holds the others
+    up: its capture stage keeps trying (reconnect backoff) and frames up to 1920x1080 fit."""
+    if source_kind(cam.uri) != "stream" or not sc.wait_for_stream:
+        return probe_source(sc, cam.uri)
+    try:
+        return probe(cam.uri, sc)
+    except SourceError as e:
+        log.warning("%s: %s; its capture keeps trying while the other cameras run", cam.name, e)
+        w, h = (sc.width, sc.height) if sc.width and sc.height else (1920, 1080)
+        return SourceInfo("stream", cam.uri, w, h, 25.0, 0, True)
+
+
+def check_tracker(cfg: Config, spec=None, cams: Optional[List[Camera]] = None) -> None:
     """The tracker and its options, validated by the trackers' own constructor (a bad option
     is one line here, not a failure of the track process after the model has loaded).
 
@@ -88,7 +118,8 @@ def check_tracker(cfg: Config, spec=None) -> None:
     t = cfg.tracker
     auto = t.name == "auto"
     if auto:
-        t.name = "independent" if source_kind(cfg.source.uri or "") == "images" else "hybrid"
+        uris = [c.uri for c in cams] if cams else [cfg.source.uri or ""]
+        t.name = "independent" if all(source_kind(u) == "images" for u in uris) else "hybrid"
     # options written for the default tracker do not apply to the one chosen for images
     opts = {} if auto and t.name == "independent" else dict(t.options)
     try:
@@ -111,24 +142,26 @@ def check_tracker(cfg: Config, spec=None) -> None:
         t.interpolate = int(getattr(tracker.config, "interpolate", 0) or 0) if "interpolate" in have else 0
 
 
-def check_events(cfg: Config, spec=None) -> None:
-    """``zones``, ``lines``, ``mqtt`` and ``webhooks`` parsed with the events package's own
-    validation (classes against the model's names): a bad entry is one line, exit 2."""
-    if not (cfg.zones or cfg.lines or cfg.mqtt or cfg.webhooks):
-        return
+def check_events(cfg: Config, spec=None, cams: Optional[List[Camera]] = None) -> None:
+    """Every camera's ``zones`` and ``lines``, ``mqtt`` and ``webhooks`` parsed with the events
+    package's own validation (classes against the model's names): a bad entry is one line, exit 2."""
     from trackpipe.pipeline.events import EventConfigError, ZoneLineCounter, parse_shapes
     from trackpipe.pipeline.events.config import MqttConfig, WebhookConfig
+    cams = cams if cams is not None else resolve_cameras(cfg)
     try:
-        zones, lines = parse_shapes(cfg.zones, cfg.lines)
-        for s in (*zones, *lines):
-            if s.camera is not None and s.camera != cfg.pipeline.camera:
-                raise EventConfigError(f"{s.where}.camera: unknown camera {s.camera!r} "
-                                       f"(cameras: {cfg.pipeline.camera})")
-        try:
-            names = read_names(getattr(spec, "names", None))
-        except (ConfigError, ModelError, OSError):
-            names = None
-        ZoneLineCounter(cfg.pipeline.camera, zones, lines, names=names)   # classes known to the model
+        names = read_names(getattr(spec, "names", None))
+    except (ConfigError, ModelError, OSError):
+        names = None
+    try:
+        for cam in cams:
+            where = f"cameras.{cam.name}" if len(cams) > 1 else ""
+            zones, lines = parse_shapes(cam.zones, cam.lines, where)
+            for s in (*zones, *lines):
+                if s.camera is not None and s.camera != cam.name:
+                    raise EventConfigError(f"{s.where}.camera: unknown camera {s.camera!r} "
+                                           f"(cameras: {', '.join(c.name for c in cams)})")
+            if zones or lines:
+                ZoneLineCounter(cam.name, zones, lines, names=names)   # classes known to the model
         if cfg.mqtt:
             MqttConfig.from_dict(cfg.mqtt)
         if cfg.webhooks is not None and not isinstance(cfg.webhooks, list):
@@ -153,9 +186,13 @@ def display_mode(cfg: Config) -> str:
     return "window" if display_available() else "none"
 
 
-def check_display(cfg: Config) -> None:
-    """The overlay and mirror displays show the newest frame only: no video or snapshots with them."""
+def check_display(cfg: Config, cams: Optional[List[Camera]] = None) -> None:
+    """A window shows one camera; the overlay and mirror displays show the newest frame only: no
+    video or snapshots with them."""
     mode = display_mode(cfg)
+    if cams and len(cams) > 1 and mode != "none":
+        raise ConfigError(f"output.display {mode} shows one camera: with several use --headless "
+                          "(and --http-port for a live view)")
     if mode not in ("overlay", "mirror"):
         return
     o = cfg.output
@@ -181,16 +218,17 @@ def display_region(cfg: Config, info: SourceInfo) -> Tuple[int, int, int, int]:
     return (0, 0, info.width, info.height)
 
 
-def probe_source(sc) -> SourceInfo:
+def probe_source(sc, uri: Optional[str] = None) -> SourceInfo:
     """Probe the source; an absent network camera is waited for (capped exponential backoff)
     when ``source.wait_for_stream`` is set. Nothing is created while waiting, so Ctrl-C exits
     cleanly."""
+    uri = uri or sc.uri
     backoff = sc.backoff_initial_s
     while True:
         try:
-            return probe(sc.uri, sc)
+            return probe(uri, sc)
         except SourceError as e:
-            if not (sc.wait_for_stream and source_kind(sc.uri) == "stream"):
+            if not (sc.wait_for_stream and source_kind(uri) == "stream"):
                 raise
             log.warning("%s; waiting for the camera, next try in %.1fs (Ctrl-C stops)", e, backoff)
             time.sleep(backoff)

@@ -117,12 +117,20 @@ def _split(cores: Sequence[int], parts: int) -> List[Tuple[int, ...]]:
 
 
 def plan(cpus: Union[str, dict], mode: str, gpu: bool = False, workers: int = 0, threads: int = 0,
-         available: Optional[Sequence[int]] = None) -> Placement:
+         available: Optional[Sequence[int]] = None, cameras: int = 1) -> Placement:
     """The placement of a run. ``mode``: lossless | latest; ``gpu``: the detector runs on a GPU
     (one infer process); ``workers``/``threads``: pipeline.infer_workers / model.threads when set
-    (not 0). Raises ConfigError for a mapping naming cores this process may not use."""
+    (not 0); ``cameras``: sources of the run. Raises ConfigError for a mapping naming cores this
+    process may not use.
+
+    Unplaced (fewer than `MIN_CORES` cores, or ``off``), several live cameras give the shared
+    detector every core (``n`` threads, not ``n - 1``): it is their one bottleneck, and the
+    captures, the tracker and render together need a fraction of a core (bench_cameras.py)."""
     cores = list(available) if available is not None else available_cores()
     n = len(cores)
+    if not threads and mode == "latest" and cameras > 1 and not gpu and not isinstance(cpus, dict) \
+            and (cpus is False or cpus == "off" or n < MIN_CORES):
+        threads = max(1, n // (workers or 1))
     if cpus is False or cpus == "off":
         w = workers or (2 if mode == "lossless" and not gpu and n >= 2 else 1)
         return Placement(w, threads or max(1, (n - 1) // w), "off")

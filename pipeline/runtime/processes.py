@@ -7,14 +7,14 @@ the video continues in ``out.partN.mp4``, the sink appends).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.media.sources import SourceInfo
 from trackpipe.pipeline.stages.base import RunContext, StageProcess
 
+from .cameras import Camera
 from .inputs import resolve_classes
 from .topology import Topology
 
@@ -25,7 +25,7 @@ class RunPlan:
 
     cfg: Config
     spec: object                        # models.spec.ModelSpec
-    info: SourceInfo
+    info: SourceInfo                    # camera 0's
     names: Optional[List[str]]
     mode: str                           # lossless | latest
     topology: Topology
@@ -34,6 +34,7 @@ class RunPlan:
     region: Optional[Tuple[int, int, int, int]] = None
     detector_factory: Optional[Callable] = None   # picklable spec -> Detector (tests)
     placement: Optional[object] = None            # runtime.placement.Placement
+    cameras: List[Camera] = field(default_factory=list)   # runtime.cameras.Camera, info set
 
 
 class ProcessFactory:
@@ -49,8 +50,10 @@ class ProcessFactory:
     def _capture(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.capture import CaptureProcess
         p, c = self.plan, self.plan.cfg
-        return CaptureProcess(self.rc, p.info.uri, c.source, p.info, c.pipeline.max_frames, c.pipeline.reclaim_after_s,
-                              consumers=p.topology.spec("infer").processes, mask_overlay=p.display == "overlay")
+        cam = p.cameras[Topology.worker_of(process)]
+        return CaptureProcess(self.rc, cam.uri, c.source, cam.info, c.pipeline.max_frames, c.pipeline.reclaim_after_s,
+                              consumers=p.topology.spec("infer").processes, mask_overlay=p.display == "overlay",
+                              index=cam.index, camera=cam.name)
 
     def _infer(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.infer import SOLO_SECONDS, InferProcess
@@ -58,45 +61,36 @@ class ProcessFactory:
         spec = p.spec.with_(threads=p.infer_threads) if hasattr(p.spec, "with_") else p.spec
         c = p.cfg.pipeline
         workers = p.topology.spec("infer").processes
-        # every frame in an infer batch holds a ring slot: leave half of them to the other stages
-        max_batch = max(1, c.ring_slots // (2 * workers))
+        # every frame in an infer batch holds a ring slot: leave half of each camera's to the other stages
+        max_batch = max(1, c.ring_slots // (2 * workers)) * len(p.cameras)
         probe = p.info.uri if p.info.kind == "file" else None  # the detector alone on a real frame
-        return InferProcess(self.rc, spec, p.info.shape, factory=p.detector_factory,
+        shape = max((cam.info.shape for cam in p.cameras), key=lambda s: s[0] * s[1])
+        return InferProcess(self.rc, spec, shape, factory=p.detector_factory,
                             worker=Topology.worker_of(process), batch=c.batch, max_batch=max_batch,
-                            probe_uri=probe, solo_seconds=0.0 if p.detector_factory else SOLO_SECONDS)
+                            probe_uri=probe, solo_seconds=0.0 if p.detector_factory else SOLO_SECONDS,
+                            batch_timeout_ms=c.batch_timeout_ms)
 
     def _track(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.track import TrackProcess
         t = self.plan.cfg.tracker
-        c = self.plan.cfg
         return TrackProcess(self.rc, t.name, t.options, "sink" in self.plan.topology,
                             id_offset=incarnation * 1_000_000, to_web="web" in self.plan.topology,
-                            camera=c.pipeline.camera, names=self.plan.names, zones=c.zones, lines=c.lines,
-                            fps=self.plan.info.fps)
+                            cameras=self.plan.cameras, names=self.plan.names)
 
     def _render(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.render import RenderProcess
         p, o = self.plan, self.plan.cfg.output
-        video = o.video
-        if video and incarnation:  # never overwrite what an earlier incarnation wrote
-            v = Path(video)
-            video = str(v.with_name(f"{v.stem}.part{incarnation}{v.suffix}"))
-        snaps = None if not o.snapshots else dict(
-            folder=o.snapshots, classes=resolve_classes(o.snapshot_classes, p.names), quality=o.snapshot_quality)
-        return RenderProcess(self.rc, video, p.info.fps, (p.info.width, p.info.height), o.codec, p.display,
-                             p.names, o.labels, snaps, p.region, preset=None if o.preset == "auto" else o.preset,
-                             shapes={"zones": p.cfg.zones, "lines": p.cfg.lines})
+        snaps = dict(classes=resolve_classes(o.snapshot_classes, p.names), quality=o.snapshot_quality)
+        return RenderProcess(self.rc, p.cameras, o.codec, p.display, p.names, o.labels, snaps, p.region,
+                             preset=None if o.preset == "auto" else o.preset, incarnation=incarnation)
 
     def _sink(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.sink import SinkProcess
-        o = self.plan.cfg.output
         c = self.plan.cfg
-        return SinkProcess(self.rc, o.mot, o.events, self.plan.names, o.track_end_frames, append=incarnation > 0,
-                           interpolate=c.tracker.interpolate or 0, mqtt=c.mqtt, webhooks=c.webhooks,
-                           camera=c.pipeline.camera)
+        return SinkProcess(self.rc, self.plan.cameras, self.plan.names, append=incarnation > 0,
+                           interpolate=c.tracker.interpolate or 0, mqtt=c.mqtt, webhooks=c.webhooks)
 
     def _web(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.web import WebProcess, shapes_in_pixels, web_config
-        p, c = self.plan, self.plan.cfg
-        return WebProcess(self.rc, web_config(c), c.pipeline.camera, p.names,
-                          shapes_in_pixels(c.zones, c.lines, p.info.width, p.info.height))
+        from trackpipe.pipeline.stages.web import WebProcess, web_config
+        p = self.plan
+        return WebProcess(self.rc, web_config(p.cfg), p.cameras, p.names)

@@ -21,7 +21,6 @@ from typing import Callable, Dict, List, Optional
 
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.errors import PipelineError
-from trackpipe.pipeline.media.sources import SourceInfo
 from trackpipe.pipeline.profiling.profiler import IN, OUT, Profiler
 from trackpipe.pipeline.stages.base import RunContext, StageProcess
 from trackpipe.pipeline.transport import bus as busmod
@@ -31,6 +30,7 @@ from trackpipe.pipeline.transport.ring import FrameRing
 
 from . import cleanup
 from .inputs import display_mode, display_region
+from .cameras import Camera
 from .processes import ProcessFactory, RunPlan
 from .shared import Flag, StageBoard
 from .signals import StopSignals, start_with_signals_blocked
@@ -47,18 +47,21 @@ _BOARD_FIELD = {IN: StageBoard.IN, OUT: StageBoard.OUT}
 class Supervisor:
     """Runs one pipeline to completion; ``run()`` returns the process exit code."""
 
-    def __init__(self, cfg: Config, spec, info: SourceInfo, names: Optional[List[str]] = None,
+    def __init__(self, cfg: Config, spec, cameras: List[Camera], names: Optional[List[str]] = None,
                  detector_factory: Optional[Callable] = None):
+        """``cameras``: `runtime.cameras.Camera` list, probed (``info`` set): `runtime.inputs.prepare`."""
         self.cfg = cfg
         self.spec = spec
-        self.info = info
+        self.cameras = list(cameras)
+        self.info = info = self.cameras[0].info
         self.names = names
         self.mode = cfg.source.mode if cfg.source.mode != "auto" else ("latest" if info.live else "lossless")
         self.live = self.mode == "latest"
         self.placement_error: Optional[str] = None
         try:
             self.placement = placing.plan(cfg.pipeline.cpus, self.mode, placing.gpu_backend(spec),
-                                          cfg.pipeline.infer_workers, getattr(spec, "threads", 0) or 0)
+                                          cfg.pipeline.infer_workers, getattr(spec, "threads", 0) or 0,
+                                          cameras=len(self.cameras))
         except PipelineError as e:  # reported as one line by run()
             self.placement_error = str(e)
             self.placement = placing.plan("off", self.mode, placing.gpu_backend(spec), cfg.pipeline.infer_workers,
@@ -66,11 +69,11 @@ class Supervisor:
         workers, threads = self.placement.workers, self.placement.threads
         self.topology = Topology.build(workers, sink=bool(cfg.output.mot or cfg.output.events or cfg.mqtt
                                                           or cfg.webhooks),
-                                       web=cfg.output.http_port is not None)
+                                       web=cfg.output.http_port is not None, cameras=len(self.cameras))
         display = display_mode(cfg)
         self.plan = RunPlan(cfg, spec, info, names, self.mode, self.topology, threads, display,
                             display_region(cfg, info) if display in ("overlay", "mirror") else None,
-                            detector_factory, self.placement)
+                            detector_factory, self.placement, self.cameras)
         self.error: Optional[str] = None
         self.failed_at: Optional[float] = None  # monotonic time a failure was noticed
         self.exit_code = EXIT_OK
@@ -111,7 +114,8 @@ class Supervisor:
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:  # signal handlers can only be set there; elsewhere use request_stop()
             self.signals.install()
-        ring = bus = None
+        rings: List[FrameRing] = []
+        bus = None
         self.t_start = time.monotonic()
         self.metrics = self.ui = self.web_sock = None
         try:
@@ -122,22 +126,27 @@ class Supervisor:
                 from trackpipe.pipeline.stages.web import web_config
                 web_config(self.cfg)
             run_dir = cleanup.make_run_dir(self.run_id)
-            ring = FrameRing.create(cleanup.ring_name(self.run_id), self.cfg.pipeline.ring_slots, self.info.shape)
+            for cam in self.cameras:  # one ring per camera, sized for its frames
+                name = cleanup.ring_name(self.run_id) + (f"{cam.index}" if cam.index else "")
+                rings.append(FrameRing.create(name, self.cfg.pipeline.ring_slots, cam.info.shape))
             ctx = mp.get_context(self.cfg.pipeline.start_method)
             processes = self.topology.processes
             self.board = StageBoard(len(processes), ctx)
-            self.rc = RunContext(run_id=self.run_id, run_dir=run_dir, ring_name=ring.name, mode=self.mode,
+            self.rc = RunContext(run_id=self.run_id, run_dir=run_dir, ring_name=rings[0].name, mode=self.mode,
                                  stop=Flag(ctx), go=Flag(ctx), board=self.board,
                                  stage_index={n: i for i, n in enumerate(processes)},
                                  stats_interval_s=self.cfg.profile.interval_s,
                                  log_level=logging.getLogger().getEffectiveLevel(),
-                                 ring_slots=self.cfg.pipeline.ring_slots)
+                                 ring_slots=self.cfg.pipeline.ring_slots,
+                                 cameras=tuple(c.name for c in self.cameras),
+                                 ring_names=tuple(r.name for r in rings))
             bus = Bus(run_dir)
             self.stats_sock = bus.pull(STATS, hwm=100000)
-            self.profiler = Profiler(self.topology, self._count, self.cfg.profile.interval_s)
+            self.profiler = Profiler(self.topology, self._count, self.cfg.profile.interval_s,
+                                     [c.name for c in self.cameras])
             if self.cfg.metrics_port or "web" in self.topology:  # port 0: the live view's /metrics only
                 from trackpipe.pipeline.profiling.metrics import Metrics
-                self.metrics = Metrics(self.cfg.metrics_port)
+                self.metrics = Metrics(self.cfg.metrics_port, [c.name for c in self.cameras])
             if "web" in self.topology:
                 self.web_sock = bus.push(WEB, hwm=4, flush=False)
             self.factory = ProcessFactory(self.plan, self.rc)
@@ -154,7 +163,7 @@ class Supervisor:
             try:
                 self._shutdown()
             finally:
-                if ring is not None:
+                for ring in rings:
                     ring.close()
                     ring.unlink()
                 if bus is not None:
@@ -227,10 +236,11 @@ class Supervisor:
         waiting = not_ready(self.board, self.rc.stage_index, processes)
         if not waiting:
             self.go_at = now
-            i = self.info
-            log.info("ready in %.1fs: %s %s %dx%d @ %.2f fps%s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
-                     now - self.t_start, i.kind, i.uri, i.width, i.height, i.fps,
-                     f", {i.frames} frames" if i.frames else "", self.mode, self.topology.spec("infer").processes,
+            sources = "; ".join(
+                (f"{c.name}: " if len(self.cameras) > 1 else "") + f"{i.kind} {i.uri} {i.width}x{i.height} @ {i.fps:.2f} fps"
+                + (f", {i.frames} frames" if i.frames else "") for c in self.cameras for i in [c.info])
+            log.info("ready in %.1fs: %s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
+                     now - self.t_start, sources, self.mode, self.topology.spec("infer").processes,
                      self.plan.infer_threads, self.placement.describe(processes)
                      + (f" ({self.placement.note})" if self.placement.note else ""), self.run_id)
             self.rc.go.set()
@@ -372,7 +382,11 @@ class Supervisor:
                 "placement": self.placement.to_dict(self.topology.processes)}
         if self.error:
             meta["error"] = self.error
+        if len(self.cameras) > 1:
+            meta["sources"] = {c.name: {k: getattr(c.info, k) for k in ("kind", "uri", "width", "height", "fps",
+                                                                         "frames", "live")} for c in self.cameras}
         report = self.profiler.build(meta)
+        report["cameras"] = camera_report(self.profiler, self.topology, [c.name for c in self.cameras])
         if self.plan.display in ("overlay", "mirror"):
             st = report["stages"]
             ren = st.get("render", {})
@@ -383,3 +397,24 @@ class Supervisor:
         self.report = report
         if self.rc.go.is_set():  # a run that never started (bad model, ...) writes no profile file
             self.profiler.write(self.cfg.profile.path, self.cfg.profile.plot)
+
+
+def camera_report(profiler, topology, names: List[str]) -> dict:
+    """The profile's ``cameras`` section: per camera ``frames_in`` (its capture's frames),
+    ``frames_out`` (tracked), ``fps`` (tracked per second of its capture's run), ``drops``
+    (capture's plus the frames infer or track dropped) and ``frame_age_ms`` p50/p95 (capture to
+    tracker)."""
+    from trackpipe.pipeline.profiling.stats import Histogram
+    trk = profiler.group("track").total() or {}
+    per = (trk.get("gauges") or {}).get("cameras", {})
+    out = {}
+    for i, (proc, name) in enumerate(zip(topology.members("capture"), names)):
+        cap = profiler.aggs[proc].total() or {}
+        t0, t1 = cap.get("t_first"), trk.get("t_last")
+        tracked = int(per.get(name, {}).get("frames", 0))
+        age = Histogram.from_dict((trk.get("hists") or {}).get(f"frame_age.{name}")).percentiles()
+        out[name] = {"frames_in": int(cap.get("items", 0)), "frames_out": tracked,
+                     "fps": round(tracked / (t1 - t0), 3) if t0 is not None and t1 and t1 > t0 else 0.0,
+                     "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
+                     "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
+    return out

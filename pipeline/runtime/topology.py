@@ -43,16 +43,19 @@ class Topology:
     stages: Tuple[StageSpec, ...]
 
     @classmethod
-    def build(cls, infer_workers: int = 1, sink: bool = True, web: bool = False) -> "Topology":
-        """The pipeline with ``infer_workers`` infer processes; the sink only when asked for
-        (a MOT or events file); the web stage only with an http port; render always (it
-        releases the slots)."""
+    def build(cls, infer_workers: int = 1, sink: bool = True, web: bool = False, cameras: int = 1) -> "Topology":
+        """The pipeline with ``infer_workers`` infer processes shared by ``cameras`` capture
+        processes (one per camera: ``capture``, ``capture.1``, ...); the sink only when asked
+        for (a MOT or events file, delivery); the web stage only with an http port; render
+        always (it releases the slots)."""
         out = []
         for s in PIPELINE:
             if (s.name == "sink" and not sink) or (s.name == "web" and not web):
                 continue
             if s.name == "infer":
                 s = StageSpec(s.name, s.upstream, s.downstream, processes=max(1, infer_workers))
+            elif s.name == "capture":
+                s = StageSpec(s.name, s.upstream, s.downstream, processes=max(1, cameras), released_by=s.released_by)
             out.append(s)
         names = {s.name for s in out}
         return cls(tuple(StageSpec(s.name, s.upstream, tuple(d for d in s.downstream if d in names),
@@ -74,7 +77,8 @@ class Topology:
 
     @property
     def processes(self) -> List[str]:
-        """Process names: a stage's first process has the stage's name, further ones ``infer.1``..."""
+        """Process names: a stage's first process has the stage's name, further ones ``infer.1``...
+        (capture: one per camera, in camera order)"""
         return [p for s in self.stages for p in self.members(s.name)]
 
     def members(self, name: str) -> List[str]:

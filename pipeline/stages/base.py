@@ -48,6 +48,11 @@ class RunContext:
     stats_interval_s: float = 1.0
     log_level: int = logging.INFO
     ring_slots: int = 8
+    cameras: tuple = ("cam0",)     # camera names by index (`FrameMeta.source_id`)
+    ring_names: tuple = ()         # each camera's ring (camera 0's is ``ring_name``)
+
+    def ring_of(self, index: int) -> str:
+        return self.ring_names[index] if self.ring_names else self.ring_name
 
 
 class _Stopping:

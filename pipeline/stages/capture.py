@@ -31,7 +31,7 @@ from trackpipe.pipeline.errors import SourceError
 from trackpipe.pipeline.media.sources import SourceInfo, make_source, quiet_video_logs
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
-from trackpipe.pipeline.transport.bus import CTL, FRAMES, OVERLAY
+from trackpipe.pipeline.transport.bus import CTL, FRAMES, OVERLAY, of_camera
 from trackpipe.pipeline.transport.messages import EndOfStream, Frame, FrameMeta
 from trackpipe.pipeline.transport.ring import SEQ, FrameRing
 
@@ -62,8 +62,12 @@ class CaptureProcess(StageProcess):
 
     def __init__(self, rc: RunContext, uri: str, source_cfg: SourceConfig, info: SourceInfo,
                  max_frames: int = 0, reclaim_after_s: float = 2.0, consumers: int = 1,
-                 mask_overlay: bool = False):
+                 mask_overlay: bool = False, index: int = 0, camera: str = "cam0"):
+        if index:
+            self.stage = f"capture.{index}"  # one capture process per camera; camera 0's is "capture"
         super().__init__(rc)
+        self.index = index      # the camera's index: its ring, endpoints and FrameMeta.source_id
+        self.camera = camera
         self.mask_overlay = mask_overlay  # paint the overlay display's drawings out of each grab
         self.consumers = consumers  # infer workers: each gets its own end-of-stream
         self.uri = uri
@@ -74,9 +78,9 @@ class CaptureProcess(StageProcess):
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
-        self.ring = FrameRing.attach(self.rc.ring_name)
-        self.out = self.bus.push(FRAMES, hwm=self.ring.slots * 4 + 64, bind=True)
-        self.ctl = self.bus.pull(CTL)
+        self.ring = FrameRing.attach(self.rc.ring_of(self.index))
+        self.out = self.bus.push(of_camera(FRAMES, self.index), hwm=self.ring.slots * 4 + 64, bind=True)
+        self.ctl = self.bus.pull(of_camera(CTL, self.index))
         quiet_video_logs()
         self.source = make_source(self.uri, self.source_cfg)
         if self.mask_overlay:
@@ -160,7 +164,8 @@ class CaptureProcess(StageProcess):
             del view, img
             t_capture, t_mono = time.time(), time.monotonic()
             ring.end_write(slot, self.seq, shape, t_capture, t_mono)
-            if not self.send(self.out, Frame(FrameMeta(self.seq, slot, t_capture, t_mono, tuple(shape)))):
+            if not self.send(self.out, Frame(FrameMeta(self.seq, slot, t_capture, t_mono, tuple(shape),
+                                                             self.index, self.camera))):
                 return
             self.seq += 1
             self.count(StageBoard.OUT)
@@ -172,4 +177,4 @@ class CaptureProcess(StageProcess):
 
     def _send_eos(self, frames: int) -> None:
         for _ in range(self.consumers):  # round-robin: one each
-            self.send(self.out, EndOfStream(frames))
+            self.send(self.out, EndOfStream(frames, source_id=self.index))

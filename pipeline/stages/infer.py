@@ -4,8 +4,11 @@ The detector reads the slots in place (no copy). Batching: after a frame arrives
 the frames that are *already waiting* on its input, up to ``batch`` in all, and runs them in one
 ``detect_batch`` call; it never waits for a batch to fill (one waiting frame runs alone at once).
 In latest-frame mode infer asks capture for a frame (`Want`) whenever it is idle, so it always
-gets the newest one (batches of one), and it checks the slot's seqlock after detecting: a frame
-overwritten meanwhile is discarded and counted as a drop.
+gets the newest one, and it checks the slot's seqlock after detecting: a frame overwritten
+meanwhile is discarded and counted as a drop. With several cameras its input is connected to
+every camera's capture (ZeroMQ fair-queues them); it asks every camera, runs the first frame
+with those arriving within ``batch_timeout_ms`` (at most one per camera) in one call, then asks
+again the cameras that were in the batch (one slot per camera and round: fair scheduling).
 
 Before it reports ready, infer measures the detector alone on the cores it was placed on (the
 other stages are idle then): ``solo_s``/``solo_n`` in its stats, the profile's
@@ -24,7 +27,7 @@ import numpy as np
 
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
-from trackpipe.pipeline.transport.bus import CTL, DETS, FRAMES
+from trackpipe.pipeline.transport.bus import CTL, DETS, FRAMES, of_camera
 from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame, Want
 from trackpipe.pipeline.transport.ring import FrameRing
 
@@ -104,7 +107,7 @@ class InferProcess(StageProcess):
 
     def __init__(self, rc: RunContext, spec, frame_shape, warmup: bool = True, factory=None, worker: int = 0,
                  batch: Union[int, str] = 1, max_batch: int = 8, probe_uri: Optional[str] = None,
-                 solo_seconds: float = SOLO_SECONDS):
+                 solo_seconds: float = SOLO_SECONDS, batch_timeout_ms: float = 10.0):
         if worker:
             self.stage = f"infer.{worker}"  # worker 0 is "infer"; the report sums them
         super().__init__(rc)
@@ -116,12 +119,21 @@ class InferProcess(StageProcess):
         self.max_batch = max(1, int(max_batch))
         self.probe_uri = probe_uri
         self.solo_seconds = solo_seconds
+        # latest mode, several cameras: after a frame arrives, wait this long for the other
+        # cameras' frames to fill the batch (nvstreammux's batched-push-timeout)
+        self.batch_timeout_ms = float(batch_timeout_ms)
 
     def setup(self) -> None:
-        self.ring = FrameRing.attach(self.rc.ring_name)
-        self.inp = self.bus.pull(FRAMES, hwm=self.ring.slots * 4 + 64, bind=False)
-        self.out = self.bus.push(DETS, hwm=self.ring.slots * 4 + 64)
-        self.ctl = self.bus.push(CTL, hwm=64, flush=False)
+        n = len(self.rc.cameras)
+        self.rings = [FrameRing.attach(self.rc.ring_of(i)) for i in range(n)]
+        self.ring = self.rings[0]
+        hwm = self.ring.slots * 4 + 64
+        # one input from every camera's capture: ZeroMQ fair-queues between them
+        self.inp = self.bus.pull(FRAMES, hwm=hwm * n, bind=False)
+        for i in range(1, n):
+            self.inp.connect(busmod.endpoint(self.rc.run_dir, of_camera(FRAMES, i)))
+        self.out = self.bus.push(DETS, hwm=hwm * n)
+        self.ctls = [self.bus.push(of_camera(CTL, i), hwm=64, flush=False) for i in range(n)]
         from trackpipe.models.errors import ModelError
         from trackpipe.models.factory import build_detector
         try:
@@ -137,7 +149,7 @@ class InferProcess(StageProcess):
         if self.warmup and self.solo_seconds > 0:
             self.batch = self._measure()
         else:
-            self.batch = self._fixed_batch() if self.rc.mode != "latest" else 1
+            self.batch = self._fixed_batch() if self.rc.mode != "latest" else self._latest_batch()
             if self.warmup:  # first calls allocate and compile; keep them out of the measurements
                 dummy = np.zeros(self.frame_shape, np.uint8)
                 for _ in range(2):
@@ -150,6 +162,13 @@ class InferProcess(StageProcess):
                                  batch=self.batch)
         if choice is not None and hasattr(choice, "summary"):
             self.stats.gauges["backend_choice"] = choice.summary()
+
+    def _latest_batch(self) -> int:
+        """Latest mode: at most one frame per camera in a batch (each has one outstanding want);
+        ``auto``: every camera's, else the configured size (1: unbatched)."""
+        n = len(self.rc.cameras)
+        b = n if self.batch_request == "auto" else int(self.batch_request)
+        return max(1, min(b, n, self.max_batch))
 
     def _fixed_batch(self) -> int:
         b = self.batch_request
@@ -165,7 +184,7 @@ class InferProcess(StageProcess):
         if self.batch_request == "auto" and self.rc.mode != "latest":
             batches = sorted({b for b in AUTO_BATCHES if b <= self.max_batch} | {1})
         else:
-            batches = [1 if self.rc.mode == "latest" else self._fixed_batch()]
+            batches = [self._latest_batch() if self.rc.mode == "latest" else self._fixed_batch()]
         for b in batches:  # every batch size compiles / allocates once
             for _ in range(2):
                 self.detector.detect_batch([frame] * b)
@@ -189,24 +208,29 @@ class InferProcess(StageProcess):
         det = getattr(self, "detector", None)
         if det is not None:
             det.close()
-        if getattr(self, "ring", None) is not None:
-            self.ring.close()
+        for ring in getattr(self, "rings", ()):
+            ring.close()
 
     def _want_again(self) -> None:
         """Idle for a second after asking: the want may have been lost in a capture restart."""
         if time.monotonic() - self._last_want > 1.0:
             self._want()
 
-    def _want(self) -> None:
+    def _want(self, cameras=None) -> None:
+        """Ask ``cameras`` (indexes; default every camera) for their newest frame."""
         self._last_want = time.monotonic()
-        busmod.try_send(self.ctl, Want())
+        for i in (range(len(self.ctls)) if cameras is None else cameras):
+            busmod.try_send(self.ctls[i], Want())
 
-    def _waiting(self, first: Frame) -> tuple:
-        """``first`` plus the frames already waiting on the input, up to ``batch`` in all (never
-        waits). -> (frames, the non-frame message that ended the run of frames, or None)."""
+    def _waiting(self, first: Frame, wait_ms: float = 0.0) -> tuple:
+        """``first`` plus the frames already waiting on the input, or arriving within ``wait_ms``
+        (latest mode, several cameras: `batch_timeout_ms`), up to ``batch`` in all.
+        -> (frames, the non-frame message that ended the run of frames, or None)."""
         frames: List[Frame] = [first]
+        deadline = time.monotonic() + wait_ms / 1000.0
         while len(frames) < self.batch:
-            msg = busmod.recv_nowait(self.inp)
+            left_ms = int((deadline - time.monotonic()) * 1000.0)
+            msg = busmod.recv(self.inp, left_ms) if left_ms > 0 else busmod.recv_nowait(self.inp)
             if msg is None:
                 break
             if not isinstance(msg, Frame):
@@ -215,10 +239,17 @@ class InferProcess(StageProcess):
         return frames, None
 
     def _pass_on(self, msg) -> bool:
-        """End of stream, source events: pass on in order. -> False when the loop must end."""
-        return self.send(self.out, msg) and not isinstance(msg, EndOfStream)
+        """End of stream, source events: pass on in order. -> False when the loop must end: every
+        camera's stream has ended (each capture sends one end-of-stream to each worker)."""
+        if not self.send(self.out, msg):
+            return False
+        if isinstance(msg, EndOfStream):
+            self.ended.add(msg.source_id)
+            return len(self.ended) < len(self.rings)
+        return True
 
     def loop(self) -> None:
+        self.ended = set()     # cameras whose end-of-stream came
         latest = self.rc.mode == "latest"
         idle_since = time.monotonic()
         if latest:
@@ -228,7 +259,7 @@ class InferProcess(StageProcess):
                 if not self._pass_on(msg):
                     return
                 continue
-            frames, tail = self._waiting(msg) if not latest else ([msg], None)
+            frames, tail = self._waiting(msg, self.batch_timeout_ms if latest else 0.0)
             if not self._run_batch(frames, latest, idle_since):
                 return
             idle_since = time.monotonic()
@@ -237,22 +268,23 @@ class InferProcess(StageProcess):
 
     def _run_batch(self, msgs: List[Frame], latest: bool, idle_since: float) -> bool:
         """One ``detect_batch`` call on the frames of ``msgs``; their `Detections`, in order."""
-        ring, stats = self.ring, self.stats
+        stats = self.stats
+        rings = [self.rings[m.meta.source_id] for m in msgs]
         self.count(StageBoard.IN, len(msgs))
         t0 = time.monotonic()
-        versions = [ring.version(m.meta.slot) for m in msgs]
-        use = [not latest or ring.valid(m.meta.slot, m.meta.seq, v) for m, v in zip(msgs, versions)]
-        views = [ring.frame(m.meta.slot, m.meta.shape) for m, u in zip(msgs, use) if u]
+        versions = [r.version(m.meta.slot) for r, m in zip(rings, msgs)]
+        use = [not latest or r.valid(m.meta.slot, m.meta.seq, v) for r, m, v in zip(rings, msgs, versions)]
+        views = [r.frame(m.meta.slot, m.meta.shape) for r, m, u in zip(rings, msgs, use) if u]
         found = self.detector.detect_batch(views) if views else []
         del views
         t1 = time.monotonic()
         if latest:
-            self._want()
+            self._want(sorted({m.meta.source_id for m in msgs}))
         it = iter(found)
         dets = [next(it) if u else None for u in use]
         if latest:  # overwritten while we read it: never pass on a torn frame
-            dets = [d if d is None or ring.valid(m.meta.slot, m.meta.seq, v) else None
-                    for d, m, v in zip(dets, msgs, versions)]
+            dets = [d if d is None or r.valid(m.meta.slot, m.meta.seq, v) else None
+                    for d, r, m, v in zip(dets, rings, msgs, versions)]
         k = len(msgs)
         ok = sum(d is not None for d in dets)
         stats.drops += k - ok

@@ -26,7 +26,7 @@ import numpy as np
 
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
-from trackpipe.pipeline.transport.bus import CTL, OVERLAY, TRACKS
+from trackpipe.pipeline.transport.bus import CTL, OVERLAY, TRACKS, of_camera
 from trackpipe.pipeline.transport.messages import EndOfStream, StageState, Tracked
 from trackpipe.pipeline.transport.ring import FrameRing
 
@@ -71,26 +71,67 @@ def fit_frame(frame: np.ndarray, frame_hw: tuple) -> np.ndarray:
     return canvas
 
 
+class CameraOutput:
+    """What render writes for one camera: its video, snapshots and zone/line drawings; its ring
+    and the control socket its slots go back through."""
+
+    def __init__(self, cam, ring, ctl, video_path: Optional[str], shapes: Optional[dict]):
+        self.index, self.name = cam.index, cam.name
+        self.fps = getattr(cam.info, "fps", 30.0) or 30.0
+        self.size = (cam.info.width, cam.info.height)
+        self.ring, self.ctl = ring, ctl
+        self.video_path = video_path
+        self.snapshots = cam.snapshots
+        self.shapes = shapes        # {"zones": [...], "lines": [...]} as configured: drawn on every frame
+        self.video = None
+        self.snaps = None
+        self.zone_drawer = None
+        self.zone_counts = {"zones": {}, "lines": {}}
+
+    def draw_shapes(self, img: np.ndarray, events=()) -> None:
+        """Zones and lines (fractions resolved for this frame's size) with the counts of ``events``."""
+        if not self.shapes or not (self.shapes.get("zones") or self.shapes.get("lines")):
+            return
+        if self.zone_drawer is None:
+            from trackpipe.pipeline.events import parse_shapes
+            from trackpipe.pipeline.events.draw import ZoneLineAnnotator
+            self.zone_drawer = ZoneLineAnnotator(*parse_shapes(self.shapes.get("zones"), self.shapes.get("lines")))
+        for e in events:  # each event carries its zone's / line's counts for its class
+            key = "zones" if "zone" in e else "lines" if "line" in e else None
+            if key and isinstance(e.get("counts"), dict):
+                per = self.zone_counts[key].setdefault(e[key[:-1]], {})
+                per[e.get("class") or str(e.get("class_id"))] = dict(e["counts"])
+        self.zone_drawer.annotate(img, counts=self.zone_counts)
+
+
 class RenderProcess(StageProcess):
     stage = "render"
 
-    def __init__(self, rc: RunContext, video: Optional[str], fps: float, size: tuple, codec: str = "auto",
-                 display: str = "none", names: Optional[List[str]] = None, labels: bool = True,
-                 snapshots: Optional[dict] = None, region: Optional[Tuple[int, int, int, int]] = None,
-                 preset: Optional[str] = None, shapes: Optional[dict] = None):
+    def __init__(self, rc: RunContext, cameras, codec: str = "auto", display: str = "none",
+                 names: Optional[List[str]] = None, labels: bool = True, snapshots: Optional[dict] = None,
+                 region: Optional[Tuple[int, int, int, int]] = None, preset: Optional[str] = None,
+                 incarnation: int = 0):
+        """``cameras``: the run's `runtime.cameras.Camera` list (video path, snapshots folder,
+        zones, lines, info); ``snapshots``: SnapshotWriter settings (classes, quality) for the
+        cameras that have a snapshots folder; ``incarnation`` > 0: a restart, whose videos go to
+        ``<name>.part<N>.mp4`` (never overwriting what an earlier incarnation wrote)."""
         super().__init__(rc)
-        self.shapes = shapes    # {"zones": [...], "lines": [...]} as configured: drawn on every frame
-        self.zone_drawer = None
-        self.snapshot_args = snapshots  # SnapshotWriter keyword arguments, or None
-        self.video_path = video
-        self.fps = fps
-        self.size = size
+        self.cameras = list(cameras)
+        self.snapshot_args = snapshots
+        self.incarnation = incarnation
         self.codec = codec      # auto | h264 | mp4v (pipeline.video.VideoWriter)
         self.preset = preset    # x264 preset; None: choose_preset (measured CPU cost)
         self.display = display
         self.region = tuple(int(v) for v in region) if region else None  # overlay/mirror: screen x, y, w, h
         self.names = names
         self.labels = labels
+
+    def _video_path(self, path: Optional[str]) -> Optional[str]:
+        if path and self.incarnation:
+            from pathlib import Path
+            v = Path(path)
+            return str(v.with_name(f"{v.stem}.part{self.incarnation}{v.suffix}"))
+        return path
 
     def setup(self) -> None:
         from trackpipe.pipeline.media.sinks import BoxAnnotator
@@ -99,61 +140,66 @@ class RenderProcess(StageProcess):
             ok, reason = overlay_supported()
             if not ok:
                 raise StageError(f"cannot show the {self.display}: {reason}")
-        self.ring = FrameRing.attach(self.rc.ring_name)
-        self.inp = self.bus.pull(TRACKS, hwm=self.ring.slots * 4 + 64)
-        self.ctl = self.bus.push(CTL, hwm=self.ring.slots * 4 + 64, flush=False)
+        self.outs: List[CameraOutput] = []
+        for cam in self.cameras:
+            ring = FrameRing.attach(self.rc.ring_of(cam.index))
+            ctl = self.bus.push(of_camera(CTL, cam.index), hwm=ring.slots * 4 + 64, flush=False)
+            self.outs.append(CameraOutput(cam, ring, ctl, self._video_path(cam.video),
+                                          {"zones": cam.zones, "lines": cam.lines}))
+        self.ring, self.ctl = self.outs[0].ring, self.outs[0].ctl   # the display's (one camera)
+        n = len(self.outs)
+        self.inp = self.bus.pull(TRACKS, hwm=(self.ring.slots * 4 + 64) * n)
         self.drawn = self.bus.push(OVERLAY, hwm=4, flush=False) if self.display == "overlay" else None
         self.annotator = BoxAnnotator(self.names, labels=self.labels)
-        self.video = None
         self.window = None
-        self.snaps = None
-        self.scratch = np.empty(self.ring.max_shape, np.uint8) \
+        self.ended = set()
+        self.scratch = np.empty(max((o.ring.max_shape for o in self.outs), key=lambda s: s[0] * s[1]), np.uint8) \
             if self.rc.mode == "latest" or self.display == "mirror" else None
         self.stats.gauges.update(frames_written=0)
 
+    @property
+    def video(self):
+        """Camera 0's video writer (one camera: the run's)."""
+        return self.outs[0].video if getattr(self, "outs", None) else None
+
+    def _frames_written(self) -> int:
+        return sum(o.video.frames for o in self.outs if o.video is not None)
+
     def teardown(self) -> None:
-        if getattr(self, "video", None) is not None:
-            self.video.close()  # finalise the file on every exit path
-            self.stats.gauges["frames_written"] = self.video.frames
+        for o in getattr(self, "outs", ()):
+            if o.video is not None:
+                o.video.close()  # finalise the file on every exit path
+        if getattr(self, "outs", None):
+            self.stats.gauges["frames_written"] = self._frames_written()
         if getattr(self, "window", None) is not None:
             self.window.close()
         self.scratch = None
-        if getattr(self, "ring", None) is not None:
-            self.ring.close()
+        for o in getattr(self, "outs", ()):
+            o.ring.close()
 
-    def draw(self, img: np.ndarray, tracks, events=()) -> None:
-        """The one place render draws boxes and labels: img (H, W, 3) uint8 BGR, in place; zones
-        and lines (fractions resolved for this frame's size) with the counts of ``events``."""
-        if self.shapes and (self.shapes.get("zones") or self.shapes.get("lines")):
-            if self.zone_drawer is None:
-                from trackpipe.pipeline.events import parse_shapes
-                from trackpipe.pipeline.events.draw import ZoneLineAnnotator
-                self.zone_drawer = ZoneLineAnnotator(*parse_shapes(self.shapes.get("zones"), self.shapes.get("lines")))
-                self.zone_counts = {"zones": {}, "lines": {}}
-            for e in events:  # each event carries its zone's / line's counts for its class
-                key = "zones" if "zone" in e else "lines" if "line" in e else None
-                if key and isinstance(e.get("counts"), dict):
-                    per = self.zone_counts[key].setdefault(e[key[:-1]], {})
-                    per[e.get("class") or str(e.get("class_id"))] = dict(e["counts"])
-            self.zone_drawer.annotate(img, counts=self.zone_counts)
+    def draw(self, img: np.ndarray, tracks, events=(), out: Optional[CameraOutput] = None) -> None:
+        """The one place render draws boxes and labels: img (H, W, 3) uint8 BGR, in place; the
+        camera's zones and lines with the counts of ``events``."""
+        (out or self.outs[0]).draw_shapes(img, events)
         self.annotator.annotate(img, tracks)
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
         from trackpipe.pipeline.media.sinks import WindowSink
-        if self.video_path:
-            self.video = open_video(self.video_path, self.fps, self.size, self.codec, self.preset)
-            self.stats.gauges.update(video_codec=self.video.codec, video_preset=self.video.preset or "",
-                                     video_crash_safe=self.video.crash_safe)
+        for o in self.outs:
+            if o.video_path:
+                o.video = open_video(o.video_path, o.fps, o.size, self.codec, self.preset)
+                self.stats.gauges.update(video_codec=o.video.codec, video_preset=o.video.preset or "",
+                                         video_crash_safe=o.video.crash_safe)
+            if self.snapshot_args and o.snapshots:
+                from trackpipe.pipeline.media.snapshots import SnapshotWriter
+                try:
+                    o.snaps = SnapshotWriter(names=self.names, folder=o.snapshots, **self.snapshot_args)
+                except OSError as e:
+                    raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
+                self.stats.gauges.update(snapshots=0)
         if self.display == "window":
             self.window = WindowSink()
-        if self.snapshot_args:
-            from trackpipe.pipeline.media.snapshots import SnapshotWriter
-            try:
-                self.snaps = SnapshotWriter(names=self.names, **self.snapshot_args)
-            except OSError as e:
-                raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
-            self.stats.gauges.update(snapshots=0)
 
     def loop(self) -> None:
         if not self.wait_go():
@@ -168,7 +214,10 @@ class RenderProcess(StageProcess):
         idle_since = time.monotonic()
         for msg in self.messages(self.inp):
             if isinstance(msg, EndOfStream):
-                return
+                self.ended.add(msg.source_id)
+                if len(self.ended) >= len(self.outs):
+                    return
+                continue
             if not isinstance(msg, Tracked):
                 continue
             self.count(StageBoard.IN)
@@ -182,11 +231,13 @@ class RenderProcess(StageProcess):
     def render(self, msg: Tracked) -> bool:
         """Snapshots, drawing, video and window for one frame, then its slot goes back to capture.
         -> False when the frame could not be used (dropped upstream, or reclaimed meanwhile)."""
-        stats, ring, meta = self.stats, self.ring, msg.meta
-        draw = self.video is not None or self.window is not None
+        stats, meta = self.stats, msg.meta
+        out = self.outs[meta.source_id]
+        ring = out.ring
+        draw = out.video is not None or self.window is not None
         ok = not msg.dropped
-        tracks = msg.tracks if draw or self.snaps is not None else None
-        new = self.snaps.due(meta.seq, tracks) if self.snaps is not None and ok else ()
+        tracks = msg.tracks if draw or out.snaps is not None else None
+        new = out.snaps.due(meta.seq, tracks) if out.snaps is not None and ok else ()
         if (draw or len(new)) and ok:
             slot, seq, shape = meta.slot, meta.seq, meta.shape
             version = ring.version(slot)
@@ -198,24 +249,24 @@ class RenderProcess(StageProcess):
             else:
                 img = frame
             if ok and len(new):  # before drawing: the snapshot shows the new track's box only
-                self.snaps.write(img, seq, meta.t_capture, tracks, new)
-                stats.gauges["snapshots"] = self.snaps.written
+                out.snaps.write(img, seq, meta.t_capture, tracks, new)
+                stats.gauges["snapshots"] = sum(o.snaps.written for o in self.outs if o.snaps is not None)
             elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
-                self.snaps.unsee(tracks.track_id[new])
+                out.snaps.unsee(tracks.track_id[new])
             if ok and draw:
                 if tracks is not None:
-                    self.draw(img, tracks, msg.events)
-                if self.video is not None:
-                    self.video.write(fit_frame(img, self.video.frame_hw))
+                    self.draw(img, tracks, msg.events, out)
+                if out.video is not None:
+                    out.video.write(fit_frame(img, out.video.frame_hw))
                 if self.window is not None and not self.window.show(img):
                     log.info("window closed by the user")
                     self.send_state(StageState.QUIT)
             del frame, img
-        busmod.release(self.ctl, ring, meta.slot, meta.seq)
+        busmod.release(out.ctl, ring, meta.slot, meta.seq)
         if not ok:
             stats.drops += 1
         else:
             stats.hist("latency").add((time.monotonic() - meta.t_mono) * 1000.0)
-        if self.video is not None:
-            stats.gauges["frames_written"] = self.video.frames
+        if out.video is not None:
+            stats.gauges["frames_written"] = self._frames_written()
         return ok

@@ -29,39 +29,53 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 3.0   # delivery of what is queued at the end (stops at once for a failing target)
 
 
+class CameraSink:
+    """One camera's MOT file, events writer (shared by cameras writing one file) and position."""
+
+    def __init__(self, index: int, name: str, mot, events):
+        self.index, self.name = index, name
+        self.mot, self.events = mot, events
+        self.last_seq, self.last_t = -1, 0.0
+        self.ended = False
+
+
 class SinkProcess(StageProcess):
     stage = "sink"
 
-    def __init__(self, rc: RunContext, mot: Optional[str], events: Optional[str],
-                 names: Optional[List[str]] = None, track_end_frames: int = 30, append: bool = False,
-                 interpolate: int = 0, mqtt=None, webhooks: Optional[list] = None, camera: str = "cam0"):
+    def __init__(self, rc: RunContext, cameras, names: Optional[List[str]] = None, append: bool = False,
+                 interpolate: int = 0, mqtt=None, webhooks: Optional[list] = None):
+        """``cameras``: the run's `runtime.cameras.Camera` list (its MOT and events paths)."""
         super().__init__(rc)
         self.append = append  # a restarted sink continues the files
-        self.mot_path = mot
-        self.events_path = events
+        self.cameras = list(cameras)
         self.names = names
-        self.track_end_frames = track_end_frames  # unused: kept for callers of the old signature
         self.interpolate = int(interpolate or 0)
         self.mqtt = mqtt              # config values (docs/events.md), parsed in the process
         self.webhooks = webhooks
-        self.camera = camera
 
     def setup(self) -> None:
         self.inp = self.bus.pull(SINK, hwm=10000)
-        self.mot = self.events = self.out = None
-        self.open: Dict[int, dict] = {}   # track_started and not yet ended: id -> what stopping needs
-        self.last_seq, self.last_t = -1, 0.0
+        self.cams: List[CameraSink] = []
+        self.out = None
+        # track_started and not yet ended: (camera index, id) -> what stopping needs
+        self.open: Dict[tuple, dict] = {}
         self.stats.gauges.update(events=0)
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
         from trackpipe.pipeline.media.sinks import EventWriter, MotWriter
+        writers: Dict[str, EventWriter] = {}   # cameras writing one events file share its writer
         try:
-            self.mot = MotWriter(self.mot_path, self.append) if self.mot_path else None
-            self.events = EventWriter(self.events_path, self.names, append=self.append) \
-                if self.events_path else None
+            for c in self.cameras:
+                mot = MotWriter(c.mot, self.append) if c.mot else None
+                ev = None
+                if c.events:
+                    ev = writers.get(c.events) or writers.setdefault(
+                        c.events, EventWriter(c.events, self.names, append=self.append))
+                self.cams.append(CameraSink(c.index, c.name, mot, ev))
         except OSError as e:
             raise StageError(f"cannot write {e.filename}: {e.strerror}") from None
+        self.writers = list(writers.values())
         if self.mqtt or self.webhooks:
             from trackpipe.pipeline.events import EventConfigError, MqttConfig, WebhookConfig
             from trackpipe.pipeline.events.dispatch import Dispatcher
@@ -79,32 +93,35 @@ class SinkProcess(StageProcess):
             self.out = None
 
     def teardown(self) -> None:
-        if getattr(self, "events", None) is not None or getattr(self, "out", None) is not None:
-            if self.stopping():
-                for tid in list(self.open):
-                    self._end_open(tid, "stopped")
+        cams = getattr(self, "cams", [])
+        if (getattr(self, "writers", None) or getattr(self, "out", None) is not None) and self.stopping():
+            for key in list(self.open):
+                self._end_open(key, "stopped")
         self._close_delivery(1.0)
-        if getattr(self, "events", None) is not None:
-            self.events.close()
-        if getattr(self, "mot", None) is not None:
-            self.mot.close()
+        for w in getattr(self, "writers", ()):
+            w.close()
+        for c in cams:
+            if c.mot is not None:
+                c.mot.close()
 
-    def _end_open(self, tid: int, reason: str) -> None:
-        st = self.open.pop(tid)
-        ev = {"event": "track_ended", "t": self.last_t, "seq": self.last_seq, "camera": st["camera"],
-              "track_id": tid, "first_seq": st["seq"], "last_seq": self.last_seq,
-              "duration_s": round(max(0.0, self.last_t - st["t"]), 3), "reason": reason}
+    def _end_open(self, key: tuple, reason: str) -> None:
+        st = self.open.pop(key)
+        cam = self.cams[key[0]]
+        ev = {"event": "track_ended", "t": cam.last_t, "seq": cam.last_seq, "camera": st["camera"],
+              "track_id": key[1], "first_seq": st["seq"], "last_seq": cam.last_seq,
+              "duration_s": round(max(0.0, cam.last_t - st["t"]), 3), "reason": reason}
         ev.update({k: st[k] for k in ("class_id", "class") if k in st})
-        self._event(ev)
+        self._event(cam, ev)
 
-    def _event(self, ev: dict) -> None:
+    def _event(self, cam: CameraSink, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "track_started":
-            self.open[int(ev["track_id"])] = {k: ev[k] for k in ("t", "seq", "camera", "class_id", "class") if k in ev}
+            self.open[(cam.index, int(ev["track_id"]))] = {k: ev[k] for k in ("t", "seq", "camera", "class_id", "class")
+                                                           if k in ev}
         elif kind == "track_ended":
-            self.open.pop(int(ev["track_id"]), None)
-        if self.events is not None:
-            self.events.write_event(ev)
+            self.open.pop((cam.index, int(ev["track_id"])), None)
+        if cam.events is not None:
+            cam.events.write_event(ev)
         if self.out is not None:
             self.out.offer(ev)
         self.stats.gauges["events"] += 1
@@ -116,49 +133,60 @@ class SinkProcess(StageProcess):
         idle_since = time.monotonic()
         for msg in self.messages(self.inp):
             if isinstance(msg, EndOfStream):
+                cam = self.cams[msg.source_id]
                 for ev in msg.events:
-                    self._event(ev)
-                for tid in list(self.open):  # a track stage that did not end them (restarted)
-                    self._end_open(tid, "end_of_stream")
-                self._finish()
-                return
+                    self._event(cam, ev)
+                for key in [k for k in self.open if k[0] == cam.index]:  # a track stage that did not end them
+                    self._end_open(key, "end_of_stream")
+                cam.ended = True
+                if all(c.ended for c in self.cams):
+                    self._finish()
+                    return
+                continue
             if isinstance(msg, SourceEvent):
-                self._event({"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq), "camera": self.camera,
-                             **msg.fields()})
+                cam = self.cams[msg.source_id]
+                self._event(cam, {"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq),
+                                  "camera": cam.name, **msg.fields()})
                 continue
             if not isinstance(msg, Tracked):
                 continue
             self.count(StageBoard.IN)
             t0 = time.monotonic()
+            cam = self.cams[msg.meta.source_id]
             seq = msg.meta.seq
-            self.last_seq = seq
+            cam.last_seq = seq
             if self.rc.mode != "lossless":  # live: events are on the wall clock (files: media time, below)
-                self.last_t = msg.meta.t_capture
-            if self.mot is not None and msg.tracks is not None:
-                self.mot.write(seq + 1, msg.tracks)
+                cam.last_t = msg.meta.t_capture
+            if cam.mot is not None and msg.tracks is not None:
+                cam.mot.write(seq + 1, msg.tracks)
             for ev in msg.events:
-                self.last_t = ev.get("t", self.last_t)
-                self._event(ev)
+                cam.last_t = ev.get("t", cam.last_t)
+                self._event(cam, ev)
             t1 = time.monotonic()
             self.count(StageBoard.OUT)
             self.stats.item(t0, t1, t0 - idle_since)
             idle_since = time.monotonic()
 
     def _finish(self) -> None:
-        """The stream ended: deliver what is queued, then (lossless runs) interpolate the MOT file."""
+        """Every stream ended: deliver what is queued, then (lossless runs) interpolate the MOT files."""
         self._close_delivery(CLOSE_TIMEOUT_S)
-        if self.mot is None:
+        mots = [c.mot for c in self.cams if c.mot is not None]
+        for mot in mots:
+            mot.close()
+        if not mots:
             return
-        self.mot.close()
-        self.stats.gauges["mot_rows"] = self.mot.rows
-        self.stats.gauges["mot_predicted"] = self.mot.predicted
+        self.stats.gauges["mot_rows"] = sum(m.rows for m in mots)
+        self.stats.gauges["mot_predicted"] = sum(m.predicted for m in mots)
         if self.rc.mode == "lossless" and self.interpolate > 0 and not self.append:
             from trackpipe.pipeline.media.sinks import interpolate_mot_file
             t0 = time.monotonic()
-            try:
-                res = interpolate_mot_file(self.mot.path, self.interpolate)
-            except (OSError, ValueError) as e:
-                log.warning("MOT file %s not interpolated: %s", self.mot.path, e)
-                return
-            self.stats.gauges["mot_interpolated"] = res["interpolated"]
-            log.debug("MOT file interpolated: %s in %.2fs", res, time.monotonic() - t0)
+            done = 0
+            for mot in mots:
+                try:
+                    res = interpolate_mot_file(mot.path, self.interpolate)
+                except (OSError, ValueError) as e:
+                    log.warning("MOT file %s not interpolated: %s", mot.path, e)
+                    continue
+                done += res["interpolated"]
+                log.debug("MOT file interpolated: %s in %.2fs", res, time.monotonic() - t0)
+            self.stats.gauges["mot_interpolated"] = done

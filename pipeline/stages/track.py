@@ -116,41 +116,65 @@ class TrackEvents:
         return self.counter.counts() if self.counter is not None else None
 
 
+class CameraTrack:
+    """Tracking state of one camera: its tracker, events, class filter and stream position.
+    ``classes``: class ids kept (None: all)."""
+
+    def __init__(self, index: int, name: str, tracker, events: TrackEvents, classes=None, fps: float = 30.0,
+                 ring=None):
+        self.index, self.name = index, name
+        self.tracker, self.events = tracker, events
+        self.classes = np.asarray(classes, np.int64) if classes else None
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self.ring = ring                    # appearance trackers read the frame
+        self.last_seq, self.last_t = -1, 0.0
+        self.pending: Dict[int, Detections] = {}   # lossless reordering: seq -> message
+        self.expected = 0                   # next seq to track (lossless)
+        self.newest = -1                    # newest seq tracked (latest)
+        self.total: Optional[int] = None    # frames in its stream, from its end-of-stream message
+        self.ended = False
+        self.frames = self.drops = 0
+
+    def keep(self, dets):
+        if self.classes is None or dets is None or not len(dets):
+            return dets
+        return dets[np.isin(dets.class_id, self.classes)]
+
+
 class TrackProcess(StageProcess):
     stage = "track"
 
     def __init__(self, rc: RunContext, tracker: str, options: dict, to_sink: bool, id_offset: int = 0,
-                 camera: str = "cam0", names: Optional[List[str]] = None, zones: Optional[list] = None,
-                 lines: Optional[list] = None, fps: float = 30.0, to_web: bool = False):
+                 cameras: Sequence = (), names: Optional[List[str]] = None, to_web: bool = False):
+        """``cameras``: the run's `runtime.cameras.Camera` list (name, classes, zones, lines, info.fps)."""
         super().__init__(rc)
         self.to_web = to_web  # the live view: every message, never waited for
         self.id_offset = id_offset  # a restarted tracker must not reuse the ids of the previous one
         self.tracker_name = tracker
         self.options = dict(options)
         self.to_sink = to_sink
-        self.camera = camera
+        self.camera_specs = list(cameras)
         self.names = names
-        self.zones = zones          # config lists (docs/events.md), parsed in the process
-        self.lines = lines
-        self.fps = float(fps) if fps and fps > 0 else 30.0
 
     def setup(self) -> None:
         from trackpipe.trackers.factory import build_tracker
-        try:
-            self.tracker = build_tracker(self.tracker_name, **self.options)
-        except (ValueError, TypeError) as e:
-            raise StageError(f"tracker: {e}") from None
-        try:
-            self.events = TrackEvents(self.camera, self.names, self.zones, self.lines)
-        except ValueError as e:
-            raise StageError(str(e)) from None
-        self.last_seq, self.last_t = -1, 0.0
-        if self.events.counter is not None:
-            self.stats.gauges["counts"] = self.events.counts()
         # appearance trackers read the frame; motion-only ones never touch pixels
         self.needs_frame = self.tracker_name.startswith("deepsort")
-        self.ring = FrameRing.attach(self.rc.ring_name) if self.needs_frame else None
-        n = self.rc.ring_slots * 4 + 64
+        self.cams: List[CameraTrack] = []
+        for c in self.camera_specs:
+            try:
+                tracker = build_tracker(self.tracker_name, **self.options)
+            except (ValueError, TypeError) as e:
+                raise StageError(f"tracker: {e}") from None
+            try:
+                events = TrackEvents(c.name, self.names, c.zones, c.lines)
+            except ValueError as e:
+                raise StageError(str(e)) from None
+            ring = FrameRing.attach(self.rc.ring_of(c.index)) if self.needs_frame else None
+            self.cams.append(CameraTrack(c.index, c.name, tracker, events, c.classes,
+                                         getattr(c.info, "fps", 30.0), ring))
+        self._counts_gauge()
+        n = (self.rc.ring_slots * 4 + 64) * max(1, len(self.cams))
         self.inp = self.bus.pull(DETS, hwm=n)
         self.out = [self.bus.push(TRACKS, hwm=n)]
         if self.to_sink:
@@ -159,97 +183,114 @@ class TrackProcess(StageProcess):
         if self.web is not None:
             self.stats.gauges["web_skipped"] = 0
 
+    def _counts_gauge(self) -> None:
+        counts = {c.name: c.events.counts() for c in self.cams if c.events.counter is not None}
+        if counts:  # one camera: its counts (the profile's shape before several cameras)
+            self.stats.gauges["counts"] = next(iter(counts.values())) if len(self.cams) == 1 else counts
+
+    def _camera_gauges(self) -> None:
+        self.stats.gauges["cameras"] = {c.name: {"frames": c.frames, "drops": c.drops} for c in self.cams}
+
     def teardown(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
+        for c in getattr(self, "cams", ()):
+            if c.ring is not None:
+                c.ring.close()
 
     def _send(self, msg: Message) -> bool:
         if self.web is not None and not busmod.try_send(self.web, msg):  # a full queue drops it
             self.stats.gauges["web_skipped"] += 1
         return all(self.send(s, msg) for s in self.out)
 
-    def _end(self, frames: int) -> None:
-        """End of the stream: every live track ends; the events ride on the end message."""
-        self._send(EndOfStream(frames, self.events.finish(self.last_seq, self.last_t)))
+    def _end(self, cam: CameraTrack, frames: int) -> bool:
+        """End of a camera's stream: every live track ends; the events ride on the end message.
+        -> True once every camera has ended."""
+        cam.ended = True
+        self._camera_gauges()
+        self._send(EndOfStream(frames, cam.events.finish(cam.last_seq, cam.last_t), source_id=cam.index))
+        return all(c.ended for c in self.cams)
 
-    def media_time(self, meta: FrameMeta) -> float:
+    def media_time(self, cam: CameraTrack, meta: FrameMeta) -> float:
         """Event time of a frame: media time (seq / fps) for lossless runs, capture time for live ones."""
-        return meta.seq / self.fps if self.rc.mode == "lossless" else meta.t_capture
+        return meta.seq / cam.fps if self.rc.mode == "lossless" else meta.t_capture
 
     def loop(self) -> None:
-        """Frames from several infer workers arrive out of order: lossless mode puts them back
-        in sequence (seqs are contiguous from 0); latest mode passes a frame older than one
+        """Frames from several infer workers arrive out of order: lossless mode puts each camera's
+        back in sequence (seqs are contiguous from 0); latest mode passes a frame older than one
         already tracked on as dropped (its slot still goes back through render)."""
         lossless = self.rc.mode == "lossless"
-        pending = {}           # seq -> Detections message, lossless reordering
-        expected = 0           # next seq to track (lossless)
-        last_seq = -1          # newest seq tracked (latest)
-        total = None           # frames in the stream, from the end-of-stream message
         idle_since = time.monotonic()
         for msg in self.messages(self.inp):
             if isinstance(msg, EndOfStream):
+                cam = self.cams[msg.source_id]
+                if cam.ended:
+                    continue
                 if not lossless:
-                    self._end(msg.frames)
-                    return
-                total = msg.frames
-                if expected >= total:  # every frame tracked already
-                    self._end(total)
+                    if self._end(cam, msg.frames):
+                        return
+                    continue
+                cam.total = msg.frames
+                if cam.expected >= cam.total and self._end(cam, cam.total):  # every frame tracked already
                     return
                 continue
             if not isinstance(msg, Detections):  # source events: pass on in order
                 self._send(msg)
                 continue
             self.count(StageBoard.IN)
+            cam = self.cams[msg.meta.source_id]
             if lossless:
-                pending[msg.meta.seq] = msg
-                while expected in pending:
-                    m = pending.pop(expected)
-                    expected += 1
-                    if not self._track(m, False, idle_since):
+                cam.pending[msg.meta.seq] = msg
+                while cam.expected in cam.pending:
+                    m = cam.pending.pop(cam.expected)
+                    cam.expected += 1
+                    if not self._track(cam, m, False, idle_since):
                         return
                     idle_since = time.monotonic()
-                self.stats.gauges["reorder_max"] = max(self.stats.gauges.get("reorder_max", 0), len(pending))
-                if total is not None and expected >= total:  # the last frames came after the end message
-                    self._end(total)
+                self.stats.gauges["reorder_max"] = max(self.stats.gauges.get("reorder_max", 0), len(cam.pending))
+                # the last frames came after the end message
+                if cam.total is not None and cam.expected >= cam.total and not cam.ended and self._end(cam, cam.total):
                     return
             else:
-                stale = msg.meta.seq < last_seq and not msg.dropped
+                stale = msg.meta.seq < cam.newest and not msg.dropped
                 if stale:  # a newer frame was tracked already
                     self.stats.drops += 1
-                last_seq = max(last_seq, msg.meta.seq)
-                if not self._track(msg, stale, idle_since):
+                cam.newest = max(cam.newest, msg.meta.seq)
+                if not self._track(cam, msg, stale, idle_since):
                     return
                 idle_since = time.monotonic()
 
-    def _track(self, msg: Detections, stale: bool, idle_since: float) -> bool:
+    def _track(self, cam: CameraTrack, msg: Detections, stale: bool, idle_since: float) -> bool:
         t0 = time.monotonic()
         meta = msg.meta
         tracks = None
         events: List[dict] = []
         dropped = msg.dropped or stale
-        if not dropped:
+        if dropped:
+            cam.drops += 1
+        else:
             # age of the frame when the tracker takes it: capture's t_mono (right after decode) to
             # now; CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree
             age_ms = (t0 - meta.t_mono) * 1000.0
             self.stats.hist("frame_age").add(age_ms)
+            self.stats.hist(f"frame_age.{cam.name}").add(age_ms)
             self.stats.gauges["frame_age_ms"] = round(age_ms, 2)
-            frame = None
-            if self.ring is not None:
-                frame = self.ring.frame(meta.slot, meta.shape)
-            tracks = self.tracker.update(msg.dets, frame=frame)
+            frame = cam.ring.frame(meta.slot, meta.shape) if cam.ring is not None else None
+            tracks = cam.tracker.update(cam.keep(msg.dets), frame=frame)
             del frame
-            live = np.asarray(getattr(self.tracker, "live_track_ids", np.zeros(0, np.int64)), np.int64)
+            live = np.asarray(getattr(cam.tracker, "live_track_ids", np.zeros(0, np.int64)), np.int64)
             if self.id_offset:
                 tracks.track_id = tracks.track_id + self.id_offset
                 live = live + self.id_offset
-            t_ev = self.media_time(meta)
-            self.last_seq, self.last_t = meta.seq, t_ev
-            events = self.events.step(tracks, live, meta.seq, t_ev, frame_size=(meta.shape[1], meta.shape[0]))
-            if events and self.events.counter is not None:
-                self.stats.gauges["counts"] = self.events.counts()
+            t_ev = self.media_time(cam, meta)
+            cam.last_seq, cam.last_t = meta.seq, t_ev
+            events = cam.events.step(tracks, live, meta.seq, t_ev, frame_size=(meta.shape[1], meta.shape[0]))
+            if events and cam.events.counter is not None:
+                self._counts_gauge()
+            cam.frames += 1
         t1 = time.monotonic()
         if not self._send(Tracked(meta, tracks, dropped, msg.t_infer, t1 - t0, events)):
             return False
         self.count(StageBoard.OUT)
         self.stats.item(t0, t1, max(0.0, t0 - idle_since))
+        if cam.frames % 10 == 0:
+            self._camera_gauges()
         return True

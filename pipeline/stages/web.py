@@ -79,42 +79,49 @@ def shapes_in_pixels(zones, lines, width: int, height: int) -> list:
 class WebProcess(StageProcess):
     stage = "web"
 
-    def __init__(self, rc: RunContext, web: WebConfig, camera: str, names: list[str] | None = None,
-                 shapes: list | None = None, idle_refresh_s: float = 1.0):
+    def __init__(self, rc: RunContext, web: WebConfig, cameras: list, names: list[str] | None = None,
+                 idle_refresh_s: float = 1.0):
+        """``cameras``: the run's `runtime.cameras.Camera` list (name, zones, lines, info)."""
         super().__init__(rc)
         self.web = web
-        self.camera = camera
+        self.cameras = list(cameras)
         self.names = list(names) if names else None
-        self.shapes = list(shapes or [])  # zones and lines in pixels, drawn on the frames
         self.idle_refresh_s = float(idle_refresh_s)
 
     def setup(self) -> None:
         from trackpipe.pipeline.web import LiveViewHub
         from trackpipe.pipeline.web.server import WebServer, WebServerError
-        self.ring = FrameRing.attach(self.rc.ring_name)
+        self.rings = [FrameRing.attach(self.rc.ring_of(c.index)) for c in self.cameras]
+        self.names_of = [c.name for c in self.cameras]
         self.inp = self.bus.pull(WEB, hwm=10000)
         self.hub = LiveViewHub(max_events=1000)
-        self.hub.publish_camera_state(self.camera, None)  # listed (as "waiting") before its first frame
-        self.server = WebServer(self.hub, self.web, names=self.names or (),
-                                zones={self.camera: self.shapes} if self.shapes else None)
+        zones = {}
+        for c in self.cameras:
+            self.hub.publish_camera_state(c.name, None)  # listed (as "waiting") before its first frame
+            shapes = shapes_in_pixels(c.zones, c.lines, c.info.width, c.info.height) if (c.zones or c.lines) else []
+            if shapes:
+                zones[c.name] = shapes      # zones and lines in pixels, drawn on the frames
+        self.server = WebServer(self.hub, self.web, names=self.names or (), zones=zones or None)
         try:
             self.server.start()
         except WebServerError as e:
             raise StageError(str(e)) from None
         # a little under the feed's own interval, so the two rate caps do not beat each other down
         self.watched_interval = 0.9 / self.web.max_fps
-        self.last_copy = -math.inf
-        self.stats.gauges.update(url=self.server.url, camera=self.camera, copied=0, late_frames=0)
+        self.last_copy = [-math.inf] * len(self.cameras)
+        self.stats.gauges.update(url=self.server.url, camera=self.names_of[0] if len(self.cameras) == 1
+                                 else self.names_of, copied=0, late_frames=0)
 
     def teardown(self) -> None:
         if getattr(self, "server", None) is not None:
             self.server.stop(timeout=1.0)
-        if getattr(self, "ring", None) is not None:
-            self.ring.close()
+        for ring in getattr(self, "rings", ()):
+            ring.close()
 
-    def watched(self) -> bool:
-        """True while a client streams this camera (read from the server thread's feeds)."""
-        return any(f.viewers > 0 for f in tuple(self.server.live.feeds.values()))
+    def watched(self, camera: str) -> bool:
+        """True while a client streams ``camera`` (read from the server thread's feeds)."""
+        feed = self.server.live.feeds.get(camera)
+        return feed is not None and feed.viewers > 0
 
     def loop(self) -> None:
         idle_since = time.monotonic()
@@ -126,13 +133,14 @@ class WebProcess(StageProcess):
                 if counts:
                     self.hub.publish_counts(counts)
             elif isinstance(msg, SourceEvent):
+                name = self.names_of[msg.source_id]
                 self.hub.publish_event({"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq),
-                                        "camera": self.camera, **msg.fields()})
-                self.hub.publish_camera_state(self.camera, "lost" if msg.event == "source_lost" else None)
+                                        "camera": name, **msg.fields()})
+                self.hub.publish_camera_state(name, "lost" if msg.event == "source_lost" else None)
             elif isinstance(msg, EndOfStream):  # the page stays up until the run stops
                 for e in msg.events:
                     self.hub.publish_event(e)
-                self.hub.publish_camera_state(self.camera, "ended")
+                self.hub.publish_camera_state(self.names_of[msg.source_id], "ended")
             elif isinstance(msg, Tracked):
                 self.count(StageBoard.IN)
                 t0 = time.monotonic()
@@ -147,16 +155,18 @@ class WebProcess(StageProcess):
             self.hub.publish_event(e)
         if msg.dropped:
             return
-        interval = self.watched_interval if self.watched() else self.idle_refresh_s
-        if now - self.last_copy < interval:
+        i = msg.meta.source_id
+        name = self.names_of[i]
+        interval = self.watched_interval if self.watched(name) else self.idle_refresh_s
+        if now - self.last_copy[i] < interval:
             return
         meta = msg.meta
-        frame = copy_frame(self.ring, meta)
+        frame = copy_frame(self.rings[i], meta)
         g = self.stats.gauges
         if frame is None:  # the slot was reused before we got to it: this stage lags
             self.stats.drops += 1
             g["late_frames"] += 1
             return
-        self.last_copy = now
+        self.last_copy[i] = now
         g["copied"] += 1
-        self.hub.publish_frame(self.camera, meta.seq, meta.t_capture, frame, msg.tracks, copy=False)
+        self.hub.publish_frame(name, meta.seq, meta.t_capture, frame, msg.tracks, copy=False)

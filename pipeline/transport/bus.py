@@ -32,6 +32,12 @@ STATS = "stats"      # every stage -> supervisor   (PULL bound by supervisor): S
 WEB = "web"          # track, supervisor -> web    (PULL bound by web): Tracked, events, LiveStats
 
 
+def of_camera(name: str, index: int) -> str:
+    """The endpoint name of camera ``index`` for a per-camera endpoint (`FRAMES`, `CTL`,
+    `OVERLAY`): camera 0 keeps the plain name."""
+    return name if index == 0 else f"{name}.{index}"
+
+
 def endpoint(run_dir: str, name: str) -> str:
     return f"ipc://{os.path.join(run_dir, name)}.ipc"
 

@@ -208,16 +208,17 @@ class EndOfStream(Message):
     KIND: ClassVar[Kind] = Kind.EOS
     frames: int = 0
     events: List[dict] = field(default_factory=list)
+    source_id: int = 0      # the camera whose stream ended (`FrameMeta.source_id`)
 
     def header(self) -> dict:
-        h = {"frames": self.frames}
+        h = {"frames": self.frames, "source_id": self.source_id}
         if self.events:
             h["events"] = self.events
         return h
 
     @classmethod
     def from_wire(cls, header, arrays):
-        return cls(int(header.get("frames", 0)), list(header.get("events", ())))
+        return cls(int(header.get("frames", 0)), list(header.get("events", ())), int(header.get("source_id", 0)))
 
 
 @dataclass
@@ -231,24 +232,25 @@ class SourceEvent(Message):
     seq: int
     source: str = ""
     reason: Optional[str] = None
+    source_id: int = 0      # the camera (`FrameMeta.source_id`)
 
     def header(self) -> dict:
-        h = {"event": self.event, "t": self.t, "seq": self.seq, "source": self.source}
+        h = {"event": self.event, "t": self.t, "seq": self.seq, "source": self.source, "source_id": self.source_id}
         if self.reason is not None:
             h["reason"] = self.reason
         return h
 
     def fields(self) -> dict:
-        """What the events file writes besides ``event``, ``t`` and ``seq``."""
+        """What the events file writes besides ``event``, ``t``, ``seq`` (and the camera)."""
         h = self.header()
-        for k in ("event", "t", "seq"):
+        for k in ("event", "t", "seq", "source_id"):
             h.pop(k)
         return h
 
     @classmethod
     def from_wire(cls, header, arrays):
         return cls(header["event"], float(header["t"]), int(header["seq"]), header.get("source", ""),
-                   header.get("reason"))
+                   header.get("reason"), int(header.get("source_id", 0)))
 
 
 @dataclass

@@ -42,9 +42,10 @@ class LiveCapture:
         self.source = stage.source
         self.cfg = stage.source_cfg
         self.stats = stage.stats
-        self.slots = SlotAllocator(stage.ring, stage.reclaim_after_s, next_seq=stage.seq)
+        self.slots = SlotAllocator(stage.ring, stage.reclaim_after_s, next_seq=stage.seq,
+                                   source=(stage.index, stage.camera))
         self.watchdog = SourceWatchdog(self.cfg.watchdog_s, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
-        self.publisher = Publisher(stage.out, stage.uri)
+        self.publisher = Publisher(stage.out, stage.uri, stage.index)
         self.halt = threading.Event()       # stops the grabber (the stage itself goes on)
         self.ended = False                  # the source finished (realtime file)
         self.error = None
@@ -146,7 +147,8 @@ class LiveCapture:
             self._event("source_lost", reason)
 
     def _event(self, name: str, reason=None) -> None:
-        self.publisher.queue_event(SourceEvent(name, time.time(), self.slots.next_seq - 1, self.stage.uri, reason))
+        self.publisher.queue_event(SourceEvent(name, time.time(), self.slots.next_seq - 1, self.stage.uri, reason,
+                                                self.stage.index))
         self._wake()
 
     # --- main thread --------------------------------------------------------------------------

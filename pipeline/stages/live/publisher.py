@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 class Publisher:
     """``out``: the PUSH socket to the infer workers; ``uri``: named in the event log lines."""
 
-    def __init__(self, out, uri: str = ""):
+    def __init__(self, out, uri: str = "", source_id: int = 0):
         self.out = out
         self.uri = uri
+        self.source_id = source_id
         self.wants = 0
         self.published = 0
         self._events: collections.deque = collections.deque()
@@ -75,4 +76,4 @@ class Publisher:
     def end_of_stream(self, consumers: int, stop) -> None:
         """One `EndOfStream` per infer worker (the socket deals round-robin)."""
         for _ in range(consumers):
-            busmod.send(self.out, EndOfStream(self.published), stop=stop)
+            busmod.send(self.out, EndOfStream(self.published, source_id=self.source_id), stop=stop)

@@ -24,10 +24,11 @@ class SlotAllocator:
     give out (a restarted capture continues its predecessor's numbering)."""
 
     def __init__(self, ring, reclaim_after_s: float, next_seq: int = 0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, source: Tuple[int, str] = (0, "")):
         self.ring = ring
         self.reclaim_after_s = reclaim_after_s
         self.clock = clock
+        self.source = source    # (FrameMeta.source_id, camera name) of every frame
         self.lock = threading.Lock()
         self.next_seq = next_seq
         self.staged: Optional[FrameMeta] = None
@@ -84,7 +85,7 @@ class SlotAllocator:
         """The frame in ``slot`` is complete: number it and stage it -> (its meta, whether a staged
         frame that was never published had to go: a drop; its slot is free again)."""
         with self.lock:
-            meta = FrameMeta(self.next_seq, slot, t_capture, t_mono, tuple(shape))
+            meta = FrameMeta(self.next_seq, slot, t_capture, t_mono, tuple(shape), *self.source)
             self.next_seq += 1
             self.ring.end_write(slot, meta.seq, meta.shape, t_capture, t_mono)
             self.writing = None

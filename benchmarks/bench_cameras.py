@@ -1,0 +1,189 @@
+"""Several cameras in one run: per-camera FPS, detector throughput, CPU, frame age; batched vs
+unbatched across cameras; one camera killed for 10 s among four.
+
+    python benchmarks/bench_cameras.py [--cameras 1 2 4 8] [--seconds 20] [--repeat 1] [--no-fault]
+
+Throughput part: N live cameras, each ``aiguys_video.mp4`` (640x360, 30 fps) played in real
+time and looped (``--realtime --loop``: a 30 fps camera without an encoder process per camera
+competing for the cores), the default model (Yolo-Fastest-1.1-xl, 320, backend auto), headless,
+``--duration`` seconds after start-up. For each N two runs side by side: ``batch auto`` (one
+detector call on every camera's newest frame, at most ``pipeline.batch_timeout_ms`` waiting for
+them) and ``batch 1`` (unbatched). Per run: per-camera processed FPS (min / max), detector FPS
+(frames through infer per second), CPU cores per camera (the run's process tree, user+sys),
+frame age p95 (capture to tracker, worst camera), from its ``--profile``.
+
+Fault part (``--no-fault`` skips it): four real RTSP cameras (tests/rtsp's GStreamer server,
+640x360 at 25 fps); after 10 s one server is killed for 10 s, then started again. Per-camera FPS
+of the other three in the 10 s before and during the outage (Prometheus ``--metrics-port``),
+their ratio, and whether every track they started also ended (no event lost).
+
+Goals (issue 12): batched >= 1.3x unbatched detector throughput at 4+ cameras; frame age p95 <
+0.5 s for every camera; per-camera FPS within 10 % of each other; during the fault the others
+keep >= 0.9x their FPS. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+ASSETS = (REPO / ".." / "shared" / "assets").resolve()
+VIDEO = ASSETS / "video" / "aiguys_video.mp4"
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_cameras(n: int, batch: str, seconds: float, tmp: Path) -> dict:
+    """One run of ``n`` realtime cameras; -> its figures."""
+    prof = tmp / f"p{n}_{batch}.json"
+    args = [sys.executable, str(REPO / "run_tracker.py"), "--headless", "--realtime", "--loop",
+            "--duration", str(seconds), "--profile", str(prof), "--set", f"pipeline.batch={batch}",
+            "--log-level", "warning"]
+    for _ in range(n):
+        args += ["--source", str(VIDEO)]
+    cpu0 = _children_cpu()
+    t0 = time.monotonic()
+    r = subprocess.run(args, cwd=str(REPO), capture_output=True, text=True, timeout=seconds + 600)
+    wall = time.monotonic() - t0
+    cpu = _children_cpu() - cpu0
+    if r.returncode != 0:
+        raise SystemExit(f"run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    p = json.loads(prof.read_text())
+    cams = p["cameras"]
+    fps = [c["fps"] for c in cams.values()]
+    infer = p["stages"]["infer"]
+    return {"cameras": n, "batch": batch, "fps_min": min(fps), "fps_max": max(fps),
+            "fps_spread": round((max(fps) - min(fps)) / max(fps), 3) if max(fps) else 0.0,
+            "detector_fps": infer.get("fps", 0.0), "mean_batch": p["detector"].get("mean_batch", 0.0),
+            "age_p95_ms": max(c["frame_age_ms"].get("p95") or 0.0 for c in cams.values()),
+            "cpu_cores_per_camera": round(cpu / wall / n, 3), "drops": sum(c["drops"] for c in cams.values()),
+            "backend": p["detector"].get("backend", "")}
+
+
+def fault_run(tmp: Path) -> dict:
+    """Four RTSP cameras, one killed for 10 s; -> FPS of the others before and during."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from tests.rtsp.fixtures import RtspServer, free_port, rtsp_available
+    ok, why = rtsp_available()
+    if not ok:
+        return {"skipped": why}
+    servers = [RtspServer(width=640, height=360, fps=25) for _ in range(4)]
+    port = free_port()
+    ev = tmp / "fault_events.jsonl"
+    proc = None
+    try:
+        for s in servers:
+            s.start()
+        for s in servers:
+            s.wait_ready(20)
+        args = [sys.executable, str(REPO / "run_tracker.py"), "--headless", "--events", str(ev),
+                "--metrics-port", str(port), "--set", "profile.interval_s=0.5", "--log-level", "warning"]
+        for s in servers:
+            args += ["--source", s.url]
+        proc = subprocess.Popen(args, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+        def frames() -> dict:
+            try:
+                txt = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+            except OSError:
+                return {}
+            out = {}
+            for ln in txt.splitlines():
+                if ln.startswith("trackpipe_camera_frames{"):
+                    k, v = ln.rsplit(" ", 1)
+                    out[k.split('"')[1]] = float(v)
+            return out
+
+        deadline = time.monotonic() + 120
+        while not (f := frames()) or min(f.values()) < 25:  # every camera delivering
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"fault run did not start: {proc.stderr.read()[-500:] if proc.stderr else ''}")
+            time.sleep(0.2)
+        a = frames()
+        time.sleep(10)
+        b = frames()
+        servers[3].kill()
+        time.sleep(10)
+        c = frames()
+        servers[3].start()
+        servers[3].wait_ready(20)
+        time.sleep(5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        others = ["cam0", "cam1", "cam2"]
+        before = {k: (b[k] - a[k]) / 10 for k in others}
+        during = {k: (c[k] - b[k]) / 10 for k in others}
+        events = [json.loads(ln) for ln in ev.read_text().splitlines()] if ev.exists() else []
+        paired = all({e["track_id"] for e in events if e["camera"] == k and e["event"] == "track_started"}
+                     == {e["track_id"] for e in events if e["camera"] == k and e["event"] == "track_ended"}
+                     for k in others)
+        lost = sorted({e["camera"] for e in events if e["event"] == "source_lost"})
+        return {"fps_before": {k: round(v, 2) for k, v in before.items()},
+                "fps_during": {k: round(v, 2) for k, v in during.items()},
+                "min_ratio": round(min(during[k] / before[k] for k in others if before[k] > 0), 3),
+                "events_paired": paired, "lost_cameras": lost, "exit_code": proc.returncode}
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for s in servers:
+            s.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each pair (medians reported)")
+    ap.add_argument("--no-fault", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-cameras-") as d:
+        tmp = Path(d)
+        for n in a.cameras:
+            runs = {"auto": [], "1": []}
+            for _ in range(a.repeat):
+                for batch in ("auto", "1"):   # side by side, alternating
+                    runs[batch].append(run_cameras(n, batch, a.seconds, tmp))
+            for batch, rs in runs.items():
+                row = {k: (statistics.median(r[k] for r in rs) if isinstance(rs[0][k], (int, float)) else rs[0][k])
+                       for k in rs[0]}
+                rows.append(row)
+        fault = None if a.no_fault else fault_run(tmp)
+    hdr = f"{'cams':>4} {'batch':>5} {'fps/cam min..max':>17} {'spread':>6} {'det fps':>7} {'mean b':>6} " \
+          f"{'age p95 ms':>10} {'cores/cam':>9} {'drops':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['cameras']:>4} {r['batch']:>5} {r['fps_min']:>8.1f}..{r['fps_max']:<7.1f} {r['fps_spread']:>6.2f} "
+              f"{r['detector_fps']:>7.1f} {r['mean_batch']:>6.2f} {r['age_p95_ms']:>10.1f} "
+              f"{r['cpu_cores_per_camera']:>9.2f} {r['drops']:>6}")
+    ratios = {}
+    for n in a.cameras:
+        b = next(r for r in rows if r["cameras"] == n and r["batch"] == "auto")
+        u = next(r for r in rows if r["cameras"] == n and r["batch"] == "1")
+        ratios[n] = round(b["detector_fps"] / u["detector_fps"], 3) if u["detector_fps"] else 0.0
+        print(f"{n} camera(s): batched / unbatched detector throughput {ratios[n]:.2f}x")
+    if fault:
+        print(f"fault (4 RTSP cameras, cam3 killed 10 s): {json.dumps(fault)}")
+    print(json.dumps({"bench": "cameras", "rows": rows, "batched_over_unbatched": ratios, "fault": fault,
+                      "cpu_count": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
