@@ -346,12 +346,16 @@ def _max_image_size(files: List[str]) -> Optional[Tuple[int, int]]:
 
 def quiet_video_logs() -> None:
     """Keep OpenCV's and FFmpeg's own warnings off stderr (our errors are one line each).
-    Set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL yourself to see them."""
+    Set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL yourself, or run with --log-level debug, to see them."""
+    import logging
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
     if "OPENCV_LOG_LEVEL" not in os.environ:
-        os.environ["OPENCV_LOG_LEVEL"] = "ERROR"
+        # silent: its "[ERROR:0@0.4] ... Camera index out of range" would come before our own line
+        os.environ["OPENCV_LOG_LEVEL"] = "SILENT"
         try:
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         except AttributeError:
             pass
 

@@ -12,31 +12,70 @@ from .profiler import Profiler
 log = logging.getLogger(__name__)
 
 
+class _WriteHandler(logging.Handler):
+    """A console log handler that writes through ``write(line)`` (tqdm.write, rich's console),
+    so that log lines go above the progress bar or the live table instead of into them."""
+
+    def __init__(self, write: Callable[[str], None], like: logging.Handler):
+        super().__init__(like.level)
+        self.write = write
+        self.setFormatter(like.formatter)
+        for f in like.filters:
+            self.addFilter(f)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 class LiveView:
-    """Progress bar (files), live per-stage table (live sources) or a stats log line, on stderr."""
+    """Progress bar (files), live per-stage table (live sources) or a stats log line, on stderr.
+    While the bar or the table is shown, the root logger's stderr handlers write through it."""
 
     def __init__(self, prof: Profiler, cfg, info, mode: str, live: bool, frames_out: Callable[[], float]):
         self.prof = prof
-        self.cfg, self.info, self.mode, self.live = cfg, info, mode, live
+        self.cfg, self.info, self.mode, self.is_live = cfg, info, mode, live
         self.frames_out = frames_out
         self.bar = None
-        self.live = None
+        self.table = None           # rich.live.Live of the per-stage table
+        self._swapped = []          # (original handler, its replacement) on the root logger
         self.next_log = time.monotonic() + cfg.profile.log_interval_s
         tty = sys.stderr.isatty()
-        table = cfg.profile.table
-        want_table = table == "on" or (table == "auto" and live and tty and not cfg.output.headless)
+        want = cfg.profile.table
+        want_table = want == "on" or (want == "auto" and live and tty and not cfg.output.headless)
         if want_table:
             from rich.console import Console
             from rich.live import Live
-            self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=2, transient=False)
-            self.live.start()
+            console = Console(stderr=True)
+            self.table = Live(self._table(), console=console, refresh_per_second=2, transient=False)
+            self.table.start()
+            self._redirect_logs(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
         elif not live and tty:
             from tqdm import tqdm
             total = info.frames or None
             if total and cfg.pipeline.max_frames:
                 total = min(total, cfg.pipeline.max_frames)
             self.bar = tqdm(total=total, unit="frame", desc="trackpipe", file=sys.stderr, dynamic_ncols=True)
+            self._redirect_logs(lambda line: tqdm.write(line, file=sys.stderr))
         self._last = 0.0
+
+    def _redirect_logs(self, write: Callable[[str], None]) -> None:
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__):
+                repl = _WriteHandler(write, h)
+                root.removeHandler(h)
+                root.addHandler(repl)
+                self._swapped.append((h, repl))
+
+    def _restore_logs(self) -> None:
+        root = logging.getLogger()
+        for h, repl in self._swapped:
+            root.removeHandler(repl)
+            root.addHandler(h)
+        self._swapped.clear()
 
     def _table(self):
         from rich.table import Table
@@ -64,22 +103,25 @@ class LiveView:
             if out > self._last:
                 self.bar.update(int(out - self._last))
                 self._last = out
-        elif self.live is not None:
+        elif self.table is not None:
             if now - getattr(self, "_t_tab", 0) > 0.5:
                 self._t_tab = now
-                self.live.update(self._table())
-        elif self.live and self.cfg.profile.log_interval_s and now >= self.next_log:
+                self.table.update(self._table())
+        elif self.is_live and self.cfg.profile.log_interval_s and now >= self.next_log:
             self.next_log = now + self.cfg.profile.log_interval_s
             row = p.timeline[-1] if p.timeline else {}
+            cams = [f"{k[7:]} {v:.1f}" for k, v in row.items() if k.startswith("camera:")]
             log.info("stats: " + ", ".join(f"{n} {row.get(n, 0.0):.1f} fps/{p.group(n).report()['drops']} drops"
-                                           for n in p.stages))
+                                           for n in p.stages)
+                     + (f"; cameras (fps): {', '.join(cams)}" if len(cams) > 1 else ""))
 
     def close(self) -> None:
+        self._restore_logs()
         if self.bar is not None:
             self.bar.close()
-        if self.live is not None:
-            self.live.update(self._table())
-            self.live.stop()
+        if self.table is not None:
+            self.table.update(self._table())
+            self.table.stop()
 
 
 def _fmt(v) -> str:

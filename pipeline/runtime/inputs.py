@@ -23,6 +23,8 @@ from .cameras import Camera, resolve_cameras
 
 log = logging.getLogger(__name__)
 
+WAIT_NOTICE_S = 60.0    # an absent stream at start: the "waiting for" line at most this often
+
 
 def read_names(path) -> Optional[List[str]]:
     """The model's class names (None when it has none): ``trackpipe.models.classes.read_names``."""
@@ -218,20 +220,25 @@ def display_region(cfg: Config, info: SourceInfo) -> Tuple[int, int, int, int]:
     return (0, 0, info.width, info.height)
 
 
-def probe_source(sc, uri: Optional[str] = None) -> SourceInfo:
+def probe_source(sc, uri: Optional[str] = None, clock=time.monotonic, sleep=time.sleep) -> SourceInfo:
     """Probe the source; an absent network camera is waited for (capped exponential backoff)
-    when ``source.wait_for_stream`` is set. Nothing is created while waiting, so Ctrl-C exits
-    cleanly."""
+    when ``source.wait_for_stream`` is set, saying so at most once a minute. Nothing is created
+    while waiting, so Ctrl-C exits cleanly."""
+    from trackpipe.pipeline.media.sources import _redact
     uri = uri or sc.uri
     backoff = sc.backoff_initial_s
+    said = None
     while True:
         try:
             return probe(uri, sc)
         except SourceError as e:
             if not (sc.wait_for_stream and source_kind(uri) == "stream"):
                 raise
-            log.warning("%s; waiting for the camera, next try in %.1fs (Ctrl-C stops)", e, backoff)
-            time.sleep(backoff)
+            if said is None or clock() - said >= WAIT_NOTICE_S:
+                said = clock()
+                why = str(e).replace(f"cannot open stream {_redact(uri)} ", "").strip("() ")
+                log.warning("waiting for %s (%s): retrying, Ctrl-C to stop; --set source.wait_for_stream=false "
+                            "to fail instead", _redact(uri), why)
+            log.debug("%s; next try in %.1fs", e, backoff)
+            sleep(backoff)
             backoff = min(backoff * 2, sc.backoff_max_s)
-
-

@@ -75,7 +75,8 @@ class ProcessFactory:
         t = self.plan.cfg.tracker
         return TrackProcess(self.rc, t.name, t.options, "sink" in self.plan.topology,
                             id_offset=incarnation * 1_000_000, to_web="web" in self.plan.topology,
-                            cameras=self.plan.cameras, names=self.plan.names)
+                            cameras=self.plan.cameras, names=self.plan.names,
+                            workers=self.plan.topology.spec("infer").processes)
 
     def _render(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.render import RenderProcess

@@ -236,11 +236,8 @@ class Supervisor:
         waiting = not_ready(self.board, self.rc.stage_index, processes)
         if not waiting:
             self.go_at = now
-            sources = "; ".join(
-                (f"{c.name}: " if len(self.cameras) > 1 else "") + f"{i.kind} {i.uri} {i.width}x{i.height} @ {i.fps:.2f} fps"
-                + (f", {i.frames} frames" if i.frames else "") for c in self.cameras for i in [c.info])
-            log.info("ready in %.1fs: %s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
-                     now - self.t_start, sources, self.mode, self.topology.spec("infer").processes,
+            log.info("ready in %.1fs: %d camera(s), %s; %d infer worker(s) x %d thread(s); %s; run %s",
+                     now - self.t_start, len(self.cameras), self.mode, self.topology.spec("infer").processes,
                      self.plan.infer_threads, self.placement.describe(processes)
                      + (f" ({self.placement.note})" if self.placement.note else ""), self.run_id)
             self.rc.go.set()
@@ -395,7 +392,9 @@ class Supervisor:
                                  "redraw_fps": ren.get("redraw_fps", 0.0),
                                  "masked_frames": st.get("capture", {}).get("masked_frames", 0)}
         self.report = report
-        if self.rc.go.is_set():  # a run that never started (bad model, ...) writes no profile file
+        # a run that never started for a bad input (model, file...) writes no profile file; one
+        # stopped by the user while starting does (its outcome says so)
+        if self.rc.go.is_set() or self.outcome == "interrupted":
             self.profiler.write(self.cfg.profile.path, self.cfg.profile.plot)
 
 

@@ -213,7 +213,7 @@ class StageProcess(SpawnProcess):
             self.send_stats()
             self._stats_sock.close(linger=500)  # the last snapshot must reach the supervisor
             # let queued messages (EOS, last results) reach their peers on a normal end
-            self.bus.close(linger_ms=10000 if graceful else 0)
+            self.bus.close(linger_ms=2000 if graceful else 0)
         if self.thread_stuck:
             logging.shutdown()
             os._exit(code)

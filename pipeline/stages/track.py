@@ -132,6 +132,7 @@ class CameraTrack:
         self.expected = 0                   # next seq to track (lossless)
         self.newest = -1                    # newest seq tracked (latest)
         self.total: Optional[int] = None    # frames in its stream, from its end-of-stream message
+        self.eos = 0                        # end-of-stream messages received (one per infer worker)
         self.ended = False
         self.frames = self.drops = 0
 
@@ -145,7 +146,8 @@ class TrackProcess(StageProcess):
     stage = "track"
 
     def __init__(self, rc: RunContext, tracker: str, options: dict, to_sink: bool, id_offset: int = 0,
-                 cameras: Sequence = (), names: Optional[List[str]] = None, to_web: bool = False):
+                 cameras: Sequence = (), names: Optional[List[str]] = None, to_web: bool = False,
+                 workers: int = 1):
         """``cameras``: the run's `runtime.cameras.Camera` list (name, classes, zones, lines, info.fps)."""
         super().__init__(rc)
         self.to_web = to_web  # the live view: every message, never waited for
@@ -155,6 +157,9 @@ class TrackProcess(StageProcess):
         self.to_sink = to_sink
         self.camera_specs = list(cameras)
         self.names = names
+        # lossless: a camera ends once every infer worker passed its end-of-stream on (a worker
+        # whose message nobody reads would linger on it at exit)
+        self.workers = max(1, int(workers))
 
     def setup(self) -> None:
         from trackpipe.trackers.factory import build_tracker
@@ -209,6 +214,10 @@ class TrackProcess(StageProcess):
         self._send(EndOfStream(frames, cam.events.finish(cam.last_seq, cam.last_t), source_id=cam.index))
         return all(c.ended for c in self.cams)
 
+    def _done(self, cam: CameraTrack) -> bool:
+        """Lossless: every frame of the camera tracked and every worker's end-of-stream in."""
+        return not cam.ended and cam.total is not None and cam.expected >= cam.total and cam.eos >= self.workers
+
     def media_time(self, cam: CameraTrack, meta: FrameMeta) -> float:
         """Event time of a frame: media time (seq / fps) for lossless runs, capture time for live ones."""
         return meta.seq / cam.fps if self.rc.mode == "lossless" else meta.t_capture
@@ -228,8 +237,8 @@ class TrackProcess(StageProcess):
                     if self._end(cam, msg.frames):
                         return
                     continue
-                cam.total = msg.frames
-                if cam.expected >= cam.total and self._end(cam, cam.total):  # every frame tracked already
+                cam.total, cam.eos = msg.frames, cam.eos + 1
+                if self._done(cam) and self._end(cam, cam.total):  # every frame tracked already
                     return
                 continue
             if not isinstance(msg, Detections):  # source events: pass on in order
@@ -246,8 +255,7 @@ class TrackProcess(StageProcess):
                         return
                     idle_since = time.monotonic()
                 self.stats.gauges["reorder_max"] = max(self.stats.gauges.get("reorder_max", 0), len(cam.pending))
-                # the last frames came after the end message
-                if cam.total is not None and cam.expected >= cam.total and not cam.ended and self._end(cam, cam.total):
+                if self._done(cam) and self._end(cam, cam.total):  # the last frames came after the end message
                     return
             else:
                 stale = msg.meta.seq < cam.newest and not msg.dropped
