@@ -202,4 +202,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if __package__ == "models":
+        # `python -m models` from the repository root: run the installed trackpipe.models, so that
+        # every module (and exception class) has one identity, not a `models.x` and a `trackpipe.models.x`
+        import runpy
+        runpy.run_module("trackpipe.models.__main__", run_name="__main__", alter_sys=True)
+    else:
+        sys.exit(main())

@@ -179,4 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if __package__ == "trackers":
+        # `python -m trackers` from the repository root: run the installed trackpipe.trackers, so that
+        # every module (and exception class) has one identity, not a `trackers.x` and a `trackpipe.trackers.x`
+        import runpy
+        runpy.run_module("trackpipe.trackers.__main__", run_name="__main__", alter_sys=True)
+    else:
+        sys.exit(main())
