@@ -111,7 +111,7 @@ def cmd_download(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m models", description="YOLO detector tools (darknet cfg/weights)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO (which backend auto chose, and why)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def classes_arg(sp):
@@ -121,15 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("detect", help="detect objects in one image")
     add_model_args(d)
-    d.add_argument("--image", type=Path, required=True)
+    d.add_argument("--image", type=Path, required=True, help="the image to detect objects in")
     d.add_argument("--json", action="store_true", help="last stdout line: JSON list of detections")
     classes_arg(d)
     d.set_defaults(fn=cmd_detect)
 
     e = sub.add_parser("evaluate", help="COCO mAP on an annotated image folder (pycocotools)")
     add_model_args(e)
-    e.add_argument("--coco-json", type=Path, required=True)
-    e.add_argument("--images", type=Path, required=True)
+    e.add_argument("--coco-json", type=Path, required=True, help="COCO instances annotations (JSON)")
+    e.add_argument("--images", type=Path, required=True, help="folder of the annotated images")
     e.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     classes_arg(e)
     e.set_defaults(fn=cmd_evaluate, conf=0.005)
@@ -151,18 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("convert", help="write ONNX, SavedModel, TF-TRT or TensorRT artefacts")
     add_model_args(x)
-    x.add_argument("--format", choices=("onnx", "savedmodel", "tftrt", "tensorrt"), default="onnx")
-    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--format", choices=("onnx", "savedmodel", "tftrt", "tensorrt"), default="onnx",
+                   help="onnx (default), a TensorFlow SavedModel, a TF-TRT SavedModel or a TensorRT engine")
+    x.add_argument("--out", type=Path, required=True, help="output file (onnx, engine) or folder (SavedModel)")
     x.set_defaults(fn=cmd_convert)
 
     c = sub.add_parser("calibrate", help="INT8 calibration on real frames -> Q/DQ ONNX model + cache")
     add_model_args(c)
     c.add_argument("--calib-source", required=True, help="video file, image folder or glob of real frames")
     c.add_argument("--frames", type=int, default=100, help="frames to calibrate on (default 100, at least 16)")
-    c.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    c.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy",
+                   help="how activation ranges are chosen from the calibration frames (default entropy)")
     c.add_argument("--float-layers", help="comma-separated ONNX node names kept in float "
                                           "(default: the first conv and the yolo head convs; '' for none)")
-    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True, help="calibration folder to write (read back by --calib)")
     c.set_defaults(fn=cmd_calibrate)
 
     from .zoo import DEFAULT_MODEL, ZOO  # noqa: PLC0415

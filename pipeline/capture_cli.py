@@ -62,8 +62,8 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from trackpipe.models.cli_args import add_model_args
     from trackpipe.trackers.factory import TRACKER_NAMES
-    p = _Parser(prog="run_capture.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = _Parser(prog="run_capture.py", description=__doc__.split("\n\n")[0].replace("``", ""),
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1].replace("``", ""))
     _capture_args(p)
     add_model_args(p, defaults=False)
     p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--mot", help="MOTChallenge track file")
     p.add_argument("--events", help="JSON-lines events file")
-    p.add_argument("--profile-plot", metavar="PLOT.png")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--profile-plot", metavar="PLOT.png", help="write per-stage FPS over time")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="what is logged (default info; debug also shows OpenCV's own messages)")
     return p
 
 

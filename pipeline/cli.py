@@ -49,7 +49,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     from trackpipe.models.cli_args import add_model_args
     from trackpipe.trackers.factory import TRACKER_NAMES
 
-    p = _Parser(prog="run_tracker.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
+    p = _Parser(prog="run_tracker.py", description=(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2]).replace("``", ""),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", action="append", metavar="URI",
                    help="video file, image folder or glob, camera index, rtsp/http URL, screen[:N][@X,Y,W,H]; "
@@ -102,7 +102,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     r.add_argument("--http-host", metavar="ADDR", help="serve the live view on ADDR (not loopback: needs a token)")
     r.add_argument("--http-token", metavar="TOKEN", help="bearer token of the live view (default: "
                                                           "$TRACKPIPE_HTTP_TOKEN)")
-    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="what is logged (default info; debug also shows OpenCV's and FFmpeg's own messages)")
     return p
 
 

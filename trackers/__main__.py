@@ -129,7 +129,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .factory import TRACKER_NAMES
 
-    parser = argparse.ArgumentParser(prog="python -m trackers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trackers", description=__doc__.split("\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="track MOTChallenge sequences; score with TrackEval (HOTA) "
                                          "and py-motmetrics (MOTA, IDF1)")
