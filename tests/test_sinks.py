@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from trackpipe.models.types import Tracks
-from trackpipe.pipeline.media.sinks import BoxAnnotator, EventWriter, MotWriter, VideoSink
+from trackpipe.pipeline.media.sinks import BoxAnnotator, EventWriter, MotWriter
 
 
 def _tracks(ids, x=10.0):
@@ -48,15 +48,22 @@ def test_events_lifecycle(tmp_path):
     assert rows[3]["first_seq"] == 0 and rows[3]["last_seq"] == 1
 
 
-def test_video_sink_fps_size_and_resize(tmp_path):
+def test_video_of_frames_of_several_sizes(tmp_path):
+    """render writes every frame through fit_frame into the VideoWriter: a frame of another size
+    (image folders) is placed top-left on black, shrunk only if it is larger, never dropped."""
+    from trackpipe.pipeline.stages.render import fit_frame
+    from trackpipe.pipeline.video import VideoWriter
     p = tmp_path / "v.mp4"
-    v = VideoSink(str(p), 25.0, (320, 240))
-    for i in range(10):
-        v.write(np.full((240, 320, 3), i * 20, np.uint8))
-    v.write(np.full((100, 100, 3), 255, np.uint8))  # another size: placed top-left, never dropped
-    v.write(np.zeros((480, 640, 3), np.uint8))       # larger: shrunk to fit
+    v = VideoWriter.open(str(p), 25.0, (240, 320))
+    frames = [np.full((240, 320, 3), i * 20, np.uint8) for i in range(10)]
+    frames += [np.full((100, 100, 3), 255, np.uint8), np.zeros((480, 640, 3), np.uint8)]
+    for f in frames:
+        v.write(fit_frame(f, v.frame_hw))
     v.close()
     v.close()
+    placed = fit_frame(frames[10], (240, 320))
+    assert placed.shape == (240, 320, 3) and placed[:100, :100].min() == 255 and placed[100:, 100:].max() == 0
+    assert fit_frame(frames[11], (240, 320)).shape == (240, 320, 3)
     cap = cv2.VideoCapture(str(p))
     assert cap.get(cv2.CAP_PROP_FPS) == 25.0
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)

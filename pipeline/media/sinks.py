@@ -57,42 +57,6 @@ class BoxAnnotator:
         return draw_items(scene, items, st)
 
 
-class VideoSink:
-    """Annotated video file with the source's fps and size.
-
-    mp4v in .mp4 is only playable once finalised: ``close()`` runs on every exit path."""
-
-    def __init__(self, path: str, fps: float, size: tuple, fourcc: str = "mp4v"):
-        self.path = str(path)
-        self.size = (int(size[0]), int(size[1]))  # (w, h)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size)
-        if not self.writer.isOpened():
-            raise OSError(f"cannot write video {self.path} (codec {fourcc!r} or folder not writable)")
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        """A frame of another size (image folders) is placed top-left on black, shrunk only if
-        it is larger, so that its pixels keep their coordinates."""
-        h, w = frame.shape[:2]
-        if (w, h) != self.size:
-            fw, fh = self.size
-            s = min(fw / w, fh / h, 1.0)
-            if s < 1.0:
-                w, h = max(1, int(w * s)), max(1, int(h * s))
-                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            canvas = np.zeros((fh, fw, 3), np.uint8)
-            canvas[:h, :w] = frame
-            frame = canvas
-        self.writer.write(frame)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
-
 class WindowSink:
     """A live ``cv2.imshow`` window; ``show()`` returns False once q or Esc was pressed."""
 
