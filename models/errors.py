@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -52,6 +56,9 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     import (a broken dependency of it) raises its own error.
     """
     try:
+        if module.split(".")[0] == "tensorflow" and module not in sys.modules:
+            with native_stderr_quiet():
+                return importlib.import_module(module)
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
@@ -59,6 +66,28 @@ def require(module: str, extra: str, what: str) -> ModuleType:
         lib = _LIBRARY.get(module.split(".")[0], module)
         raise MissingExtra(f"{what} needs {lib}, which is not installed: {install_hint(extra)}",
                            name=module.split(".")[0]) from None
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """File descriptor 2 to /dev/null meanwhile (unless logging is at DEBUG): for native
+    libraries that write to it themselves before any setting can reach them (TensorFlow's absl
+    "All log messages before absl::InitializeLog()", oneDNN and CUDA-stub lines on import)."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_file(path, what: str) -> Path:

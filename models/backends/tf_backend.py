@@ -14,11 +14,10 @@ log = logging.getLogger(__name__)
 
 
 def import_tf():
-    try:
-        import tensorflow as tf  # noqa: PLC0415
-    except ImportError as e:
-        raise BackendUnavailable(f"TensorFlow is not installed ({e}); pip install tensorflow")
-    return tf
+    """TensorFlow (its import-time native log lines kept off stderr), or MissingExtra (a
+    BackendUnavailable) naming the pip command."""
+    from ..errors import require  # noqa: PLC0415
+    return require("tensorflow", "tf", "the tf backend")
 
 
 class TFDetector(Detector):
