@@ -284,12 +284,14 @@ def test_count_rows_for_metrics():
 
 
 def test_annotator_draws_zones_lines_and_counts():
-    from trackpipe.pipeline.events.draw import LINE_COLOR, ZONE_COLOR, ZoneLineAnnotator
+    from trackpipe.pipeline.events.draw import ZoneLineAnnotator
     z = Zone(name="sq", points=[[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]])
     c = ZoneLineCounter("cam", zones=[z], lines=[horizontal()], names=NAMES, frame_size=(400, 200))
     run(c, [(150, y) for y in range(60, 200, 10)])
     img = np.zeros((200, 400, 3), np.uint8)
-    ZoneLineAnnotator([z], [horizontal()]).annotate(img, c.counts())
+    ann = ZoneLineAnnotator([z], [horizontal()])
+    ann.annotate(img, c.counts())
+    (ZONE_COLOR,), (LINE_COLOR,) = ann.colors()   # the live view's colours too (drawing.draw_zones' order)
     def near(region, color):   # (H, W, 3) -> (W,) True where a pixel of the column is about `color`
         return (np.abs(region.astype(int) - np.array(color)).max(axis=2) < 80).any(axis=0)
 

@@ -1,10 +1,13 @@
-"""Zones and lines drawn on a frame (OpenCV), with their counts.
+"""Zones and lines drawn on a frame, with their counts: the one drawing module's polygons and
+lines (`pipeline.drawing`: palette colours, labels inside the frame, sized to it), plus the
+direction arrow of each line.
 
     ann = ZoneLineAnnotator(zones, lines)
     ann.annotate(frame, counts=counter.counts())   # in place; counts optional
 
-Runs wherever the frame is drawn (the render stage); it needs only the zone/line config
-and, for the labels, a ``ZoneLineCounter.counts()`` snapshot.
+Colours follow `pipeline.drawing.draw_zones`' order (zones first, then lines), so the video and
+the live view draw a zone in one colour. It needs only the zone/line config and, for the
+labels, a ``ZoneLineCounter.counts()`` snapshot.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .config import Line, Zone
+from trackpipe.pipeline.drawing import DrawStyle, draw_lines, draw_polygons, palette_color
 
-ZONE_COLOR = (0, 200, 255)    # BGR amber
-LINE_COLOR = (255, 0, 255)    # BGR magenta
+from .config import Line, Zone
 
 
 def _sum(per_class: dict, key: str) -> int:
@@ -24,53 +26,43 @@ def _sum(per_class: dict, key: str) -> int:
 
 
 class ZoneLineAnnotator:
-    def __init__(self, zones: Sequence[Zone] = (), lines: Sequence[Line] = (), thickness: int = 0):
+    def __init__(self, zones: Sequence[Zone] = (), lines: Sequence[Line] = ()):
         self.zones = list(zones)
         self.lines = list(lines)
-        self.thickness = thickness
+
+    def colors(self) -> tuple:
+        """-> (zone colours, line colours), BGR, in config order."""
+        nz = len(self.zones)
+        return [palette_color(i) for i in range(nz)], [palette_color(nz + i) for i in range(len(self.lines))]
 
     def annotate(self, scene: np.ndarray, counts: Optional[dict] = None) -> np.ndarray:
         """scene (H, W, 3) uint8 BGR, modified in place; counts: ``ZoneLineCounter.counts()``."""
         import cv2
 
         h, w = scene.shape[:2]
-        t = self.thickness or max(1, round(h / 360))
-        scale = max(0.45, h / 1200)
+        style = DrawStyle.for_frame(h, w)
         zc = (counts or {}).get("zones", {})
         lc = (counts or {}).get("lines", {})
-        for z in self.zones:
-            pts = np.round(z.resolve(w, h)).astype(np.int32)
-            cv2.polylines(scene, [pts], True, ZONE_COLOR, t, cv2.LINE_AA)
-            label = z.name
-            if z.name in zc:
-                label += f" in:{_sum(zc[z.name], 'entered')} now:{_sum(zc[z.name], 'occupancy')}"
-            self._label(scene, label, tuple(pts[0]), ZONE_COLOR, scale, t)
-        for ln in self.lines:
-            (ax, ay), (bx, by) = np.round(ln.resolve(w, h)).astype(np.int32)
-            cv2.line(scene, (int(ax), int(ay)), (int(bx), int(by)), LINE_COLOR, t + 1, cv2.LINE_AA)
-            # a small arrow at the middle pointing to the side a directions[0] crossing goes to
-            mx, my = (ax + bx) / 2, (ay + by) / 2
-            dx, dy = bx - ax, by - ay
-            n = max(1e-9, float(np.hypot(dx, dy)))
-            ex, ey = dy / n, -dx / n      # unit normal towards the left-hand side of A->B
-            L = 8 * t + 12
-            cv2.arrowedLine(scene, (int(mx), int(my)), (int(mx + ex * L), int(my + ey * L)), LINE_COLOR, t,
-                            cv2.LINE_AA, tipLength=0.35)
-            label = ln.name
-            if ln.name in lc:
+        nz = len(self.zones)
+        if self.zones:
+            labels = [z.name + (f" in:{_sum(zc[z.name], 'entered')} now:{_sum(zc[z.name], 'occupancy')}"
+                                if z.name in zc else "") for z in self.zones]
+            draw_polygons(scene, [z.resolve(w, h) for z in self.zones], labels, style=style)
+        if self.lines:
+            labels = []
+            for ln in self.lines:
                 d0, d1 = ln.directions
-                label += f" {d0}:{_sum(lc[ln.name], d0)} {d1}:{_sum(lc[ln.name], d1)}"
-            self._label(scene, label, (int(ax), int(ay)), LINE_COLOR, scale, t)
+                labels.append(ln.name + (f" {d0}:{_sum(lc[ln.name], d0)} {d1}:{_sum(lc[ln.name], d1)}"
+                                         if ln.name in lc else ""))
+            pts = [ln.resolve(w, h) for ln in self.lines]
+            draw_lines(scene, pts, labels, keys=range(nz, nz + len(pts)), style=style)
+            t = style.thickness
+            for i, ((ax, ay), (bx, by)) in enumerate(pts):
+                # a small arrow at the middle pointing to the side a directions[0] crossing goes to
+                mx, my = (ax + bx) / 2, (ay + by) / 2
+                n = max(1e-9, float(np.hypot(bx - ax, by - ay)))
+                ex, ey = (by - ay) / n, -(bx - ax) / n      # unit normal towards the left of A->B
+                size = 8 * t + 12
+                cv2.arrowedLine(scene, (int(mx), int(my)), (int(mx + ex * size), int(my + ey * size)),
+                                palette_color(nz + i), t, cv2.LINE_AA, tipLength=0.35)
         return scene
-
-    @staticmethod
-    def _label(scene, text, org, color, scale, t) -> None:
-        import cv2
-
-        x, y = int(org[0]), int(org[1])
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, t - 1))
-        x = min(max(0, x), max(0, scene.shape[1] - tw - 2))
-        y = min(max(th + base, y), scene.shape[0] - 1)
-        cv2.rectangle(scene, (x, y - th - base), (x + tw + 2, y), color, -1)
-        cv2.putText(scene, text, (x + 1, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, t - 1),
-                    cv2.LINE_AA)
