@@ -45,7 +45,6 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
         return RunResult(e.exit_code, str(e), None, "bad_input")
     except ModelError as e:
         return RunResult(2, str(e).strip().splitlines()[0], None, "bad_input")
-    log.info("%s", describe_run(cfg, spec, cameras, names))
     sup = Supervisor(cfg, spec, cameras, names, detector_factory=detector_factory)
     sup.on_tick = on_tick
     code = sup.run()
@@ -65,34 +64,6 @@ def write_startup_profile(cfg: Config, wall_s: float) -> None:
                       "frames_in": 0, "frames_out": 0, "wall_s": round(wall_s, 3), "stages": {}}, cfg.profile.path)
     except OSError as e:
         log.warning("profile not written: %s", e)
-
-
-def describe_run(cfg: Config, spec, cameras, names=None) -> str:
-    """The one start-up line: sources, model, backend, precision, tracker, classes, outputs."""
-    from pathlib import Path
-    srcs = ", ".join(f"{c.name} = {c.info.kind} {c.uri} ({c.info.width}x{c.info.height} @ {c.info.fps:g} fps"
-                     + (f", {c.info.frames} frames)" if c.info.frames else ")") for c in cameras)
-    model = getattr(spec, "model_name", None) or (Path(spec.cfg).stem if getattr(spec, "cfg", None) else "model")
-    size = "x".join(str(v) for v in getattr(spec, "size", ()) or ())
-    classes = getattr(spec, "classes", None)
-    if classes and names:
-        classes = ",".join(names[i] if 0 <= i < len(names) else str(i) for i in classes)
-    outs = []
-    for c in cameras:
-        for what, path in (("video", c.video), ("MOT", c.mot), ("snapshots", c.snapshots)):
-            if path:
-                outs.append(f"{what} {path}")
-    outs += sorted({f"events {c.events}" for c in cameras if c.events})
-    if cfg.profile.path:
-        outs.append(f"profile {cfg.profile.path}")
-    if cfg.mqtt:
-        outs.append("MQTT")
-    if cfg.webhooks:
-        outs.append(f"{len(cfg.webhooks)} webhook(s)")
-    if cfg.output.http_port is not None:
-        outs.append("live view")
-    return (f"run: {srcs}; model {model} {size} {spec.backend} {spec.precision}; tracker {cfg.tracker.name}; "
-            f"classes {classes or 'all'}; outputs: {', '.join(outs) or 'none'}")
 
 
 def resolve_auto(spec, info):

@@ -236,8 +236,9 @@ class Supervisor:
         waiting = not_ready(self.board, self.rc.stage_index, processes)
         if not waiting:
             self.go_at = now
-            log.info("ready in %.1fs: %d camera(s), %s; %d infer worker(s) x %d thread(s); %s; run %s",
-                     now - self.t_start, len(self.cameras), self.mode, self.topology.spec("infer").processes,
+            log.info("ready in %.1fs: %s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
+                     now - self.t_start, describe_run(self.cfg, self.spec, self.cameras, self.names), self.mode,
+                     self.topology.spec("infer").processes,
                      self.plan.infer_threads, self.placement.describe(processes)
                      + (f" ({self.placement.note})" if self.placement.note else ""), self.run_id)
             self.rc.go.set()
@@ -417,3 +418,31 @@ def camera_report(profiler, topology, names: List[str]) -> dict:
                      "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
                      "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
     return out
+
+
+def describe_run(cfg: Config, spec, cameras, names=None) -> str:
+    """The one start-up line: sources, model, backend, precision, tracker, classes, outputs."""
+    from pathlib import Path
+    srcs = ", ".join(f"{c.name} = {c.info.kind} {c.uri} ({c.info.width}x{c.info.height} @ {c.info.fps:g} fps"
+                     + (f", {c.info.frames} frames)" if c.info.frames else ")") for c in cameras)
+    model = getattr(spec, "model_name", None) or (Path(spec.cfg).stem if getattr(spec, "cfg", None) else "model")
+    size = "x".join(str(v) for v in getattr(spec, "size", ()) or ())
+    classes = getattr(spec, "classes", None)
+    if classes and names:
+        classes = ",".join(names[i] if 0 <= i < len(names) else str(i) for i in classes)
+    outs = []
+    for c in cameras:
+        for what, path in (("video", c.video), ("MOT", c.mot), ("snapshots", c.snapshots)):
+            if path:
+                outs.append(f"{what} {path}")
+    outs += sorted({f"events {c.events}" for c in cameras if c.events})
+    if cfg.profile.path:
+        outs.append(f"profile {cfg.profile.path}")
+    if cfg.mqtt:
+        outs.append("MQTT")
+    if cfg.webhooks:
+        outs.append(f"{len(cfg.webhooks)} webhook(s)")
+    if cfg.output.http_port is not None:
+        outs.append("live view")
+    return (f"{srcs}; model {model} {size} {spec.backend} {spec.precision}; tracker {cfg.tracker.name}; "
+            f"classes {classes or 'all'}; outputs: {', '.join(outs) or 'none'}")
