@@ -54,6 +54,9 @@ VARIANTS = ("tiny", "tiny_onnx", "tiny_noplace", "tiny_placed", "tiny_prec_auto"
             "yf_alone", "yf_loop")
 
 
+LOOP_PRESET = "ultrafast"   # what render uses for a file on fewer than 4 cores (runtime/processes.py)
+
+
 def random_weights(cfg: Path) -> Path:
     """Random darknet weights for ``cfg`` (seed 0), cached under ~/.cache/trackpipe/random-weights."""
     from trackpipe.models.darknet import load_cfg, write_random_weights
@@ -148,7 +151,7 @@ def detector_alone(model_args: list) -> dict:
 
 def sequential(model_args: list, out: str, tag: str) -> dict:
     """The one-process loop: read, detect, track, draw, write H.264 (same writer and preset as
-    render) and the MOT file; all cores."""
+    render: ultrafast for a file on unplaced cores, ``--preset``) and the MOT file; all cores."""
     from trackpipe.models.factory import build_detector
     from trackpipe.pipeline.media.sinks import BoxAnnotator, MotWriter
     from trackpipe.pipeline.video import VideoWriter
@@ -158,7 +161,7 @@ def sequential(model_args: list, out: str, tag: str) -> dict:
     cap = cv2.VideoCapture(str(VIDEO), cv2.CAP_FFMPEG)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     hw = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
-    video = VideoWriter.open(os.path.join(out, f"{tag}.mp4"), fps, hw)
+    video = VideoWriter.open(os.path.join(out, f"{tag}.mp4"), fps, hw, preset=LOOP_PRESET)
     mot = MotWriter(os.path.join(out, f"{tag}.txt"))
     ann = BoxAnnotator(det.names)
     ok, f = cap.read()

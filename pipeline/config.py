@@ -110,7 +110,8 @@ class OutputConfig:
                                                                    "plays in browsers, survives a kill), else mp4v")
     preset: str = _f("auto", choices=("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
                                       "slow", "slower", "veryslow"),
-                     help="x264 preset; auto: chosen by its measured CPU cost at the source's size and fps")
+                     help="x264 preset; auto: ultrafast for files on unplaced cores (encoded as fast as the "
+                          "pipeline runs), else chosen by its measured CPU cost at the source's size and fps")
     mot: Optional[str] = _f(None, help="MOTChallenge track file")
     events: Optional[str] = _f(None, help="JSON-lines events file")
     window: str = _f("auto", choices=("auto", "on", "off"), help="with display auto: a window (on), none (off), "
