@@ -42,14 +42,18 @@ def test_detections_and_tracks_roundtrip():
     assert type(empty) is Tracks and len(empty) == 0
 
 
-def _child_send(run_dir, n):
+def _child_send(run_dir, n, done):
     b = Bus(run_dir)
     s = b.push("t", hwm=10)
     for i in range(n):
         d = Detections(np.full((i, 4), i, np.float32), np.ones(i, np.float32), np.zeros(i, np.int32))
         busmod.send(s, m.Detections(m.FrameMeta(i, 0, 0.0, 0.0, (1, 1, 3)), d))
     busmod.send(s, m.EndOfStream(n))
-    b.close(linger_ms=60000)  # a loaded machine may stall the reader for seconds
+    # the reader is back-pressured (HWM 10 each side): what is still in the kernel's socket buffer
+    # when the sender disconnects can be dropped by libzmq, so the sender stays until it is read
+    # (in a run, frames in flight are bounded by the ring's slots, far below every HWM)
+    done.wait(60)
+    b.close(linger_ms=2000)
 
 
 @pytest.mark.timeout(150)
@@ -60,13 +64,16 @@ def test_ipc_between_processes_in_order():
     b = Bus(run_dir)
     try:
         inp = b.pull("t", hwm=10)
-        p = mp.get_context("spawn").Process(target=_child_send, args=(run_dir, 50))
+        ctx = mp.get_context("spawn")
+        done = ctx.Event()
+        p = ctx.Process(target=_child_send, args=(run_dir, 50, done))
         p.start()
         seqs = []
         while True:
             msg = busmod.recv(inp, 60000)  # the first waits for a spawned interpreter
-            assert msg is not None
+            assert msg is not None, (len(seqs), p.exitcode)
             if isinstance(msg, m.EndOfStream):
+                done.set()
                 assert msg.frames == 50
                 break
             assert len(msg.dets) == msg.meta.seq
