@@ -50,7 +50,8 @@ def _child_send(run_dir, n, done):
         busmod.send(s, m.Detections(m.FrameMeta(i, 0, 0.0, 0.0, (1, 1, 3)), d))
     busmod.send(s, m.EndOfStream(n))
     # the reader is back-pressured (HWM 10 each side): what is still in the kernel's socket buffer
-    # when the sender disconnects can be dropped by libzmq, so the sender stays until it is read
+    # when the sender disconnects can be dropped by libzmq (zeromq/libzmq#4660: ipc drops messages
+    # and ignores LINGER when the reader has a HWM), so the sender stays until it is read
     # (in a run, frames in flight are bounded by the ring's slots, far below every HWM)
     done.wait(60)
     b.close(linger_ms=2000)
