@@ -1,8 +1,21 @@
-"""Process-group helpers for the tests and benchmarks that run the CLI as a subprocess."""
+"""Helpers for the tests and benchmarks that run the CLI as a subprocess: process groups, waiting."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+
+def wait_for(cond, timeout: float, what: str):
+    """Poll ``cond()`` every 0.1 s until it is truthy (-> its value); AssertionError naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def running_in_group(pgid: int) -> list:

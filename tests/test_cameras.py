@@ -212,3 +212,18 @@ def test_the_shipped_cameras_config_resolves():
     assert [c.name for c in cams] == ["door", "street"]
     assert cams[0].classes == (0,) and cams[0].zones[0]["name"] == "porch" and cams[1].lines[0]["name"] == "kerb"
     assert [c.mot for c in cams] == ["out/door.txt", "out/street.txt"]
+
+
+def test_a_per_camera_mot_file_alone_brings_the_sink_stage():
+    from dataclasses import replace
+
+    from trackpipe.models.spec import ModelSpec
+    from trackpipe.pipeline.media.sources import SourceInfo
+    from trackpipe.pipeline.runtime.supervisor import Supervisor
+    cfg = _cfg({"cameras": [{"uri": "a.mp4", "mot": "a.txt"}, "b.mp4"], "output": {"headless": True}})
+    info = SourceInfo("file", "a.mp4", 64, 48, 30.0, 10, False)
+    cams = [replace(c, info=info) for c in resolve_cameras(cfg)]
+    assert "sink" in Supervisor(cfg, ModelSpec(), cams).topology
+    assert "sink" not in Supervisor(_cfg({"cameras": ["a.mp4", "b.mp4"], "output": {"headless": True}}), ModelSpec(),
+                                    [replace(c, info=info) for c in resolve_cameras(
+                                        _cfg({"cameras": ["a.mp4", "b.mp4"]}))]).topology

@@ -167,9 +167,9 @@ def prepare(cmd: str, env: Env, cwd: Path):
             a = str(ROOT / a)
         elif a.startswith("configs/"):
             a = str(ROOT / a)
-        elif (prev, a) in (("--cfg", "CFG"),):
+        elif (prev, a) == ("--cfg", "CFG"):
             a = str(YF_CFG)
-        elif (prev, a) in (("--weights", "W"),):
+        elif (prev, a) == ("--weights", "W"):
             a = str(YF_WEIGHTS)
         elif (prev, a) == ("--source", "VIDEO"):
             a = str(ASSETS / "video" / "aiguys_video.mp4")

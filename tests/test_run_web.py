@@ -23,7 +23,7 @@ from browser import browser_missing, chromium
 from conftest import COCO_NAMES, ROOT, VIDEO_360, YF_CFG, YF_WEIGHTS, leftovers
 from trackpipe.pipeline.web.mjpeg import read_mjpeg_part
 
-from tests.procs import running_in_group
+from tests.procs import running_in_group, wait_for
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
          "--backend", "onnx"]
@@ -72,16 +72,6 @@ def get_json(url: str, **kw):
     status, _, body = get(url, **kw)
     assert status == 200, (url, status, body[:200])
     return json.loads(body)
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def wait_group_gone(p: subprocess.Popen, timeout: float) -> None:

@@ -8,7 +8,6 @@ nothing here asserts a speed (benchmarks/bench_web.py measures those).
 from __future__ import annotations
 
 import contextlib
-import time
 
 import cv2
 import numpy as np
@@ -16,6 +15,8 @@ import pytest
 from browser import LiveFeed, Publisher, browser_missing, chromium, read_frames
 from conftest import ASSETS, COCO_NAMES, VIDEO_360, YF_CFG, YF_WEIGHTS
 from trackpipe.pipeline.web import LiveViewHub, WebConfig, WebServer
+
+from tests.procs import wait_for
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 
@@ -55,16 +56,6 @@ def _img(shot: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
 
 
-def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_page_shows_cameras_table_and_live_events(live):
     hub, server, feed, browser = live
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -78,7 +69,7 @@ def test_page_shows_cameras_table_and_live_events(live):
         # frames change: two screenshots of the street camera differ
         cam = page.locator("img[data-camera=street]")
         shot1 = _img(cam.screenshot())
-        _wait(lambda: np.abs(_img(cam.screenshot()).astype(np.int16) - shot1).mean() > 2.0, 20, "a new frame")
+        wait_for(lambda: np.abs(_img(cam.screenshot()).astype(np.int16) - shot1).mean() > 2.0, 20, "a new frame")
 
         # the stage table fills and updates
         row = page.locator("#stages tr[data-stage=infer]")
@@ -91,7 +82,7 @@ def test_page_shows_cameras_table_and_live_events(live):
         # an event row appears when a new track starts (through the live EventSource)
         page.wait_for_selector("body[data-events=open]", timeout=20_000)
         n0 = hub.last_event_seq()
-        _wait(lambda: hub.last_event_seq() > n0, 60, "a new track to start")
+        wait_for(lambda: hub.last_event_seq() > n0, 60, "a new track to start")
         li = page.locator(f'#events li[data-seq="{n0 + 1}"]')
         li.wait_for(timeout=20_000)
         assert hub.events_since(n0, 1)[0]["event"] in li.inner_text()

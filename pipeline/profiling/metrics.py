@@ -11,7 +11,7 @@ class Metrics:
     """Prometheus metrics on 127.0.0.1 (a registry of our own; the server thread is a daemon).
     ``port`` 0: the registry only, served by nobody (the live view reads it)."""
 
-    def __init__(self, port: int, cameras=("cam0",)):
+    def __init__(self, port: int):
         from prometheus_client import CollectorRegistry, Gauge, start_http_server
         self.reg = CollectorRegistry()
         self.fps = Gauge("trackpipe_stage_fps", "items per second", ["stage"], registry=self.reg)
@@ -26,8 +26,6 @@ class Metrics:
                                 registry=self.reg)
         self.age = Gauge("trackpipe_frame_age_ms", "age of the newest frame when the tracker took it "
                          "(capture after decode -> tracker)", registry=self.reg)
-        # per camera (``cameras``: names in capture-process order)
-        self.cameras = list(cameras)
         cam = ["camera"]
         self.cam_frames = Gauge("trackpipe_camera_frames", "frames tracked", cam, registry=self.reg)
         self.cam_fps = Gauge("trackpipe_camera_fps", "frames captured per second", cam, registry=self.reg)
@@ -62,14 +60,12 @@ class Metrics:
         trk = prof.gauges("track")
         if "frame_age_ms" in trk:
             self.age.set(trk["frame_age_ms"])
-        per = trk.get("cameras", {})
-        for proc, name in zip(prof.topology.members("capture"), self.cameras):
-            g = prof.aggs[proc]
-            t = g.total() or {}
-            gauges = t.get("gauges", {})
+        cams = prof.camera_report()
+        for proc, name in prof.cameras.items():
+            gauges = (prof.aggs[proc].total() or {}).get("gauges", {})
             self.cam_fps.labels(name).set(row.get(f"camera:{name}", 0.0))
-            self.cam_frames.labels(name).set(per.get(name, {}).get("frames", 0))
-            self.cam_drops.labels(name).set(t.get("drops", 0) + per.get(name, {}).get("drops", 0))
+            self.cam_frames.labels(name).set(cams[name]["frames_out"])
+            self.cam_drops.labels(name).set(cams[name]["drops"])
             self.cam_up.labels(name).set(gauges.get("source_up", 1))
             self.cam_lost.labels(name).set(gauges.get("source_lost", 0))
         lat = prof.hist("render", "latency")

@@ -72,6 +72,26 @@ class Profiler:
         t = self.group(stage).total() if stage in self.topology else None
         return Histogram.from_dict((t or {}).get("hists", {}).get(name))
 
+    def camera_report(self) -> dict:
+        """Per camera (the profile's ``cameras`` section and the camera metrics): ``frames_in``
+        (its capture's frames), ``frames_out`` (tracked), ``fps`` (tracked per second of its
+        capture's run), ``drops`` (capture's plus the frames infer or track dropped) and
+        ``frame_age_ms`` p50/p95 (capture to tracker)."""
+        from .stats import Histogram
+        trk = (self.group("track").total() or {}) if "track" in self.topology else {}
+        per = (trk.get("gauges") or {}).get("cameras", {})
+        out = {}
+        for proc, name in self.cameras.items():
+            cap = self.aggs[proc].total() or {}
+            t0, t1 = cap.get("t_first"), trk.get("t_last")
+            tracked = int(per.get(name, {}).get("frames", 0))
+            age = Histogram.from_dict((trk.get("hists") or {}).get(f"frame_age.{name}")).percentiles()
+            out[name] = {"frames_in": int(cap.get("items", 0)), "frames_out": tracked,
+                         "fps": round(tracked / (t1 - t0), 3) if t0 is not None and t1 and t1 > t0 else 0.0,
+                         "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
+                         "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
+        return out
+
     # --- once a second -------------------------------------------------------------------------
     def due(self, now: float) -> bool:
         return now >= self.next_sample

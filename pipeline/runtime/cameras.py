@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from trackpipe.pipeline.errors import ConfigError
+from trackpipe.pipeline.events.config import EventConfigError, check_cameras, parse_shapes
 
 CAMERA_KEYS = ("name", "uri", "classes", "zones", "lines", "output", "mot", "events", "snapshots")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -103,36 +104,30 @@ def resolve_cameras(cfg, names: Optional[List[str]] = None) -> List[Camera]:
             events=_per_camera(c.get("events") or o.events, name, several, "shared"),
             snapshots=_per_camera(c.get("snapshots") or o.snapshots, name, several and not c.get("snapshots"),
                                   "folder")))
-    seen = set()
-    for cam in cams:
-        if cam.name in seen:
-            raise ConfigError(f"cameras: two cameras are named {cam.name!r}")
-        seen.add(cam.name)
     for out in ("video", "mot"):
         paths = [getattr(c, out) for c in cams if getattr(c, out)]
         if len(paths) != len(set(paths)):
             raise ConfigError(f"cameras: two cameras write the same {out} file {paths[0]} (use {{camera}} in it)")
-    return _assign_shapes(cfg, cams)
+    try:
+        check_cameras([], [c.name for c in cams])
+        return _assign_shapes(cfg, cams)
+    except EventConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _assign_shapes(cfg, cams: List[Camera]) -> List[Camera]:
-    """Top-level ``zones``/``lines`` go to the camera they name (``camera: NAME``); without a
-    name they belong to the one camera, and are an error with several."""
-    by_name = {c.name: c for c in cams}
-    extra = {c.name: {"zones": [], "lines": []} for c in cams}
-    for key in ("zones", "lines"):
-        items = getattr(cfg, key) or []
-        if not isinstance(items, list):
-            raise ConfigError(f"{key}: expected a list, got {items!r}")
-        for i, s in enumerate(items):
-            cam = s.get("camera") if isinstance(s, dict) else None
-            if cam is None:
-                if len(cams) > 1:
-                    raise ConfigError(f"{key}[{i}]: name its camera (camera: NAME) when there are several "
-                                      f"(cameras: {', '.join(by_name)})")
-                cam = cams[0].name
-            if cam not in by_name:
-                raise ConfigError(f"{key}[{i}].camera: unknown camera {cam!r} (cameras: {', '.join(by_name)})")
-            extra[cam][key].append(s)
+    """Top-level ``zones``/``lines`` (validated by `parse_shapes`, their cameras by
+    `check_cameras`) go to the camera they name (``camera: NAME``); without a name they belong
+    to the one camera, and are an error with several."""
+    names = [c.name for c in cams]
+    zones, lines = parse_shapes(cfg.zones, cfg.lines)
+    check_cameras((*zones, *lines), names)
+    extra = {n: {"zones": [], "lines": []} for n in names}
+    for key, items, shapes in (("zones", cfg.zones or [], zones), ("lines", cfg.lines or [], lines)):
+        for i, (item, shape) in enumerate(zip(items, shapes)):
+            if shape.camera is None and len(cams) > 1:
+                raise EventConfigError(f"{key}[{i}]: name its camera (camera: NAME) when there are several "
+                                       f"(cameras: {', '.join(names)})")
+            extra[shape.camera or names[0]][key].append(item)
     return [replace(c, zones=(list(c.zones or []) + extra[c.name]["zones"]) or None,
                     lines=(list(c.lines or []) + extra[c.name]["lines"]) or None) for c in cams]

@@ -81,7 +81,7 @@ def prepare(cfg: Config, spec) -> List[Camera]:
         if p is not None and not Path(p).is_file():
             raise ConfigError(f"{attr} file not found: {p}")
     check_tracker(cfg, spec, cams)
-    check_events(cfg, spec, cams)
+    check_events(cfg, cams, names)
     check_display(cfg, cams)
     if len(cams) == 1:
         return [replace(cams[0], info=probe_source(cfg.source, cams[0].uri))]
@@ -144,24 +144,17 @@ def check_tracker(cfg: Config, spec=None, cams: Optional[List[Camera]] = None) -
         t.interpolate = int(getattr(tracker.config, "interpolate", 0) or 0) if "interpolate" in have else 0
 
 
-def check_events(cfg: Config, spec=None, cams: Optional[List[Camera]] = None) -> None:
+def check_events(cfg: Config, cams: List[Camera], names: Optional[List[str]] = None) -> None:
     """Every camera's ``zones`` and ``lines``, ``mqtt`` and ``webhooks`` parsed with the events
-    package's own validation (classes against the model's names): a bad entry is one line, exit 2."""
-    from trackpipe.pipeline.events import EventConfigError, ZoneLineCounter, parse_shapes
+    package's own validation (classes against the model's ``names``): a bad entry is one line,
+    exit 2. (Top-level zones and lines were given to their cameras by `resolve_cameras`.)"""
+    from trackpipe.pipeline.events import EventConfigError, ZoneLineCounter, check_cameras, parse_shapes
     from trackpipe.pipeline.events.config import MqttConfig, WebhookConfig
-    cams = cams if cams is not None else resolve_cameras(cfg)
-    try:
-        names = read_names(getattr(spec, "names", None))
-    except (ConfigError, ModelError, OSError):
-        names = None
     try:
         for cam in cams:
             where = f"cameras.{cam.name}" if len(cams) > 1 else ""
             zones, lines = parse_shapes(cam.zones, cam.lines, where)
-            for s in (*zones, *lines):
-                if s.camera is not None and s.camera != cam.name:
-                    raise EventConfigError(f"{s.where}.camera: unknown camera {s.camera!r} "
-                                           f"(cameras: {', '.join(c.name for c in cams)})")
+            check_cameras((*zones, *lines), [cam.name])   # a camera's own list names no other
             if zones or lines:
                 ZoneLineCounter(cam.name, zones, lines, names=names)   # classes known to the model
         if cfg.mqtt:

@@ -67,7 +67,7 @@ class Supervisor:
             self.placement = placing.plan("off", self.mode, placing.gpu_backend(spec), cfg.pipeline.infer_workers,
                                           getattr(spec, "threads", 0) or 0)
         workers, threads = self.placement.workers, self.placement.threads
-        self.topology = Topology.build(workers, sink=bool(cfg.output.mot or cfg.output.events or cfg.mqtt
+        self.topology = Topology.build(workers, sink=bool(any(c.mot or c.events for c in self.cameras) or cfg.mqtt
                                                           or cfg.webhooks),
                                        web=cfg.output.http_port is not None, cameras=len(self.cameras))
         display = display_mode(cfg)
@@ -146,7 +146,7 @@ class Supervisor:
                                      [c.name for c in self.cameras])
             if self.cfg.metrics_port or "web" in self.topology:  # port 0: the live view's /metrics only
                 from trackpipe.pipeline.profiling.metrics import Metrics
-                self.metrics = Metrics(self.cfg.metrics_port, [c.name for c in self.cameras])
+                self.metrics = Metrics(self.cfg.metrics_port)
             if "web" in self.topology:
                 self.web_sock = bus.push(WEB, hwm=4, flush=False)
             self.factory = ProcessFactory(self.plan, self.rc)
@@ -384,7 +384,7 @@ class Supervisor:
             meta["sources"] = {c.name: {k: getattr(c.info, k) for k in ("kind", "uri", "width", "height", "fps",
                                                                          "frames", "live")} for c in self.cameras}
         report = self.profiler.build(meta)
-        report["cameras"] = camera_report(self.profiler, self.topology, [c.name for c in self.cameras])
+        report["cameras"] = self.profiler.camera_report()
         if self.plan.display in ("overlay", "mirror"):
             st = report["stages"]
             ren = st.get("render", {})
@@ -397,27 +397,6 @@ class Supervisor:
         # stopped by the user while starting does (its outcome says so)
         if self.rc.go.is_set() or self.outcome == "interrupted":
             self.profiler.write(self.cfg.profile.path, self.cfg.profile.plot)
-
-
-def camera_report(profiler, topology, names: List[str]) -> dict:
-    """The profile's ``cameras`` section: per camera ``frames_in`` (its capture's frames),
-    ``frames_out`` (tracked), ``fps`` (tracked per second of its capture's run), ``drops``
-    (capture's plus the frames infer or track dropped) and ``frame_age_ms`` p50/p95 (capture to
-    tracker)."""
-    from trackpipe.pipeline.profiling.stats import Histogram
-    trk = profiler.group("track").total() or {}
-    per = (trk.get("gauges") or {}).get("cameras", {})
-    out = {}
-    for i, (proc, name) in enumerate(zip(topology.members("capture"), names)):
-        cap = profiler.aggs[proc].total() or {}
-        t0, t1 = cap.get("t_first"), trk.get("t_last")
-        tracked = int(per.get(name, {}).get("frames", 0))
-        age = Histogram.from_dict((trk.get("hists") or {}).get(f"frame_age.{name}")).percentiles()
-        out[name] = {"frames_in": int(cap.get("items", 0)), "frames_out": tracked,
-                     "fps": round(tracked / (t1 - t0), 3) if t0 is not None and t1 and t1 > t0 else 0.0,
-                     "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
-                     "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
-    return out
 
 
 def describe_run(cfg: Config, spec, cameras, names=None) -> str:

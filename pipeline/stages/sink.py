@@ -68,11 +68,9 @@ class SinkProcess(StageProcess):
         try:
             for c in self.cameras:
                 mot = MotWriter(c.mot, self.append) if c.mot else None
-                ev = None
-                if c.events:
-                    ev = writers.get(c.events) or writers.setdefault(
-                        c.events, EventWriter(c.events, self.names, append=self.append))
-                self.cams.append(CameraSink(c.index, c.name, mot, ev))
+                if c.events and c.events not in writers:
+                    writers[c.events] = EventWriter(c.events, self.names, append=self.append)
+                self.cams.append(CameraSink(c.index, c.name, mot, writers.get(c.events)))
         except OSError as e:
             raise StageError(f"cannot write {e.filename}: {e.strerror}") from None
         self.writers = list(writers.values())
