@@ -10,7 +10,9 @@ ceiling: numpy's measured matrix-product GFLOP/s divided by the model's GFLOP pe
 Random-valued weights (darknet layout) are written for yolov4/yolov4-tiny, whose
 official weights are not on this machine; speed does not depend on the values.
 auto's first use measures its candidates (a fresh cache per run, so it really measures)
-and judges bf16/int8 against fp32 on 12 real frames of aiguys_video.mp4. For
+and judges bf16/int8 against fp32 on 12 real frames of aiguys_video.mp4; int8 joins its
+candidates calibrated on 32 other frames of that video (what a run does on its source's
+frames; `--no-self-calib`: fp32/bf16 only; `--calib`: a calibration made beforehand). For
 Yolo-Fastest-1.1-xl (real weights) the AP50 of the pair auto chose is measured on the
 66 COCO images beside fp32's (goal: within 0.01). Speed goals for auto/onnx
 (issue #15) depend on the CPU: >= 3.0x (yolov4-tiny) and 4.0x (yolov4) with AMX,
@@ -83,6 +85,8 @@ def main() -> int:
     p.add_argument("--calib", action="store_true",
                    help="give auto a calibration (16 frames of aiguys_video.mp4; entropy/100 for Yolo-Fastest), "
                         "so int8 joins its candidates")
+    p.add_argument("--no-self-calib", action="store_true",
+                   help="auto without int8 calibrated on the probe video's frames (fp32/bf16 only)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="trackpipe-bench-"))
     cpu = cpu_info()
@@ -112,9 +116,10 @@ def main() -> int:
                 calibrate(load_network(cfg, weights, (size, size)), str(VIDEO), calib, frames=100 if real else 16,
                           method="entropy" if real else "minmax", cache_dir=tmp / "cache")
         spec = ModelSpec(cfg=cfg, weights=weights, size=(size, size), threads=args.threads, cache_dir=tmp / "cache",
-                         calib=calib, extra={"auto_seconds": args.auto_seconds})
+                         calib=calib, extra={"auto_seconds": args.auto_seconds,
+                                             "auto_calibrate": not args.no_self_calib})
         res = bench_backends(spec, args.backends.split(","), ["fp32"], args.seconds, image=probe[0],
-                             probe_frames=probe)
+                             probe_frames=probe, calib_source=str(VIDEO))
         entry = {"gflop_per_image": round(gf, 2), "ceiling_fps": round(gflops / gf, 2), **res}
         if "auto" in res and "fps" in res["auto"] and "fps" in res.get("onnx", {}):
             entry["auto_vs_onnx"] = round(res["auto"]["fps"] / res["onnx"]["fps"], 2)
@@ -122,7 +127,8 @@ def main() -> int:
                 net = load_network(cfg, weights, (size, size))
                 b, prec = res["auto"]["choice"].split("-")
                 entry["ap50_onnx_fp32"] = coco_ap50(spec.with_(backend="onnx", precision="fp32"), net)
-                entry["ap50_auto"] = coco_ap50(spec.with_(backend=b, precision=prec), net)
+                calib = Path(res["auto"]["calib"]) if res["auto"].get("calib") else spec.calib
+                entry["ap50_auto"] = coco_ap50(spec.with_(backend=b, precision=prec, calib=calib), net)
         if "onnx" in res and "opencv" in res and "fps" in res["opencv"]:
             entry["onnx_vs_opencv"] = round(res["onnx"]["fps"] / res["opencv"]["fps"], 2)
         if "onnx" in res and "fps" in res["onnx"]:

@@ -106,10 +106,13 @@ def run_pipeline_variant(variant: str, out: str) -> dict:
     if r["frames_out"] != r["frames_in"]:
         raise SystemExit(f"{variant}: lost frames: {r['frames_in']} in, {r['frames_out']} out")
     st = r["stages"]
+    bound = r.get("cpu", {}).get("bound_fps")
     return {"fps": r["pipeline_fps"], "frames": r["frames_out"], "detector_only_fps": r["detector_only_fps"],
             "ratio": r.get("pipeline_over_detector", 0.0), "detector": r.get("detector", {}),
             "placement": r.get("placement", {}).get("cores", {}),
             "cpu_ms": {k: v.get("cpu_ms_per_item") for k, v in st.items()},
+            "cpu": r.get("cpu", {}),
+            "over_bound": round(r["pipeline_fps"] / bound, 3) if bound else None,
             "video": {k: st.get("render", {}).get(k) for k in ("video_codec", "video_preset")}}
 
 
@@ -126,8 +129,13 @@ def _frames(limit: int = 0):
 
 
 def _spec(model_args: list):
+    """The model spec a run_tracker.py run on VIDEO would resolve to: backend/precision auto
+    chosen as the pipeline chooses them (probe frames and int8 calibration from VIDEO)."""
+    from types import SimpleNamespace
+
     from trackpipe.pipeline.cli import load
-    return load(["--source", str(VIDEO), *model_args])[1]
+    from trackpipe.pipeline.runtime.app import resolve_auto
+    return resolve_auto(load(["--source", str(VIDEO), *model_args])[1], SimpleNamespace(kind="file", uri=str(VIDEO)))
 
 
 def detector_alone(model_args: list) -> dict:
@@ -236,7 +244,8 @@ def main(argv=None) -> int:
         if "detector_only_fps" in m:
             detail += f", batch {det.get('batch', '?')}"
             result.setdefault("pipeline", {})[v] = {k: m[k] for k in ("detector_only_fps", "ratio", "detector",
-                                                                       "placement", "cpu_ms", "video")}
+                                                                       "placement", "cpu_ms", "cpu", "over_bound",
+                                                                       "video")}
         print(f"{v:<14} {med[v]:>8.2f} {m.get('detector_only_fps', 0):>9.2f} {m.get('ratio', 0):>9.3f}  {detail}; "
               + ", ".join(f"{r['fps']:.2f}" for r in runs[v]))
     ratios = {}
@@ -253,6 +262,10 @@ def main(argv=None) -> int:
         if v in runs:
             ratios[f"{v}_pipeline_over_detector_only"] = round(statistics.median(r["ratio"] for r in runs[v]), 3)
             print(f"{v + '_pipeline_over_detector_only':<28} {ratios[f'{v}_pipeline_over_detector_only']:.3f}")
+            bounded = [r["over_bound"] for r in runs[v] if r.get("over_bound")]
+            if bounded:   # unplaced: how close the pipeline gets to what its stages' CPU allows on shared cores
+                ratios[f"{v}_pipeline_over_cpu_bound"] = round(statistics.median(bounded), 3)
+                print(f"{v + '_pipeline_over_cpu_bound':<28} {ratios[f'{v}_pipeline_over_cpu_bound']:.3f}")
     result["ratios"] = ratios
     print(json.dumps(result))
     return 0

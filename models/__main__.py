@@ -73,7 +73,8 @@ def cmd_bench(args) -> int:
     image = _read_image(args.image) if args.image else None
     probe = read_calibration_frames(str(args.probe), 12) if args.probe else ([image] if image is not None else None)
     results = bench_backends(spec, args.backends.split(","), args.precisions.split(","), args.seconds, image,
-                             batch=args.batch, probe_frames=probe)
+                             batch=args.batch, probe_frames=probe,
+                             calib_source=str(args.probe) if args.probe else None)
     print(format_table(results))
     print(json.dumps(results))
     return 0
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=1, help="frames per inference call (default 1)")
     b.add_argument("--image", type=Path, help="input image (default: a synthetic frame)")
     b.add_argument("--probe", type=Path, metavar="SOURCE",
-                   help="real frames (video, image folder) on which auto checks bf16/int8 against fp32 "
+                   help="real frames (video, image folder) on which auto checks bf16/int8 against fp32; "
+                        "without --calib, int8 joins auto's candidates calibrated once on other frames of it "
                         "(default: --image, else the --calib source; without any, auto considers fp32 only)")
     b.set_defaults(fn=cmd_bench)
 

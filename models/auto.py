@@ -4,8 +4,9 @@ On first use of a (model files, input size, CPU, library versions, request, thre
 
 1. candidates: the CPU pairs the request allows, those that build here:
    onnx-fp32 (always, as the baseline when the backend is auto), openvino-fp32,
-   openvino-bf16 (CPU with AVX512-BF16 or AMX), onnx-int8 and openvino-int8 (only with a
-   calibration directory, spec.calib);
+   openvino-bf16 (CPU with AVX512-BF16 or AMX), onnx-int8 and openvino-int8 (with a
+   calibration directory, spec.calib; or, for precision auto with a real source to read,
+   calibrated once on that source's frames by `autocalib`, the probe's frames held out);
 2. accuracy, without labels: a reduced-precision pair (bf16, int8) runs on real frames
    (the probe: frames given by the caller, spec.extra["auto_probe"], or the calibration's
    own frames) beside fp32, and fp32's detections are its ground truth: F1 of the boxes
@@ -67,6 +68,7 @@ class Choice:
     measured: Dict[str, Dict] = field(default_factory=dict)
     probe: str = ""
     cached: bool = False
+    calib: str = ""       # the calibration directory an int8 choice runs with ('' otherwise)
 
     @property
     def label(self) -> str:
@@ -194,7 +196,13 @@ def _versions() -> Dict[str, str]:
     return out
 
 
-def cache_fields(spec, network: Network, probe: bool) -> Dict:
+def self_calibrates(spec, probe: bool, calib_source: Optional[str]) -> bool:
+    """Whether int8 is offered from a calibration on the source's own frames (`autocalib`)."""
+    return (spec.precision == "auto" and spec.calib is None and probe and bool(calib_source)
+            and bool((spec.extra or {}).get("auto_calibrate", True)))
+
+
+def cache_fields(spec, network: Network, probe: bool, self_calib: bool = False) -> Dict:
     """Everything the measurement depends on; a cached entry is used only when all are equal."""
     from .backends.openvino_backend import cpu_threads  # noqa: PLC0415  (no openvino import)
 
@@ -205,14 +213,14 @@ def cache_fields(spec, network: Network, probe: bool) -> Dict:
             "cpu": cpu_info().key(), "threads": cpu_threads(spec.threads), "libraries": _versions(),
             "request": [spec.backend, spec.precision], "calib": calib, "probe": probe,
             "conf": spec.conf_threshold, "nms": spec.nms_threshold, "letterbox": spec.letterbox,
-            "int8_method": (spec.extra or {}).get("int8_method", ""),
+            "int8_method": (spec.extra or {}).get("int8_method", ""), "self_calib": self_calib,
             "env": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
 
 
 # What a request is (one cache file each); the other fields are the environment it was measured
 # in: a change there makes the entry stale (one warning line, measured again).
 REQUEST_FIELDS = ("model", "size", "request", "threads", "calib", "probe", "conf", "nms", "letterbox",
-                  "int8_method")
+                  "int8_method", "self_calib")
 
 
 def cache_path(spec, network: Network, fields: Optional[Dict] = None) -> Path:
@@ -240,6 +248,8 @@ def read_cached(path: Path, fields: Dict) -> Optional[Choice]:
         choice = Choice(**data["choice"])
         if (choice.backend, choice.precision) not in CPU_PAIRS:
             raise ValueError(f"unknown pair {choice.label}")
+        if choice.calib and not (Path(choice.calib) / "meta.json").is_file():
+            raise ValueError(f"its calibration {choice.calib} is gone")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("auto: cached choice %s is unreadable (%s: %s); measuring again", path, type(e).__name__, e)
         return None
@@ -258,13 +268,13 @@ def write_cached(path: Path, fields: Dict, choice: Choice) -> None:
 
 # --- measuring ------------------------------------------------------------------------------
 
-def candidate_pairs(spec) -> List[Tuple[str, str]]:
+def candidate_pairs(spec, self_calib: bool = False) -> List[Tuple[str, str]]:
     """The CPU (backend, precision) pairs a request allows, baseline first."""
     pairs = []
     for b, p in CPU_PAIRS:
         if spec.backend not in ("auto", b) or spec.precision not in ("auto", p):
             continue
-        if p == "int8" and spec.calib is None:
+        if p == "int8" and spec.calib is None and not self_calib:
             continue
         pairs.append((b, p))
     return pairs
@@ -289,8 +299,11 @@ def _time_slices(detectors: Dict[str, object], blob: np.ndarray, seconds: float)
     return {k: float(np.median(v)) * 1000.0 for k, v in times.items()}
 
 
-def measure(spec, network: Network, probe: List[np.ndarray], seconds: float) -> Choice:
-    """Build every candidate pair, judge reduced precision against fp32 on `probe`, time them."""
+def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
+            calib_source: Optional[str] = None) -> Choice:
+    """Build every candidate pair, judge reduced precision against fp32 on `probe`, time them.
+    calib_source: a video/folder/glob to calibrate int8 on when the spec has no calibration
+    (precision auto; `autocalib`)."""
     from .backends import build_one  # noqa: PLC0415
     from .classes import read_names  # noqa: PLC0415
     from .frames import synthetic_frame  # noqa: PLC0415
@@ -298,15 +311,28 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float) -> 
     names = read_names(spec.names, network.num_classes)
     measured: Dict[str, Dict] = {}
     live = {}
-    for b, p in candidate_pairs(spec):
+    self_calib = self_calibrates(spec, bool(probe), calib_source)
+    int8_spec, calib_error = spec, ""
+    for b, p in candidate_pairs(spec, self_calib):
         key = f"{b}-{p}"
         if p != "fp32" and spec.precision == "auto" and not probe:
             measured[key] = {"error": "no real frames to check its accuracy against fp32"}
             continue
+        if p == "int8" and int8_spec.calib is None and not calib_error:
+            from .autocalib import source_calibration  # noqa: PLC0415
+
+            try:
+                int8_spec = spec.with_(calib=source_calibration(network, calib_source, probe, spec.cache_dir,
+                                                                spec.letterbox))
+            except (ModelError, OSError) as e:
+                calib_error = f"no calibration: {str(e).strip().splitlines()[0]}"
+        if p == "int8" and calib_error:
+            measured[key] = {"error": calib_error}
+            continue
         try:
-            live[key] = build_one(spec.with_(backend=b, precision=p), network, names)
-        except BackendUnavailable as e:
-            measured[key] = {"error": str(e)}
+            live[key] = build_one((int8_spec if p == "int8" else spec).with_(backend=b, precision=p), network, names)
+        except (BackendUnavailable, ModelError) as e:
+            measured[key] = {"error": str(e).strip().splitlines()[0]}
     if not live:
         raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
                                                                              for k, v in measured.items()))
@@ -356,28 +382,41 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float) -> 
     if base_key in ok and best != base_key and ok[best] < MIN_GAIN * ok[base_key]:
         best = base_key
     b, p = best.rsplit("-", 1)
-    return Choice(b, p, ok[best], ok.get(base_key, 0.0), measured)
+    calib = str(int8_spec.calib) if p == "int8" and spec.calib is None else ""
+    return Choice(b, p, ok[best], ok.get(base_key, 0.0), measured, calib=calib)
+
+
+def chosen_spec(spec, choice: Choice):
+    """`spec` set to run what auto chose (with the calibration it chose int8 with)."""
+    spec = spec.with_(backend=choice.backend, precision=choice.precision)
+    return spec.with_(calib=Path(choice.calib)) if choice.calib else spec
 
 
 def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] = None,
-           seconds: Optional[float] = None, use_cache: bool = True) -> Choice:
-    """The cached or freshly measured choice for this spec (backend and/or precision auto)."""
+           seconds: Optional[float] = None, use_cache: bool = True, calib_source: Optional[str] = None) -> Choice:
+    """The cached or freshly measured choice for this spec (backend and/or precision auto).
+
+    calib_source: the source the probe frames came from (a video file, an image folder or
+    glob): int8 joins the candidates, calibrated on it once (`autocalib`), when the spec has no
+    calibration of its own. A chosen int8 pair runs with ``choice.calib``."""
     if spec.precision == "int8":
         from .quantize import checked_meta  # noqa: PLC0415
 
         checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
-    pairs = candidate_pairs(spec)
+    probe, probe_id = probe_frames_for(spec, network, probe_frames)
+    calib_source = calib_source or (spec.extra or {}).get("auto_probe")
+    self_calib = self_calibrates(spec, bool(probe), calib_source)
+    pairs = candidate_pairs(spec, self_calib)
     if len(pairs) == 1:  # e.g. backend auto with precision bf16: nothing to choose or measure
         return Choice(*pairs[0])
-    probe, probe_id = probe_frames_for(spec, network, probe_frames)
-    fields = cache_fields(spec, network, bool(probe))
+    fields = cache_fields(spec, network, bool(probe), self_calib)
     path = cache_path(spec, network, fields)
     if use_cache:
         cached = read_cached(path, fields)
         if cached is not None:
             return cached
     seconds = float((spec.extra or {}).get("auto_seconds", DEFAULT_SECONDS) if seconds is None else seconds)
-    choice = measure(spec, network, probe, seconds)
+    choice = measure(spec, network, probe, seconds, calib_source if self_calib else None)
     choice.probe = probe_id
     if use_cache:
         try:

@@ -56,13 +56,15 @@ def bench_pairs(backends: List[str], precisions: List[str]) -> List[Tuple[str, s
 
 def bench_backends(spec: ModelSpec, backends: List[str], precisions: List[str], seconds: float,
                    image: Optional[np.ndarray] = None, batch: int = 1,
-                   probe_frames: Optional[Sequence[np.ndarray]] = None) -> Dict[str, Dict]:
+                   probe_frames: Optional[Sequence[np.ndarray]] = None,
+                   calib_source: Optional[str] = None) -> Dict[str, Dict]:
     """{"<key>": {"fps", "ms_p50", "ms_p95", "iters"}} per `bench_pairs` key; the "auto" entry
     also has "choice" (e.g. "openvino-bf16") and "choice_measured" (what auto saw).
 
     Backends are measured round-robin in short slices (so load changes on a
     shared machine hit all of them alike), and the medians reported. probe_frames:
-    real frames for auto's accuracy check (see `auto.choose`).
+    real frames for auto's accuracy check, calib_source: where they came from (int8 calibrated
+    on it; see `auto.choose`).
     """
     from .factory import build_detector  # noqa: PLC0415
 
@@ -72,7 +74,7 @@ def bench_backends(spec: ModelSpec, backends: List[str], precisions: List[str], 
     for key, backend, precision in bench_pairs(backends, precisions):
         try:
             detectors[key] = build_detector(spec.with_(backend=backend, precision=precision), network,
-                                            probe_frames=probe_frames)
+                                            probe_frames=probe_frames, calib_source=calib_source)
         except ModelError as e:
             log.warning("skipping %s: %s", key, e)
             detectors[key] = str(e)
@@ -99,6 +101,8 @@ def bench_backends(spec: ModelSpec, backends: List[str], precisions: List[str], 
             out[k]["choice"] = d.describe().split(" ")[0]
             if d.choice is not None:
                 out[k]["choice_measured"] = d.choice.measured
+                if d.choice.calib:   # int8 calibrated on the probe's source
+                    out[k]["calib"] = d.choice.calib
         d.close()
     gc.collect()
     return out

@@ -27,13 +27,15 @@ def _resolved(spec: ModelSpec) -> ModelSpec:
 
 
 def build_detector(spec: ModelSpec, network: Optional[Network] = None,
-                   probe_frames: Optional[Sequence[np.ndarray]] = None):
+                   probe_frames: Optional[Sequence[np.ndarray]] = None, calib_source: Optional[str] = None):
     """Load cfg + weights and return a ready `Detector`.
 
     backend/precision `auto`: `auto.choose` measures (or reads from its cache) the fastest
     pair whose accuracy holds; probe_frames: real BGR frames to judge reduced precision on
     (else spec.extra["auto_probe"], a video/folder/image path, else the calibration's
-    frames). The returned detector's `describe()` names the pair, `choice` says why.
+    frames); calib_source: where probe_frames came from (a video, folder or glob): int8 joins
+    the candidates, calibrated on it once, when the spec has no calibration of its own. The
+    returned detector's `describe()` names the pair, `choice` says why.
     """
     spec = _resolved(spec)
     if spec.precision == "auto" and spec.backend not in ("auto", "onnx", "openvino"):
@@ -48,10 +50,10 @@ def build_detector(spec: ModelSpec, network: Optional[Network] = None,
         gpu = _try_tensorrt(spec, network, names)
         if gpu is not None:
             return gpu
-    from .auto import choose  # noqa: PLC0415
+    from .auto import choose, chosen_spec  # noqa: PLC0415
 
-    choice = choose(spec, network, probe_frames)
-    det = build_one(spec.with_(backend=choice.backend, precision=choice.precision), network, names)
+    choice = choose(spec, network, probe_frames, calib_source=calib_source)
+    det = build_one(chosen_spec(spec, choice), network, names)
     det.choice = choice
     # a fresh measurement is news (WARNING); a cached or forced choice is named at INFO (-v), and by describe()
     log.log(logging.WARNING if choice.measured and not choice.cached else logging.INFO, "%s: auto -> %s",

@@ -17,6 +17,7 @@ Never calibrates on random data: the frames come from the user's source.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -87,6 +88,25 @@ def read_calibration_frames(source: str, count: int) -> List[np.ndarray]:
         cap.release()
 
 
+class _OrtAdvice(logging.Filter):
+    """Drops ONNX Runtime quantization's generic advice (logged on the root logger as warnings:
+    'Please consider to run pre-processing before quantization...'), which is no news to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or record.levelno > logging.WARNING
+
+
+@contextlib.contextmanager
+def quiet_ort_quantization():
+    """While calibrating or quantizing: ONNX Runtime's advice lines are not shown."""
+    root, f = logging.getLogger(), _OrtAdvice()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
 class _BlobReader:
     """ONNX Runtime CalibrationDataReader over pre-processed blobs (1, 3, H, W)."""
 
@@ -140,11 +160,12 @@ def build_qdq(fp32_path: Path, cache_path: Path, out_path: Path, float_nodes: Se
     # the inner nodes of mish (exp, ratio) stay float: quantizing e^x to 8 bits would be ruinous
     inner = [n.name for n in onnx.load(str(fp32_path), load_external_data=False).graph.node if MISH_INNER in n.name]
     tmp = out_path.with_suffix(f".tmp{os.getpid()}")
-    quantize_static(str(fp32_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(float_nodes) + inner, calibration_cache_path=str(cache_path),
-                    calibrate_method=_ort_method(method),
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    with quiet_ort_quantization():
+        quantize_static(str(fp32_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(float_nodes) + inner, calibration_cache_path=str(cache_path),
+                        calibrate_method=_ort_method(method),
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     os.replace(tmp, out_path)
     return out_path
 
@@ -172,7 +193,8 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
     fp32 = float_model(network, equalized, cache_dir)
     blobs = [preprocess([img], network.input_size, letterbox)[0] for img in images]
     log.info("calibrating %s on %d frames from %s (%s)", fp32.name, len(blobs), source, method)
-    ranges = _calibrate_ranges(fp32, blobs, method)
+    with quiet_ort_quantization():
+        ranges = _calibrate_ranges(fp32, blobs, method)
     from onnxruntime.quantization.calibrate import save_tensors_data  # noqa: PLC0415
 
     out_dir = Path(out_dir)

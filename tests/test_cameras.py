@@ -22,7 +22,7 @@ from trackpipe.pipeline.errors import ConfigError
 from trackpipe.pipeline.runtime.cameras import resolve_cameras
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
-         "--backend", "onnx"]
+         "--backend", "onnx", "--precision", "fp32"]
 TRAFFIC = ASSETS / "video" / "traffic-cars.mp4"     # 1280x720, 29.97 fps
 WALK = ASSETS / "video" / "aiguys_video.mp4"        # 640x360, 30 fps
 

@@ -30,7 +30,7 @@ from tests.procs import running_in_group
 from tests.rtsp.fixtures import RtspServer, decode_stamp, free_port, rtsp_available
 
 YF = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
-      "--backend", "onnx"]
+      "--backend", "onnx", "--precision", "fp32"]
 FPS = 25
 WATCHDOG_S = 5.0          # the default, named by the issue
 BACKOFF = (0.5, 30.0)     # defaults: initial, max (doubling)
@@ -288,7 +288,7 @@ def slow_model(tmp_path_factory):
     w = tmp_path_factory.mktemp("yolov4") / "yolov4-random.weights"
     write_random_weights(load_cfg(cfg), w)
     return ["--cfg", str(cfg), "--weights", str(w), "--names", str(COCO_NAMES), "--size", "224",
-            "--conf", "0.9", "--backend", "onnx"]
+            "--conf", "0.9", "--backend", "onnx", "--precision", "fp32"]
 
 
 def _slow_consumer_run(tr) -> dict:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(150)
 
 TRAFFIC = ASSETS / "video" / "traffic-cars.mp4"     # 1280x720, 335 frames, 29.97 fps
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
-         "--backend", "onnx"]
+         "--backend", "onnx", "--precision", "fp32"]
 LINE = """lines:
   - name: road
     points: [[150, 430], [1080, 430]]

@@ -22,7 +22,7 @@ from conftest import COCO_NAMES, ROOT, VIDEO_360, VIDEO_1080, YF_CFG, YF_WEIGHTS
 from tests.procs import running_in_group
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
-         "--backend", "onnx"]
+         "--backend", "onnx", "--precision", "fp32"]
 FPS = 30  # both test videos
 
 

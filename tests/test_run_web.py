@@ -26,7 +26,7 @@ from trackpipe.pipeline.web.mjpeg import read_mjpeg_part
 from tests.procs import running_in_group, wait_for
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
-         "--backend", "onnx"]
+         "--backend", "onnx", "--precision", "fp32"]
 CAMERA = "cam0"           # pipeline.camera's default: the name in the events
 URL_LINE = re.compile(r"live view on (http://\S+/)")
 

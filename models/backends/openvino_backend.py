@@ -27,7 +27,9 @@ process may run on; one stream, latency hint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -172,8 +174,18 @@ def nncf_int8_path(spec, network, ov) -> Path:
     model = ov.Core().read_model(str(openvino_onnx(float_model(network, meta.equalized, spec.cache_dir))))
     model.reshape([1, network.channels, h, w])
     patterns = [f"^{name}(/.*)?$" for name in meta.float_layers]
-    quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
-                              ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None)
+    # NNCF draws a progress bar on stdout (a rich console) and logs its graph at INFO on its own
+    # handler: the warning above says what happens
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
+                                      ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False)
+                                      if patterns else None)
+    finally:
+        nncf_log.setLevel(level)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)

@@ -83,11 +83,11 @@ def resolve_auto(spec, info):
 
     network = load_network(spec.cfg, spec.weights, spec.size)
     probe = read_frames(info.uri, PROBE_FRAMES) if info.kind == "file" and spec.precision == "auto" else None
-    choice = auto.choose(spec, network, probe)
+    choice = auto.choose(spec, network, probe, calib_source=info.uri if probe else None)
     if choice.measured:  # a fresh measurement is news (WARNING), a cached one is named at INFO
         log.log(logging.INFO if choice.cached else logging.WARNING, "%s: auto -> %s",
                 network.cfg_path.name if network.cfg_path else "model", choice.summary())
-    return spec.with_(backend=choice.backend, precision=choice.precision)
+    return auto.chosen_spec(spec, choice)
 
 
 def run(cfg: Config, spec, detector_factory: Optional[Callable] = None) -> int:
