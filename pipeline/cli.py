@@ -204,8 +204,14 @@ def _main(argv) -> int:
         sys.stderr.write(f"error: {res.error}\n")
     elif res.report is not None and res.outcome in ("completed", "quit", "interrupted"):
         r = res.report
+        cpu = r.get("cpu") or {}
+        why = ""
+        if cpu.get("bound_over_detector", 1.0) < 0.95:   # say what holds the pipeline below its detector
+            others = cpu["total_ms_per_frame"] - cpu["ms_per_frame"].get("infer", 0.0)
+            why = (f" (the other stages' {others:.1f} ms of CPU per frame share the detector's {cpu['cores']} cores: "
+                   f"at most {cpu['bound_fps']:.1f} fps)")
         logging.getLogger("run_tracker").info(
-            "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps, latency p50 %s ms",
-            res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"],
+            "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps%s, latency p50 %s ms",
+            res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"], why,
             r["latency_ms"]["p50"])
     return res.exit_code

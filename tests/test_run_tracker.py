@@ -18,7 +18,7 @@ from conftest import COCO_NAMES, ROOT, VIDEO_360, VIDEO_1080, YF_CFG, YF_WEIGHTS
 from tests.procs import running_in_group
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
-         "--backend", "onnx"]
+         "--backend", "onnx", "--precision", "fp32"]
 
 
 def _start(args, tmp_path, **kw) -> subprocess.Popen:
@@ -86,6 +86,12 @@ def test_full_1080p_video_every_frame(tmp_path):
     prof = json.loads((tmp_path / "p.json").read_text())
     assert prof["frames_in"] == prof["frames_out"] == 302
     assert prof["pipeline_fps"] > 0 and prof["detector_only_fps"] > 0 and prof["latency_ms"]["p99"] > 0
+    cpu = prof["cpu"]   # where the CPU went per frame, and the ceiling it leaves on shared cores
+    assert set(cpu["ms_per_frame"]) >= {"capture", "infer", "track", "render", "sink"}
+    assert cpu["total_ms_per_frame"] == pytest.approx(sum(cpu["ms_per_frame"].values()), abs=0.01)
+    if not prof["placement"]["cores"]:
+        assert cpu["cores"] >= 1 and prof["pipeline_fps"] <= 1.05 * cpu["bound_fps"]
+        assert cpu["bound_over_detector"] == round(min(1.0, cpu["bound_fps"] / prof["detector_only_fps"]), 3)
     cap = cv2.VideoCapture(str(out))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS)) == \
         (1920, 1080, 30)
@@ -328,6 +334,7 @@ def test_cpu_placement_and_detector_only_on_infer_cores(tmp_path):
     assert det["source"] == "alone on infer's cores before the run" and det["backend"] == "onnx-fp32"
     assert det["probe"] == "first frame" and prof["detector_only_fps"] > 0 and det["in_run_fps"] > 0
     assert prof["pipeline_over_detector"] == round(prof["pipeline_fps"] / prof["detector_only_fps"], 3)
+    assert "bound_fps" not in prof["cpu"] and prof["cpu"]["ms_per_frame"]["infer"] > 0  # placed: no shared ceiling
     assert f"infer on core {cores[0]}" in _stderr(tmp_path)
 
 

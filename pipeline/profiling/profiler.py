@@ -118,7 +118,8 @@ class Profiler:
 
     # --- the report ---------------------------------------------------------------------------
     def build(self, meta: dict) -> dict:
-        meta = dict(meta, cpu_count=os.cpu_count(), timeline=self.timeline)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        meta = dict(meta, cpu_count=os.cpu_count(), cores_usable=usable, timeline=self.timeline)
         self.report = build_report({n: self.group(n) for n in self.stages}, meta)
         return self.report
 

@@ -53,11 +53,41 @@ def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
               "detector_only_fps": round(det_fps, 3), "detector_only_fps_per_worker": round(det_fps_worker, 3),
               "pipeline_over_detector": round(pipeline_fps / det_fps, 3) if det_fps else 0.0,
               "detector": detector,
+              "cpu": cpu_budget(aggs, frames_out, det_fps, meta),
               "latency_ms": {**lat.percentiles(), "mean": _r3(lat.mean())},
               "frame_age_at_tracker_ms": age.percentiles(),
               "stages": stages}
     report.update(meta)
     return report
+
+
+def cpu_budget(aggs: Dict[str, StageAggregate], frames_out: int, det_fps: float, meta: dict) -> dict:
+    """Where the CPU went, per frame out: ``ms_per_frame`` per stage (process CPU time from its
+    first item on, all threads, divided by the frames written), their total, and, when the stages
+    share every core (no CPU placement), the most the pipeline could do on those cores,
+    ``bound_fps`` = cores x 1000 / total, and ``bound_over_detector`` = bound_fps /
+    detector_only_fps: the ceiling of pipeline_over_detector that decoding, drawing and encoding
+    leave to the detector."""
+    if not frames_out:
+        return {}
+    per = {}
+    for name, agg in aggs.items():
+        t = agg.total() or {}
+        cpu_s = t.get("counters", {}).get("cpu_s")
+        if cpu_s is not None:
+            per[name] = round(1000.0 * cpu_s / frames_out, 3)
+    if not per:
+        return {}
+    total = sum(per.values())
+    out = {"ms_per_frame": per, "total_ms_per_frame": round(total, 3)}
+    placed = bool((meta.get("placement") or {}).get("cores"))
+    cores = 0 if placed else (meta.get("cores_usable") or meta.get("cpu_count") or 0)
+    if cores and total > 0:
+        out["cores"] = cores
+        out["bound_fps"] = round(cores * 1000.0 / total, 3)
+        if det_fps:
+            out["bound_over_detector"] = round(min(1.0, out["bound_fps"] / det_fps), 3)
+    return out
 
 
 def write_report(report: dict, path) -> None:
