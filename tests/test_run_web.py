@@ -346,3 +346,43 @@ def test_live_view_of_two_cameras_one_of_them_rtsp(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
         srv.close()
+
+
+@pytest.mark.parametrize("clean_slots", [False, True])
+def test_render_leaves_the_slots_clean_while_the_live_view_reads_them(tmp_path, clean_slots):
+    """Lossless render draws on the slot in place, unless the live view reads the slots too: then
+    on a private copy, so that the view's copy is the camera's frame (not boxes drawn twice)."""
+    from types import SimpleNamespace
+
+    from trackpipe.models.types import Tracks
+    from trackpipe.pipeline.media.sinks import BoxAnnotator
+    from trackpipe.pipeline.profiling.stats import StageStats
+    from trackpipe.pipeline.stages.render import CameraOutput, RenderProcess
+    from trackpipe.pipeline.transport.messages import FrameMeta, Tracked
+    from trackpipe.pipeline.transport.ring import FrameRing
+    from trackpipe.pipeline.video import VideoWriter
+
+    frame = cv2.VideoCapture(str(VIDEO_360)).read()[1]
+    ring = FrameRing.create(f"trackpipe_test_render_{os.getpid()}", 2, frame.shape)
+    cam = SimpleNamespace(index=0, name="cam0", snapshots=None, info=SimpleNamespace(fps=30.0, width=640, height=360))
+    out = CameraOutput(cam, ring, SimpleNamespace(send_multipart=lambda *a, **k: None), None, None)
+    out.video = VideoWriter.open(tmp_path / "v.mp4", 30.0, frame.shape[:2])
+    r = RenderProcess.__new__(RenderProcess)
+    r.rc, r.clean_slots, r.outs, r.window, r.stats = SimpleNamespace(mode="lossless"), clean_slots, [out], None, \
+        StageStats("render")
+    r.annotator = BoxAnnotator(["person"])
+    r.scratch = np.empty(frame.shape, np.uint8) if r._private() else None
+    try:
+        ring.begin_write(1)
+        ring.frame(1, frame.shape)[:] = frame
+        ring.end_write(1, 7, frame.shape, time.time(), time.monotonic())
+        box = Tracks(np.array([[100, 100, 300, 300]], np.float32), np.array([0.9], np.float32),
+                     np.zeros(1, np.int32), track_id=np.array([3], np.int64))
+        meta = FrameMeta(seq=7, slot=1, t_capture=time.time(), t_mono=time.monotonic(), shape=frame.shape)
+        assert r.render(Tracked(meta, box, False, 0.0, 0.0, []))
+        assert out.video.frames == 1
+        assert np.array_equal(ring.frame(1, frame.shape), frame) == clean_slots
+    finally:
+        out.video.close()
+        ring.close()
+        ring.unlink()

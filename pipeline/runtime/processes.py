@@ -89,7 +89,7 @@ class ProcessFactory:
             # superfast; files 1.7x larger)
             preset = "ultrafast"
         return RenderProcess(self.rc, p.cameras, o.codec, p.display, p.names, o.labels, snaps, p.region,
-                             preset=preset, incarnation=incarnation)
+                             preset=preset, incarnation=incarnation, clean_slots="web" in p.topology)
 
     def _sink(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.sink import SinkProcess

@@ -2,7 +2,8 @@
 
 Render is the last pixel reader, so it returns every slot to capture (`Release`), also
 when it draws nothing (headless, no video). In lossless mode it draws on the slot in
-place (nobody reads it afterwards); in latest-frame mode a slot may be reclaimed by
+place (nobody reads it afterwards), unless the live view is on (it copies slots after render:
+render then draws on a private copy); in latest-frame mode a slot may be reclaimed by
 capture, so it copies the frame first and discards it if the seqlock changed.
 End-to-end latency (capture to render done) is measured here.
 
@@ -110,11 +111,13 @@ class RenderProcess(StageProcess):
     def __init__(self, rc: RunContext, cameras, codec: str = "auto", display: str = "none",
                  names: Optional[List[str]] = None, labels: bool = True, snapshots: Optional[dict] = None,
                  region: Optional[Tuple[int, int, int, int]] = None, preset: Optional[str] = None,
-                 incarnation: int = 0):
+                 incarnation: int = 0, clean_slots: bool = False):
         """``cameras``: the run's `runtime.cameras.Camera` list (video path, snapshots folder,
         zones, lines, info); ``snapshots``: SnapshotWriter settings (classes, quality) for the
         cameras that have a snapshots folder; ``incarnation`` > 0: a restart, whose videos go to
-        ``<name>.part<N>.mp4`` (never overwriting what an earlier incarnation wrote)."""
+        ``<name>.part<N>.mp4`` (never overwriting what an earlier incarnation wrote);
+        ``clean_slots``: another stage reads the slots too (the live view): draw on a private
+        copy, never on the slot, also in lossless mode."""
         super().__init__(rc)
         self.cameras = list(cameras)
         self.snapshot_args = snapshots
@@ -125,6 +128,7 @@ class RenderProcess(StageProcess):
         self.region = tuple(int(v) for v in region) if region else None  # overlay/mirror: screen x, y, w, h
         self.names = names
         self.labels = labels
+        self.clean_slots = clean_slots
 
     def _video_path(self, path: Optional[str]) -> Optional[str]:
         if path and self.incarnation:
@@ -154,8 +158,14 @@ class RenderProcess(StageProcess):
         self.window = None
         self.ended = set()
         self.scratch = np.empty(max((o.ring.max_shape for o in self.outs), key=lambda s: s[0] * s[1]), np.uint8) \
-            if self.rc.mode == "latest" or self.display == "mirror" else None
+            if self._private() or self.display == "mirror" else None
         self.stats.gauges.update(frames_written=0)
+
+    def _private(self) -> bool:
+        """Draw on a copy: in latest mode capture may reclaim a slot while render works on it,
+        and with ``clean_slots`` the live view copies the slot after render (it would get render's
+        boxes drawn twice)."""
+        return self.rc.mode == "latest" or self.clean_slots
 
     @property
     def video(self):
@@ -242,7 +252,7 @@ class RenderProcess(StageProcess):
             slot, seq, shape = meta.slot, meta.seq, meta.shape
             version = ring.version(slot)
             frame = ring.frame(slot, shape)
-            if self.rc.mode == "latest":  # capture may reclaim the slot: work on a private copy
+            if self._private():  # capture may reclaim the slot, or the live view reads it: a private copy
                 img = self.scratch[:shape[0], :shape[1], :shape[2]]
                 np.copyto(img, frame)
                 ok = ring.valid(slot, seq, version)
