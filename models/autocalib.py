@@ -21,6 +21,7 @@ kept. A directory without a readable meta.json of this model is rebuilt, never t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,23 @@ log = logging.getLogger(__name__)
 FRAMES = 32          # calibration frames (100 for `models calibrate`: a first run should not wait long)
 METHOD = "minmax"
 JPEG_QUALITY = 95
+
+
+QUIET_LOGGERS = ("trackpipe.models.quantize", "trackpipe.models.equalize", "trackpipe.models.onnx_export")
+
+
+@contextlib.contextmanager
+def _quiet(names: Sequence[str]):
+    """These loggers show warnings and errors only, for the duration."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def calibration_dir(network: Network, cache_dir: Optional[Path] = None) -> Path:
@@ -107,8 +125,9 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
             if not cv2.imwrite(str(tmp / "frames" / f"{i:03d}.jpg"), f, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise ModelError(f"cannot write calibration frames under {tmp}")
         # the frames folder is the calibration's source from here on: meta.json points at its final place
-        calibrate(network, str(tmp / "frames"), tmp, frames=len(frames), method=METHOD, letterbox=letterbox,
-                  cache_dir=cache_dir)
+        with _quiet(QUIET_LOGGERS):   # the warning above says what happens; its steps are no news
+            calibrate(network, str(tmp / "frames"), tmp, frames=len(frames), method=METHOD, letterbox=letterbox,
+                      cache_dir=cache_dir)
         meta_path = tmp / "meta.json"
         meta = json.loads(meta_path.read_text())
         meta["source"] = str(out / "frames")

@@ -92,5 +92,5 @@ def equalize(network: Network, iterations: int = 4) -> Network:
                 c2["kernel"] = c2["kernel"] * s[:, None, None, None]
             else:
                 c2["kernel"] = c2["kernel"] * s[None, :, None, None]
-    log.info("cross-layer equalization over %d conv pairs", len(pairs))
+    log.debug("cross-layer equalization over %d conv pairs", len(pairs))
     return net
