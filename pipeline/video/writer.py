@@ -141,8 +141,8 @@ class _PyAVEncoder:
         self.pts = 0
 
     def write(self, frame_bgr: np.ndarray) -> None:
-        yuv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420)
-        vf = self.av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        yuv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420)   # a new array each frame: the frame
+        vf = self.av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")   # wraps it (no copy; 0.5 ms at 1080p)
         vf.pts = self.pts
         self.pts += 1
         for packet in self.stream.encode(vf):
