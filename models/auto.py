@@ -280,6 +280,12 @@ def candidate_pairs(spec, self_calib: bool = False) -> List[Tuple[str, str]]:
     return pairs
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its message (with its type unless it is ours or an OSError)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, (ModelError, OSError)) and text else f"{type(e).__name__}: {text}".rstrip(": ")
+
+
 def _time_slices(detectors: Dict[str, object], blob: np.ndarray, seconds: float) -> Dict[str, float]:
     """Median ms of `infer(blob)` per detector, measured round-robin in slices."""
     for d in detectors.values():
@@ -324,8 +330,10 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
             try:
                 int8_spec = spec.with_(calib=source_calibration(network, calib_source, probe, spec.cache_dir,
                                                                 spec.letterbox))
-            except (ModelError, OSError) as e:
-                calib_error = f"no calibration: {str(e).strip().splitlines()[0]}"
+            except Exception as e:  # noqa: BLE001  (an optional speed-up: fp32/bf16 still run)
+                calib_error = f"no calibration: {_one_line(e)}"
+                if not isinstance(e, (ModelError, OSError)):
+                    log.warning("auto: int8 left out: %s", calib_error)
         if p == "int8" and calib_error:
             measured[key] = {"error": calib_error}
             continue
@@ -333,6 +341,11 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
             live[key] = build_one((int8_spec if p == "int8" else spec).with_(backend=b, precision=p), network, names)
         except (BackendUnavailable, ModelError) as e:
             measured[key] = {"error": str(e).strip().splitlines()[0]}
+        except Exception as e:  # noqa: BLE001  (int8 from a calibration auto made itself: never fatal)
+            if p != "int8" or spec.calib is not None:
+                raise
+            measured[key] = {"error": _one_line(e)}
+            log.warning("auto: %s left out: %s", key, measured[key]["error"])
     if not live:
         raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
                                                                              for k, v in measured.items()))

@@ -112,3 +112,18 @@ def test_self_calibration_can_be_turned_off(tmp_path, network, probe):
     assert not auto.self_calibrates(SPEC.with_(precision="bf16"), True, SOURCE)
     assert not auto.self_calibrates(SPEC, False, SOURCE)   # no probe frames: nothing to judge int8 on
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_failing_self_calibration_leaves_int8_out_and_never_stops_the_run(tmp_path, network, probe, monkeypatch,
+                                                                             caplog):
+    import trackpipe.models.autocalib as ac
+
+    def broken(*a, **k):
+        raise RuntimeError("quantizer exploded")
+
+    monkeypatch.setattr(ac, "source_calibration", broken)
+    with caplog.at_level(logging.WARNING, logger="trackpipe.models.auto"):
+        c = auto.choose(SPEC.with_(cache_dir=tmp_path, backend="onnx"), network, probe, calib_source=SOURCE)
+    assert c.label == "onnx-fp32"
+    assert c.measured["onnx-int8"]["error"] == "no calibration: RuntimeError: quantizer exploded"
+    assert sum("int8 left out" in r.getMessage() for r in caplog.records) == 1
