@@ -339,10 +339,10 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
             continue
         try:
             live[key] = build_one((int8_spec if p == "int8" else spec).with_(backend=b, precision=p), network, names)
-        except (BackendUnavailable, ModelError) as e:
-            measured[key] = {"error": str(e).strip().splitlines()[0]}
-        except Exception as e:  # noqa: BLE001  (int8 from a calibration auto made itself: never fatal)
-            if p != "int8" or spec.calib is not None:
+        except BackendUnavailable as e:
+            measured[key] = {"error": str(e)}
+        except Exception as e:  # noqa: BLE001  (int8 from a calibration auto made itself: never fatal;
+            if p != "int8" or spec.calib is not None:  # a calibration the user gave: their error, one line)
                 raise
             measured[key] = {"error": _one_line(e)}
             log.warning("auto: %s left out: %s", key, measured[key]["error"])
