@@ -2,7 +2,8 @@
 
 `--calib DIR` (``python -m models calibrate``) is a deliberate calibration. Without it, auto
 (precision auto) still offers the int8 pairs when it has a real source to read: the first
-time a model meets one, `source_calibration` reads `FRAMES` frames spread over it, leaving
+time a model meets one, `source_calibration` reads `FRAMES` frames spread over it (over a
+video's first `MAX_READ` frames: a long video is not read to its end), leaving
 out the frames auto judges accuracy on (the probe: held out, so the judge never sees a frame
 the scales were fitted to), writes them as JPEG under
 
@@ -41,6 +42,7 @@ from .quantize import MIN_FRAMES, calibrate, load_meta, read_calibration_frames
 log = logging.getLogger(__name__)
 
 FRAMES = 32          # calibration frames (100 for `models calibrate`: a first run should not wait long)
+MAX_READ = 600       # spread over a video's first 600 frames (read in order: 2.6 s at 1080p here, not minutes)
 METHOD = "minmax"
 JPEG_QUALITY = 95
 
@@ -88,9 +90,10 @@ def _digest(frame: np.ndarray) -> str:
 
 
 def held_out_frames(source: str, count: int, probe: Sequence[np.ndarray]) -> list:
-    """Up to `count` (H, W, 3) uint8 BGR frames spread over `source`, none equal to a probe frame."""
+    """Up to `count` (H, W, 3) uint8 BGR frames spread over `source` (a video's first MAX_READ
+    frames), none equal to a probe frame."""
     seen = {_digest(f) for f in probe}
-    frames = read_calibration_frames(source, count + len(seen))
+    frames = read_calibration_frames(source, count + len(seen), max_read=MAX_READ)
     kept = [f for f in frames if _digest(f) not in seen]
     if len(kept) > count:
         kept = [kept[i] for i in np.linspace(0, len(kept) - 1, count).round().astype(int)]

@@ -55,8 +55,9 @@ class CalibMeta:
     version: int = 1
 
 
-def read_calibration_frames(source: str, count: int) -> List[np.ndarray]:
-    """Up to `count` BGR frames spread evenly over a video, an image folder or a glob."""
+def read_calibration_frames(source: str, count: int, max_read: int = 0) -> List[np.ndarray]:
+    """Up to `count` BGR frames spread evenly over a video, an image folder or a glob.
+    max_read > 0: spread over a video's first `max_read` frames only (it is read sequentially)."""
     import cv2  # noqa: PLC0415
 
     path = Path(source)
@@ -75,6 +76,8 @@ def read_calibration_frames(source: str, count: int) -> List[np.ndarray]:
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if not cap.isOpened() or total <= 0:
             raise ModelError(f"cannot read video {source}")
+        if max_read > 0:
+            total = min(total, max_read)
         wanted = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist())
         frames = []
         for i in range(total):  # sequential read: exact frames, no keyframe-seek surprises

@@ -127,3 +127,10 @@ def test_a_failing_self_calibration_leaves_int8_out_and_never_stops_the_run(tmp_
     assert c.label == "onnx-fp32"
     assert c.measured["onnx-int8"]["error"] == "no calibration: RuntimeError: quantizer exploded"
     assert sum("int8 left out" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_long_video_is_read_over_its_first_frames_only():
+    first = read_calibration_frames(SOURCE, 20, max_read=20)          # frames 0..19, in order
+    spread = read_calibration_frames(SOURCE, 5, max_read=20)          # 0, 5, 10, 14, 19
+    assert len(first) == 20 and len(spread) == 5
+    assert all((a == first[i]).all() for a, i in zip(spread, (0, 5, 10, 14, 19)))
