@@ -8,9 +8,10 @@ On first use of a (model files, input size, CPU, library versions, request, thre
    calibration directory, spec.calib; or, for precision auto with a real source to read,
    calibrated once on that source's frames by `autocalib`, the probe's frames held out);
 2. accuracy, without labels: a reduced-precision pair (bf16, int8) runs on real frames
-   (the probe: frames given by the caller, spec.extra["auto_probe"], or the calibration's
-   own frames) beside fp32, and fp32's detections are its ground truth: F1 of the boxes
-   matched one-to-one (same class, IoU >= 0.5) must reach `MIN_AGREEMENT`. Without real
+   (the probe: frames given by the caller, or read by its ``read_probe`` only when nothing
+   is cached (a live source), spec.extra["auto_probe"], or the calibration's own frames)
+   beside fp32, and fp32's detections are its ground truth: F1 of the boxes matched
+   one-to-one (same class, IoU >= 0.5) must reach `MIN_AGREEMENT`. Without real
    frames no reduced precision is a candidate. fp32 pairs need no check (the parity
    tests hold every fp32 backend within 1e-4 of OpenCV);
 3. speed: every remaining pair runs `infer` on a real frame (batch 1) in interleaved
@@ -30,7 +31,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -406,16 +407,26 @@ def chosen_spec(spec, choice: Choice):
 
 
 def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] = None,
-           seconds: Optional[float] = None, use_cache: bool = True, calib_source: Optional[str] = None) -> Choice:
+           seconds: Optional[float] = None, use_cache: bool = True, calib_source: Optional[str] = None,
+           read_probe: Optional[Callable[[], List[np.ndarray]]] = None) -> Choice:
     """The cached or freshly measured choice for this spec (backend and/or precision auto).
 
     calib_source: the source the probe frames came from (a video file, an image folder or
     glob): int8 joins the candidates, calibrated on it once (`autocalib`), when the spec has no
-    calibration of its own. A chosen int8 pair runs with ``choice.calib``."""
+    calibration of its own. A chosen int8 pair runs with ``choice.calib``.
+    read_probe: instead of probe_frames, a function that reads them (a live source: seconds
+    of frames), called only when no choice made with probe frames is cached."""
     if spec.precision == "int8":
         from .quantize import checked_meta  # noqa: PLC0415
 
         checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
+    if read_probe is not None and probe_frames is None:
+        if use_cache and spec.precision == "auto" and len(candidate_pairs(spec)) > 1:
+            fields = cache_fields(spec, network, True)
+            cached = read_cached(cache_path(spec, network, fields), fields)
+            if cached is not None:
+                return cached
+        probe_frames = read_probe() or None
     probe, probe_id = probe_frames_for(spec, network, probe_frames)
     calib_source = calib_source or (spec.extra or {}).get("auto_probe")
     self_calib = self_calibrates(spec, bool(probe), calib_source)

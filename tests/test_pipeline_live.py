@@ -84,3 +84,46 @@ def test_rtsp_dropout_reconnect_and_stage_restart(tmp_path, yf_spec):
     ids = [int(ln.split(",")[1]) for ln in (tmp_path / "mot.txt").read_text().splitlines()]
     assert any(i > 1_000_000 for i in ids)
     assert leftovers(os.getpid()) == []
+
+
+@pytest.mark.timeout(120)
+def test_precision_auto_judges_reduced_precision_on_a_live_streams_frames(tmp_path, monkeypatch):
+    """A live source's probe frames are read from the stream (first use only): bf16 is judged on
+    them and the choice cached; the next start reads no frame at all."""
+    from conftest import COCO_NAMES, VIDEO_360, YF_CFG, YF_WEIGHTS
+    from tests.rtsp.fixtures import RtspServer, rtsp_available
+    from trackpipe.models.cpu import cpu_info
+    from trackpipe.models.spec import ModelSpec
+    from trackpipe.pipeline.media import sources
+    from trackpipe.pipeline.runtime.app import resolve_auto
+    from trackpipe.pipeline.runtime.inputs import probe_source
+    ok, why = rtsp_available()
+    if not ok:
+        pytest.skip(why)
+    srv = RtspServer(file=VIDEO_360)
+    srv.start()
+    try:
+        srv.wait_ready(20)
+        cfg = Config()
+        cfg.source.uri = srv.url
+        info = probe_source(cfg.source)
+        assert info.live and info.kind == "stream"
+        spec = ModelSpec(cfg=YF_CFG, weights=YF_WEIGHTS, names=COCO_NAMES, size=(320, 320), backend="auto",
+                         precision="auto", cache_dir=tmp_path, extra={"auto_seconds": 1.0})
+        first = resolve_auto(spec, info, cfg.source)
+        (entry,) = [json.loads(p.read_text()) for p in (tmp_path / "auto").glob("*.json")]
+        assert entry["fields"]["probe"] is True and entry["choice"]["probe"] == "12 given frames"
+        bf16 = entry["choice"]["measured"]["openvino-bf16"]
+        if cpu_info().has_bf16:
+            assert bf16["agreement"]["ref_boxes"] >= 10       # judged on the stream's frames
+        else:
+            assert "bf16" in bf16["error"]
+
+        def no_reading(*a, **k):
+            raise AssertionError("a cached choice must not read the stream")
+
+        monkeypatch.setattr(sources, "read_live_frames", no_reading)
+        again = resolve_auto(spec, info, cfg.source)
+        assert (again.backend, again.precision) == (first.backend, first.precision)
+    finally:
+        srv.close()

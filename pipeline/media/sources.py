@@ -413,6 +413,30 @@ def make_source(uri: str, cfg: SourceConfig) -> Source:
     return cls(str(uri).strip(), cfg)
 
 
+def read_live_frames(uri: str, cfg: SourceConfig, count: int, timeout_s: float) -> List[np.ndarray]:
+    """Up to ``count`` consecutive (H, W, 3) uint8 BGR frames of a live source, read for at most
+    about ``timeout_s`` (opening and each read are bounded by it too); [] when it cannot be opened."""
+    import dataclasses
+
+    quiet_video_logs()
+    src = make_source(uri, dataclasses.replace(cfg, open_timeout_s=min(cfg.open_timeout_s, timeout_s),
+                                               read_timeout_s=min(cfg.read_timeout_s, timeout_s)))
+    frames: List[np.ndarray] = []
+    try:
+        src.open()
+        deadline = time.monotonic() + timeout_s
+        while len(frames) < count and time.monotonic() < deadline:
+            frame = src.read_into(None)
+            if frame is None:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame[:, :, :3].copy())
+    except SourceError:
+        return []
+    finally:
+        src.close()
+    return frames
+
+
 def probe(uri: str, cfg: SourceConfig) -> SourceInfo:
     """Open ``uri``, read its first frame, close it; raise `SourceError` with a one-line reason."""
     if uri is None or str(uri).strip() == "":

@@ -37,7 +37,7 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
         names = read_names(getattr(spec, "names", None))
         resolve_classes(cfg.output.snapshot_classes, names)  # an unknown class: one line, exit 2
         if detector_factory is None:
-            spec = resolve_auto(spec, cameras[0].info)
+            spec = resolve_auto(spec, cameras[0].info, cfg.source)
     except KeyboardInterrupt:  # Ctrl-C while probing or waiting for the source, or choosing the backend
         write_startup_profile(cfg, time.monotonic() - t0)
         raise
@@ -66,11 +66,15 @@ def write_startup_profile(cfg: Config, wall_s: float) -> None:
         log.warning("profile not written: %s", e)
 
 
-def resolve_auto(spec, info):
+LIVE_PROBE_S = 3.0     # a live source's probe frames: at most this long to read (first use only)
+
+
+def resolve_auto(spec, info, source_cfg=None):
     """backend/precision ``auto`` measured (or read from its cache) once, here in the parent, so
     that every infer worker runs the same pair; precision auto judges reduced precision on the
-    source's own first frames (files; live sources: fp32 pairs only). A machine with TensorRT
-    is left to the infer stage (its engine is built there)."""
+    source's own frames: a file's first frames (and calibrates int8 on others of it), a live
+    source's next frames, read only when no choice is cached (bf16; int8 with --calib only).
+    A machine with TensorRT is left to the infer stage (its engine is built there)."""
     if spec.backend not in ("auto", "onnx", "openvino") or "auto" not in (spec.backend, spec.precision):
         return spec
     if spec.backend == "auto":
@@ -83,7 +87,13 @@ def resolve_auto(spec, info):
 
     network = load_network(spec.cfg, spec.weights, spec.size)
     probe = read_frames(info.uri, PROBE_FRAMES) if info.kind == "file" and spec.precision == "auto" else None
-    choice = auto.choose(spec, network, probe, calib_source=info.uri if probe else None)
+    read_probe = None
+    if getattr(info, "live", False) and info.kind != "file" and spec.precision == "auto" and source_cfg is not None:
+        from trackpipe.pipeline.media.sources import read_live_frames
+
+        def read_probe():
+            return read_live_frames(info.uri, source_cfg, PROBE_FRAMES, LIVE_PROBE_S)
+    choice = auto.choose(spec, network, probe, calib_source=info.uri if probe else None, read_probe=read_probe)
     if choice.measured:  # a fresh measurement is news (WARNING), a cached one is named at INFO
         log.log(logging.INFO if choice.cached else logging.WARNING, "%s: auto -> %s",
                 network.cfg_path.name if network.cfg_path else "model", choice.summary())
