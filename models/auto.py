@@ -37,7 +37,7 @@ import numpy as np
 
 from .cpu import cpu_info
 from .darknet import Network
-from .errors import BackendUnavailable, ModelError
+from .errors import BackendUnavailable, ModelError, error_line
 from .onnx_export import default_cache_dir, file_sha256, model_key
 from .types import Detections
 
@@ -281,12 +281,6 @@ def candidate_pairs(spec, self_calib: bool = False) -> List[Tuple[str, str]]:
     return pairs
 
 
-def _one_line(e: BaseException) -> str:
-    """An exception as one line: its message (with its type unless it is ours or an OSError)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return text if isinstance(e, (ModelError, OSError)) and text else f"{type(e).__name__}: {text}".rstrip(": ")
-
-
 def _time_slices(detectors: Dict[str, object], blob: np.ndarray, seconds: float) -> Dict[str, float]:
     """Median ms of `infer(blob)` per detector, measured round-robin in slices."""
     for d in detectors.values():
@@ -332,7 +326,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
                 int8_spec = spec.with_(calib=source_calibration(network, calib_source, probe, spec.cache_dir,
                                                                 spec.letterbox))
             except Exception as e:  # noqa: BLE001  (an optional speed-up: fp32/bf16 still run)
-                calib_error = f"no calibration: {_one_line(e)}"
+                calib_error = f"no calibration: {error_line(e, typed=not isinstance(e, (ModelError, OSError)))}"
                 if not isinstance(e, (ModelError, OSError)):
                     log.warning("auto: int8 left out: %s", calib_error)
         if p == "int8" and calib_error:
@@ -345,7 +339,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
         except Exception as e:  # noqa: BLE001  (int8 from a calibration auto made itself: never fatal;
             if p != "int8" or spec.calib is not None:  # a calibration the user gave: their error, one line)
                 raise
-            measured[key] = {"error": _one_line(e)}
+            measured[key] = {"error": error_line(e, typed=not isinstance(e, (ModelError, OSError)))}
             log.warning("auto: %s left out: %s", key, measured[key]["error"])
     if not live:
         raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
@@ -400,6 +394,15 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
     return Choice(b, p, ok[best], ok.get(base_key, 0.0), measured, calib=calib)
 
 
+def _lookup(spec, network: Network, probe: bool, self_calib: bool, use_cache: bool
+            ) -> Tuple[Dict, Path, Optional[Choice]]:
+    """The request's cache fields, its cache file, and the choice cached there (None when
+    there is none, it is stale, or use_cache is off)."""
+    fields = cache_fields(spec, network, probe, self_calib)
+    path = cache_path(spec, network, fields)
+    return fields, path, read_cached(path, fields) if use_cache else None
+
+
 def chosen_spec(spec, choice: Choice):
     """`spec` set to run what auto chose (with the calibration it chose int8 with)."""
     spec = spec.with_(backend=choice.backend, precision=choice.precision)
@@ -421,9 +424,8 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
 
         checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
     if read_probe is not None and probe_frames is None:
-        if use_cache and spec.precision == "auto" and len(candidate_pairs(spec)) > 1:
-            fields = cache_fields(spec, network, True)
-            cached = read_cached(cache_path(spec, network, fields), fields)
+        if spec.precision == "auto" and len(candidate_pairs(spec)) > 1:
+            cached = _lookup(spec, network, True, False, use_cache)[2]
             if cached is not None:
                 return cached
         probe_frames = read_probe() or None
@@ -433,12 +435,9 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
     pairs = candidate_pairs(spec, self_calib)
     if len(pairs) == 1:  # e.g. backend auto with precision bf16: nothing to choose or measure
         return Choice(*pairs[0])
-    fields = cache_fields(spec, network, bool(probe), self_calib)
-    path = cache_path(spec, network, fields)
-    if use_cache:
-        cached = read_cached(path, fields)
-        if cached is not None:
-            return cached
+    fields, path, cached = _lookup(spec, network, bool(probe), self_calib, use_cache)
+    if cached is not None:
+        return cached
     seconds = float((spec.extra or {}).get("auto_seconds", DEFAULT_SECONDS) if seconds is None else seconds)
     choice = measure(spec, network, probe, seconds, calib_source if self_calib else None)
     choice.probe = probe_id

@@ -22,7 +22,6 @@ kept. A directory without a readable meta.json of this model is rebuilt, never t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .darknet import Network
-from .errors import ModelError
+from .errors import ModelError, quiet_loggers
 from .onnx_export import default_cache_dir, model_key
 from .quantize import MIN_FRAMES, calibrate, load_meta, read_calibration_frames
 
@@ -48,20 +47,6 @@ JPEG_QUALITY = 95
 
 
 QUIET_LOGGERS = ("trackpipe.models.quantize", "trackpipe.models.equalize", "trackpipe.models.onnx_export")
-
-
-@contextlib.contextmanager
-def _quiet(names: Sequence[str]):
-    """These loggers show warnings and errors only, for the duration."""
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def calibration_dir(network: Network, cache_dir: Optional[Path] = None) -> Path:
@@ -128,7 +113,7 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
             if not cv2.imwrite(str(tmp / "frames" / f"{i:03d}.jpg"), f, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise ModelError(f"cannot write calibration frames under {tmp}")
         # the frames folder is the calibration's source from here on: meta.json points at its final place
-        with _quiet(QUIET_LOGGERS):   # the warning above says what happens; its steps are no news
+        with quiet_loggers(*QUIET_LOGGERS):   # the warning above says what happens; its steps are no news
             calibrate(network, str(tmp / "frames"), tmp, frames=len(frames), method=METHOD, letterbox=letterbox,
                       cache_dir=cache_dir)
         meta_path = tmp / "meta.json"

@@ -90,6 +90,31 @@ def native_stderr_quiet():
         os.close(saved)
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str):
+    """The loggers ``names`` show warnings and errors only, meanwhile (a step whose own warning
+    line already says what happens: its INFO details are no news)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def error_line(e: BaseException, typed: bool = True) -> str:
+    """``e`` as one line: the first line of its message, after its type name when ``typed``
+    (``RuntimeError: boom``); its type name alone when the message is empty."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    if not first:
+        return type(e).__name__
+    return f"{type(e).__name__}: {first}" if typed else first
+
+
 def check_file(path, what: str) -> Path:
     """``path`` as a Path when it is a readable regular file, else ModelError with one line:
     '<what> not found: P', '<what> P is a directory, not a file'."""

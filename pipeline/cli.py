@@ -178,8 +178,8 @@ def guarded(body: Callable[[], int]) -> int:
 
 def user_error(e: Exception) -> int:
     """One `error:` line on stderr for a bad input; returns the exit code (2)."""
-    text = str(e).strip()
-    sys.stderr.write(f"error: {text.splitlines()[0] if text else type(e).__name__}\n")
+    from trackpipe.models.errors import error_line
+    sys.stderr.write(f"error: {error_line(e, typed=False)}\n")
     code = getattr(e, "exit_code", 2)
     return 2 if code == 1 else code
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..cpu import cpu_info
 from ..detector import Detector
-from ..errors import BackendUnavailable, ModelError
+from ..errors import BackendUnavailable, ModelError, quiet_loggers
 from ..onnx_export import MISH_INNER, default_cache_dir, export_onnx, model_key
 
 log = logging.getLogger(__name__)
@@ -176,16 +176,10 @@ def nncf_int8_path(spec, network, ov) -> Path:
     patterns = [f"^{name}(/.*)?$" for name in meta.float_layers]
     # NNCF draws a progress bar on stdout (a rich console) and logs its graph at INFO on its own
     # handler: the warning above says what happens
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
-                                      ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False)
-                                      if patterns else None)
-    finally:
-        nncf_log.setLevel(level)
+    with quiet_loggers("nncf"), contextlib.redirect_stdout(io.StringIO()):
+        quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
+                                  ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False)
+                                  if patterns else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)

@@ -22,6 +22,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
+from trackpipe.models.errors import error_line
 from trackpipe.pipeline.config import SourceConfig
 from trackpipe.pipeline.errors import ConfigError, SourceError
 
@@ -386,8 +387,7 @@ def screen_monitors() -> List[dict]:
         with factory() as sct:
             return [dict(m) for m in sct.monitors]
     except Exception as e:  # mss raises ScreenShotError without a display
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot grab the screen: {first}") from None
+        raise ConfigError(f"cannot grab the screen: {error_line(e, typed=False)}") from None
 
 
 def screen_region(uri: str) -> Tuple[int, int, int, int]:

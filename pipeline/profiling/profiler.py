@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from trackpipe.pipeline.runtime.placement import available_cores
 from trackpipe.pipeline.transport.messages import StatsSnapshot
 
 from .aggregate import GroupAggregate, StageAggregate
@@ -118,8 +119,7 @@ class Profiler:
 
     # --- the report ---------------------------------------------------------------------------
     def build(self, meta: dict) -> dict:
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        meta = dict(meta, cpu_count=os.cpu_count(), cores_usable=usable, timeline=self.timeline)
+        meta = dict(meta, cpu_count=os.cpu_count(), cores_usable=len(available_cores()), timeline=self.timeline)
         self.report = build_report({n: self.group(n) for n in self.stages}, meta)
         return self.report
 

@@ -29,7 +29,7 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
                  on_tick: Optional[Callable] = None) -> RunResult:
     """Run to completion (or stop); never raises for bad input: see ``RunResult.error``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # children: keep stderr for our own messages
-    from trackpipe.models.errors import ModelError
+    from trackpipe.models.errors import ModelError, error_line
 
     t0 = time.monotonic()
     try:
@@ -44,7 +44,7 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     except PipelineError as e:
         return RunResult(e.exit_code, str(e), None, "bad_input")
     except ModelError as e:
-        return RunResult(2, str(e).strip().splitlines()[0], None, "bad_input")
+        return RunResult(2, error_line(e, typed=False), None, "bad_input")
     sup = Supervisor(cfg, spec, cameras, names, detector_factory=detector_factory)
     sup.on_tick = on_tick
     code = sup.run()

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional
 
 import zmq
 
+from trackpipe.models.errors import error_line
 from trackpipe.pipeline.profiling.stats import StageStats
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
@@ -202,8 +203,7 @@ class StageProcess(SpawnProcess):
             code = 1
         except Exception as e:  # report, with the traceback at debug level
             log.debug("stage %s crashed", self.stage, exc_info=True)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self.send_state(StageState.ERROR, f"{type(e).__name__}: {first}" if first else type(e).__name__)
+            self.send_state(StageState.ERROR, error_line(e))
             code = 1
         finally:
             try:

@@ -134,7 +134,7 @@ class InferProcess(StageProcess):
             self.inp.connect(busmod.endpoint(self.rc.run_dir, of_camera(FRAMES, i)))
         self.out = self.bus.push(DETS, hwm=hwm * n)
         self.ctls = [self.bus.push(of_camera(CTL, i), hwm=64, flush=False) for i in range(n)]
-        from trackpipe.models.errors import ModelError
+        from trackpipe.models.errors import ModelError, error_line
         from trackpipe.models.factory import build_detector
         try:
             if self.factory is None and getattr(self.spec, "precision", "") == "auto" and self.probe_uri:
@@ -144,7 +144,7 @@ class InferProcess(StageProcess):
             else:
                 self.detector = (self.factory or build_detector)(self.spec)
         except (ModelError, ValueError, FileNotFoundError) as e:
-            raise StageError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+            raise StageError(error_line(e, typed=False)) from None
         self.stats.counters.update(detect_s=0.0, detect_n=0, solo_s=0.0, solo_n=0, batches=0)
         if self.warmup and self.solo_seconds > 0:
             self.batch = self._measure()
