@@ -1,5 +1,6 @@
 """The supervisor's parts alone: the topology table, the profiler's queue depths from it, the
-restart policy, the stop signals, and the checks made before anything starts."""
+restart policy and its backoff, the hung check of restarted stages, the stop signals, and the
+checks made before anything starts."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from trackpipe.pipeline.errors import ConfigError
 from trackpipe.pipeline.profiling.profiler import IN, OUT, Profiler
 from trackpipe.pipeline.runtime.inputs import check_display, check_tracker, display_mode
 from trackpipe.pipeline.runtime.topology import Topology
-from trackpipe.pipeline.runtime.watchdog import RestartPolicy, describe_exit
+from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.runtime.watchdog import RestartPolicy, describe_exit, silent_stages, slow_restarts
 
 
 def test_topology_table():
@@ -58,6 +60,48 @@ def test_restart_policy_window():
     now[0] = 61.0
     assert r.allow("infer") and r.recent("infer") == 1
     assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(3) == "exit code 3"
+
+
+def test_restart_backoff_doubles_within_the_minute():
+    now = [0.0]
+    r = RestartPolicy(10, clock=lambda: now[0], backoff_initial_s=1.0, backoff_max_s=4.0)
+    waits = []
+    for _ in range(5):
+        assert r.allow("infer")
+        waits.append(r.backoff_s("infer"))
+    assert waits == [0.0, 1.0, 2.0, 4.0, 4.0] and r.backoff_s("track") == 0.0
+    now[0] = 200.0                              # a quiet minute later: at once again
+    assert r.allow("infer") and r.backoff_s("infer") == 0.0
+
+
+class _Proc:
+    def __init__(self, exitcode=None):
+        self.exitcode = exitcode
+
+
+def test_hung_check_spares_a_restarted_stage_until_it_is_ready_and_its_grace_is_over():
+    """The stage board row of a killed stage keeps its old heartbeat and ready flag: a restart
+    starts on a cleared row, and its silence counts from its own start at the earliest."""
+    board = StageBoard(2)
+    index = {"infer": 0, "track": 1}
+    board.set(0, StageBoard.READY, 1.0)
+    board.set(0, StageBoard.BEAT, 100.0)         # the frozen process's last beat
+    board.set(0, StageBoard.IN, 7.0)
+    procs = {"infer": _Proc(), "track": _Proc()}
+    assert silent_stages(board, procs, index, 10.0, now=111.0) == {"infer": 11.0}
+    # restarted at 111: ready at once (a stale row) would still count from its start
+    assert silent_stages(board, procs, index, 10.0, now=115.0, since={"infer": 111.0}) == {}
+    assert silent_stages(board, procs, index, 10.0, now=121.5, since={"infer": 111.0}) == {"infer": 10.5}
+    board.reset(0)                               # what the supervisor does before the restart
+    assert board.get(0, StageBoard.READY) == 0.0 and board.get(0, StageBoard.BEAT) == 0.0
+    assert board.get(0, StageBoard.IN) == 7.0    # counters go on across restarts
+    assert silent_stages(board, procs, index, 10.0, now=500.0, since={"infer": 111.0}) == {}
+    # ... but a restart that never becomes ready is hung after the start-up timeout
+    assert slow_restarts(board, procs, index, {"infer": 111.0}, 30.0, now=140.0) == {}
+    assert slow_restarts(board, procs, index, {"infer": 111.0}, 30.0, now=142.0) == {"infer": 31.0}
+    board.set(0, StageBoard.READY, 1.0)
+    assert slow_restarts(board, procs, index, {"infer": 111.0}, 30.0, now=142.0) == {}
+    assert slow_restarts(board, {"infer": _Proc(-9), "track": _Proc()}, index, {"infer": 1.0}, 30.0, 142.0) == {}
 
 
 _SIGNALS_CHECK = """

@@ -3,8 +3,9 @@
 It builds the processes from the topology table (`runtime.processes`), waits until all are
 ready, then lets capture go. Every ~100 ms it reads State / Stats / Log messages, notices a
 stage that died (exit code) or stopped heart-beating (`runtime.watchdog`), and either
-restarts it (live sources, at most ``max_restarts_per_min``) or stops the run with a clear
-message (files). SIGINT / SIGTERM set one stop request (`runtime.signals`); stages get
+restarts it (live sources, at most ``max_restarts_per_min``, after a growing backoff, on a
+cleared board row with a start-up grace) or stops the run with a clear message (files).
+SIGINT / SIGTERM set one stop request (`runtime.signals`); stages get
 ``stop_timeout_s`` to finish (render finalises the video) and are then SIGKILLed. The shared
 memory and the ipc folder are removed on every exit path; the profile (`profiling`) is
 written on every exit path too.
@@ -36,7 +37,7 @@ from .shared import Flag, StageBoard
 from .signals import StopSignals, start_with_signals_blocked
 from . import placement as placing
 from .topology import Topology
-from .watchdog import RestartPolicy, describe_exit, kill, not_ready, silent_stages
+from .watchdog import RestartPolicy, describe_exit, kill, not_ready, silent_stages, slow_restarts
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ class Supervisor:
         self.rc: Optional[RunContext] = None
         self.profiler: Optional[Profiler] = None
         self.go_at: Optional[float] = None
-        self._hung: Dict[str, float] = {}   # stage -> seconds silent, for the message once it is dead
+        self._hung: Dict[str, str] = {}     # stage -> why it was killed as hung, for the message once it is dead
+        self._pending: Dict[str, float] = {}  # stage -> monotonic time its restart is due (backoff)
+        self._started: Dict[str, float] = {}  # stage -> monotonic start of its current process
+        self._restarted: Dict[str, float] = {}  # the same, for restarted processes only
 
     # views used by hooks and tests
     @property
@@ -174,8 +178,13 @@ class Supervisor:
         return self.exit_code
 
     def _start(self, name: str) -> None:
+        # a fresh board row: no ready flag, no heartbeat of the previous process (counters kept)
+        self.board.reset(self.rc.stage_index[name])
         self.procs[name] = self.factory.make(name, self.incarnation[name])
         start_with_signals_blocked(self.procs[name])
+        self._started[name] = time.monotonic()
+        if self.incarnation[name]:
+            self._restarted[name] = self._started[name]
         cores = self.placement.cores_of(name)
         if cores and not placing.apply(self.procs[name].pid, cores):
             log.warning("could not place stage '%s' on cores %s", name, ",".join(map(str, cores)))
@@ -200,6 +209,7 @@ class Supervisor:
             now = time.monotonic()
             if not self._check_processes(now):
                 return
+            self._restart_due(now)
             if self.go_at is None:
                 self._maybe_go(now)
             elif cfg.pipeline.duration_s and now - self.go_at >= cfg.pipeline.duration_s:
@@ -249,13 +259,15 @@ class Supervisor:
         """Exit codes first (a dead stage is seen within one poll), then heartbeats. -> False
         when the run must stop."""
         for n, p in list(self.procs.items()):
+            if n in self._pending:  # failed and handled; its restart waits for its backoff
+                continue
             if p.exitcode is None or self.state.get(n) in (StageState.DONE, StageState.FINISHED):
                 if p.exitcode is not None:
                     self.state[n] = StageState.FINISHED
                 continue
             if p.exitcode >= 0:  # its last messages (DONE, an error line) may still be in flight
                 self._drain(200)
-            if self.procs.get(n) is not p:  # already restarted while draining
+            if self.procs.get(n) is not p or n in self._pending:  # already handled while draining
                 continue
             if self.state.get(n) == StageState.DONE:
                 self.state[n] = StageState.FINISHED
@@ -265,16 +277,31 @@ class Supervisor:
                     return False
                 continue  # reported (and handled) with its own message
             hung = self._hung.pop(n, None)
-            self._stage_failed(n, f"stage '{n}' hung (no heartbeat for {hung:.1f}s) and was killed" if hung
+            self._stage_failed(n, f"stage '{n}' hung ({hung}) and was killed" if hung
                                else f"stage '{n}' died ({describe_exit(p.exitcode)})")
             if self.error:
                 return False
-        for n, silent in silent_stages(self.board, self.procs, self.rc.stage_index,
-                                       self.cfg.pipeline.heartbeat_timeout_s, now).items():
-            self._hung[n] = silent
-            self.state[n] = StageState.HUNG
-            kill(self.procs[n])
+        c = self.cfg.pipeline
+        live = {n: p for n, p in self.procs.items() if n not in self._pending}
+        hung = {n: f"no heartbeat for {s:.1f}s" for n, s in
+                silent_stages(self.board, live, self.rc.stage_index, c.heartbeat_timeout_s, now, self._started).items()}
+        hung.update({n: f"not ready {s:.1f}s after its restart" for n, s in
+                     slow_restarts(self.board, live, self.rc.stage_index, self._restarted, c.start_timeout_s,
+                                   now).items()})
+        for n, why in hung.items():
+            if n not in self._hung:
+                self._hung[n] = why
+                self.state[n] = StageState.HUNG
+                kill(self.procs[n])
         return True
+
+    def _restart_due(self, now: float) -> None:
+        """Start the restarts whose backoff is over, once the failed process is gone (its board
+        row is cleared then, and nothing of it can write there any more)."""
+        for n, due in list(self._pending.items()):
+            if now >= due and self.procs[n].exitcode is not None:
+                del self._pending[n]
+                self._start(n)
 
     def _drain(self, timeout_ms: int) -> None:
         msg = busmod.recv(self.stats_sock, timeout_ms)
@@ -320,10 +347,13 @@ class Supervisor:
                 EXIT_FAILED, "failed")
             return
         self.incarnation[n] += 1
-        log.warning("%s; restarting it (%d/%d this minute)", message, self.restarts.recent(n), limit)
+        wait = self.restarts.backoff_s(n)
+        log.warning("%s; restarting it%s (%d/%d this minute)", message, f" in {wait:g}s" if wait else "",
+                    self.restarts.recent(n), limit)
         self.profiler.new_incarnation(n)
         self.state.pop(n, None)
-        self._start(n)
+        self._restarted.pop(n, None)
+        self._pending[n] = time.monotonic() + wait
 
     # --- shutdown ------------------------------------------------------------------------------
     def _shutdown(self) -> None:
