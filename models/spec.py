@@ -34,10 +34,15 @@ KEYS = {"model": "model", "cfg": "cfg", "weights": "weights", "names": "names", 
 FILE_KEYS = ("cfg", "weights", "names", "calib")
 
 
+SIZE_STEP = 32      # the darknet detectors' largest stride (YOLOv3/v4, -tiny, Yolo-Fastest): 32
+MAX_SIZE = 4096     # a network input side above this is a typo (memory is checked before a run too)
+
+
 def parse_size(value: Any) -> Tuple[int, int]:
-    """``320``, ``"320"``, ``"416x320"`` (w x h), ``[416, 320]`` -> (w, h); positive multiples of 32.
-    ``None`` or 0 -> (0, 0): the cfg's (or the named model's) own size."""
-    if value is None:
+    """``320``, ``"320"``, ``"416x320"`` (w x h), ``[416, 320]`` -> (w, h): multiples of
+    ``SIZE_STEP`` from 32 to ``MAX_SIZE``. ``None`` (and the tuple ``(0, 0)``, the unset value of
+    `ModelSpec.size`) -> (0, 0): the cfg's (or the named model's) own size; a 0 given is an error."""
+    if value is None or value == (0, 0):
         return (0, 0)
     if isinstance(value, str):
         try:
@@ -55,10 +60,9 @@ def parse_size(value: Any) -> Tuple[int, int]:
     if len(parts) != 2:
         raise ModelConfigError(f"size: expected N, WxH or [W, H], got {value!r}")
     w, h = parts
-    if (w, h) == (0, 0):
-        return (0, 0)
-    if w <= 0 or h <= 0 or w % 32 or h % 32:
-        raise ModelConfigError(f"size: must be positive multiples of 32, got {w}x{h}")
+    if not (SIZE_STEP <= w <= MAX_SIZE and SIZE_STEP <= h <= MAX_SIZE) or w % SIZE_STEP or h % SIZE_STEP:
+        raise ModelConfigError(f"size: must be multiples of {SIZE_STEP} (the models' largest stride) from "
+                               f"{SIZE_STEP} to {MAX_SIZE}, got {w}x{h} (leave size out for the model's own)")
     return (w, h)
 
 

@@ -42,6 +42,9 @@ def test_mapping_round_trip_and_yaml_keys(tmp_path):
     assert ModelSpec.from_mapping(m) == spec
     assert ModelSpec.from_mapping(yaml.safe_load(yaml.safe_dump(m))) == spec
     assert ModelSpec.from_mapping({"size": 320}).to_mapping()["size"] == 320
+    # unset (the model's own size): left out, null, or the spec's own (0, 0); the bounds are inclusive
+    assert ModelSpec.from_mapping({"size": None}).size == ModelSpec().size == (0, 0)
+    assert ModelSpec.from_mapping({"size": "32x4096"}).size == (32, 4096)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -52,7 +55,15 @@ def test_mapping_round_trip_and_yaml_keys(tmp_path):
     ({"conf": 1.5}, "model.conf: 1.5 is outside [0, 1]"),
     ({"conf": "high"}, "model.conf: expected a number, got 'high'"),
     ({"nms": 0}, "model.nms: 0.0 is outside (0, 1]"),
-    ({"size": 300}, "model.size: must be positive multiples of 32, got 300x300"),
+    ({"size": 300}, "model.size: must be multiples of 32 (the models' largest stride) from 32 to 4096, got 300x300"),
+    ({"size": 32000}, "model.size: must be multiples of 32 (the models' largest stride) from 32 to 4096, got "
+                      "32000x32000"),
+    ({"size": 0}, "model.size: must be multiples of 32 (the models' largest stride) from 32 to 4096, got 0x0 "
+                  "(leave size out for the model's own)"),
+    ({"size": "0x0"}, "model.size: must be multiples of 32"),
+    ({"size": [320, 0]}, "model.size: must be multiples of 32"),
+    ({"size": "4128x320"}, "model.size: must be multiples of 32"),
+    ({"conf": float("nan")}, "model.conf: nan is outside [0, 1]"),
     ({"size": "big"}, "model.size: expected N or WxH, got 'big'"),
     ({"threads": -1}, "model.threads: -1 is outside [0, 1024]"),
     ({"threads": 1.5}, "model.threads: expected an integer, got 1.5"),
