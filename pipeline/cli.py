@@ -126,7 +126,12 @@ def load(argv):
         set_value(cfg, k.strip(), parse_scalar(v))
     for dest, key in _OVERRIDES.items():
         if getattr(args, dest, None) is not None:
-            set_value(cfg, key, getattr(args, dest))
+            try:
+                set_value(cfg, key, getattr(args, dest))
+            except ConfigError as e:  # name the flag the user typed, and the key it sets
+                msg = str(e)
+                raise ConfigError(f"--{dest.replace('_', '-')} ({key}){msg[len(key):]}"
+                                  if msg.startswith(f"{key}:") else msg) from None
     if args.snapshot_classes is not None:
         cfg.output.snapshot_classes = _class_list(args.snapshot_classes)
     if args.mqtt is not None:  # the URL; the config's other MQTT settings stay
@@ -148,6 +153,9 @@ def _apply_sources(cfg, sources: list, cameras: list) -> None:
     """``--source`` once: ``source.uri``; several times: the run's cameras (replacing the config's);
     ``--camera`` names them in the same order."""
     from trackpipe.pipeline.errors import ConfigError
+    from trackpipe.pipeline.runtime.cameras import check_camera_name
+    for name in cameras:
+        check_camera_name(name, "--camera")
     if len(cameras) > max(1, len(sources) or len(cfg.cameras or [])):
         raise ConfigError(f"--camera given {len(cameras)} times for {max(1, len(sources))} source(s)")
     if len(sources) == 1:

@@ -11,6 +11,7 @@ are relative to that file; every other path is relative to the working directory
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from trackpipe.models.errors import ModelError
 from trackpipe.models.spec import ModelSpec
 
 from .errors import ConfigError
+
+YAML_MAX_DEPTH = 64          # nesting levels of a config file
+YAML_MAX_VALUES = 100_000    # values of a config file once its aliases are expanded
 
 
 def _f(default, *, choices=None, min=None, max=None, min_excl=None, help="", check=None):  # noqa: A002
@@ -99,7 +103,8 @@ class PipelineConfig:
     cpus: Union[bool, str, Dict[str, Any]] = _f("auto", check=lambda v: _check_cpus(v),
                                           help="CPU placement: auto (infer on its own cores), off, or "
                                                "{stage: [cores]} (runtime/placement.py)")
-    camera: str = _f("cam0", help="the camera's name in events, MQTT topics and zones/lines")
+    camera: str = _f("cam0", check=lambda v: _check_camera(v),
+                     help="the camera's name in events, MQTT topics, zones/lines and {camera} in output paths")
 
 
 @dataclass
@@ -204,6 +209,8 @@ def _coerce(value: Any, tp, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
@@ -276,10 +283,75 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
     apply_dict(cfg, data)
 
 
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for untrusted files: a document nested deeper than ``YAML_MAX_DEPTH``
+    levels, holding more than ``YAML_MAX_VALUES`` values once its aliases are expanded (a "billion
+    laughs" file of a few hundred bytes), or an alias inside its own anchor is refused as a
+    ``yaml.YAMLError`` while it is composed, before any Python object is built from it."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {YAML_MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
+
+
+def _node_children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for kv in node.value for n in kv]
+    return []
+
+
+def _check_expanded_size(root) -> None:
+    """Count the values of the node graph ``root`` as if every alias were copied out (each shared
+    node counted once per reference, memoised: linear in the file's size, no recursion)."""
+    size: Dict[int, int] = {}
+    on_path = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        k = id(node)
+        if done:
+            on_path.discard(k)
+            n = 1 + sum(size[id(c)] for c in _node_children(node))
+            if n > YAML_MAX_VALUES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"its aliases expand to more than {YAML_MAX_VALUES} values", node.start_mark)
+            size[k] = n
+            continue
+        if k in size:
+            continue
+        if k in on_path:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to its own anchor", node.start_mark)
+        on_path.add(k)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _node_children(node) if id(c) not in size)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` parsed by `BoundedLoader` (safe tags only, bounded depth and expansion)."""
+    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_scalar(text: str) -> Any:
     """A ``--set key=value`` value: YAML scalar syntax (``4``, ``true``, ``[0, 2]``, ``null``)."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -292,7 +364,7 @@ def load_config(path: Optional[str] = None, data: Optional[dict] = None) -> Conf
         if not p.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = load_yaml(p.read_text())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -310,6 +382,11 @@ def load_config(path: Optional[str] = None, data: Optional[dict] = None) -> Conf
 def _check_cpus(value) -> Optional[str]:
     from .runtime.placement import check_cpus
     return check_cpus(value)
+
+
+def _check_camera(value) -> Optional[str]:
+    from .runtime.cameras import camera_name_problem
+    return camera_name_problem(value)
 
 
 def to_dict(cfg) -> dict:

@@ -82,3 +82,67 @@ def test_model_files_relative_to_the_config_file(tmp_path):
     c = load_config(str(p))
     assert str(c.model.cfg) == str(tmp_path / "models" / "x.cfg")
     assert str(c.model.weights) == "/abs/x.weights" and c.output.video == "out.mp4"  # outputs: the working dir
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pipeline:\n  duration_s: .nan\n", "pipeline.duration_s: expected a finite number, got nan"),
+    ("pipeline:\n  duration_s: .inf\n", "pipeline.duration_s: expected a finite number, got inf"),
+    ("source:\n  fps: .nan\n", "source.fps: expected a finite number, got nan"),
+    ("source:\n  watchdog_s: -.inf\n", "source.watchdog_s: expected a finite number, got -inf"),
+    ("pipeline:\n  camera: ..\n", "pipeline.camera: camera names are 1-64 of A-Z a-z 0-9 _ . -, first a letter"),
+    ("pipeline:\n  camera: a/b\n", "pipeline.camera: camera names are"),
+    ("pipeline:\n  camera: \"cam0\\n\"\n", r"got 'cam0\n'"),
+])
+def test_rejects_non_finite_numbers_and_path_unsafe_camera_names(tmp_path, text, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(_yaml(tmp_path, text))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def _bomb(levels: int = 9) -> str:
+    """A "billion laughs" list: ``levels`` anchors, each a list of 9 aliases of the one before (9**levels
+    strings once expanded, in a few hundred bytes)."""
+    items = ["&a0 [" + ", ".join(["lol"] * 9) + "]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bomb under zones", "zones:\n  - name: z\n    points: [[0, 0], [1, 0], [1, 1]]\n    classes: " + _bomb() + "\n",
+     "line 4 invalid YAML: its aliases expand to more than 100000 values"),
+    ("bomb under tracker options", "tracker:\n  options:\n    x: " + _bomb() + "\n", "expand to more than 100000"),
+    ("deep flow", "pipeline: " + "[" * 5000 + "]" * 5000 + "\n", "line 1 invalid YAML: nested deeper than 64 levels"),
+    ("deep block", "a:\n" + "".join(" " * i + "b:\n" for i in range(1, 200)),
+     "invalid YAML: nested deeper than 64 levels"),
+    ("recursive alias", "zones: &z [*z]\n", "invalid YAML: an alias refers to its own anchor"),
+])
+def test_yaml_bombs_and_deep_nesting_refused_before_they_are_built(tmp_path, name, text, message):
+    """A few hundred bytes that expand to billions of values, or 5,000 levels of nesting: one line
+    naming the file, with little memory (the bomb expanded is gigabytes; deep nesting was a
+    RecursionError)."""
+    import tracemalloc
+    path = _yaml(tmp_path, text)
+    assert len(text) < 40_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "\n" not in str(e.value)
+    assert peak < 50 * 2**20, peak
+
+
+def test_yaml_within_the_limits_loads_aliases_and_all(tmp_path):
+    deep = []
+    for _ in range(60):   # 62 levels with the top mapping: within the 64
+        deep = [deep]
+    c = load_config(_yaml(tmp_path, "tracker:\n  options: {max_age: 5}\nzones:\n"
+                                    "  - {name: a, points: [[0, 0], [1, 0], [1, 1]], classes: &p [person, car]}\n"
+                                    "  - {name: b, points: [[0, 0], [1, 0], [1, 1]], classes: *p}\n"
+                                    "lines: [" + "[" * 60 + "]" * 60 + "]\n"))
+    assert c.tracker.options == {"max_age": 5} and c.zones[1]["classes"] == ["person", "car"]
+    assert c.lines == deep
+    assert parse_scalar(_bomb()) == _bomb()   # --set: a refused value stays the text it was
+    assert parse_scalar("[1, *x]") == "[1, *x]" and parse_scalar("[0, 2]") == [0, 2]

@@ -19,7 +19,10 @@ from trackpipe.pipeline.errors import ConfigError
 from trackpipe.pipeline.events.config import EventConfigError, check_cameras, parse_shapes
 
 CAMERA_KEYS = ("name", "uri", "classes", "zones", "lines", "output", "mot", "events", "snapshots")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# a camera's name is part of file and folder names ({camera} in output paths) and of MQTT topics:
+# no '.' or '..', no separator, no space or control character, no leading '-' or '.'
+CAMERA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+CAMERA_NAME_RULE = "1-64 of A-Z a-z 0-9 _ . -, first a letter, digit or _"
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,18 @@ def _per_camera(path: Optional[str], name: str, several: bool, kind: str) -> Opt
     return str(p / name) if kind == "folder" else str(p.with_name(f"{p.stem}_{name}{p.suffix}"))
 
 
-def _check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"{where}: camera names are 1-64 letters, digits, '_', '-' or '.', got {name!r}")
+def camera_name_problem(name: Any) -> Optional[str]:
+    """None for a valid camera name (`CAMERA_NAME`), else what is wrong, in one line."""
+    if isinstance(name, str) and CAMERA_NAME.fullmatch(name):
+        return None
+    return f"camera names are {CAMERA_NAME_RULE} (pattern {CAMERA_NAME.pattern}), got {name!r}"
+
+
+def check_camera_name(name: Any, where: str) -> str:
+    """``name`` if it is a valid camera name, else ConfigError naming ``where``."""
+    problem = camera_name_problem(name)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     return name
 
 
@@ -91,7 +103,8 @@ def resolve_cameras(cfg, names: Optional[List[str]] = None) -> List[Camera]:
     cams: List[Camera] = []
     for i, c in enumerate(entries):
         default = f"cam{i}" if several or not cfg.pipeline.camera else cfg.pipeline.camera
-        name = _check_name(c.get("name") or default, f"cameras[{i}].name")
+        name = check_camera_name(c.get("name") or default,
+                                 f"cameras[{i}].name" if cfg.cameras else "pipeline.camera")
         try:
             classes = parse_classes(c["classes"], names) if c.get("classes") else None
         except ModelError as e:
