@@ -33,7 +33,7 @@ class EventConfigError(ValueError):
 
 
 def _check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise EventConfigError(f"{where}.name: {name!r} is not a valid name (letters, digits, '_', '.', '-')")
     return name
 
@@ -170,7 +170,7 @@ class Line(_Shape):
         if np.allclose(p[0], p[1]):
             raise EventConfigError(f"{w}.points: the two points of the line are the same")
         d = self.directions
-        if (not isinstance(d, (list, tuple)) or len(d) != 2 or not all(isinstance(s, str) and NAME_RE.match(s)
+        if (not isinstance(d, (list, tuple)) or len(d) != 2 or not all(isinstance(s, str) and NAME_RE.fullmatch(s)
                                                                       for s in d) or d[0] == d[1]):
             raise EventConfigError(f"{w}.directions: expected two different names, got {d!r}")
         self.directions = (d[0], d[1])
@@ -231,9 +231,13 @@ def redact_url(url: str) -> str:
     return f"{u.scheme}://{user}{host}{port}{u.path}"
 
 
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def expand_env(value: str) -> str:
-    """``${VAR}`` -> the environment's VAR (unset: empty string); nothing else is expanded."""
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: os.environ.get(m.group(1), ""), value)
+    """``${VAR}`` -> the environment's VAR (unset: empty string; `WebhookConfig` refuses an
+    unset one when it is made); nothing else is expanded."""
+    return ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
 
 
 @dataclass
@@ -254,6 +258,7 @@ class MqttConfig:
     reconnect_max_s: float = 30.0
     tls_ca: Optional[str] = None
     tls_insecure: bool = False
+    outbox: Any = True   # undelivered events on disk: true, false, a folder or a mapping (outbox.py)
 
     def __post_init__(self) -> None:
         w = "mqtt"
@@ -282,6 +287,7 @@ class MqttConfig:
                 raise EventConfigError(f"{w}.{k}: expected an integer {lo}..{hi}, got {v!r}")
         if not (0 < self.reconnect_min_s <= self.reconnect_max_s <= 3600):
             raise EventConfigError(f"{w}.reconnect_min_s/reconnect_max_s: need 0 < min <= max <= 3600")
+        self.outbox = _outbox(self.outbox, f"{w}.outbox")
 
     @property
     def safe_url(self) -> str:
@@ -295,6 +301,14 @@ class MqttConfig:
         if isinstance(data, str):
             data = {"url": data}
         return _from_dict(cls, data, where)
+
+
+def _outbox(value: Any, where: str):
+    from .outbox import OutboxConfig
+    try:
+        return OutboxConfig.parse(value, where)
+    except ValueError as e:
+        raise EventConfigError(str(e)) from None
 
 
 def _unquote(s: str) -> str:
@@ -316,9 +330,11 @@ class WebhookConfig:
     events: Optional[Sequence[str]] = None
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    outbox: Any = True   # undelivered events on disk: true, false, a folder or a mapping (outbox.py)
+    where: str = field(default="webhook", repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        w = "webhook"
+        w = self.where
         try:
             u = urlsplit(self.url) if isinstance(self.url, str) else None
         except ValueError:
@@ -328,6 +344,11 @@ class WebhookConfig:
         if not isinstance(self.headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                          for k, v in self.headers.items()):
             raise EventConfigError(f"{w}.headers: expected a mapping of header names to strings")
+        for k, v in self.headers.items():
+            unset = [m.group(1) for m in ENV_REF.finditer(v) if m.group(1) not in os.environ]
+            if unset:
+                raise EventConfigError(f"{w}.headers.{k}: environment variable {unset[0]} is not set "
+                                       f"(the value uses ${{{unset[0]}}})")
         if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s <= 600):
             raise EventConfigError(f"{w}.timeout_s: expected a number in (0, 600], got {self.timeout_s!r}")
         if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
@@ -338,6 +359,7 @@ class WebhookConfig:
             self.events = tuple(self.events)
         if not (0 < self.backoff_initial_s <= self.backoff_max_s <= 3600):
             raise EventConfigError(f"{w}.backoff_initial_s/backoff_max_s: need 0 < initial <= max <= 3600")
+        self.outbox = _outbox(self.outbox, f"{w}.outbox")
 
     @property
     def safe_url(self) -> str:
