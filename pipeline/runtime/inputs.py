@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -24,6 +24,8 @@ from .cameras import Camera, resolve_cameras
 log = logging.getLogger(__name__)
 
 WAIT_NOTICE_S = 60.0    # an absent stream at start: the "waiting for" line at most this often
+CALIB_FRAMES_AT_ONCE = 8  # int8 calibration (models.quantize) holds every tensor of 8 frames at once
+GiB = 1024 ** 3
 
 
 def read_names(path) -> Optional[List[str]]:
@@ -84,13 +86,101 @@ def prepare(cfg: Config, spec) -> List[Camera]:
     check_events(cfg, cams, names)
     check_display(cfg, cams)
     if len(cams) == 1:
-        return [replace(cams[0], info=probe_source(cfg.source, cams[0].uri))]
-    out = [replace(c, info=probe_camera(cfg.source, c)) for c in cams]
-    kinds = {c.info.live for c in out}
-    if len(kinds) > 1:
-        raise ConfigError("cameras: live sources and files in one run: add --realtime to play the files as "
-                          "live cameras")
+        out = [replace(cams[0], info=probe_source(cfg.source, cams[0].uri))]
+    else:
+        out = [replace(c, info=probe_camera(cfg.source, c)) for c in cams]
+        kinds = {c.info.live for c in out}
+        if len(kinds) > 1:
+            raise ConfigError("cameras: live sources and files in one run: add --realtime to play the files as "
+                              "live cameras")
+    check_memory(estimate_memory(cfg, spec, out))
     return out
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What a run will hold in memory, estimated from sizes before anything is allocated.
+
+    ring_bytes: the frame rings (every camera's ``ring_slots`` x its largest frame, uint8 BGR);
+    tensor_bytes: every layer output of the detector for one frame (float32, at ``size`` (w, h));
+    frames: frames whose tensors may be held at once (batches in flight, or an int8 calibration)."""
+
+    ring_bytes: int
+    slots: int
+    frame_shapes: Tuple[Tuple[int, int, int], ...]
+    tensor_bytes: int = 0
+    frames: int = 0
+    size: Tuple[int, int] = (0, 0)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.ring_bytes + self.tensor_bytes * self.frames
+
+
+def detector_tensor_bytes(spec) -> Tuple[int, Tuple[int, int]]:
+    """(bytes of every layer output for one frame, input size (w, h)) of a darknet cfg at the
+    spec's size, from its layer shapes (nothing built); (0, (0, 0)) for other model files."""
+    from trackpipe.models.darknet import load_cfg
+    path = getattr(spec, "cfg", None)
+    if path is None or Path(path).suffix.lower() != ".cfg":
+        return 0, (0, 0)
+    try:
+        net = load_cfg(path, tuple(getattr(spec, "size", (0, 0)) or (0, 0)))
+    except (ModelError, OSError):   # an unreadable cfg is reported where the model is built
+        return 0, (0, 0)
+    return 4 * sum(h * w * c for h, w, c in (layer.shape for layer in net.layers)), net.input_size
+
+
+def estimate_memory(cfg: Config, spec, cams: List[Camera]) -> MemoryEstimate:
+    """The memory a run of ``cams`` (probed) will hold: rings, and the detector's tensors for the
+    most frames it may hold at once: ``infer_workers`` (auto: up to 2) x ``batch`` (auto: up to 4),
+    at most ``ring_slots``; an int8 calibration (precision auto or int8) holds
+    ``CALIB_FRAMES_AT_ONCE``."""
+    p = cfg.pipeline
+    shapes = tuple(tuple(int(v) for v in c.info.shape) for c in cams if c.info is not None)
+    ring = sum(p.ring_slots * h * w * ch for h, w, ch in shapes)
+    tensors, size = detector_tensor_bytes(spec)
+    in_flight = min(p.ring_slots, (p.infer_workers or 2) * (p.batch if isinstance(p.batch, int) else 4))
+    if getattr(spec, "precision", None) in ("auto", "int8"):
+        in_flight = max(in_flight, CALIB_FRAMES_AT_ONCE)
+    return MemoryEstimate(ring, p.ring_slots, shapes, tensors, in_flight, size)
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this process may still allocate: MemAvailable, or less under a cgroup (v2) limit;
+    None when neither can be read."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int((cg / "memory.current").read_text())
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_memory(est: MemoryEstimate, available: Optional[int] = None) -> None:
+    """One line (ConfigError) when ``est`` exceeds ``available`` bytes (default: `available_memory`),
+    saying what takes it and what to lower."""
+    available = available_memory() if available is None else available
+    if available is None or est.total_bytes <= available:
+        return
+    h, w, _ = max(est.frame_shapes, key=lambda s: s[0] * s[1], default=(0, 0, 3))
+    parts = [f"frame rings {est.ring_bytes / GiB:.1f} GiB (pipeline.ring_slots {est.slots} x {w}x{h}"
+             f"{f' x {len(est.frame_shapes)} cameras' if len(est.frame_shapes) > 1 else ''})"]
+    if est.tensor_bytes:
+        parts.append(f"detector tensors {est.tensor_bytes * est.frames / GiB:.1f} GiB ({est.frames} frames at "
+                     f"model.size {est.size[0]}x{est.size[1]})")
+    raise ConfigError(f"memory: this run needs about {est.total_bytes / GiB:.1f} GiB but {available / GiB:.1f} GiB "
+                      f"is available: {' + '.join(parts)}; use a smaller --size, fewer ring slots or cameras")
 
 
 def probe_camera(sc, cam: Camera) -> SourceInfo:
