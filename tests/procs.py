@@ -1,4 +1,5 @@
-"""Helpers for the tests and benchmarks that run the CLI as a subprocess: process groups, waiting."""
+"""Helpers for the tests and benchmarks that run the CLI as a subprocess: process groups, stage
+processes, waiting."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ def running_in_group(pgid: int) -> list:
         if int(fields[2]) == pgid and fields[0] != "Z":
             out.append(int(d.name))
     return out
+
+
+def stage_pid(parent: int, stage: str) -> int:
+    """The running child of ``parent`` named tp-<stage> (stages set their process name), or -1."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if (d / "comm").read_text().strip() == f"tp-{stage}" and int(fields[1]) == parent and fields[0] != "Z":
+                return int(d.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return -1
