@@ -132,3 +132,106 @@ def test_interpolate_mot_file_fills_gaps_atomically_and_stays_readable(tmp_path)
     (tmp_path / "e.txt").write_text("")
     assert interpolate_mot_file(str(tmp_path / "e.txt"), 5)["rows_after"] == 0
     assert before != p.read_text()
+
+
+# --- a full disk stops a file, never the caller; nothing half-written; a restart appends ---------
+
+def _disk(tmp_path):
+    from tests.tmpfs import small_disk
+    return small_disk(tmp_path / "disk", "1m")
+
+
+def test_mot_rows_reach_the_file_at_least_every_flush_interval(tmp_path):
+    import time
+    p = tmp_path / "t.txt"
+    held = MotWriter(str(tmp_path / "held.txt"), flush_s=3600)
+    held.write(1, _tracks([1]))
+    assert (tmp_path / "held.txt").read_text() == ""     # buffered until its interval passed
+    held.close()
+    assert len((tmp_path / "held.txt").read_text().splitlines()) == 1
+    w = MotWriter(str(p))                       # default: at least once a second
+    w.write(1, _tracks([1]))
+    time.sleep(1.05)
+    w.write(2, _tracks([1]))                    # a second has passed: both rows are in the file
+    assert [ln.split(",")[0] for ln in p.read_text().splitlines()] == ["1", "2"]
+    w.write(3, _tracks([1]))
+    w.flush()                                   # the sink's flush (track_ended, idle)
+    assert len(p.read_text().splitlines()) == 3
+    w.close()
+
+
+def test_mot_append_keeps_rows_and_cuts_a_half_written_line(tmp_path):
+    """A restarted sink appends (never truncates); a last line cut short by a kill is removed
+    so that every line of the file stays a whole MOT row."""
+    p = tmp_path / "t.txt"
+    w = MotWriter(str(p))
+    w.write(1, _tracks([1, 2]))
+    w.close()
+    with open(p, "a") as f:
+        f.write("2,1,10.0")                    # a half-written row
+    w = MotWriter(str(p), append=True)
+    w.write(3, _tracks([1]))
+    w.close()
+    assert [ln.split(",")[0] for ln in p.read_text().splitlines()] == ["1", "1", "3"]
+    assert MotWriter(str(p)).close() is None and p.read_text() == ""   # a first start truncates
+
+
+def test_mot_on_a_full_disk_stops_with_one_line_and_resumes(tmp_path, caplog):
+    """A real 1 MB tmpfs: a flush that hits ENOSPC leaves no partial row, the file stops with
+    one warning, rows meanwhile are counted as lost, and writing resumes once there is room."""
+    import logging
+
+    from trackpipe.trackers.mot import read_mot_file
+
+    from tests.tmpfs import fill
+    with _disk(tmp_path) as disk:
+        p = disk / "t.txt"
+        w = MotWriter(str(p), flush_s=0.0)
+        w.file.state.retry_s = 0.0
+        w.write(1, _tracks([1, 2]))
+        filler = fill(disk, leave=0)
+        with caplog.at_level(logging.INFO, logger="trackpipe.pipeline.media.outputs"):
+            for frame in range(2, 400):         # ~20 KB of rows: more than one page
+                w.write(frame, _tracks(list(range(1, 20))))
+            assert w.state.to_dict()["state"] == "stopped" and w.state.reason == "No space left on device"
+            assert w.state.lost > 0 and w.state.stops == 1
+            assert p.read_text().endswith("\n")     # cut back to its last whole row
+            filler.unlink()                     # room again: the next write resumes
+            w.write(500, _tracks([7]))
+            w.close()
+        stopped = [r for r in caplog.records if "stopped" in r.getMessage()]
+        assert len(stopped) == 1 and "No space left on device" in stopped[0].getMessage()
+        assert any("written again" in r.getMessage() for r in caplog.records)
+        assert w.state.state == "resumed"
+        rows = read_mot_file(p, kind="res")
+        assert rows[:2, 0].tolist() == [1, 1] and rows[-1, :2].tolist() == [500, 7]
+        assert all(len(ln.split(",")) == 10 for ln in p.read_text().splitlines())
+
+
+def test_events_on_a_full_disk_no_half_line_counted(tmp_path):
+    from tests.tmpfs import fill
+    with _disk(tmp_path) as disk:
+        p = disk / "e.jsonl"
+        ev = EventWriter(str(p))
+        ev.emit("source_lost", 1.0, 0, reason="x" * 100)
+        fill(disk, leave=0)
+        for k in range(100):
+            ev.emit("source_lost", 1.0, k, reason="x" * 100)
+        ev.close()
+        lines = p.read_text().splitlines()
+        assert all(json.loads(ln)["event"] == "source_lost" for ln in lines)
+        assert ev.state.state == "stopped" and ev.state.lost + len(lines) == 101 and ev.count == 101
+
+
+def test_a_restarted_writer_on_an_unwritable_disk_stops_instead_of_raising(tmp_path):
+    """append (a restarted sink): a file that cannot even be opened is a stopped output; a first
+    start (no append) raises, so that a bad path is one clear error."""
+    import pytest
+    blocker = tmp_path / "f"
+    blocker.write_text("a file where a folder should be")
+    w = MotWriter(str(blocker / "t.txt"), append=True)
+    w.write(1, _tracks([1]))
+    w.close()
+    assert w.state.state == "stopped" and w.state.lost == 1
+    with pytest.raises(OSError):
+        MotWriter(str(blocker / "t.txt"))

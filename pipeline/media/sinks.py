@@ -7,18 +7,20 @@ too). Each has ``close()``, which finalises its file and is safe to call twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from trackpipe.models.types import Detections, Tracks, to_tlwh
+
+from .outputs import LineFile
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +90,29 @@ def display_available() -> bool:
 #: rows, which is what ``python -m trackers evaluate`` scores by default.
 MOT_PREDICTED = -1.0
 MOT_INTERPOLATED = 0.0
+MOT_FLUSH_S = 1.0   # MOT rows reach the file at least this often
 
 
 class MotWriter:
     """MOTChallenge text: ``frame,id,x,y,w,h,conf,-1,-1,-1`` (frame 1-based, top-left/size pixels).
 
     ``conf`` is the score of an observed box, ``MOT_PREDICTED`` (-1) for a row at a predicted box
-    and ``MOT_INTERPOLATED`` (0) for a row added by `interpolate_mot_file`."""
+    and ``MOT_INTERPOLATED`` (0) for a row added by `interpolate_mot_file`.
 
-    def __init__(self, path: str, append: bool = False):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.path = str(path)
-        self.f = open(self.path, "a" if append else "w", buffering=1 << 16)
+    Rows reach the file at least every ``flush_s`` seconds (and on ``flush()``, which the sink
+    calls on every ``track_ended`` and when idle), so a killed run loses at most that much.
+    ``append``: continue the file (a restarted sink) instead of truncating it. A full or
+    unwritable disk stops the file, never the caller (`outputs.LineFile`; ``state``)."""
+
+    def __init__(self, path: str, append: bool = False, flush_s: float = MOT_FLUSH_S, camera: str = ""):
+        self.file = LineFile(path, "mot", "rows", camera, append=append, flush_s=flush_s)
+        self.path = self.file.path
         self.rows = 0
         self.predicted = 0
+
+    @property
+    def state(self):
+        return self.file.state
 
     def write(self, frame_no: int, tracks: Tracks) -> None:
         if tracks is None or len(tracks) == 0:
@@ -112,15 +123,18 @@ class MotWriter:
         if pred is not None and pred.any():
             score = np.where(pred, MOT_PREDICTED, score)
             self.predicted += int(pred.sum())
-        lines = [f"{frame_no},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
-                 for i, (x, y, w, h), s in zip(tracks.track_id, tlwh, score, strict=True)]
-        self.f.writelines(lines)
-        self.rows += len(lines)
+        text = "".join(f"{frame_no},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
+                       for i, (x, y, w, h), s in zip(tracks.track_id, tlwh, score, strict=True))
+        self.file.add(text, len(tracks))
+        self.rows += len(tracks)
+
+    def flush(self) -> None:
+        """Rows written so far to the file now (no-op when nothing is queued)."""
+        if self.file.pending:
+            self.file.flush()
 
     def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
+        self.file.close()
 
 
 def read_mot_rows(path: str) -> np.ndarray:
@@ -144,17 +158,23 @@ def interpolate_mot_file(path: str, max_gap: int) -> Dict[str, int]:
     out, source = interpolate_gaps(rows, int(max_gap), rows[:, 6] == MOT_PREDICTED)
     out[source == INTERPOLATED, 6] = MOT_INTERPOLATED
     part = f"{path}.part"
-    with open(part, "w", buffering=1 << 16) as f:
-        f.writelines(f"{int(r[0])},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.2f},{r[6]:.4f},-1,-1,-1\n"
-                     for r in out)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
+    try:
+        with open(part, "w", buffering=1 << 16) as f:
+            f.writelines(f"{int(r[0])},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.2f},{r[6]:.4f},-1,-1,-1\n"
+                         for r in out)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, path)
+    except OSError:   # a full disk: the file stays as written, no half-written copy beside it
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
     return {"rows_before": len(rows), "rows_after": len(out), "interpolated": int((source == INTERPOLATED).sum())}
 
 
 class EventWriter:
-    """JSON lines, one object per line: ``{"event", "t", "seq", ...}``, flushed per line.
+    """JSON lines, one object per line: ``{"event", "t", "seq", ...}``, each written at once; a
+    full or unwritable disk stops the file, never the caller (`outputs.LineFile`; ``state``).
 
     Track lifecycle from the per-frame tracks: ``track_started`` the first frame an id
     appears, ``track_ended`` once it has been unseen for ``end_after`` frames (or at the end).
@@ -162,13 +182,16 @@ class EventWriter:
 
     def __init__(self, path: str, names: Optional[Sequence[str]] = None, end_after: int = 30,
                  append: bool = False):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.path = str(path)
-        self.f = open(self.path, "a" if append else "w", buffering=1)
+        self.file = LineFile(path, "events", "events", append=append)
+        self.path = self.file.path
         self.names = list(names) if names else None
         self.end_after = int(end_after)
         self.active: Dict[int, dict] = {}   # id -> {first, last, class_id, hits}
         self.count = 0
+
+    @property
+    def state(self):
+        return self.file.state
 
     def emit(self, event: str, t: Optional[float] = None, seq: int = -1, **fields) -> None:
         obj = {"event": event, "t": round(time.time() if t is None else t, 6), "seq": int(seq)}
@@ -177,8 +200,8 @@ class EventWriter:
 
     def write_event(self, obj: dict) -> None:
         """One ready-made event (a dict with ``event``, ``t``, ``seq``: the pipeline's track stage
-        makes them, `Tracked.events`) as one line."""
-        self.f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        makes them, `Tracked.events`) as one line, written at once (on a full disk: counted as lost)."""
+        self.file.add(json.dumps(obj, separators=(",", ":")) + "\n")
         self.count += 1
 
     def _class(self, cid: int) -> dict:
@@ -212,6 +235,4 @@ class EventWriter:
             self._end(tid, t, seq, reason)
 
     def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
+        self.file.close()

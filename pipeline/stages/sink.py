@@ -7,6 +7,11 @@ The events themselves are made by the track stage (`Tracked.events`: ``track_sta
 (never blocks; its stats go to the profile). Tracks still open when the run is stopped get
 their ``track_ended`` (reason ``stopped``) here.
 
+MOT rows reach their file at least once a second and on every ``track_ended`` (`MotWriter`), so
+a killed run keeps its tracks; a restarted sink (``append``) continues its files. A full or
+unwritable disk stops that file only (one log line, its state in the profile's ``outputs``):
+events still go to MQTT and webhooks, and the file is tried again every few seconds.
+
 At the end of a lossless run (a file or folder that reached its end) the MOT file is
 rewritten once with short gaps per id filled (``interpolate`` frames, `interpolate_mot_file`,
 atomically): a run that is stopped or killed keeps the file as written.
@@ -67,7 +72,7 @@ class SinkProcess(StageProcess):
         writers: Dict[str, EventWriter] = {}   # cameras writing one events file share its writer
         try:
             for c in self.cameras:
-                mot = MotWriter(c.mot, self.append) if c.mot else None
+                mot = MotWriter(c.mot, self.append, camera=c.name) if c.mot else None
                 if c.events and c.events not in writers:
                     writers[c.events] = EventWriter(c.events, self.names, append=self.append)
                 self.cams.append(CameraSink(c.index, c.name, mot, writers.get(c.events)))
@@ -83,6 +88,21 @@ class SinkProcess(StageProcess):
             except EventConfigError as e:
                 raise StageError(str(e)) from None
             self.out = Dispatcher.from_config(mq, hooks).start()   # threads of this process
+
+    def send_stats(self) -> None:
+        """Each output file's state (ok, stopped, resumed; what it lost) goes with the stats."""
+        files = [c.mot for c in getattr(self, "cams", ()) if c.mot is not None] + list(getattr(self, "writers", ()))
+        if files:
+            self.stats.gauges["outputs"] = [f.state.to_dict() for f in files]
+        if getattr(self, "out", None) is not None:   # per target: sent, pending (outbox), dropped
+            self.stats.gauges["delivery"] = [s.to_dict() for s in self.out.stats()]
+        super().send_stats()
+
+    def _flush(self) -> None:
+        """Idle: every MOT row so far reaches its file."""
+        for c in self.cams:
+            if c.mot is not None:
+                c.mot.flush()
 
     def _close_delivery(self, timeout: float) -> None:
         if self.out is not None:
@@ -118,6 +138,8 @@ class SinkProcess(StageProcess):
                                                            if k in ev}
         elif kind == "track_ended":
             self.open.pop((cam.index, int(ev["track_id"])), None)
+            if cam.mot is not None:   # the ended track's rows are on disk with its event
+                cam.mot.flush()
         if cam.events is not None:
             cam.events.write_event(ev)
         if self.out is not None:
@@ -129,7 +151,7 @@ class SinkProcess(StageProcess):
             return
         self._open_outputs()
         idle_since = time.monotonic()
-        for msg in self.messages(self.inp):
+        for msg in self.messages(self.inp, on_idle=self._flush):
             if isinstance(msg, EndOfStream):
                 cam = self.cams[msg.source_id]
                 for ev in msg.events:
