@@ -235,3 +235,47 @@ def test_sigkill_mid_run_loses_at_most_two_seconds(tmp_path):
     for i in (0, len(cv_frames) // 2, len(cv_frames) - 1):       # the right frames, in order
         assert psnr(cv_frames[i], src[i % n_src]) > 30
         assert psnr(av_frames[i], src[i % n_src]) > 30
+
+
+def test_full_disk_keeps_whole_fragments_and_leaves_no_empty_file(frames360, tmp_path):
+    """A real 512 KB tmpfs fills mid-video: write raises VideoWriterError with errno ENOSPC, the
+    file is cut back to its last whole fragment (it decodes to the end without an error), no
+    descriptor is left open, and an open on the full disk leaves no header-only file."""
+    import errno
+
+    from trackpipe.pipeline.video.writer import next_part_path
+
+    from tests.tmpfs import small_disk
+    fds = len(os.listdir("/proc/self/fd"))
+    with small_disk(tmp_path / "disk", "512k") as disk:
+        path = disk / "out.mp4"
+        vw = VideoWriter.open(path, 30.0, (360, 640), preset="veryfast")
+        with pytest.raises(VideoWriterError) as exc:
+            for k in range(3000):
+                vw.write(frames360[k % len(frames360)])
+        assert exc.value.errno == errno.ENOSPC and "No space left on device" in str(exc.value)
+        assert vw.landed
+        vw.close()
+        vw.close()
+        n = 0
+        with av.open(str(path)) as c:       # every packet decodes: no half fragment at the end
+            for _ in c.decode(c.streams.video[0]):
+                n += 1
+        assert 30 <= n <= vw.frames
+        assert len(os.listdir("/proc/self/fd")) == fds
+        part = next_part_path(path)
+        assert part.name == "out.part1.mp4"
+        from tests.tmpfs import fill
+        fill(disk, leave=0)
+        with pytest.raises(VideoWriterError) as exc:
+            VideoWriter.open(part, 30.0, (360, 640))
+        assert exc.value.errno == errno.ENOSPC and not part.exists()
+
+
+def test_next_part_numbers_on_from_the_highest_part(tmp_path):
+    from trackpipe.pipeline.video.writer import next_part_path
+    v = tmp_path / "out.mp4"
+    assert next_part_path(v) == tmp_path / "out.part1.mp4"
+    for name in ("out.part1.mp4", "out.part3.mp4", "out.partx.mp4", "other.part9.mp4", "out.part5.mkv"):
+        (tmp_path / name).write_bytes(b"x")
+    assert next_part_path(v) == tmp_path / "out.part4.mp4"

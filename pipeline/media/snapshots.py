@@ -4,6 +4,10 @@ Used by the render stage (the last reader of the pixels). Deciding is cheap and 
 (``due``); only frames with a new track are copied, drawn on and encoded (``write``). A file is
 written under a temporary name and renamed, so a watcher of the folder never sees half a JPEG.
 
+A full or unwritable disk stops the snapshots (one log line, `outputs.OutputState` in ``state``);
+they are tried again every few seconds once the disk has room, and the ones skipped meanwhile
+are counted as lost.
+
 File names sort by time and match the ``track_started`` event of the events file (same ``seq``
 and track id)::
 
@@ -24,6 +28,7 @@ import numpy as np
 
 from trackpipe.models.types import Tracks
 
+from .outputs import OutputState
 from .sinks import BoxAnnotator
 
 log = logging.getLogger(__name__)
@@ -35,9 +40,11 @@ class SnapshotWriter:
     endless stream; a tracker never reuses a live id)."""
 
     def __init__(self, folder: str, classes: Optional[Iterable[int]] = None,
-                 names: Optional[Sequence[str]] = None, quality: int = 90, forget_after: int = 900):
+                 names: Optional[Sequence[str]] = None, quality: int = 90, forget_after: int = 900,
+                 camera: str = ""):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.state = OutputState("snapshots", str(self.folder), camera, "snapshots")
         self.classes = None if classes is None else np.array(sorted(set(int(c) for c in classes)), np.int64)
         self.names = list(names) if names else None
         self.quality = int(quality)
@@ -76,9 +83,15 @@ class SnapshotWriter:
 
     def write(self, frame: np.ndarray, seq: int, t_capture: float, tracks: Tracks,
               rows: np.ndarray) -> List[Path]:
-        """frame (H, W, 3) uint8 BGR, not modified; one JPEG per row, the new track's box drawn."""
-        out = []
-        for k in rows.tolist():
+        """frame (H, W, 3) uint8 BGR, not modified; one JPEG per row, the new track's box drawn.
+        Snapshots are skipped (counted in ``state.lost``) while the output is stopped."""
+        out: List[Path] = []
+        now = time.monotonic()
+        if self.state.stopped and not self.state.retry_due(now):
+            self.state.lost += len(rows)
+            return out
+        todo = rows.tolist()
+        for n, k in enumerate(todo):
             img = frame.copy()
             self.annotator.annotate(img, tracks[k])
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
@@ -89,13 +102,14 @@ class SnapshotWriter:
             try:
                 tmp.write_bytes(buf.tobytes())
                 os.replace(tmp, path)
-            except OSError as e:  # a full disk must not stop the monitoring: report, go on
+            except OSError as e:  # a full disk must not stop the monitoring: stop the snapshots, go on
                 self.errors += 1
-                if self.errors == 1 or self.errors % 100 == 0:
-                    log.warning("snapshot %s not written (%s; %d so far)", path.name, e.strerror, self.errors)
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
-                continue
+                self.state.lost += len(todo) - n
+                self.state.fail(e, now)
+                break
             out.append(path)
+            self.state.ok(now)
         self.written += len(out)
         return out

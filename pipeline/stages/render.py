@@ -40,18 +40,18 @@ QT_DISPLAYS = ("overlay", "mirror")
 
 def open_video(path: str, fps: float, size_wh: tuple, codec: str = "auto", preset: Optional[str] = None):
     """The output video (`pipeline.video.VideoWriter`: H.264 in fragmented MP4, or mp4v); its
-    folder is created as needed. Raises StageError with one line."""
+    folder is created as needed. Raises StageError with one line for a bad setting, and OSError
+    (a `VideoWriterError` with its ``errno``) when the disk refuses the file: the caller stops
+    the video, not the stage."""
     from pathlib import Path
 
     from trackpipe.pipeline.video import VideoWriter, VideoWriterError
-    folder = Path(path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StageError(f"cannot write video {path}: cannot create folder {folder}: {e.strerror}") from None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         return VideoWriter.open(path, fps, (int(size_wh[1]), int(size_wh[0])), codec=codec, preset=preset)
     except VideoWriterError as e:
+        if e.errno is not None:
+            raise
         raise StageError(str(e)) from None
 
 
@@ -77,11 +77,15 @@ class CameraOutput:
     and the control socket its slots go back through."""
 
     def __init__(self, cam, ring, ctl, video_path: Optional[str], shapes: Optional[dict]):
+        from trackpipe.pipeline.media.outputs import OutputState
         self.index, self.name = cam.index, cam.name
         self.fps = getattr(cam.info, "fps", 30.0) or 30.0
         self.size = (cam.info.width, cam.info.height)
         self.ring, self.ctl = ring, ctl
-        self.video_path = video_path
+        self.video_base = cam.video            # the configured path; parts go beside it
+        self.video_path = video_path           # the file this incarnation starts with
+        # the video output's state: stopped by a full or unwritable disk, resumed in a new part
+        self.video_state = OutputState("video", video_path, cam.name, "frames") if video_path else None
         self.snapshots = cam.snapshots
         self.shapes = shapes        # {"zones": [...], "lines": [...]} as configured: drawn on every frame
         self.video = None
@@ -132,9 +136,8 @@ class RenderProcess(StageProcess):
 
     def _video_path(self, path: Optional[str]) -> Optional[str]:
         if path and self.incarnation:
-            from pathlib import Path
-            v = Path(path)
-            return str(v.with_name(f"{v.stem}.part{self.incarnation}{v.suffix}"))
+            from trackpipe.pipeline.video.writer import next_part_path
+            return str(next_part_path(path))
         return path
 
     def setup(self) -> None:
@@ -144,6 +147,7 @@ class RenderProcess(StageProcess):
             ok, reason = overlay_supported()
             if not ok:
                 raise StageError(f"cannot show the {self.display}: {reason}")
+        self.frames_done = 0    # frames in the videos closed so far (a disk error; later parts add on)
         self.outs: List[CameraOutput] = []
         for cam in self.cameras:
             ring = FrameRing.attach(self.rc.ring_of(cam.index))
@@ -173,12 +177,12 @@ class RenderProcess(StageProcess):
         return self.outs[0].video if getattr(self, "outs", None) else None
 
     def _frames_written(self) -> int:
-        return sum(o.video.frames for o in self.outs if o.video is not None)
+        return self.frames_done + sum(o.video.frames for o in self.outs if o.video is not None)
 
     def teardown(self) -> None:
         for o in getattr(self, "outs", ()):
             if o.video is not None:
-                o.video.close()  # finalise the file on every exit path
+                self._close_video(o)  # finalise the file on every exit path
         if getattr(self, "outs", None):
             self.stats.gauges["frames_written"] = self._frames_written()
         if getattr(self, "window", None) is not None:
@@ -193,18 +197,82 @@ class RenderProcess(StageProcess):
         (out or self.outs[0]).draw_shapes(img, events)
         self.annotator.annotate(img, tracks)
 
+    def _open_video(self, o: CameraOutput, path: str) -> bool:
+        """Open camera ``o``'s video at ``path``; a disk that refuses it stops the video (retried
+        later), a bad setting stops the stage. -> True when open."""
+        try:
+            o.video = open_video(path, o.fps, o.size, self.codec, self.preset)
+        except OSError as e:
+            o.video_state.fail(e)
+            return False
+        o.video_state.path = str(path)
+        self.stats.gauges.update(video_codec=o.video.codec, video_preset=o.video.preset or "",
+                                 video_crash_safe=o.video.crash_safe)
+        return True
+
+    def _close_video(self, o: CameraOutput, err: Optional[OSError] = None) -> None:
+        """Close camera ``o``'s video (``err``: after a failed write, which stops it). A part file
+        that holds no frame is removed."""
+        from pathlib import Path
+
+        from trackpipe.pipeline.video import VideoWriterError
+        v, o.video = o.video, None
+        try:
+            v.close()
+        except VideoWriterError as e:
+            err = err or e
+        if err is not None:
+            o.video_state.fail(err)
+        if v.landed:
+            self.frames_done += v.frames
+        else:   # not one frame reached the file
+            if err is not None:
+                o.video_state.lost += v.frames
+            if str(v.path) != str(o.video_base):
+                Path(v.path).unlink(missing_ok=True)
+
+    def _video_ready(self, o: CameraOutput) -> bool:
+        """Camera ``o`` has an open video: open since the start, or a stopped one whose retry is
+        due, reopened now in a new part file."""
+        if o.video is not None:
+            return True
+        if o.video_state is None or not o.video_state.retry_due():
+            return False
+        from trackpipe.pipeline.video.writer import next_part_path
+        return self._open_video(o, str(next_part_path(o.video_base)))
+
+    def _write_video(self, o: CameraOutput, img: np.ndarray) -> None:
+        from trackpipe.pipeline.video import VideoWriterError
+        try:
+            o.video.write(fit_frame(img, o.video.frame_hw))
+        except VideoWriterError as e:
+            if e.errno is None:
+                raise
+            o.video_state.lost += 1
+            self._close_video(o, e)
+            return
+        if o.video.landed:
+            o.video_state.ok()
+
+    def send_stats(self) -> None:
+        outs = getattr(self, "outs", ())
+        states = [o.video_state for o in outs if o.video_state is not None]
+        states += [o.snaps.state for o in outs if o.snaps is not None]
+        if states:
+            self.stats.gauges["outputs"] = [s.to_dict() for s in states]
+        super().send_stats()
+
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
         from trackpipe.pipeline.media.sinks import WindowSink
         for o in self.outs:
             if o.video_path:
-                o.video = open_video(o.video_path, o.fps, o.size, self.codec, self.preset)
-                self.stats.gauges.update(video_codec=o.video.codec, video_preset=o.video.preset or "",
-                                         video_crash_safe=o.video.crash_safe)
+                self._open_video(o, o.video_path)
             if self.snapshot_args and o.snapshots:
                 from trackpipe.pipeline.media.snapshots import SnapshotWriter
                 try:
-                    o.snaps = SnapshotWriter(names=self.names, folder=o.snapshots, **self.snapshot_args)
+                    o.snaps = SnapshotWriter(names=self.names, folder=o.snapshots, camera=o.name,
+                                             **self.snapshot_args)
                 except OSError as e:
                     raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
                 self.stats.gauges.update(snapshots=0)
@@ -244,8 +312,9 @@ class RenderProcess(StageProcess):
         stats, meta = self.stats, msg.meta
         out = self.outs[meta.source_id]
         ring = out.ring
-        draw = out.video is not None or self.window is not None
         ok = not msg.dropped
+        video = ok and self._video_ready(out)
+        draw = video or self.window is not None
         tracks = msg.tracks if draw or out.snaps is not None else None
         new = out.snaps.due(meta.seq, tracks) if out.snaps is not None and ok else ()
         if (draw or len(new)) and ok:
@@ -267,12 +336,14 @@ class RenderProcess(StageProcess):
                 if tracks is not None:
                     self.draw(img, tracks, msg.events, out)
                 if out.video is not None:
-                    out.video.write(fit_frame(img, out.video.frame_hw))
+                    self._write_video(out, img)
                 if self.window is not None and not self.window.show(img):
                     log.info("window closed by the user")
                     self.send_state(StageState.QUIT)
             del frame, img
         busmod.release(out.ctl, ring, meta.slot, meta.seq)
+        if ok and not video and out.video_state is not None:   # the video is stopped (disk full...)
+            out.video_state.lost += 1
         if not ok:
             stats.drops += 1
         else:

@@ -21,6 +21,7 @@ swscale) and the stream is tagged BT.601 (smpte170m) so that players use the sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -58,7 +59,33 @@ _FRAGMENTED_SUFFIXES = (".mp4", ".m4v", ".mov")
 
 
 class VideoWriterError(OSError):
-    """The video cannot be written; ``str(e)`` is one line fit for the CLI."""
+    """The video cannot be written; ``str(e)`` is one line fit for the CLI. ``errno`` is the OS
+    error behind it (ENOSPC for a full disk...), None for a bad argument or a missing codec."""
+
+
+def _error(path, e: BaseException) -> VideoWriterError:
+    reason = os.strerror(e.errno) if getattr(e, "errno", None) else getattr(e, "strerror", None) or str(e)
+    err = VideoWriterError(f"cannot write video {path}: {reason}")
+    err.errno = getattr(e, "errno", None)
+    return err
+
+
+def next_part_path(path) -> Path:
+    """The next free ``<stem>.part<N><suffix>`` beside ``path`` (N one above the highest there):
+    where a restarted render or a video resumed after a full disk continues, never overwriting
+    an earlier part."""
+    path = Path(path)
+    prefix = f"{path.stem}.part"
+    highest = 0
+    try:
+        for p in path.parent.iterdir():
+            if p.name.startswith(prefix) and p.name.endswith(path.suffix):
+                n = p.name[len(prefix):len(p.name) - len(path.suffix)]
+                if n.isdigit():
+                    highest = max(highest, int(n))
+    except OSError:
+        pass
+    return path.with_name(f"{prefix}{highest + 1}{path.suffix}")
 
 
 def pyav_available() -> bool:
@@ -188,6 +215,10 @@ class VideoWriter:
         self.codec, self.backend, self.preset, self.threads = codec, backend, preset, threads
         self.crash_safe = crash_safe
         self.frames = 0
+        # bytes of the file that hold whole fragments (crash-safe files): a write that fails on a
+        # full disk cuts the file back to it, so that it ends on a whole fragment
+        self._good = self._header = self._size()
+        self._landed = False
         h, w = frame_hw
         # yuv420p needs even sizes: an odd frame is padded by one replicated row/column
         self._pad = (h % 2, w % 2)
@@ -238,6 +269,7 @@ class VideoWriter:
                 log.warning("PyAV (pip install av) is not installed: writing mp4v with OpenCV, which browsers do "
                             "not play and which is unreadable if the run is killed")
         size_wh = (w + w % 2, h + h % 2)
+        existed = path.exists()
         try:
             if av is not None:
                 enc = _PyAVEncoder(av, path, frame_rate(fps), size_wh, codec, preset, threads)
@@ -245,11 +277,13 @@ class VideoWriter:
                            threads, path.suffix.lower() in _FRAGMENTED_SUFFIXES)
             enc = _OpenCVEncoder(path, fps, size_wh)
             return cls(enc, path, float(fps), (h, w), "mp4v", "opencv", None, 0, False)
-        except VideoWriterError:
-            raise
         except (OSError, ValueError) as e:   # PyAV's errors subclass the builtin OSError/ValueError
-            reason = getattr(e, "strerror", None) or str(e)
-            raise VideoWriterError(f"cannot write video {path}: {reason}") from e
+            if not existed:   # no header-only file left behind (a full disk)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if isinstance(e, VideoWriterError):
+                raise
+            raise _error(path, e) from e
 
     def write(self, frame_bgr: np.ndarray) -> None:
         """Encode one frame: (H, W, 3) uint8 BGR with (H, W) == ``frame_hw``."""
@@ -260,14 +294,53 @@ class VideoWriter:
                              f"{'x'.join(map(str, frame_bgr.shape))} {frame_bgr.dtype}")
         if any(self._pad):
             frame_bgr = np.pad(frame_bgr, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        self._encoder.write(np.ascontiguousarray(frame_bgr))
+        try:
+            self._encoder.write(np.ascontiguousarray(frame_bgr))
+        except OSError as e:   # a full or unwritable disk: the file keeps its whole fragments
+            self._abort()
+            raise _error(self.path, e) from e
         self.frames += 1
+        if self.crash_safe:
+            self._good = max(self._good, self._size())
+            self._landed = self._landed or self._good > self._header
+
+    @property
+    def landed(self) -> bool:
+        """At least one frame is in the file (a crash-safe file: a whole fragment; otherwise: the
+        file was closed with frames)."""
+        return self._landed
+
+    def _size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
+    def _abort(self, close: bool = True) -> None:
+        """After a failed write: close what can be closed and cut the file back to its last whole
+        fragment (a crash-safe file; the rest of it could not be written anyway)."""
+        enc, self._encoder = self._encoder, None
+        if enc is not None and close:
+            with contextlib.suppress(Exception):   # the muxer fails again on the same disk
+                enc.close()
+        if self.crash_safe:
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, self._good)
 
     def close(self) -> None:
-        """Drain the encoder and finalise the file; safe to call twice."""
-        enc, self._encoder = self._encoder, None
-        if enc is not None:
+        """Drain the encoder and finalise the file; safe to call twice. Raises `VideoWriterError`
+        (with ``errno``) when the end cannot be written (a full disk): the file then keeps its
+        whole fragments."""
+        enc = self._encoder
+        if enc is None:
+            return
+        try:
             enc.close()
+        except OSError as e:
+            self._abort(close=False)
+            raise _error(self.path, e) from e
+        self._encoder = None
+        self._landed = self.frames > 0
 
     def __enter__(self) -> VideoWriter:
         return self
