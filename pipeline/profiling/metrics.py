@@ -26,6 +26,12 @@ class Metrics:
                                 registry=self.reg)
         self.age = Gauge("trackpipe_frame_age_ms", "age of the newest frame when the tracker took it "
                          "(capture after decode -> tracker)", registry=self.reg)
+        tgt = ["target"]   # an event delivery target (MQTT broker, webhook URL): docs/events.md
+        self.dlv_sent = Gauge("trackpipe_delivery_delivered", "events the target took", tgt, registry=self.reg)
+        self.dlv_pending = Gauge("trackpipe_delivery_pending", "events waiting for the target (its outbox on disk "
+                                 "and memory)", tgt, registry=self.reg)
+        self.dlv_dropped = Gauge("trackpipe_delivery_dropped", "events dropped (a full queue or outbox)", tgt,
+                                 registry=self.reg)
         cam = ["camera"]
         self.cam_frames = Gauge("trackpipe_camera_frames", "frames tracked", cam, registry=self.reg)
         self.cam_fps = Gauge("trackpipe_camera_fps", "frames captured per second", cam, registry=self.reg)
@@ -34,6 +40,8 @@ class Metrics:
         self.cam_up = Gauge("trackpipe_camera_source_up", "1 while the camera delivers frames", cam, registry=self.reg)
         self.cam_lost = Gauge("trackpipe_camera_source_lost_total", "times the camera was lost", cam,
                               registry=self.reg)
+        self.output_up = Gauge("trackpipe_output_up", "1 while an output file is written, 0 while it is stopped "
+                               "(a full or unwritable disk)", ["output", "camera"], registry=self.reg)
         self.server = None
         if not port:
             return
@@ -60,6 +68,10 @@ class Metrics:
         trk = prof.gauges("track")
         if "frame_age_ms" in trk:
             self.age.set(trk["frame_age_ms"])
+        for d in prof.gauges("sink").get("delivery") or ():
+            self.dlv_sent.labels(d["target"]).set(d["sent"])
+            self.dlv_pending.labels(d["target"]).set(d.get("pending", 0))
+            self.dlv_dropped.labels(d["target"]).set(d["dropped"])
         cams = prof.camera_report()
         for proc, name in prof.cameras.items():
             gauges = (prof.aggs[proc].total() or {}).get("gauges", {})
@@ -68,6 +80,9 @@ class Metrics:
             self.cam_drops.labels(name).set(cams[name]["drops"])
             self.cam_up.labels(name).set(gauges.get("source_up", 1))
             self.cam_lost.labels(name).set(gauges.get("source_lost", 0))
+        for stage in ("render", "sink"):   # output files: video, snapshots, MOT, events
+            for o in prof.gauges(stage).get("outputs") or ():
+                self.output_up.labels(o["output"], o["camera"]).set(0 if o["state"] == "stopped" else 1)
         lat = prof.hist("render", "latency")
         if lat.n:
             for q in (50, 95, 99):

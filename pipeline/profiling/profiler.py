@@ -123,13 +123,18 @@ class Profiler:
         self.report = build_report({n: self.group(n) for n in self.stages}, meta)
         return self.report
 
-    def write(self, path: Optional[str], plot: Optional[str]) -> None:
+    def write(self, path: Optional[str], plot: Optional[str]) -> Optional[str]:
+        """The report (atomically) and the plot. -> None, or one line saying what could not be
+        written (the caller reports it and exits non-zero)."""
+        target = path
         try:
             if path:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 write_report(self.report, path)
             if plot:
+                target = plot
                 Path(plot).parent.mkdir(parents=True, exist_ok=True)
                 plot_timeline(self.timeline, plot, self.stages)
         except OSError as e:
-            log.error("cannot write the profile: %s", e)
+            return f"cannot write the profile {target}: {e.strerror or e}"
+        return None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 from .aggregate import StageAggregate
@@ -10,8 +13,11 @@ from .stats import Histogram, _r3
 
 
 def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
-    """The ``--profile`` JSON: totals, pipeline vs detector-only FPS, latency, per-stage rows."""
+    """The ``--profile`` JSON: totals, pipeline vs detector-only FPS, latency, per-stage rows, and
+    ``outputs``: every output file's state (`pipeline.media.outputs.OutputState.to_dict`), taken
+    out of the rows of the stages that write them."""
     stages = {name: agg.report() for name, agg in aggs.items()}
+    outputs = [o for row in stages.values() for o in (row.pop("outputs", None) or ())]
     cap, inf, ren = aggs.get("capture"), aggs.get("infer"), aggs.get("render")
     frames_in = (cap.total() or {}).get("items", 0) if cap else 0
     frames_out = (ren.total() or {}).get("items", 0) if ren else 0
@@ -56,7 +62,11 @@ def build_report(aggs: Dict[str, StageAggregate], meta: dict) -> dict:
               "cpu": cpu_budget(aggs, frames_out, det_fps, meta),
               "latency_ms": {**lat.percentiles(), "mean": _r3(lat.mean())},
               "frame_age_at_tracker_ms": age.percentiles(),
+              "outputs": outputs,
               "stages": stages}
+    if "sink" in stages and stages["sink"].get("delivery"):   # per target: delivered, pending, dropped
+        from trackpipe.pipeline.events.delivery import delivery_summary
+        report["delivery"] = delivery_summary(stages["sink"]["delivery"])
     report.update(meta)
     return report
 
@@ -91,9 +101,20 @@ def cpu_budget(aggs: Dict[str, StageAggregate], frames_out: int, det_fps: float,
 
 
 def write_report(report: dict, path) -> None:
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    """``report`` as JSON at ``path``, atomically: a temporary file beside it, then renamed, so a
+    reader (or a run killed meanwhile) sees the old file or the new one, never half of one.
+    Raises OSError (nothing left behind) when the disk refuses it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def plot_timeline(timeline: List[dict], path, stages: Sequence[str]) -> None:
@@ -117,5 +138,14 @@ def plot_timeline(timeline: List[dict], path, stages: Sequence[str]) -> None:
     if ax.lines:
         ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(str(path))
-    plt.close(fig)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # atomic, as the report
+    try:
+        fig.savefig(str(tmp), format=path.suffix.lstrip(".").lower() or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    finally:
+        plt.close(fig)

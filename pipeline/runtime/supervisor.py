@@ -426,7 +426,12 @@ class Supervisor:
         # a run that never started for a bad input (model, file...) writes no profile file; one
         # stopped by the user while starting does (its outcome says so)
         if self.rc.go.is_set() or self.outcome == "interrupted":
-            self.profiler.write(self.cfg.profile.path, self.cfg.profile.plot)
+            err = self.profiler.write(self.cfg.profile.path, self.cfg.profile.plot)
+            if err and self.error:  # the run's own error is the CLI's line; this one is logged
+                log.error("%s", err)
+            elif err:  # one line from the CLI, exit 1; the run's outputs stay as written
+                self.error = err
+                self.exit_code = self.exit_code or EXIT_FAILED
 
 
 def describe_run(cfg: Config, spec, cameras, names=None) -> str:
