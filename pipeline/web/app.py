@@ -27,6 +27,7 @@ from aiohttp import web
 from . import static as static_files
 from .auth import token_middleware
 from .config import WebConfig
+from .errorlog import RequestErrorLog
 from .feed import CameraFeed, Pulse
 from .mjpeg import CONTENT_TYPE as MJPEG_TYPE
 from .provider import EVENT, FRAME, LiveViewProvider
@@ -50,16 +51,38 @@ def _json(data, status: int = 200) -> web.Response:
                         content_type="application/json", headers=NO_STORE)
 
 
+MAX_SEQ = 2**62
+_DIGITS = frozenset("0123456789")
+
+
+def parse_uint(raw: str, hi: int = MAX_SEQ) -> int | None:
+    """``raw`` as an integer in 0..hi when it is 1 to 19 ASCII digits, else None (``int()`` alone
+    takes ``²``, Arabic-Indic digits, spaces and thousands of digits)."""
+    if not 0 < len(raw) <= 19 or not _DIGITS.issuperset(raw):
+        return None
+    v = int(raw)
+    return v if v <= hi else None
+
+
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        v = None
-    if v is None or not lo <= v <= hi:
+    v = parse_uint(raw, hi)
+    if v is None or v < lo:
         raise web.HTTPBadRequest(text=f"400: {name} must be an integer in {lo}..{hi}\n")
+    return v
+
+
+def last_event_id(request: web.Request) -> int | None:
+    """The ``Last-Event-ID`` header as an event_seq, None without one; 400 unless it is an
+    integer in 0..2**62 in ASCII digits (an empty one, as EventSource may send, counts as none)."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or not raw.strip():
+        return None
+    v = parse_uint(raw.strip())
+    if v is None:
+        raise web.HTTPBadRequest(text="400: Last-Event-ID must be an event id: an integer in 0..2**62\n")
     return v
 
 
@@ -70,8 +93,9 @@ class LiveApp:
     """
 
     def __init__(self, provider: LiveViewProvider, cfg: WebConfig, names: Sequence[str] = (),
-                 zones: dict[str, list] | None = None):
+                 zones: dict[str, list] | None = None, errors: RequestErrorLog | None = None):
         self.provider, self.cfg = provider, cfg
+        self.errors = errors            # the server's request-error log (its count is a metric)
         self.names, self.zones = list(names), dict(zones or {})
         self.feeds: dict[str, CameraFeed] = {}
         self.events = Pulse()
@@ -190,7 +214,7 @@ class LiveApp:
         return web.Response(body=jpeg, content_type="image/jpeg", headers=NO_STORE)
 
     async def events_json(self, request: web.Request) -> web.Response:
-        since = _int_param(request, "since", 0, 0, 2**62)
+        since = _int_param(request, "since", 0, 0, MAX_SEQ)
         limit = _int_param(request, "limit", 1000, 1, 10000)
         return _json({"events": self.provider.events_since(since, limit),
                       "last_event_seq": self.provider.last_event_seq()})
@@ -230,23 +254,28 @@ class LiveApp:
         return resp
 
     async def events_stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events from ``since`` (or the ``Last-Event-ID`` header on a reconnect);
-        without either, from the newest event on (none of the past)."""
-        last_id = request.headers.get("Last-Event-ID")
-        if last_id is not None and last_id.isdigit():
-            since = int(last_id)
-        else:
-            since = _int_param(request, "since", -1, 0, 2**62)
-            if since < 0:
-                since = self.provider.last_event_seq()
+        """Server-Sent Events after ``Last-Event-ID`` (a reconnect) or ``since``; without either,
+        from the newest event on (none of the past). An id ahead of the newest event (a client of
+        an earlier run) also starts from now, and the stream says so in a comment. A ``: ping``
+        comment goes out every ``keepalive_s`` without an event."""
+        since = last_event_id(request)
+        if since is None:
+            since = _int_param(request, "since", -1, 0, MAX_SEQ)
         self._admit()
+        newest = self.provider.last_event_seq()
+        note = b""
+        if since < 0:
+            since = newest
+        elif since > newest:
+            note = f": event id {since} is ahead of this server's newest ({newest}): events from now on\n\n".encode()
+            since = newest
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         self.stream_clients += 1
         self.sse_clients += 1
         try:
             await resp.prepare(request)
-            await self._write(resp, b"retry: 2000\n\n")
+            await self._write(resp, b"retry: 2000\n\n" + note)
             while not self.closing:
                 batch = self.provider.events_since(since, 200)
                 if batch:
@@ -256,7 +285,7 @@ class LiveApp:
                     await self._write(resp, chunk.encode())
                     continue
                 if not await self.events.wait(self.cfg.keepalive_s) and not self.closing:
-                    await self._write(resp, b": keepalive\n\n")
+                    await self._write(resp, b": ping\n\n")
         except (ConnectionError, asyncio.TimeoutError):
             pass
         finally:
@@ -277,7 +306,9 @@ class LiveApp:
                               registry=reg),
              "sse": Gauge("trackpipe_web_event_clients", "open event streams", registry=reg),
              "rejected": Gauge("trackpipe_web_clients_rejected_total", "live clients refused (max_stream_clients)",
-                               registry=reg)}
+                               registry=reg),
+             "failed": Gauge("trackpipe_web_requests_failed_total",
+                             "requests that failed: malformed (400) or an error of the server (500)", registry=reg)}
         return reg, g
 
     def _update_metrics(self) -> None:
@@ -288,3 +319,4 @@ class LiveApp:
             g["skipped"].labels(name).set(feed.skipped)
         g["sse"].set(self.sse_clients)
         g["rejected"].set(self.rejected)
+        g["failed"].set(self.errors.errors if self.errors is not None else 0)

@@ -32,7 +32,8 @@ class WebConfig:
     jpeg_quality:          1..100 (cv2.IMWRITE_JPEG_QUALITY)
     max_stream_clients:    open MJPEG + SSE connections at most; more get 503
     write_timeout_s:       a client that takes longer than this to accept one part is disconnected
-    keepalive_s:           SSE comment line interval (keeps proxies from closing idle streams)
+    keepalive_s:           interval of the ``: ping`` comment on an idle event stream (keeps proxies
+                           from closing it; a client that left without a word is noticed by then at the latest)
     """
 
     host: str = "127.0.0.1"
@@ -42,7 +43,7 @@ class WebConfig:
     jpeg_quality: int = 80
     max_stream_clients: int = 32
     write_timeout_s: float = 10.0
-    keepalive_s: float = 15.0
+    keepalive_s: float = 5.0
 
     def resolved(self, env: Mapping[str, str] = os.environ) -> WebConfig:
         """Checked copy with the token taken from ``env`` when not set; raises WebConfigError."""

@@ -20,9 +20,15 @@ from aiohttp import web
 from .app import LiveApp
 from .auth import RedactedAccessLogger
 from .config import WebConfig
+from .errorlog import RequestErrorLog
 from .provider import LiveViewProvider
 
 log = logging.getLogger(__name__)
+
+# what aiohttp parses of a request at most; beyond, 400 and one rate-limited line (errorlog.py)
+MAX_LINE = 8190            # the request line (the URL with its query, the token included)
+MAX_FIELD = 8190           # one header
+MAX_HEADERS = 64           # header lines
 
 
 class WebServerError(RuntimeError):
@@ -41,7 +47,8 @@ class WebServer:
     def __init__(self, provider: LiveViewProvider, config: WebConfig | None = None, names: Sequence[str] = (),
                  zones: dict[str, list] | None = None):
         self.cfg = (config or WebConfig()).resolved()
-        self.live = LiveApp(provider, self.cfg, names, zones)
+        self.errors = RequestErrorLog(log)
+        self.live = LiveApp(provider, self.cfg, names, zones, errors=self.errors)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -116,8 +123,12 @@ class WebServer:
             loop.close()
 
     async def _startup(self) -> None:
+        # handler_cancellation: a client that goes ends its handler at once, so an idle stream
+        # (no event, no new frame) frees its slot without waiting for a write to fail
         self._runner = web.AppRunner(self.live.build(), access_log_class=RedactedAccessLogger,
-                                     handle_signals=False, shutdown_timeout=1.0)
+                                     handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,
+                                     logger=self.errors, max_line_size=MAX_LINE, max_field_size=MAX_FIELD,
+                                     max_headers=MAX_HEADERS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, reuse_address=True)
         try:
