@@ -114,6 +114,11 @@ def test_memory_estimate_from_sizes(yf_spec):
     assert est.ring_bytes == 6 * (360 * 640 * 3 + 1080 * 1920 * 3)
     assert (est.tensor_bytes, est.frames, est.size) == (per_frame, 2, (320, 320))
     assert estimate_memory(cfg, yf_spec.with_(precision="auto"), cams).frames == 8   # a calibration may run
+    cfg.pipeline.infer_workers, cfg.pipeline.batch = 0, "auto"     # auto: up to 2 workers, one frame each
+    assert estimate_memory(cfg, yf_spec.with_(precision="fp32"), cams).frames == 2
+    cfg.pipeline.infer_workers, cfg.pipeline.batch = 4, 8          # never more frames than ring slots
+    assert estimate_memory(cfg, yf_spec.with_(precision="fp32"), cams).frames == 6
+    cfg.pipeline.infer_workers, cfg.pipeline.batch = 1, 2
     big = estimate_memory(cfg, yf_spec.with_(precision="fp32", size=(640, 640)), cams)
     assert big.tensor_bytes == 4 * per_frame
     check_memory(est, available=est.total_bytes)     # fits exactly: no error
