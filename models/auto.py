@@ -215,6 +215,7 @@ def cache_fields(spec, network: Network, probe: bool, self_calib: bool = False) 
             "request": [spec.backend, spec.precision], "calib": calib, "probe": probe,
             "conf": spec.conf_threshold, "nms": spec.nms_threshold, "letterbox": spec.letterbox,
             "int8_method": (spec.extra or {}).get("int8_method", ""), "self_calib": self_calib,
+            "int8_weight_bits": (spec.extra or {}).get("int8_weight_bits", ""),
             "env": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
 
 

@@ -9,7 +9,7 @@ the scales were fitted to), writes them as JPEG under
 
     <cache>/calib-auto/<cfg stem>-<W>x<H>-<model key>/
         frames/000.jpg ...   the frames (the calibration is reproducible without the source)
-        calib_cache.json, model.int8.onnx, meta.json   as `quantize.calibrate` writes them
+        calib_cache.json, model.int8*.onnx, meta.json   as `quantize.calibrate` writes them
 
 and calibrates on them (cross-layer equalized, float stem and heads, as ``python -m models
 calibrate``; min-max ranges rather than its default entropy: yolov4 416 on 32 frames takes

@@ -36,6 +36,7 @@ class CpuInfo:
     name: str
     flags: FrozenSet[str]
     isa_cap: str = ""
+    x86: bool = True
 
     @property
     def has_bf16(self) -> bool:
@@ -49,6 +50,20 @@ class CpuInfo:
     @property
     def has_vnni(self) -> bool:
         return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & self.flags)
+
+    @property
+    def int8_saturates(self) -> bool:
+        """True where u8 x s8 int8 kernels add pairs of products in saturating 16-bit arithmetic:
+        x86 without VNNI/AMX (`vpmaddubsw`: u8 * s8 pairs summed into int16). There, weights of
+        8 bits can overflow the pair sum (255 * 127 * 2 > 32767); 7-bit weights cannot
+        (255 * 64 * 2 = 32640). With VNNI (`vpdpbusd`) the products go straight into int32."""
+        return self.x86 and not self.has_vnni
+
+    @property
+    def int8_weight_bits(self) -> int:
+        """Weight bits of the int8 models this CPU runs: 7 (reduced range) where the int8
+        kernels saturate, else 8."""
+        return 7 if self.int8_saturates else 8
 
     @property
     def tier(self) -> str:
@@ -66,8 +81,8 @@ class CpuInfo:
         return f"{self.name} ({self.tier}{cap})"
 
     def key(self) -> str:
-        """Identity for caches: name, relevant flags and cap."""
-        return f"{self.name}|{','.join(sorted(self.flags))}|{self.isa_cap}"
+        """Identity for caches: name, relevant flags, cap and int8 weight bits."""
+        return f"{self.name}|{','.join(sorted(self.flags))}|{self.isa_cap}|w{self.int8_weight_bits}"
 
 
 def cap_flags(flags: FrozenSet[str], isa_cap: str) -> FrozenSet[str]:
@@ -105,4 +120,6 @@ def cpu_info(cpuinfo_path: Optional[Path] = None) -> CpuInfo:
     except OSError:
         name, flags = "", frozenset()
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
-    return CpuInfo(name or platform.processor() or platform.machine(), cap_flags(flags, cap), cap.upper())
+    machine = platform.machine().lower()
+    return CpuInfo(name or platform.processor() or machine, cap_flags(flags, cap), cap.upper(),
+                   x86=machine in ("x86_64", "amd64", "i386", "i686"))

@@ -6,13 +6,17 @@ ONNX Runtime's calibrators (entropy = TensorRT's KL-divergence threshold search,
 percentile, or min-max), and writes into the output directory:
 
     calib_cache.json   per-tensor ranges (ONNX Runtime's TensorsData JSON): the scales
-    model.int8.onnx    the Q/DQ model (runs INT8 on ONNX Runtime; TensorRT builds INT8
-                       engines from it by explicit quantization)
+    model.int8.onnx    the Q/DQ model with 8-bit weights (runs INT8 on ONNX Runtime and
+                       OpenVINO on CPUs with VNNI/AMX)
+    model.int8-w7.onnx the same with 7-bit weights (reduced range), for x86 CPUs without
+                       VNNI, whose u8 x s8 kernels sum pairs of products in saturating int16
+                       (`cpu.CpuInfo.int8_saturates`); built when such a CPU first needs it
     meta.json          which fp32 model, size, method, frames and float layers it belongs to
 
-The Q/DQ model is a pure function of (fp32 model, cache, settings): `build_qdq`
-rebuilds it from the cache alone, without frames, bit-identically.
-Never calibrates on random data: the frames come from the user's source.
+The ranges do not depend on the CPU; the Q/DQ model does, through its weight bits. It is a pure
+function of (fp32 model, cache, settings, weight bits): `build_qdq` rebuilds it from the cache
+alone, without frames, bit-identically. Never calibrates on random data: the frames come from
+the user's source.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from .cpu import cpu_info
 from .darknet import Network
 from .errors import ModelError, check_dir
 from .onnx_export import export_onnx, model_key
@@ -148,12 +153,20 @@ def _ort_method(method: str):
             "minmax": CalibrationMethod.MinMax}[method]
 
 
+def qdq_name(weight_bits: int) -> str:
+    """File name of the Q/DQ model with `weight_bits` (8 or 7) in a calibration directory."""
+    if weight_bits not in (7, 8):
+        raise ModelError(f"int8 weights have 7 or 8 bits, not {weight_bits}")
+    return "model.int8.onnx" if weight_bits == 8 else "model.int8-w7.onnx"
+
+
 def build_qdq(fp32_path: Path, cache_path: Path, out_path: Path, float_nodes: Sequence[str], method: str,
-              per_channel: bool = True) -> Path:
+              per_channel: bool = True, weight_bits: int = 8) -> Path:
     """Q/DQ model from the fp32 model and a calibration cache; no frames needed.
 
-    Activations uint8 (asymmetric), weights int8 per output channel: the fast
-    VNNI path of ONNX Runtime on x86. Nodes in `float_nodes` stay float32.
+    Activations uint8 (asymmetric), weights int8 per output channel, symmetric: 8 bits
+    ([-127, 127]) for CPUs with VNNI, 7 bits ([-64, 64], ONNX Runtime's reduce_range) for those
+    whose int8 kernels saturate. Nodes in `float_nodes` stay float32.
     """
     import onnx  # noqa: PLC0415
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
@@ -165,7 +178,7 @@ def build_qdq(fp32_path: Path, cache_path: Path, out_path: Path, float_nodes: Se
     tmp = out_path.with_suffix(f".tmp{os.getpid()}")
     with quiet_ort_quantization():
         quantize_static(str(fp32_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=weight_bits == 7, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=list(float_nodes) + inner, calibration_cache_path=str(cache_path),
                         calibrate_method=_ort_method(method),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
@@ -206,7 +219,8 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
     float_nodes = list(head_and_stem_nodes(network) if float_layers is None else float_layers)
     meta = CalibMeta(model_key(network), str(network.cfg_path), list(network.input_size), method, len(blobs),
                      str(source), float_nodes, equalized=equalized)
-    build_qdq(fp32, out_dir / "calib_cache.json", out_dir / "model.int8.onnx", float_nodes, method)
+    bits = cpu_info().int8_weight_bits
+    build_qdq(fp32, out_dir / "calib_cache.json", out_dir / qdq_name(bits), float_nodes, method, weight_bits=bits)
     (out_dir / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
     return out_dir
 
@@ -233,14 +247,28 @@ def checked_meta(spec, network: Network) -> CalibMeta:
     return meta
 
 
-def int8_model_path(spec, network: Network) -> Path:
-    """The Q/DQ model for `network` from spec.calib; rebuilt from the cache if missing."""
+def int8_weight_bits(spec) -> int:
+    """Weight bits of the int8 model `spec` runs: spec.extra["int8_weight_bits"] (7 or 8) when
+    set (e.g. a model calibrated for other machines), else what this CPU needs
+    (`CpuInfo.int8_weight_bits`)."""
+    bits = (spec.extra or {}).get("int8_weight_bits")
+    if bits is None:
+        return cpu_info().int8_weight_bits
+    if str(bits) not in ("7", "8"):
+        raise ModelError(f"int8_weight_bits must be 7 or 8; got {bits!r}")
+    return int(bits)
+
+
+def int8_model_path(spec, network: Network, weight_bits: Optional[int] = None) -> Path:
+    """The Q/DQ model for `network` from spec.calib with `weight_bits` (default: `int8_weight_bits(spec)`);
+    built from the calibration cache if missing."""
     meta = checked_meta(spec, network)
-    path = Path(spec.calib) / "model.int8.onnx"
+    bits = weight_bits or int8_weight_bits(spec)
+    path = Path(spec.calib) / qdq_name(bits)
     if not path.is_file():
         cache = Path(spec.calib) / "calib_cache.json"
         if not cache.is_file():
-            raise ModelError(f"{spec.calib}: neither model.int8.onnx nor calib_cache.json is there")
+            raise ModelError(f"{spec.calib}: neither {path.name} nor calib_cache.json is there")
         build_qdq(float_model(network, meta.equalized, spec.cache_dir), cache, path, meta.float_layers, meta.method,
-                  meta.per_channel)
+                  meta.per_channel, weight_bits=bits)
     return path

@@ -35,6 +35,19 @@ def test_cpuinfo_flags_and_isa_cap():
     assert CpuInfo(name, cap_flags(flags, "AVX2")).tier == "other"
 
 
+def test_int8_weight_bits_follow_the_cpus_int8_instructions():
+    """7-bit weights exactly where u8 x s8 kernels saturate: x86 without VNNI/AMX; part of the cache key."""
+    flags = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "amx_int8"})
+    assert CpuInfo("x", flags).int8_weight_bits == 8
+    assert CpuInfo("x", cap_flags(flags, "AVX512_CORE_VNNI")).int8_weight_bits == 8
+    assert CpuInfo("x", frozenset({"avx2", "fma", "avx_vnni"})).int8_weight_bits == 8  # AVX-VNNI (Alder Lake)
+    for cap in ("AVX2", "AVX512_CORE"):
+        assert CpuInfo("x", cap_flags(flags, cap)).int8_saturates
+        assert CpuInfo("x", cap_flags(flags, cap)).int8_weight_bits == 7
+    assert not CpuInfo("arm", frozenset(), x86=False).int8_saturates  # no vpmaddubsw there
+    assert CpuInfo("x", cap_flags(flags, "AVX2")).key() != CpuInfo("x", cap_flags(flags, "AVX2"), x86=False).key()
+
+
 def _dets(boxes, scores, classes):
     return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), scores, classes)
 

@@ -12,7 +12,8 @@ from trackpipe.models.autocalib import (FRAMES, cached_calibration, calibration_
                                         source_calibration)
 from trackpipe.models.darknet import load_network
 from trackpipe.models.errors import ModelError
-from trackpipe.models.quantize import load_meta, read_calibration_frames
+from trackpipe.models.cpu import cpu_info
+from trackpipe.models.quantize import load_meta, qdq_name, read_calibration_frames
 from trackpipe.models.spec import ModelSpec
 from tests.assets import FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, NAMES, VIDEO
 
@@ -53,7 +54,7 @@ def test_source_calibration_is_complete_self_contained_and_reused(calibrated, ne
     meta = load_meta(out)
     assert meta.frames == FRAMES and meta.source == str(out / "frames") and meta.method == "minmax"
     assert len(list((out / "frames").glob("*.jpg"))) == FRAMES     # readable without the source
-    assert (out / "model.int8.onnx").is_file() and (out / "calib_cache.json").is_file()
+    assert (out / qdq_name(cpu_info().int8_weight_bits)).is_file() and (out / "calib_cache.json").is_file()
     mtime = (out / "meta.json").stat().st_mtime_ns
     with caplog.at_level(logging.WARNING, logger="trackpipe.models"):
         assert source_calibration(network, "/nonexistent/other.mp4", [], cache) == out

@@ -17,6 +17,9 @@ is always set explicitly):
   calibration says) model, fed the same real frames the calibration read, with the
   calibration's float layers kept float; cached as OpenVINO IR.
   "qdq": the calibration's Q/DQ ONNX model, as ONNX Runtime runs it.
+  On x86 CPUs without VNNI/AMX (`CpuInfo.int8_saturates`: oneDNN's u8 x s8 kernels sum pairs
+  of products in saturating int16) both use 7-bit weights: NNCF's overflow fix on every layer,
+  and the calibration's reduced-range Q/DQ model.
   spec.extra["int8_method"] picks one; default nncf when the package is installed
   (measured faster at equal accuracy, README), else qdq.
 
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install openvino"
 REWRITE_VERSION = "1"   # bump when mish_as_op changes
-NNCF_VERSION = "1"      # bump when the NNCF settings change
+NNCF_VERSION = "2"      # bump when the NNCF settings change
 OV_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: non-quantized ops stay f32
 
 
@@ -147,20 +150,22 @@ def openvino_onnx(source: Path) -> Path:
 def nncf_int8_path(spec, network, ov) -> Path:
     """OpenVINO IR quantized by NNCF on the frames of spec.calib; built once, cached by
     (model, calibration, settings, OpenVINO and NNCF versions)."""
-    from ..quantize import checked_meta, float_model, read_calibration_frames  # noqa: PLC0415
+    from ..quantize import checked_meta, float_model, int8_weight_bits, read_calibration_frames  # noqa: PLC0415
 
     meta = checked_meta(spec, network)
     try:
         import nncf  # noqa: PLC0415
     except ImportError:
         raise BackendUnavailable("int8 method nncf needs the nncf package: pip install nncf") from None
+    bits = int8_weight_bits(spec)
     fields = {"model": model_key(network), "source": meta.source, "frames": meta.frames,
               "equalized": meta.equalized, "float": meta.float_layers, "letterbox": spec.letterbox,
-              "ov": ov.__version__, "nncf": nncf.__version__, "v": NNCF_VERSION}
+              "ov": ov.__version__, "nncf": nncf.__version__, "v": NNCF_VERSION, "weight_bits": bits}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     w, h = network.input_size
     stem = network.cfg_path.stem if network.cfg_path else "model"
-    out = Path(spec.cache_dir or default_cache_dir()) / "openvino" / f"{stem}-{w}x{h}-int8-nncf-{key}.xml"
+    suffix = "" if bits == 8 else f"-w{bits}"
+    out = Path(spec.cache_dir or default_cache_dir()) / "openvino" / f"{stem}-{w}x{h}-int8-nncf{suffix}-{key}.xml"
     if out.is_file() and out.with_suffix(".bin").is_file():
         return out
     from ..preprocess import preprocess  # noqa: PLC0415
@@ -177,9 +182,11 @@ def nncf_int8_path(spec, network, ov) -> Path:
     # NNCF draws a progress bar on stdout (a rich console) and logs its graph at INFO on its own
     # handler: the warning above says what happens
     with quiet_loggers("nncf"), contextlib.redirect_stdout(io.StringIO()):
+        # 7-bit weights: the overflow fix on every layer (NNCF's default fixes the first only)
+        advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE) if bits == 7 else None
         quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
                                   ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False)
-                                  if patterns else None)
+                                  if patterns else None, advanced_parameters=advanced)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
