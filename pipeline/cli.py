@@ -222,4 +222,9 @@ def _main(argv) -> int:
             "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps%s, latency p50 %s ms",
             res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"], why,
             r["latency_ms"]["p50"])
+        if r.get("delivery"):   # the last line: per target, delivered / pending in its outbox / dropped
+            from trackpipe.pipeline.events.delivery import describe_delivery
+            short = any(d["pending"] or d["dropped"] or d["rejected"] for d in r["delivery"].values())
+            logging.getLogger("run_tracker").log(logging.WARNING if short else logging.INFO, "events: %s",
+                                                 describe_delivery(r["delivery"]))
     return res.exit_code

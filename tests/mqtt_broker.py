@@ -4,6 +4,7 @@ paho subscriber.
     ok, reason = mosquitto_available()
     if not ok: pytest.skip(reason)
     broker = MosquittoBroker().start()     # free port on 127.0.0.1, temp config, no persistence
+                                           # (persistence=True: sessions outlive stop()/start())
     sub = Subscriber(broker.port, "trackpipe/#")
     sub.wait_for(lambda msgs: ..., timeout=20)
     broker.kill()      # SIGKILL: a crashed broker
@@ -64,12 +65,13 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05)
 class MosquittoBroker:
     """One mosquitto process on 127.0.0.1:port (the same port across kill()/start())."""
 
-    def __init__(self, port: Optional[int] = None, users: Optional[dict] = None):
+    def __init__(self, port: Optional[int] = None, users: Optional[dict] = None, persistence: bool = False):
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mosquitto-test-"))
         self.conf = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false",
+        store = ["persistence true", f"persistence_location {self.dir}/", "max_queued_messages 100000"]
+        lines = [f"listener {self.port} 127.0.0.1", *(store if persistence else ["persistence false"]),
                  "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
                  "log_type information", "connection_messages true",
                  f"user {pwd.getpwuid(os.getuid()).pw_name}"]
@@ -169,11 +171,13 @@ class Message:
 
 
 class Subscriber:
-    """A real paho subscriber (its own client id, clean session) that records every message
-    and re-subscribes after each reconnection."""
+    """A real paho subscriber (its own client id, clean session unless ``clean_session=False``:
+    then a broker with persistence keeps its subscription and queues its QoS 1 messages while
+    it is away, across a broker restart) that records every message and re-subscribes after
+    each reconnection."""
 
     def __init__(self, port: int, topics: Sequence[str] = ("trackpipe/#",), client_id: Optional[str] = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", clean_session: bool = True):
         import paho.mqtt.client as mqtt
 
         self.topics = list(topics)
@@ -182,7 +186,8 @@ class Subscriber:
         self.connects = 0
         self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"test-sub-{os.getpid()}-{id(self):x}", clean_session=True)
+                                  client_id=client_id or f"test-sub-{os.getpid()}-{id(self):x}",
+                                  clean_session=clean_session)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.subscribed.set()

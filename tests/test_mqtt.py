@@ -92,8 +92,8 @@ def test_broker_killed_and_restarted(broker, caplog):
     caplog.set_level(logging.INFO, logger="trackpipe.pipeline.events")
     sub = Subscriber(broker.port)
     assert sub.wait_subscribed(30)
-    pub = MqttPublisher(MqttConfig(url=broker.url, queue_size=20, reconnect_min_s=0.1,
-                                   reconnect_max_s=0.5)).start()
+    pub = MqttPublisher(MqttConfig(url=broker.url, queue_size=20, reconnect_min_s=0.1,   # memory only
+                                   reconnect_max_s=0.5, outbox=False)).start()
     _, before = crossing_events(10, start_id=1)
     _, during = crossing_events(200, start_id=1000)
     _, after = crossing_events(10, start_id=5000)
@@ -178,7 +178,7 @@ def test_last_will_when_the_publisher_dies(broker, tmp_path):
 def test_unreachable_broker_logs_once_per_backoff_step(caplog):
     caplog.set_level(logging.WARNING, logger="trackpipe.pipeline.events")
     cfg = MqttConfig(url=f"mqtt://someone:hunter2@127.0.0.1:{free_port()}", queue_size=10,
-                     reconnect_min_s=0.1, reconnect_max_s=0.4)
+                     reconnect_min_s=0.1, reconnect_max_s=0.4, outbox=False)
     pub = MqttPublisher(cfg).start()
     _, evs = crossing_events(50)
     worst = 0.0

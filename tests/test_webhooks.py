@@ -1,17 +1,23 @@
 """Webhooks against a real local HTTP server (http.server on 127.0.0.1 in a thread):
 200 OK in order, 500 then OK (retries), 404 (not retried), a server that never answers
-(timeouts, bounded queue, counted drops, offer() never blocks), an unreachable URL."""
+(timeouts, bounded queue, counted drops, offer() never blocks), an unreachable URL; the outbox:
+events a URL never took wait on disk and go first, in order, to the next sender or run of that
+URL; its bound drops the oldest with a count."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from conftest import ASSETS, COCO_NAMES, ROOT, YF_CFG, YF_WEIGHTS
 from mqtt_broker import free_port, wait_until
 from trackpipe.pipeline.events.config import EventConfigError, WebhookConfig
 from trackpipe.pipeline.events.delivery import Backoff, BoundedQueue
@@ -24,7 +30,7 @@ class HookServer:
     """A real HTTP server. mode: "ok" (200), "fail" (``status`` for the first ``fail_first``
     requests, then 200), "hang" (accepts, reads, never answers until close())."""
 
-    def __init__(self, mode: str = "ok", fail_first: int = 0, status: int = 500):
+    def __init__(self, mode: str = "ok", fail_first: int = 0, status: int = 500, port: int = 0):
         self.mode, self.fail_first, self.status = mode, fail_first, status
         self.bodies, self.headers, self.requests = [], [], 0
         self.release = threading.Event()
@@ -56,7 +62,7 @@ class HookServer:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -93,14 +99,15 @@ def timed_offers(sender, items):
 
 
 def test_every_event_in_order(server):
-    hook = WebhookSender(WebhookConfig(url=server.url)).start()
+    hook = WebhookSender(WebhookConfig(url=server.url)).start()    # the outbox in its default folder
     for e in events(40):
         hook.offer(e)
     assert wait_until(lambda: len(server.bodies) == 40, 60), server.bodies
     st = hook.close(5)
     assert [b["n"] for b in server.bodies] == list(range(40))
     assert server.headers[0]["Content-Type"] == "application/json"
-    assert (st.sent, st.dropped, st.failed, st.rejected, st.queued) == (40, 0, 0, 0, 0)
+    assert (st.sent, st.dropped, st.failed, st.rejected, st.queued, st.pending) == (40, 0, 0, 0, 0, 0)
+    assert st.outbox.endswith(".sqlite") and not os.path.exists(st.outbox)   # empty: no file left
 
 
 @pytest.mark.parametrize("server", [("fail", 3, 500)], indirect=True)
@@ -131,7 +138,7 @@ def test_4xx_is_not_retried(server):
 @pytest.mark.parametrize("server", [("hang",)], indirect=True)
 def test_server_that_never_answers(server, caplog):
     caplog.set_level(logging.WARNING, logger="trackpipe.pipeline.events")
-    hook = WebhookSender(WebhookConfig(url=server.url, timeout_s=0.3, queue_size=5,
+    hook = WebhookSender(WebhookConfig(url=server.url, timeout_s=0.3, queue_size=5, outbox=False,
                                        backoff_initial_s=0.05, backoff_max_s=0.2)).start()
     worst = timed_offers(hook, events(200))
     assert worst < 0.5, f"offer() blocked {worst:.3f}s"          # generous: it only appends to a deque
@@ -151,7 +158,7 @@ def test_unreachable_url_logs_once_per_backoff_step(caplog, monkeypatch):
     monkeypatch.setenv("HOOK_TOKEN", "s3cr3t-token")
     url = f"http://user:pa55word@127.0.0.1:{free_port()}/hook?key=qu3ry-secret"
     cfg = WebhookConfig(url=url, headers={"Authorization": "Bearer ${HOOK_TOKEN}"}, queue_size=10,
-                        backoff_initial_s=0.1, backoff_max_s=0.4)
+                        backoff_initial_s=0.1, backoff_max_s=0.4, outbox=False)
     hook = WebhookSender(cfg).start()
     worst = timed_offers(hook, events(100))
     assert worst < 0.5
@@ -197,3 +204,106 @@ def test_bounded_queue_drops_oldest_and_backoff_is_capped():
     b = Backoff(0.5, 4.0, jitter=0.2)
     d = [b.next() for _ in range(8)]
     assert all(0.4 <= x <= 0.5 for x in d[:1]) and all(3.2 <= x <= 4.0 for x in d[4:])
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+def test_events_a_url_never_took_go_first_to_its_next_sender(tmp_path, caplog):
+    """A URL that never answers: the events wait in its outbox (nothing dropped); the next
+    sender of that URL (the next run) delivers them first, in order, once it answers."""
+    caplog.set_level(logging.INFO, logger="trackpipe.pipeline.events")
+    cfg = dict(timeout_s=0.3, backoff_initial_s=0.05, backoff_max_s=0.2, outbox={"dir": str(tmp_path)})
+    hang = HookServer("hang")
+    port = hang.httpd.server_address[1]
+    try:
+        first = WebhookSender(WebhookConfig(url=hang.url, **cfg)).start()
+        assert timed_offers(first, events(30)) < 0.5                    # offer() never blocks
+        assert wait_until(lambda: first.stats().failed >= 2, 60)
+        st = first.close(1.0)
+    finally:
+        hang.close()
+    assert (st.offered, st.sent, st.dropped, st.pending, st.restored) == (30, 0, 0, 30, 0)
+    assert os.path.exists(st.outbox) and os.path.dirname(st.outbox) == str(tmp_path)
+    ok = HookServer("ok", port=port)                                     # the same URL answers now
+    try:
+        second = WebhookSender(WebhookConfig(url=ok.url, **cfg)).start()
+        for e in events(5, start=30):
+            second.offer(e)
+        assert wait_until(lambda: len(ok.bodies) >= 35, 60), ok.bodies
+        st2 = second.close(5)
+    finally:
+        ok.close()
+    assert [b["n"] for b in ok.bodies] == list(range(35))               # the earlier run's first, in order
+    assert (st2.restored, st2.offered, st2.sent, st2.pending, st2.dropped) == (30, 5, 35, 0, 0)
+    assert st2.outbox == st.outbox and not os.path.exists(st.outbox)
+    assert any("30 undelivered event(s) from an earlier run" in r.getMessage() for r in caplog.records)
+
+
+def test_outbox_bound_drops_the_oldest_with_a_count(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="trackpipe.pipeline.events")
+    port = free_port()                                                   # nothing listens yet
+    cfg = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", backoff_initial_s=0.05, backoff_max_s=0.2,
+                        outbox={"dir": str(tmp_path), "max_events": 10})
+    first = WebhookSender(cfg).start()
+    for e in events(50):
+        first.offer(e)
+    assert wait_until(lambda: first.stats().failed >= 2, 60)
+    st = first.close(1.0)
+    assert (st.offered, st.sent, st.pending, st.dropped) == (50, 0, 10, 40)   # offered == pending + dropped
+    full = [r.getMessage() for r in caplog.records if "outbox full" in r.getMessage()]
+    assert len(full) == 1 and "the oldest are dropped" in full[0]       # one line, not one per event
+    ok = HookServer("ok", port=port)
+    try:
+        second = WebhookSender(cfg).start()
+        assert wait_until(lambda: len(ok.bodies) >= 10, 60)
+        st2 = second.close(5)
+    finally:
+        ok.close()
+    assert [b["n"] for b in ok.bodies] == list(range(40, 50))            # the newest 10, in order
+    assert (st2.restored, st2.sent, st2.pending) == (10, 10, 0)
+
+
+TRAFFIC = ASSETS / "video" / "traffic-cars.mp4"
+MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
+         "--backend", "onnx", "--precision", "fp32"]
+
+
+def _run(tmp_path, name: str, url: str, frames: int) -> subprocess.CompletedProcess:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"webhooks:\n  - url: {url}\n    timeout_s: 0.5\n    backoff_initial_s: 0.1\n"
+                   f"    backoff_max_s: 0.5\n    outbox: {{dir: {tmp_path / 'outbox'}}}\n")
+    return subprocess.run([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(TRAFFIC), *MODEL,
+                           "--headless", "--max-frames", str(frames), "--config", str(cfg),
+                           "--events", str(tmp_path / f"{name}.jsonl"), "--profile", str(tmp_path / f"{name}.json")],
+                          cwd=str(ROOT), env=dict(os.environ, PYTHONUNBUFFERED="1"), capture_output=True, text=True,
+                          timeout=150)
+
+
+@pytest.mark.timeout(320)
+def test_run_keeps_what_a_silent_webhook_never_took_and_the_next_run_delivers_it(tmp_path):
+    hang = HookServer("hang")
+    port = hang.httpd.server_address[1]
+    try:
+        r1 = _run(tmp_path, "run1", hang.url, 90)
+    finally:
+        hang.close()
+    assert r1.returncode == 0, r1.stderr
+    ev1 = [json.loads(ln) for ln in (tmp_path / "run1.jsonl").read_text().splitlines()]
+    p1 = json.loads((tmp_path / "run1.json").read_text())["delivery"][f"webhook {hang.url}"]
+    assert len(ev1) >= 3 and (p1["delivered"], p1["pending"], p1["dropped"]) == (0, len(ev1), 0)
+    last = r1.stderr.strip().splitlines()[-1]                           # the final line says so
+    assert "WARNING events: webhook" in last and f"delivered 0, pending {len(ev1)} (in " in last, last
+    ok = HookServer("ok", port=port)
+    try:
+        r2 = _run(tmp_path, "run2", ok.url, 30)
+        assert r2.returncode == 0, r2.stderr
+        ev2 = [json.loads(ln) for ln in (tmp_path / "run2.jsonl").read_text().splitlines()]
+        assert wait_until(lambda: len(ok.bodies) >= len(ev1) + len(ev2), 10)
+    finally:
+        ok.close()
+    key = lambda e: (e["event"], e.get("track_id"), e.get("seq"))      # noqa: E731
+    assert [key(b) for b in ok.bodies] == [key(e) for e in ev1 + ev2]    # run 1's events first, in order
+    p2 = json.loads((tmp_path / "run2.json").read_text())["delivery"][f"webhook {ok.url}"]
+    assert (p2["delivered"], p2["pending"], p2["dropped"]) == (len(ev1) + len(ev2), 0, 0)
+    assert r2.stderr.strip().splitlines()[-1].endswith(f"delivered {len(ev1) + len(ev2)}, pending 0, dropped 0")
+    assert not os.listdir(tmp_path / "outbox") or all(f.endswith(".lock") for f in os.listdir(tmp_path / "outbox"))

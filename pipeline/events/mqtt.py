@@ -22,6 +22,11 @@ connected, so paho's own queue holds at most the in-flight messages and is cappe
 (``max_queued_messages_set``). Counts are state, not a stream: the newest value per topic is
 kept (never dropped) and all of them are published again after every (re)connection, since a
 restarted broker may have lost its retained messages.
+
+Events go through the broker's outbox on disk (``config.outbox``, on by default): a row leaves
+it when its PUBACK comes (QoS 0: when paho sent it), so events published while the broker was
+down, or still unacknowledged at ``close``, are sent after the reconnection or by the next run,
+in order. Snapshots, counts and availability are state, not history: memory only.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .config import MqttConfig
 from .delivery import Backoff, Delivery
+from .outbox import OutboxConfig, Row, target_key
 from .schema import event_dict
 
 log = logging.getLogger(__name__)
@@ -76,8 +82,12 @@ class MqttPublisher(Delivery):
     def __init__(self, config: MqttConfig, default_camera: str = "default"):
         self.config = config
         self.default_camera = default_camera
+        scheme = "mqtts" if config.tls else "mqtt"
+        key = target_key("mqtt", config.host, config.port,   # the user and the prefix make another target
+                         f"{scheme}://{config.username or ''}@{config.host}:{config.port}/{config.topic_prefix}")
         super().__init__(f"mqtt {config.safe_url}", {"event": config.queue_size, "snapshot": SNAPSHOT_QUEUE},
-                         Backoff(config.reconnect_min_s, config.reconnect_max_s))
+                         Backoff(config.reconnect_min_s, config.reconnect_max_s),
+                         OutboxConfig.parse(getattr(config, "outbox", None)), key)
         self.prefix = config.topic_prefix
         self.available_topic = f"{self.prefix}/available"
         self.client = None
@@ -86,11 +96,12 @@ class MqttPublisher(Delivery):
         self._counts_lock = threading.Lock()
         self._counts: Dict[str, bytes] = {}     # topic -> newest payload
         self._dirty: Dict[str, bytes] = {}
-        # QoS 1 messages waiting for their PUBACK: mid -> lane. The lock is never held while
-        # calling paho (paho holds its own lock while it calls on_publish).
+        # QoS 1 messages waiting for their PUBACK: mid -> (lane, outbox row id or 0). The lock is
+        # never held while calling paho (paho holds its own lock while it calls on_publish).
         self._mids_lock = threading.Lock()
-        self._mids: Dict[int, str] = {}
+        self._mids: Dict[int, Tuple[str, int]] = {}
         self._early: set = set()                 # acks that came before publish() returned
+        self._acked: List[int] = []              # outbox rows acknowledged, removed by the worker
         self._fail_streak = 0
         self._ever_connected = False
         self._refused = False
@@ -172,10 +183,12 @@ class MqttPublisher(Delivery):
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._mids_lock:
-            lane = self._mids.pop(mid, None)
+            lane, row_id = self._mids.pop(mid, (None, 0))
             if lane is None:
                 self._early.add(mid)
-        if lane == "event":
+            elif lane == "event" and row_id:
+                self._acked.append(row_id)
+        if lane == "event" and not row_id:
             self._note(sent=1)
 
     # --- worker side ------------------------------------------------------------------------
@@ -203,29 +216,41 @@ class MqttPublisher(Delivery):
         c.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         c.loop_start()
 
-    def _publish(self, topic: str, payload, qos: int, retain: bool, lane: str) -> bool:
-        """True once paho took the message (QoS 1: it resends it after a reconnect)."""
+    def _publish(self, topic: str, payload, qos: int, retain: bool, lane: str, row_id: int = 0) -> bool:
+        """True once paho took the message (QoS 1: it resends it after a reconnect). An event's
+        ``row_id`` (its outbox row, 0 if none) is removed once acknowledged (QoS 0: sent)."""
         import paho.mqtt.client as mqtt
 
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0):
+            acked = qos == 0
             if qos > 0:
                 with self._mids_lock:
-                    early = info.mid in self._early
-                    if early:
+                    acked = info.mid in self._early
+                    if acked:
                         self._early.discard(info.mid)
                     else:
-                        self._mids[info.mid] = lane
-                if early and lane == "event":
+                        self._mids[info.mid] = (lane, row_id)
+            if acked and lane == "event":
+                if row_id:
+                    with self._mids_lock:
+                        self._acked.append(row_id)
+                else:
                     self._note(sent=1)
-            elif lane == "event":
-                self._note(sent=1)
             return True
         return False
 
-    def _unacked_events(self) -> int:
+    def _settle(self) -> None:
         with self._mids_lock:
-            return sum(lane == "event" for lane in self._mids.values())
+            acked, self._acked = self._acked, []
+        if acked and self.outbox is not None:
+            self._note(sent=self.outbox.delete(acked))   # a row the bound dropped meanwhile: counted there
+
+    def _unacked_events(self, in_outbox: Optional[bool] = None) -> int:
+        """Events paho holds unacknowledged (``in_outbox``: only those with / without a row)."""
+        with self._mids_lock:
+            return sum(lane == "event" and (in_outbox is None or bool(row_id) == in_outbox)
+                       for lane, row_id in self._mids.values())
 
     def _sync(self) -> None:
         """After a (re)connection: availability and every count; else: the changed counts."""
@@ -246,26 +271,36 @@ class MqttPublisher(Delivery):
         if self._connected.is_set():
             self._sync()
 
+    def _encode(self, item: Any) -> Tuple[str, bytes]:
+        cam = item.get("camera") or self.default_camera
+        return f"{self.prefix}/{topic_level(cam)}/events", json.dumps(item, separators=(",", ":")).encode()
+
     def _attempt(self, lane: str, item: Any) -> None:
+        row_id = 0
         if lane == "snapshot":
             cam, data = item
             topic, payload, qos = f"{self.prefix}/{topic_level(cam)}/snapshot", data, 0
         else:
-            cam = item.get("camera") or self.default_camera
-            topic, payload, qos = f"{self.prefix}/{topic_level(cam)}/events", json.dumps(
-                item, separators=(",", ":")), self.config.qos
+            topic, payload, qos, row_id = item.route, item.body, self.config.qos, item.id
         while not self._stop.is_set():
             if not self._connected.is_set():
                 self._failing = True
-                self._connected.wait(0.2)
+                if self.outbox is not None:
+                    self._pause(0.2)      # moves offered events to the outbox meanwhile
+                    if row_id and not self.outbox.exists(row_id):
+                        self._cursor = max(self._cursor, row_id)   # the bound dropped it (counted)
+                        return
+                else:
+                    self._connected.wait(0.2)
                 continue
             self._failing = False
             self._sync()
-            if self._publish(topic, payload, qos, lane == "snapshot", lane):
+            if self._publish(topic, payload, qos, lane == "snapshot", lane, row_id):
+                self._cursor = max(self._cursor, row_id)
                 self._sync()
                 return
             self._stop.wait(0.05)     # paho's queue is full (acks slow) or the link just dropped
-        self.queue.count_drop(lane)
+        self._give_up(lane, item)
 
     def _closed(self) -> None:
         c = self.client
@@ -278,7 +313,7 @@ class MqttPublisher(Delivery):
             end = max(time.monotonic() + 0.2, deadline)
             while time.monotonic() < end and (not info.is_published() or self._unacked_events()):
                 time.sleep(0.02)
-        unacked = self._unacked_events()
+        unacked = self._unacked_events(in_outbox=False)   # those with an outbox row stay there
         if unacked:
             self.queue.count_drop("event", unacked)
         c.disconnect()

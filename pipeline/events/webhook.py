@@ -5,7 +5,9 @@
     hook.close(timeout=5.0)      # sends what is queued for up to 5 s
 
 Order is kept: one request at a time, the head of the queue is retried until it is sent
-(2xx), refused for good (4xx other than 408/429) or pushed out. Retried: connection errors,
+(2xx), refused for good (4xx other than 408/429) or pushed out. With the outbox (the default,
+``config.outbox``) the head is the oldest event in this URL's outbox file, which outlasts the
+run: a URL that never answered gets those events first, in order, from the next run. Retried: connection errors,
 timeouts, 5xx, 408 and 429, with capped exponential backoff and jitter. At least once while
 an event fits in the queue: a request that timed out after the server took it is sent again,
 so receivers should de-duplicate on the event's ``id``. The URL's user, password and query and
@@ -19,10 +21,12 @@ import logging
 import socket
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Tuple
+from urllib.parse import urlsplit
 
 from .config import WebhookConfig
 from .delivery import Backoff, Delivery, PermanentError, RetryableError
+from .outbox import OutboxConfig, target_key
 from .schema import event_dict
 
 log = logging.getLogger(__name__)
@@ -38,9 +42,13 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class WebhookSender(Delivery):
     def __init__(self, config: WebhookConfig):
         self.config = config
-        super().__init__(f"webhook {config.safe_url}", {"event": config.queue_size},
-                         Backoff(config.backoff_initial_s, config.backoff_max_s))
         self._url, basic = config.request_url_and_auth()
+        u = urlsplit(self._url)
+        key = target_key("webhook", u.hostname or "", u.port or (443 if u.scheme == "https" else 80),
+                         f"{config.url}")   # the whole URL: its query and user make another target
+        super().__init__(f"webhook {config.safe_url}", {"event": config.queue_size},
+                         Backoff(config.backoff_initial_s, config.backoff_max_s),
+                         OutboxConfig.parse(getattr(config, "outbox", None)), key)
         self._headers = {"Content-Type": "application/json", "User-Agent": "trackpipe",
                          **({"Authorization": basic} if basic else {}), **config.resolved_headers()}
         self._opener = urllib.request.build_opener(_NoRedirect)
@@ -55,9 +63,11 @@ class WebhookSender(Delivery):
                 return True
         return super().offer(event, lane)
 
+    def _encode(self, item: Any) -> Tuple[str, bytes]:
+        return "", json.dumps(event_dict(item), separators=(",", ":")).encode()
+
     def _send(self, lane: str, item: Any) -> None:
-        body = json.dumps(event_dict(item), separators=(",", ":")).encode()
-        req = urllib.request.Request(self._url, data=body, headers=self._headers, method="POST")
+        req = urllib.request.Request(self._url, data=item.body, headers=self._headers, method="POST")
         try:
             with self._opener.open(req, timeout=self.config.timeout_s) as resp:
                 resp.read(65536)
