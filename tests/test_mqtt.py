@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ASSETS, COCO_NAMES, YF_CFG, YF_WEIGHTS
 from mqtt_broker import MosquittoBroker, Subscriber, free_port, mosquitto_available, wait_until
+from procs import wait_for
 from trackpipe.models.types import Tracks
 from trackpipe.pipeline.events import Line, ZoneLineCounter
 from trackpipe.pipeline.events.config import EventConfigError, MqttConfig
@@ -229,3 +231,123 @@ def test_config_errors():
     c = MqttConfig.from_dict("mqtts://u:p%40ss@broker.local")
     assert (c.host, c.port, c.tls, c.username, c.password) == ("broker.local", 8883, True, "u", "p@ss")
     assert "p@ss" not in repr(c) and c.safe_url == "mqtts://broker.local:8883"
+
+
+# --- the outbox: a broker that is down ------------------------------------------------------
+
+@pytest.fixture
+def broker_with_listener():
+    """A broker with persistence and a subscriber whose session (clean_session=False) it keeps
+    across stop()/start(): what is published while the subscriber reconnects still reaches it."""
+    ok, reason = mosquitto_available()
+    if not ok:
+        pytest.skip(reason)
+    b = MosquittoBroker(persistence=True).start()
+    sub = Subscriber(b.port, ["trackpipe/#"], client_id=f"outbox-listener-{os.getpid()}", clean_session=False)
+    try:
+        assert sub.wait_subscribed(30)
+        yield b, sub
+    finally:
+        sub.close()
+        b.close()
+
+
+def test_broker_down_at_start_every_event_arrives_in_order(broker_with_listener, tmp_path):
+    broker, sub = broker_with_listener
+    broker.stop()                                    # down before the publisher starts
+    cfg = MqttConfig(url=broker.url, queue_size=20, reconnect_min_s=0.1, reconnect_max_s=0.5,
+                     outbox={"dir": str(tmp_path)})
+    pub = MqttPublisher(cfg).start()
+    _, evs = crossing_events(200)
+    worst = 0.0
+    for i in range(0, 200, 10):                      # events keep coming while it is down: 10x the
+        worst = max(worst, *(_timed_offer(pub, e) for e in evs[i:i + 10]))   # memory queue, kept on disk
+        assert wait_until(lambda: pub.stats().queued == 0, 30), pub.stats()
+    assert worst < 0.5, f"offer() blocked {worst:.3f}s while the broker was down"
+    assert wait_until(lambda: pub.stats().failed >= 3 and pub.stats().pending == 200, 60), pub.stats()
+    assert pub.stats().sent == 0 and pub.stats().dropped == 0
+    broker.start()                                   # back: the outbox goes first, in order
+    assert sub.wait_for(lambda m: len(event_msgs(sub)) >= 200, 60), len(event_msgs(sub))
+    assert [g["id"] for g in event_msgs(sub)] == [e.id for e in evs]
+    assert wait_until(lambda: pub.stats().sent == 200, 30)
+    st = pub.close(5)
+    assert (st.offered, st.sent, st.dropped, st.pending) == (200, 200, 0, 0) and not os.path.exists(st.outbox)
+
+    # down at the end of a run: what is left waits on disk for the next run
+    broker.stop()
+    pub = MqttPublisher(cfg).start()
+    _, late = crossing_events(20, start_id=3000)
+    for e in late:
+        pub.offer(e)
+    assert wait_until(lambda: pub.stats().failed >= 1, 60)
+    st = pub.close(1)
+    assert (st.offered, st.sent, st.dropped, st.pending) == (20, 0, 0, 20) and os.path.exists(st.outbox)
+    broker.start()
+    nxt = MqttPublisher(cfg).start()                 # the next run
+    assert sub.wait_for(lambda m: len(event_msgs(sub)) >= 220, 60)
+    assert [g["id"] for g in event_msgs(sub)][200:] == [e.id for e in late]
+    st = nxt.close(5)
+    assert (st.restored, st.sent, st.pending) == (20, 20, 0)
+
+
+def _timed_offer(pub, e) -> float:
+    t0 = time.perf_counter()
+    pub.offer(e)
+    return time.perf_counter() - t0
+
+
+TRAFFIC = ASSETS / "video" / "traffic-cars.mp4"
+MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
+         "--backend", "onnx", "--precision", "fp32"]
+ROAD = """lines:
+  - name: road
+    points: [[150, 430], [1080, 430]]
+    directions: [away, toward]
+"""
+
+
+def live_run(tmp_path, broker, duration: float, down_until_events: int) -> tuple:
+    """``run_tracker.py --realtime --loop --duration`` on the traffic video with the broker down
+    until the run has written ``down_until_events`` events and failed to connect twice; returns
+    (return code, stderr, seconds the broker was down while the run delivered, events file)."""
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text(ROAD + f"mqtt:\n  url: {broker.url}\n  reconnect_min_s: 0.2\n  reconnect_max_s: 0.5\n"
+                   f"  outbox: {{dir: {tmp_path / 'outbox'}}}\n")
+    events, err = tmp_path / "live.jsonl", tmp_path / "live.err"
+    broker.stop()
+    with open(err, "w") as f:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(TRAFFIC), *MODEL,
+                                 "--realtime", "--loop", "--duration", str(duration), "--headless", "--camera", "road",
+                                 "--config", str(cfg), "--events", str(events), "--profile", str(tmp_path / "live.json")],
+                                cwd=str(ROOT), env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=f, stderr=f,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: "ready in" in err.read_text() or proc.poll() is not None, 120, "the run to start")
+        t_ready = time.monotonic()
+        wait_for(lambda: proc.poll() is not None or (
+            events.exists() and len(events.read_text().splitlines()) >= down_until_events
+            and err.read_text().count("cannot connect") >= 2), 120, "events while the broker is down")
+        down_s = time.monotonic() - t_ready
+        assert proc.poll() is None, "the run ended before the broker came back: " + err.read_text()[-2000:]
+        broker.start()
+        proc.wait(150)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode, err.read_text(), down_s, [json.loads(ln) for ln in events.read_text().splitlines()]
+
+
+@pytest.mark.timeout(300)
+def test_live_run_with_the_broker_down_at_first_delivers_every_event_in_order(broker_with_listener, tmp_path):
+    broker, sub = broker_with_listener
+    rc, err, down_s, written = live_run(tmp_path, broker, duration=10, down_until_events=3)
+    assert rc == 0, err[-3000:]
+    assert sub.wait_for(lambda m: len(event_msgs(sub)) >= len(written), 30), (len(event_msgs(sub)), len(written))
+    key = lambda e: (e["event"], e.get("track_id"), e.get("seq"), e.get("id"))      # noqa: E731
+    assert [key(g) for g in event_msgs(sub)] == [key(e) for e in written]          # every event, in order
+    delivery = json.loads((tmp_path / "live.json").read_text())["delivery"][f"mqtt {broker.url}"]
+    assert (delivery["delivered"], delivery["pending"], delivery["dropped"]) == (len(written), 0, 0)
+    assert err.strip().splitlines()[-1].endswith(f"events: mqtt {broker.url} delivered {len(written)}, "
+                                                 "pending 0, dropped 0")
+    assert down_s > 0.5 and not [f for f in os.listdir(tmp_path / "outbox") if f.endswith(".sqlite")]
