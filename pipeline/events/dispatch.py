@@ -15,8 +15,9 @@ from .webhook import WebhookSender
 
 
 class Dispatcher:
-    """Offers each event to several targets (MQTT, webhooks); each keeps its own queue, so a
-    dead target never delays the others."""
+    """Offers each event to several targets (MQTT, webhooks); each keeps its own queue and its
+    own outbox file on disk (:mod:`outbox`), so a dead target never delays the others, and what
+    it did not take waits for it, also after the end of the run."""
 
     def __init__(self, targets: Iterable[Delivery] = ()):
         self.targets: List[Delivery] = list(targets)
@@ -60,6 +61,7 @@ class Dispatcher:
         return [t.stats() for t in self.targets]
 
     def close(self, timeout: float = 5.0) -> List[DeliveryStats]:
-        """Closes the targets one after the other within ``timeout`` seconds in all."""
+        """Closes the targets one after the other within ``timeout`` seconds in all (a failing
+        target at once); what a target did not take stays in its outbox (``pending``)."""
         deadline = time.monotonic() + timeout
         return [t.close(max(0.0, deadline - time.monotonic())) for t in self.targets]

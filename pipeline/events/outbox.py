@@ -165,6 +165,7 @@ class Outbox:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))   # events may be private: 0600
             conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
