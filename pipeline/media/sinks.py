@@ -107,12 +107,16 @@ class MotWriter:
     def __init__(self, path: str, append: bool = False, flush_s: float = MOT_FLUSH_S, camera: str = ""):
         self.file = LineFile(path, "mot", "rows", camera, append=append, flush_s=flush_s)
         self.path = self.file.path
-        self.rows = 0
         self.predicted = 0
 
     @property
     def state(self):
         return self.file.state
+
+    @property
+    def rows(self) -> int:
+        """Rows in the file or on their way to it (not those a full disk lost)."""
+        return self.file.written + self.file.pending
 
     def write(self, frame_no: int, tracks: Tracks) -> None:
         if tracks is None or len(tracks) == 0:
@@ -126,7 +130,6 @@ class MotWriter:
         text = "".join(f"{frame_no},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
                        for i, (x, y, w, h), s in zip(tracks.track_id, tlwh, score, strict=True))
         self.file.add(text, len(tracks))
-        self.rows += len(tracks)
 
     def flush(self) -> None:
         """Rows written so far to the file now (no-op when nothing is queued)."""

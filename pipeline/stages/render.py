@@ -82,7 +82,7 @@ class CameraOutput:
         self.fps = getattr(cam.info, "fps", 30.0) or 30.0
         self.size = (cam.info.width, cam.info.height)
         self.ring, self.ctl = ring, ctl
-        self.video_base = cam.video            # the configured path; parts go beside it
+        self.video_base = getattr(cam, "video", None) or video_path   # as configured; parts go beside it
         self.video_path = video_path           # the file this incarnation starts with
         # the video output's state: stopped by a full or unwritable disk, resumed in a new part
         self.video_state = OutputState("video", video_path, cam.name, "frames") if video_path else None
@@ -111,6 +111,7 @@ class CameraOutput:
 
 class RenderProcess(StageProcess):
     stage = "render"
+    frames_done = 0    # frames in the videos closed so far (a disk error; later parts add on)
 
     def __init__(self, rc: RunContext, cameras, codec: str = "auto", display: str = "none",
                  names: Optional[List[str]] = None, labels: bool = True, snapshots: Optional[dict] = None,
@@ -147,7 +148,6 @@ class RenderProcess(StageProcess):
             ok, reason = overlay_supported()
             if not ok:
                 raise StageError(f"cannot show the {self.display}: {reason}")
-        self.frames_done = 0    # frames in the videos closed so far (a disk error; later parts add on)
         self.outs: List[CameraOutput] = []
         for cam in self.cameras:
             ring = FrameRing.attach(self.rc.ring_of(cam.index))
