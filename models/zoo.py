@@ -8,8 +8,8 @@ to fetch and where to put it; :func:`seed` fills the cache from a local folder i
 
 The default model is Yolo-Fastest-1.1-xl (:data:`DEFAULT_MODEL`): real COCO weights of 3.7 MB,
 AP50 0.434 on the 66 COCO val2017 images of the test assets, ~200 FPS at 320x320 on two CPU
-cores with ONNX Runtime, so the first run downloads in seconds and runs in real time on any
-machine. yolov4-tiny (24 MB, 6.9 GFLOP vs 0.72) and yolov4 (258 MB, 60 GFLOP) are more
+cores with ONNX Runtime. It ships inside the package (``trackpipe/models/data/``, sha256-checked
+on use), so a first run needs no network; the others are downloaded. yolov4-tiny (24 MB, 6.9 GFLOP vs 0.72) and yolov4 (258 MB, 60 GFLOP) are more
 accurate and one flag away (``--model yolov4-tiny``).
 """
 
@@ -63,6 +63,7 @@ class ZooEntry:
     size: int
     about: str = ""
     names: str = "coco.names"  # a file in trackpipe/models/data/
+    bundled: bool = False      # cfg and weights ship in trackpipe/models/data/
 
 
 ZOO: Dict[str, ZooEntry] = {e.name: e for e in (
@@ -71,7 +72,7 @@ ZOO: Dict[str, ZooEntry] = {e.name: e for e in (
                         "c458427acc4fbeabceff4528ef7b65b066c0308ce599460f8ba299eba63abad3", 9_696),
              RemoteFile(f"{_FASTEST}/yolo-fastest-1.1-xl.weights",
                         "fac5fb41786c1f38f04972a658443b189f48720d7d117f9a044100e98a35b0c5", 3_693_964),
-             320, "default: Yolo-Fastest-1.1-xl, COCO, 3.7 MB, fast on any CPU"),
+             320, "default: Yolo-Fastest-1.1-xl, COCO, 3.7 MB, fast on any CPU", bundled=True),
     ZooEntry("yolo-fastest-1.1",
              RemoteFile(f"{_FASTEST}/yolo-fastest-1.1.cfg",
                         "f6df5775c1e862998cf69046eba9265be3ae84dfe8b2caab7529823f0795bf70", 9_685),
@@ -202,13 +203,32 @@ def ensure_file(remote: RemoteFile, dest: Path, hint: str = "", **kw) -> Path:
         raise ModelError(f"{e}. {hint or f'Fetch {remote.url} yourself and put it at {dest}'}") from e
 
 
+def bundled_files(e: ZooEntry, folder: Optional[Path] = None) -> Optional[Dict[str, Path]]:
+    """{"cfg": path, "weights": path} of a model that ships in the package (``folder``: default
+    trackpipe/models/data), checked against its size and sha256; None when it does not ship."""
+    folder = Path(folder) if folder is not None else Path(__file__).with_name("data")
+    if not e.bundled:
+        return None
+    out = {kind: folder / remote.filename for kind, remote in (("cfg", e.cfg), ("weights", e.weights))}
+    if not all(p.is_file() for p in out.values()):
+        return None
+    for kind, remote in (("cfg", e.cfg), ("weights", e.weights)):
+        path = out[kind]
+        _check(path.stat().st_size, sha256_of(path), remote, f"the packaged {path} (reinstall trackpipe)")
+    return out
+
+
 def resolve(name: str, cache_dir=None, zoo: Optional[Dict[str, ZooEntry]] = None, **kw) -> ZooFiles:
-    """Model name -> local cfg, weights, names and default input size; downloads what is
-    missing (``kw``: download's timeout, progress, opener). Offline, the error names every
-    missing file, its address and the folder to put it in."""
+    """Model name -> local cfg, weights, names and default input size: the package's own copy
+    for a bundled model, else the cache, downloading what is missing (``kw``: download's
+    timeout, progress, opener). Offline, the error names every missing file, its address and
+    the folder to put it in."""
     from .classes import coco_names_path  # noqa: PLC0415
 
     e = entry(name, zoo)
+    packaged = bundled_files(e)
+    if packaged is not None:
+        return ZooFiles(packaged["cfg"], packaged["weights"], coco_names_path().with_name(e.names), e.size)
     root = weights_dir(cache_dir)
     files = {kind: (remote, root / remote.filename) for kind, remote in (("cfg", e.cfg), ("weights", e.weights))}
     missing = [remote for remote, dest in files.values() if not dest.is_file()]
@@ -219,8 +239,10 @@ def resolve(name: str, cache_dir=None, zoo: Optional[Dict[str, ZooEntry]] = None
 
 
 def cached(name: str, cache_dir=None, zoo: Optional[Dict[str, ZooEntry]] = None) -> bool:
-    """Whether cfg and weights of ``name`` are in the cache already (no download)."""
+    """Whether cfg and weights of ``name`` are here already, packaged or cached (no download)."""
     root, e = weights_dir(cache_dir), entry(name, zoo)
+    if e.bundled and all((Path(__file__).with_name("data") / r.filename).is_file() for r in (e.cfg, e.weights)):
+        return True
     return (root / e.cfg.filename).is_file() and (root / e.weights.filename).is_file()
 
 

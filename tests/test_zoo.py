@@ -19,7 +19,8 @@ import pytest
 
 from trackpipe.models.classes import coco_names_path, read_names
 from trackpipe.models.errors import ModelError
-from trackpipe.models.zoo import DEFAULT_MODEL, ZOO, RemoteFile, cached, download, resolve, seed
+import trackpipe.models
+from trackpipe.models.zoo import DEFAULT_MODEL, ZOO, RemoteFile, bundled_files, cached, download, resolve, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = (ROOT / ".." / "shared" / "assets").resolve()
@@ -53,10 +54,12 @@ def www(tmp_path):
 
 
 def _local_zoo(url: str) -> dict:
-    """The real Yolo-Fastest zoo entries (their real sha256 and sizes), served from url."""
+    """The real Yolo-Fastest zoo entries (their real sha256 and sizes), served from url, as
+    downloads (the package's own copy of the default model left out)."""
     def here(r: RemoteFile) -> RemoteFile:
         return replace(r, url=f"{url}/{r.filename}")
-    return {n: replace(e, cfg=here(e.cfg), weights=here(e.weights)) for n, e in ZOO.items() if "fastest" in n}
+    return {n: replace(e, cfg=here(e.cfg), weights=here(e.weights), bundled=False)
+            for n, e in ZOO.items() if "fastest" in n}
 
 
 def _free_port() -> int:
@@ -128,16 +131,35 @@ def test_unreachable_server_one_line_naming_the_files_and_the_folder(tmp_path):
 
 def test_a_wrong_sized_cached_file_is_reported_not_used(tmp_path):
     (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "yolo-fastest-1.1-xl.cfg").write_bytes((FASTEST / "yolo-fastest-1.1-xl.cfg").read_bytes())
-    (tmp_path / "weights" / "yolo-fastest-1.1-xl.weights").write_bytes(b"x" * 10)
-    with pytest.raises(ModelError, match="yolo-fastest-1.1-xl.weights: 10 bytes, expected 3,693,964: delete it"):
-        resolve(XL, tmp_path, progress=False)
+    (tmp_path / "weights" / "yolo-fastest-1.1.cfg").write_bytes((FASTEST / "yolo-fastest-1.1.cfg").read_bytes())
+    (tmp_path / "weights" / "yolo-fastest-1.1.weights").write_bytes(b"x" * 10)
+    with pytest.raises(ModelError, match="yolo-fastest-1.1.weights: 10 bytes, expected 1,384,268: delete it"):
+        resolve("yolo-fastest-1.1", tmp_path, progress=False)
+
+
+def test_default_model_ships_in_the_package(tmp_path):
+    """The default model resolves from the package itself: no cache, no network; a damaged
+    packaged file is one clear line, never used."""
+    files = resolve(DEFAULT_MODEL, tmp_path / "empty-cache", progress=False)
+    assert files.cfg.parent == Path(trackpipe.models.__file__).parent / "data" and files.size == 320
+    assert _sha(files.weights) == ZOO[DEFAULT_MODEL].weights.sha256 and _sha(files.cfg) == ZOO[DEFAULT_MODEL].cfg.sha256
+    assert not (tmp_path / "empty-cache").exists() and cached(DEFAULT_MODEL, tmp_path / "empty-cache")
+    damaged = tmp_path / "data"
+    shutil.copytree(files.cfg.parent, damaged)
+    data = bytearray((damaged / files.weights.name).read_bytes())
+    data[1000] ^= 1
+    (damaged / files.weights.name).write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"the packaged .*yolo-fastest-1.1-xl.weights \(reinstall trackpipe\) is "
+                                         r"corrupt: sha256"):
+        bundled_files(ZOO[DEFAULT_MODEL], damaged)
+    assert bundled_files(ZOO["yolov4"]) is None
 
 
 def test_seed_from_a_folder_checks_sha256(tmp_path):
     files = seed(XL, FASTEST, tmp_path / "cache")
     assert _sha(files.weights) == ZOO[XL].weights.sha256 and files.size == 320
-    assert resolve(XL, tmp_path / "cache", progress=False) == files  # no download needed now
+    unreachable = _local_zoo(f"http://127.0.0.1:{_free_port()}")
+    assert resolve(XL, tmp_path / "cache", zoo=unreachable, progress=False) == files  # no download needed now
     bad = tmp_path / "bad"
     shutil.copytree(FASTEST, bad)
     (bad / "yolo-fastest-1.1.weights").chmod(0o644)
