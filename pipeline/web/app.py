@@ -28,7 +28,7 @@ from . import static as static_files
 from .auth import token_middleware
 from .config import WebConfig
 from .errorlog import RequestErrorLog
-from .feed import CameraFeed, Pulse
+from .feed import CameraFeed, Pulse, time_limit
 from .mjpeg import CONTENT_TYPE as MJPEG_TYPE
 from .provider import EVENT, FRAME, LiveViewProvider
 
@@ -72,6 +72,13 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if v is None or v < lo:
         raise web.HTTPBadRequest(text=f"400: {name} must be an integer in {lo}..{hi}\n")
     return v
+
+
+def gone(request: web.Request) -> bool:
+    """True once the client's connection is closed (a stream loop's check after each wait, in
+    case the cancellation of its handler went astray)."""
+    t = request.transport
+    return t is None or t.is_closing()
 
 
 def last_event_id(request: web.Request) -> int | None:
@@ -223,7 +230,8 @@ class LiveApp:
 
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
         """One write; a client that takes longer than write_timeout_s is dropped (TimeoutError)."""
-        await asyncio.wait_for(resp.write(data), self.cfg.write_timeout_s)
+        async with time_limit(self.cfg.write_timeout_s):
+            await resp.write(data)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """MJPEG: each viewer sends the feed's newest part when it is ready for one. A slow or
@@ -241,7 +249,7 @@ class LiveApp:
         viewer = feed.watch(feed.version - 1 if fresh else feed.version)
         try:
             await resp.prepare(request)
-            while not (self.closing or feed.closed):
+            while not (self.closing or feed.closed or gone(request)):
                 if feed.version == viewer.sent:
                     await feed.changed.wait(self.cfg.keepalive_s)
                     continue
@@ -276,7 +284,7 @@ class LiveApp:
         try:
             await resp.prepare(request)
             await self._write(resp, b"retry: 2000\n\n" + note)
-            while not self.closing:
+            while not (self.closing or gone(request)):
                 batch = self.provider.events_since(since, 200)
                 if batch:
                     chunk = "".join(f"id: {e['event_seq']}\ndata: {json.dumps(e, default=_jsonable)}\n\n"

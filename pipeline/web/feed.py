@@ -31,6 +31,15 @@ def render_jpeg(snap: LatestFrame, names: Sequence[str], quality: int, zones=Non
     return buf.tobytes()
 
 
+try:
+    from asyncio import timeout as time_limit          # Python >= 3.11
+except ImportError:                                     # pragma: no cover - Python 3.10 (aiohttp's dependency)
+    from async_timeout import timeout as time_limit
+# ``time_limit`` rather than ``asyncio.wait_for``: on Python 3.11 wait_for loses a cancellation
+# that comes while its inner future completes, and aiohttp cancels the handler of a client that
+# goes: that client's stream would then wait on with its slot
+
+
 class Pulse:
     """Wakes every waiter at once: ``wait`` returns True at the next ``fire`` (on the loop), or
     False after ``timeout``. No per-waiter queue: a waiter re-reads the state it cares about."""
@@ -47,9 +56,10 @@ class Pulse:
         if self._fut is None:
             self._fut = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._fut), timeout)
+            async with time_limit(timeout):
+                await asyncio.shield(self._fut)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
 
