@@ -386,3 +386,99 @@ def test_render_leaves_the_slots_clean_while_the_live_view_reads_them(tmp_path, 
         out.video.close()
         ring.close()
         ring.unlink()
+
+
+class EventStream:
+    """An EventSource in a thread: reads ``url`` as Server-Sent Events and, like a browser,
+    reconnects (every 0.3 s) with ``Last-Event-ID`` set to the last id it got. ``events``:
+    [(id, event dict)] in the order received; ``connects``: how many times it connected."""
+
+    def __init__(self, url: str):
+        import threading
+        self.url, self.events, self.connects, self.last_id = url, [], 0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import http.client
+        import urllib.parse
+        u = urllib.parse.urlsplit(self.url)
+        while not self._stop.is_set():
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=2)
+            try:
+                headers = {"Last-Event-ID": str(self.last_id)} if self.last_id is not None else {}
+                conn.request("GET", f"{u.path}?{u.query}" if u.query else u.path, headers=headers)
+                resp = conn.getresponse()
+                if resp.status != 200:
+                    raise ConnectionError(f"status {resp.status}")
+                self.connects += 1
+                eid, data = None, None
+                while not self._stop.is_set():
+                    try:
+                        line = resp.readline()
+                    except TimeoutError:
+                        continue
+                    if not line:
+                        break
+                    line = line.decode().rstrip("\n")
+                    if line.startswith("id: "):
+                        eid = int(line[4:])
+                    elif line.startswith("data: "):
+                        data = json.loads(line[6:])
+                    elif line == "" and data is not None:
+                        self.events.append((eid, data))
+                        self.last_id, data = eid, None
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            self._stop.wait(0.3)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def event_key(e: dict) -> tuple:
+    """What tells one event from another in the events file and in the live view."""
+    return e["event"], e.get("camera"), e.get("seq"), e.get("track_id"), e.get("zone"), e.get("line")
+
+
+@pytest.mark.timeout(240)
+def test_event_ids_outlive_a_restart_of_the_web_stage(tmp_path):
+    """A client of the event stream whose web stage is SIGKILLed and restarted by the supervisor
+    reconnects with its Last-Event-ID (to the same address, with --http-port 0 too) and gets
+    every event it missed: what it got in all is the run's events file, in order, with no gap."""
+    events_file = tmp_path / "events.jsonl"
+    p = start_run(["--http-port", "0", "--events", str(events_file)], tmp_path)
+    stream = None
+    try:
+        url = wait_url(p, tmp_path)
+        stream = EventStream(url + "api/events/stream?since=0")
+        wait_for(lambda: len(stream.events) >= 3, 120, "three events before the kill")
+        before = len(stream.events)
+        os.kill(stage_pid(p.pid, "web"), signal.SIGKILL)
+        wait_for(lambda: len(URL_LINE.findall(stderr_of(tmp_path))) == 2, 60, "the web stage to come back")
+        assert URL_LINE.findall(stderr_of(tmp_path))[1] == url          # the same port again
+        wait_for(lambda: stream.connects >= 2, 30, "the client to reconnect")
+        # events of the time it was down and of after the restart
+        seq_at_restart = max(e["seq"] for _, e in stream.events)
+        wait_for(lambda: len(stream.events) > before + 3 and stream.events[-1][1]["seq"] > seq_at_restart + 30,
+                 90, "events after the restart")
+        got = list(stream.events)
+        in_file = wait_for(lambda: (lines := [json.loads(x) for x in events_file.read_text().splitlines()])
+                           and event_key(got[-1][1]) in map(event_key, lines) and lines,
+                           30, "the events file to have the last event received")
+        assert p.poll() is None
+    finally:
+        if stream is not None:
+            stream.close()
+        os.killpg(p.pid, signal.SIGINT)
+        wait_group_gone(p, 10.0)
+    ids = [i for i, _ in got]
+    assert ids == list(range(1, len(got) + 1)), ids                    # never reused, no gap
+    assert [event_key(e) for _, e in got] == [event_key(e) for e in in_file[:len(got)]]
+    assert all(e["event_seq"] == i for i, e in got)
+    assert "stage 'web' died (killed by SIGKILL); restarting it" in stderr_of(tmp_path)
+    assert leftovers(p.pid) == []

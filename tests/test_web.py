@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from browser import Publisher, moving_box, read_frames
 from conftest import VIDEO_360, VIDEO_1080
+from tests.procs import wait_for
 from trackpipe.pipeline.web import LiveViewHub, WebConfig, WebConfigError, WebServer, WebServerError
 from trackpipe.pipeline.web.mjpeg import read_mjpeg_part
 from trackpipe.pipeline.web.provider import EVENT, FRAME
@@ -394,3 +395,187 @@ def test_stop_ends_open_streams(hub, frames360, monkeypatch):
             raise ConnectionError("stream ended")
         conn.close()
         econn.close()
+
+
+# --- event ids from the run's event log -----------------------------------------------------------
+
+def test_event_log_numbers_rotates_and_is_read_back(tmp_path):
+    from trackpipe.pipeline.web.eventlog import EventLogReader, EventLogWriter
+    w = EventLogWriter(str(tmp_path), keep=3)
+    r = EventLogReader(str(tmp_path), keep=3)
+    assert r.history() == [] and r.read_new() == []
+    assert [e["event_seq"] for e in w.write([{"event": "a", "n": np.int64(0)}, {"event": "b"}])] == [1, 2]
+    assert [(e["event_seq"], e["event"]) for e in r.read_new()] == [(1, "a"), (2, "b")]
+    for i in range(5):                                     # two rotations: 3 lines a file at most
+        w.write([{"event": "c", "i": i}])
+    assert [e["event_seq"] for e in r.read_new()] == [3, 4, 5, 6, 7]
+    assert sum(1 for _ in tmp_path.glob("events*.jsonl")) == 2
+    # a new reader (the web stage restarted) gets the newest `keep`; a new writer (track restarted) goes on
+    r2 = EventLogReader(str(tmp_path), keep=3)
+    assert [e["event_seq"] for e in r2.history()] == [5, 6, 7] and r2.read_new() == []
+    w.close()
+    w2 = EventLogWriter(str(tmp_path), keep=3)
+    assert w2.write([{"event": "d"}])[0]["event_seq"] == 8
+    assert [e["event_seq"] for e in r.read_new()] == [8] and [e["event_seq"] for e in r2.read_new()] == [8]
+    w2.close()
+    r.close()
+    r2.close()
+
+
+def test_event_log_line_cut_by_a_killed_writer(tmp_path):
+    from trackpipe.pipeline.web.eventlog import EventLogReader, EventLogWriter
+    w = EventLogWriter(str(tmp_path))
+    w.write([{"event": "a"}, {"event": "b"}])
+    w.close()
+    with open(tmp_path / "events.jsonl", "ab") as f:      # killed in the middle of event 3
+        f.write(b'{"event":"c","event_seq":3,"camera":"ca')
+    r = EventLogReader(str(tmp_path))
+    assert [e["event_seq"] for e in r.history()] == [1, 2]
+    assert r.read_new() == []                             # no newline yet: not an event
+    w = EventLogWriter(str(tmp_path))                     # the restarted writer ends the cut line
+    w.write([{"event": "d"}])
+    assert [(e["event_seq"], e["event"]) for e in r.read_new()] == [(3, "d")]
+    w.close()
+    r.close()
+
+
+def test_hub_takes_events_numbered_elsewhere(caplog):
+    hub = LiveViewHub(max_events=4)
+    hub.publish_numbered([{"event": "a", "event_seq": 5}, {"event": "b", "event_seq": 6},
+                          {"event": "c", "event_seq": 9}])     # a gap: ids need only grow
+    assert hub.last_event_seq() == 9
+    assert [e["event"] for e in hub.events_since(0)] == ["a", "b", "c"]
+    assert [e["event"] for e in hub.events_since(6)] == ["c"] and [e["event"] for e in hub.events_since(7)] == ["c"]
+    hub.publish_numbered([{"event": "old", "event_seq": 9}, {"event": "d", "event_seq": 10},
+                          {"event": "e", "event_seq": 11}])
+    assert "event id 9 after 9 left out" in caplog.text
+    assert [e["event_seq"] for e in hub.events_since(0)] == [6, 9, 10, 11]     # the newest max_events
+
+
+# --- clients that come and go, malformed requests ------------------------------------------------
+
+def raw_request(port: int, head: bytes, timeout: float = 20) -> socket.socket:
+    """A socket that sent ``head`` (the request line and headers, without the blank line)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(head + b"\r\n\r\n")
+    return s
+
+
+def status_of(s: socket.socket) -> int:
+    line = s.makefile("rb").readline()
+    return int(line.split()[1]) if line else -1
+
+
+def test_clients_with_an_id_ahead_that_go_free_their_slots_without_a_write(hub, frames360, monkeypatch):
+    """40 event streams with a Last-Event-ID from the future (a client of an earlier run), closed
+    by their clients while nothing is written to them (no event, pings a minute apart): every slot
+    is free again within seconds and MJPEG answers 200."""
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    hub.publish_frame("cam", 1, time.time(), frames360[0])
+    for _ in range(3):
+        hub.publish_event({"event": "track_started"})
+    with WebServer(hub, WebConfig(port=0, max_stream_clients=32, keepalive_s=60)) as srv:
+        socks = [raw_request(srv.port, b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 99999")
+                 for _ in range(40)]
+        statuses = sorted(status_of(s) for s in socks)
+        assert statuses == [200] * 32 + [503] * 8
+        assert srv.live.sse_clients == 32
+        for s in socks:
+            s.close()
+        wait_for(lambda: srv.live.stream_clients == 0, 20, "the slots to be freed")
+        conn, resp = open_stream(srv.port, "/api/cameras/cam/stream.mjpeg")
+        assert resp.status == 200 and read_mjpeg_part(resp) is not None
+        conn.close()
+
+
+def test_an_id_ahead_starts_from_now_and_idle_streams_get_pings(hub, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    for _ in range(3):
+        hub.publish_event({"event": "track_started"})
+    with WebServer(hub, WebConfig(port=0, keepalive_s=0.2)) as srv:
+        conn, resp = open_stream(srv.port, "/api/events/stream", {"Last-Event-ID": "500"})
+        lines = [resp.readline() for _ in range(4)]
+        assert lines[:2] == [b"retry: 2000\n", b"\n"]
+        assert lines[2] == b": event id 500 is ahead of this server's newest (3): events from now on\n"
+        assert [resp.readline() for _ in range(2)] == [b": ping\n", b"\n"]     # nothing to send: a ping
+        hub.publish_event({"event": "line_cross"})
+        assert _sse_events(resp, 1) == [(4, {"event": "line_cross", "event_seq": 4})]
+        conn.close()
+        # an id within reach: what came after it
+        conn, resp = open_stream(srv.port, "/api/events/stream", {"Last-Event-ID": "2"})
+        assert [i for i, _ in _sse_events(resp, 2)] == [3, 4]
+        conn.close()
+
+
+def test_mjpeg_viewer_of_a_silent_camera_that_goes_frees_its_slot(hub, frames360, monkeypatch):
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    hub.publish_frame("cam", 1, time.time(), frames360[0])           # one frame, then nothing
+    with WebServer(hub, WebConfig(port=0, keepalive_s=60)) as srv:
+        conn, resp = open_stream(srv.port, "/api/cameras/cam/stream.mjpeg")
+        assert read_mjpeg_part(resp) is not None
+        assert srv.live.stream_clients == 1
+        conn.close()
+        wait_for(lambda: srv.live.stream_clients == 0 and srv.live.feeds["cam"].viewers == 0, 20,
+                 "the viewer's slot to be freed")
+
+
+@pytest.mark.parametrize("value", ["\u00b2".encode(), "\u0663".encode(), b"9" * 5000, b"-1", b"1.5", b"0x10",
+                                   b"99999999999999999999", b"\xff\xfe"])
+def test_malformed_last_event_id_is_400(server, value, caplog):
+    s = raw_request(server.port, b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: " + value)
+    assert status_of(s) == 400
+    s.close()
+    assert server.live.stream_clients == 0 and "Traceback" not in caplog.text
+
+
+def test_malformed_requests_log_one_warning_line_and_no_traceback(hub, monkeypatch, caplog):
+    """A 100 KB URL, a 100 KB header, 200 header lines, a non-HTTP request line, TLS to the plain
+    port: each answered 400 (or the connection closed), and all of them together one WARNING line
+    (then one per 10 s at most), with no traceback."""
+    monkeypatch.delenv("TRACKPIPE_HTTP_TOKEN", raising=False)
+    caplog.set_level(logging.INFO)
+    bad = [b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x",
+           b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 100_000,
+           b"GET / HTTP/1.1\r\nHost: x\r\n" + b"\r\n".join(b"X-%d: 1" % i for i in range(200)),
+           b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\x00: 1",
+           b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]
+    with WebServer(hub, WebConfig(port=0)) as srv:
+        for head in bad * 4:
+            s = raw_request(srv.port, head)
+            assert status_of(s) in (400, -1), head[:40]
+            s.close()
+        assert get(srv.url + "healthz")[0] == 200
+        wait_for(lambda: srv.errors.errors >= 16, 20, "the failed requests to be counted")
+        assert b"trackpipe_web_requests_failed_total" in get(srv.url + "metrics")[2]
+    lines = [r for r in caplog.records if r.name.startswith(("trackpipe", "aiohttp")) and r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+    assert "400" in lines[0].getMessage() and len(lines[0].getMessage()) < 400
+    assert "Traceback" not in caplog.text
+
+
+def test_request_error_log_is_rate_limited():
+    from aiohttp.http_exceptions import LineTooLong
+    from trackpipe.pipeline.web.errorlog import RequestErrorLog
+    now = [0.0]
+    logger = logging.getLogger("test.web.errors")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        elog = RequestErrorLog(logger, interval_s=10.0, clock=lambda: now[0])
+        for t in (0.0, 1.0, 2.0, 9.9, 10.0, 10.5):
+            now[0] = t
+            elog.exception("Error handling request from %s", "10.0.0.1",
+                           exc_info=LineTooLong("line \x1b[31m\n", "8190", "100000"))
+        now[0] = 30.0
+        elog.exception("Unhandled exception", exc_info=ValueError("x" * 1000))
+    finally:
+        logger.removeHandler(handler)
+    msgs = [(r.levelno, r.getMessage()) for r in records]
+    assert len(msgs) == 3 and elog.errors == 7
+    assert msgs[0][0] == logging.WARNING and msgs[0][1].startswith("live view: Error handling request from 10.0.0.1: 400 ")
+    assert "\x1b" not in msgs[0][1] and "\n" not in msgs[0][1]
+    assert msgs[1][1].endswith("(3 more since the previous line, not logged)")
+    assert msgs[2][0] == logging.ERROR and "ValueError: xxx" in msgs[2][1] and len(msgs[2][1]) < 300

@@ -29,8 +29,10 @@ from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import DETS, SINK, TRACKS, WEB
 from trackpipe.pipeline.transport.messages import Detections, EndOfStream, FrameMeta, Message, Tracked
 from trackpipe.pipeline.transport.ring import FrameRing
+from trackpipe.pipeline.web.eventlog import EventLogWriter
 
 from .base import RunContext, StageError, StageProcess
+from .web import events_of
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,9 @@ class TrackProcess(StageProcess):
         self.web = self.bus.push(WEB, hwm=n, flush=False) if self.to_web else None
         if self.web is not None:
             self.stats.gauges["web_skipped"] = 0
+            # the live view's events go through the run's event log (numbered there), never lost
+            self.event_log = EventLogWriter(self.rc.run_dir)
+            self.camera_names = [c.name for c in self.cams]
 
     def _counts_gauge(self) -> None:
         counts = {c.name: c.events.counts() for c in self.cams if c.events.counter is not None}
@@ -200,8 +205,12 @@ class TrackProcess(StageProcess):
         for c in getattr(self, "cams", ()):
             if c.ring is not None:
                 c.ring.close()
+        if getattr(self, "event_log", None) is not None:
+            self.event_log.close()
 
     def _send(self, msg: Message) -> bool:
+        if self.web is not None:
+            self.event_log.write(events_of(msg, self.camera_names))
         if self.web is not None and not busmod.try_send(self.web, msg):  # a full queue drops it
             self.stats.gauges["web_skipped"] += 1
         return all(self.send(s, msg) for s in self.out)

@@ -18,7 +18,10 @@ Render never draws on a slot while the live view is on (it draws on a private co
 The server (aiohttp, its own thread) starts in ``setup`` and logs ``live view on URL`` (the bound
 port when ``--http-port 0``), before any frame flows: the page shows the camera as ``waiting``.
 Events are the track stage's (`Tracked.events`, `EndOfStream.events`: ``track_started``/``_ended``,
-zone and line events) plus the source events, so they are there with or without ``--events``; the
+zone and line events) plus the source events, so they are there with or without ``--events``. They
+do not come over the bus: track appends them, numbered, to the run's event log
+(`pipeline.web.eventlog`, ``events_of`` below) before it sends the message, and this stage tails
+the log; so their ids outlive a restart of this stage and none is lost to a dropped message. The
 zone and line counts are the track stage's ``counts`` gauge in the forwarded profile. The camera is
 ``pipeline.camera`` (the name in the events); its zones and lines are drawn on the frames.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 
 import numpy as np
@@ -67,6 +71,18 @@ def copy_frame(ring: FrameRing, meta: FrameMeta) -> np.ndarray | None:
     return out if ring.valid(slot, seq, version) else None
 
 
+def events_of(msg, cameras: list[str]) -> list[dict]:
+    """The events a message to the web stage carries, as the live view serves them (the run's
+    event log, written by track: `pipeline.web.eventlog`): a frame's or an end of stream's
+    events, or a source event as a dict with its camera's name (``cameras`` by source_id)."""
+    if isinstance(msg, (Tracked, EndOfStream)):
+        return msg.events
+    if isinstance(msg, SourceEvent):
+        return [{"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq), "camera": cameras[msg.source_id],
+                 **msg.fields()}]
+    return []
+
+
 def shapes_in_pixels(zones, lines, width: int, height: int) -> list:
     """The camera's zones and lines (config lists, docs/events.md) with their points in pixels of a
     ``width`` x ``height`` frame, as the live view draws them."""
@@ -79,9 +95,11 @@ class WebProcess(StageProcess):
     stage = "web"
 
     def __init__(self, rc: RunContext, web: WebConfig, cameras: list, names: list[str] | None = None,
-                 idle_refresh_s: float = 1.0):
-        """``cameras``: the run's `runtime.cameras.Camera` list (name, zones, lines, info)."""
+                 idle_refresh_s: float = 1.0, history: int = 1000):
+        """``cameras``: the run's `runtime.cameras.Camera` list (name, zones, lines, info);
+        ``history``: events kept for clients that come back (``/api/events?since=``, Last-Event-ID)."""
         super().__init__(rc)
+        self.history = int(history)
         self.web = web
         self.cameras = list(cameras)
         self.names = list(names) if names else None
@@ -89,31 +107,60 @@ class WebProcess(StageProcess):
 
     def setup(self) -> None:
         from trackpipe.pipeline.web import LiveViewHub
+        from trackpipe.pipeline.web.eventlog import EventLogReader
         from trackpipe.pipeline.web.server import WebServer, WebServerError
         self.rings = [FrameRing.attach(self.rc.ring_of(c.index)) for c in self.cameras]
         self.names_of = [c.name for c in self.cameras]
         self.inp = self.bus.pull(WEB, hwm=10000)
-        self.hub = LiveViewHub(max_events=1000)
+        self.hub = LiveViewHub(max_events=self.history)
+        # the events come from the run's event log (track writes it): after a restart of this
+        # stage the ids go on and the last events are there again for clients that reconnect
+        self.events = EventLogReader(self.rc.run_dir, keep=self.history)
+        self.hub.publish_numbered(self.events.history())
         zones = {}
         for c in self.cameras:
             self.hub.publish_camera_state(c.name, None)  # listed (as "waiting") before its first frame
             shapes = shapes_in_pixels(c.zones, c.lines, c.info.width, c.info.height) if (c.zones or c.lines) else []
             if shapes:
                 zones[c.name] = shapes      # zones and lines in pixels, drawn on the frames
-        self.server = WebServer(self.hub, self.web, names=self.names or (), zones=zones or None)
-        try:
-            self.server.start()
-        except WebServerError as e:
-            raise StageError(str(e)) from None
+        self.server = self._serve(WebServer, WebServerError, zones or None)
         # a little under the feed's own interval, so the two rate caps do not beat each other down
         self.watched_interval = 0.9 / self.web.max_fps
         self.last_copy = [-math.inf] * len(self.cameras)
         self.stats.gauges.update(url=self.server.url, camera=self.names_of[0] if len(self.cameras) == 1
                                  else self.names_of, copied=0, late_frames=0)
 
+    def _serve(self, server_cls, error_cls, zones):
+        """The started server. With ``--http-port 0``, a restarted stage binds the port the first
+        incarnation got (kept in the run's directory) while it is free, so that open pages and
+        event streams reconnect to the same address; else any free port."""
+        port_file = os.path.join(self.rc.run_dir, "web-port")
+        tries = [self.web]
+        if self.web.port == 0:
+            try:
+                with open(port_file) as f:
+                    tries.insert(0, dataclasses.replace(self.web, port=int(f.read())))
+            except (OSError, ValueError):
+                pass
+        for i, cfg in enumerate(tries):
+            server = server_cls(self.hub, cfg, names=self.names or (), zones=zones)
+            try:
+                server.start()
+                break
+            except error_cls as e:
+                if i == len(tries) - 1:
+                    raise StageError(str(e)) from None
+                log.info("the live view's earlier port %d is taken (%s): binding a free one", cfg.port, e)
+        if self.web.port == 0:
+            with open(port_file, "w") as f:
+                f.write(str(server.port))
+        return server
+
     def teardown(self) -> None:
         if getattr(self, "server", None) is not None:
             self.server.stop(timeout=1.0)
+        if getattr(self, "events", None) is not None:
+            self.events.close()
         for ring in getattr(self, "rings", ()):
             ring.close()
 
@@ -122,9 +169,15 @@ class WebProcess(StageProcess):
         feed = self.server.live.feeds.get(camera)
         return feed is not None and feed.viewers > 0
 
+    def read_events(self) -> None:
+        """Publish what the event log got since the last look (also the events of messages the
+        bus dropped, or sent while this stage was down)."""
+        self.hub.publish_numbered(self.events.read_new())
+
     def loop(self) -> None:
         idle_since = time.monotonic()
-        for msg in self.messages(self.inp):
+        for msg in self.messages(self.inp, on_idle=self.read_events):
+            self.read_events()
             if isinstance(msg, LiveStats):
                 self.hub.publish_stats(msg.report)
                 self.hub.publish_metrics(msg.metrics.encode())
@@ -133,12 +186,8 @@ class WebProcess(StageProcess):
                     self.hub.publish_counts(counts)
             elif isinstance(msg, SourceEvent):
                 name = self.names_of[msg.source_id]
-                self.hub.publish_event({"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq),
-                                        "camera": name, **msg.fields()})
                 self.hub.publish_camera_state(name, "lost" if msg.event == "source_lost" else None)
             elif isinstance(msg, EndOfStream):  # the page stays up until the run stops
-                for e in msg.events:
-                    self.hub.publish_event(e)
                 self.hub.publish_camera_state(self.names_of[msg.source_id], "ended")
             elif isinstance(msg, Tracked):
                 self.count(StageBoard.IN)
@@ -150,8 +199,6 @@ class WebProcess(StageProcess):
                 idle_since = time.monotonic()
 
     def on_tracked(self, msg: Tracked, now: float) -> None:
-        for e in msg.events:
-            self.hub.publish_event(e)
         if msg.dropped:
             return
         i = msg.meta.source_id

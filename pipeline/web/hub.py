@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
@@ -106,6 +107,23 @@ class LiveViewHub:
         self._notify(EVENT, None)
         return n
 
+    def publish_numbered(self, events: list[dict]) -> None:
+        """Append events numbered elsewhere (``event_seq`` in each dict: the run's event log,
+        which outlives this hub). Ids must grow; an event whose id does not is left out (logged)."""
+        if not events:
+            return
+        with self._lock:
+            last = self._event_seq
+            for d in events:
+                seq = d.get("event_seq")
+                if not isinstance(seq, int) or seq <= last:
+                    log.warning("live view: event id %r after %d left out (ids must grow)", seq, last)
+                    continue
+                self._events.append(d)
+                last = seq
+            self._event_seq = last
+        self._notify(EVENT, None)
+
     def publish_stats(self, stats: dict) -> None:
         """The live profile (replaces the previous one)."""
         with self._lock:
@@ -160,8 +178,8 @@ class LiveViewHub:
         with self._lock:
             if not self._events or self._event_seq <= seq:
                 return []
-            # event_seq is contiguous within the deque: skip by index arithmetic, no comparisons
-            start = max(0, int(seq) + 1 - self._events[0]["event_seq"])
+            # ids grow along the deque (contiguous unless numbered elsewhere with a gap)
+            start = bisect_right(self._events, int(seq), key=lambda e: e["event_seq"])
             return list(islice(self._events, start, start + max(0, int(limit))))
 
     def last_event_seq(self) -> int:
