@@ -186,8 +186,7 @@ def test_mot_on_a_full_disk_stops_with_one_line_and_resumes(tmp_path, caplog):
     from tests.tmpfs import fill
     with _disk(tmp_path) as disk:
         p = disk / "t.txt"
-        w = MotWriter(str(p), flush_s=0.0)
-        w.file.state.retry_s = 0.0
+        w = MotWriter(str(p), flush_s=0.0, retry_s=0.0)
         w.write(1, _tracks([1, 2]))
         filler = fill(disk, leave=0)
         with caplog.at_level(logging.INFO, logger="trackpipe.pipeline.media.outputs"):
@@ -235,3 +234,24 @@ def test_a_restarted_writer_on_an_unwritable_disk_stops_instead_of_raising(tmp_p
     assert w.state.state == "stopped" and w.state.lost == 1
     with pytest.raises(OSError):
         MotWriter(str(blocker / "t.txt"))
+
+
+def test_a_restarted_writer_on_a_read_only_disk_resumes_when_it_is_writable(tmp_path):
+    """EROFS: a restarted sink's MOT file on a disk remounted read-only is stopped (not an error),
+    and is appended to once the disk is writable again."""
+    import subprocess
+
+    with _disk(tmp_path) as disk:
+        p = disk / "t.txt"
+        w = MotWriter(str(p), flush_s=0.0)
+        w.write(1, _tracks([1]))
+        w.close()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        w = MotWriter(str(p), append=True, flush_s=0.0, retry_s=0.0)
+        w.write(2, _tracks([1]))
+        assert w.state.state == "stopped" and w.state.reason == "Read-only file system" and w.state.lost == 1
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        w.write(3, _tracks([1]))
+        w.close()
+        assert w.state.state == "resumed"
+        assert [ln.split(",")[0] for ln in p.read_text().splitlines()] == ["1", "3"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from trackpipe.models.types import Detections, Tracks, to_tlwh
 
-from .outputs import LineFile
+from .outputs import RETRY_S, LineFile
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,9 @@ class MotWriter:
     ``append``: continue the file (a restarted sink) instead of truncating it. A full or
     unwritable disk stops the file, never the caller (`outputs.LineFile`; ``state``)."""
 
-    def __init__(self, path: str, append: bool = False, flush_s: float = MOT_FLUSH_S, camera: str = ""):
-        self.file = LineFile(path, "mot", "rows", camera, append=append, flush_s=flush_s)
+    def __init__(self, path: str, append: bool = False, flush_s: float = MOT_FLUSH_S, camera: str = "",
+                 retry_s: float = RETRY_S):
+        self.file = LineFile(path, "mot", "rows", camera, append=append, flush_s=flush_s, retry_s=retry_s)
         self.path = self.file.path
         self.predicted = 0
 
