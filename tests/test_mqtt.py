@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def broker():
+def broker(monkeypatch, tmp_path):
     ok, reason = mosquitto_available()
     if not ok:
         pytest.skip(reason)
+    monkeypatch.setenv("TRACKPIPE_CACHE", str(tmp_path))   # the default outbox folder: this test's own
     b = MosquittoBroker().start()
     yield b
     b.close()
@@ -201,11 +202,12 @@ def test_unreachable_broker_logs_once_per_backoff_step(caplog):
     assert "hunter2" not in text and "someone" not in text
 
 
-def test_credentials_from_the_environment(monkeypatch, caplog):
+def test_credentials_from_the_environment(monkeypatch, caplog, tmp_path):
     ok, reason = mosquitto_available()
     if not ok:
         pytest.skip(reason)
     caplog.set_level(logging.WARNING, logger="trackpipe.pipeline.events")
+    monkeypatch.setenv("TRACKPIPE_CACHE", str(tmp_path))
     with MosquittoBroker(users={"cam": "s3cret-pw"}) as b:
         monkeypatch.setenv("TRACKPIPE_MQTT_USERNAME", "cam")
         monkeypatch.setenv("TRACKPIPE_MQTT_PASSWORD", "wrong-pw")

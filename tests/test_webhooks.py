@@ -78,7 +78,8 @@ class HookServer:
 
 
 @pytest.fixture
-def server(request):
+def server(request, monkeypatch, tmp_path):
+    monkeypatch.setenv("TRACKPIPE_CACHE", str(tmp_path))   # the default outbox folder: this test's own
     s = HookServer(*getattr(request, "param", ("ok",)))
     yield s
     s.close()
@@ -98,7 +99,7 @@ def timed_offers(sender, items):
     return worst
 
 
-def test_every_event_in_order(server):
+def test_every_event_in_order(server, tmp_path):
     hook = WebhookSender(WebhookConfig(url=server.url)).start()    # the outbox in its default folder
     for e in events(40):
         hook.offer(e)
@@ -107,7 +108,8 @@ def test_every_event_in_order(server):
     assert [b["n"] for b in server.bodies] == list(range(40))
     assert server.headers[0]["Content-Type"] == "application/json"
     assert (st.sent, st.dropped, st.failed, st.rejected, st.queued, st.pending) == (40, 0, 0, 0, 0, 0)
-    assert st.outbox.endswith(".sqlite") and not os.path.exists(st.outbox)   # empty: no file left
+    assert st.outbox.startswith(str(tmp_path / "outbox" / "webhook-127.0.0.1-"))   # <cache>/outbox
+    assert st.outbox.endswith(".sqlite") and not os.path.exists(st.outbox)       # empty: no file left
 
 
 @pytest.mark.parametrize("server", [("fail", 3, 500)], indirect=True)
