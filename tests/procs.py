@@ -4,6 +4,7 @@ processes, waiting."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -17,6 +18,17 @@ def wait_for(cond, timeout: float, what: str):
             return v
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def metrics(port: int) -> dict:
+    """A run's Prometheus metrics on 127.0.0.1:``port``: ``{'name{labels}': value}``; {} while
+    nothing answers there."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in text.splitlines()
+                                     if ln.startswith("trackpipe_"))}
 
 
 def running_in_group(pgid: int) -> list:

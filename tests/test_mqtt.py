@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ASSETS, COCO_NAMES, YF_CFG, YF_WEIGHTS
 from mqtt_broker import MosquittoBroker, Subscriber, free_port, mosquitto_available, wait_until
-from procs import wait_for
+from procs import metrics, wait_for
 from trackpipe.models.types import Tracks
 from trackpipe.pipeline.events import Line, ZoneLineCounter
 from trackpipe.pipeline.events.config import EventConfigError, MqttConfig
@@ -310,17 +310,21 @@ ROAD = """lines:
 
 def live_run(tmp_path, broker, duration: float, down_until_events: int) -> tuple:
     """``run_tracker.py --realtime --loop --duration`` on the traffic video with the broker down
-    until the run has written ``down_until_events`` events and failed to connect twice; returns
-    (return code, stderr, seconds the broker was down while the run delivered, events file)."""
+    until the run has written ``down_until_events`` events, failed to connect twice and shows
+    them pending in its metrics; returns (return code, stderr, seconds the broker was down while
+    the run delivered, the events file's events)."""
     cfg = tmp_path / "live.yaml"
     cfg.write_text(ROAD + f"mqtt:\n  url: {broker.url}\n  reconnect_min_s: 0.2\n  reconnect_max_s: 0.5\n"
                    f"  outbox: {{dir: {tmp_path / 'outbox'}}}\n")
     events, err = tmp_path / "live.jsonl", tmp_path / "live.err"
+    port = free_port()
+    pending = f'trackpipe_delivery_pending{{target="mqtt {broker.url}"}}'
     broker.stop()
     with open(err, "w") as f:
         proc = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(TRAFFIC), *MODEL,
                                  "--realtime", "--loop", "--duration", str(duration), "--headless", "--camera", "road",
-                                 "--config", str(cfg), "--events", str(events), "--profile", str(tmp_path / "live.json")],
+                                 "--config", str(cfg), "--events", str(events), "--profile", str(tmp_path / "live.json"),
+                                 "--metrics-port", str(port)],
                                 cwd=str(ROOT), env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=f, stderr=f,
                                 start_new_session=True)
     try:
@@ -328,7 +332,8 @@ def live_run(tmp_path, broker, duration: float, down_until_events: int) -> tuple
         t_ready = time.monotonic()
         wait_for(lambda: proc.poll() is not None or (
             events.exists() and len(events.read_text().splitlines()) >= down_until_events
-            and err.read_text().count("cannot connect") >= 2), 120, "events while the broker is down")
+            and err.read_text().count("cannot connect") >= 2
+            and metrics(port).get(pending, 0) >= down_until_events), 120, "events pending while the broker is down")
         down_s = time.monotonic() - t_ready
         assert proc.poll() is None, "the run ended before the broker came back: " + err.read_text()[-2000:]
         broker.start()
