@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .config import MqttConfig
 from .delivery import Backoff, Delivery
-from .outbox import OutboxConfig, Row, target_key
+from .outbox import OutboxConfig, target_key
 from .schema import event_dict
 
 log = logging.getLogger(__name__)
