@@ -351,7 +351,8 @@ def test_live_run_with_the_broker_down_at_first_delivers_every_event_in_order(br
     rc, err, down_s, written = live_run(tmp_path, broker, duration=10, down_until_events=3)
     assert rc == 0, err[-3000:]
     assert sub.wait_for(lambda m: len(event_msgs(sub)) >= len(written), 30), (len(event_msgs(sub)), len(written))
-    key = lambda e: (e["event"], e.get("track_id"), e.get("seq"), e.get("id"))
+    def key(e):
+        return e["event"], e.get("track_id"), e.get("seq"), e.get("id")
     assert [key(g) for g in event_msgs(sub)] == [key(e) for e in written]          # every event, in order
     delivery = json.loads((tmp_path / "live.json").read_text())["delivery"][f"mqtt {broker.url}"]
     assert (delivery["delivered"], delivery["pending"], delivery["dropped"]) == (len(written), 0, 0)

@@ -303,7 +303,8 @@ def test_run_keeps_what_a_silent_webhook_never_took_and_the_next_run_delivers_it
         assert wait_until(lambda: len(ok.bodies) >= len(ev1) + len(ev2), 10)
     finally:
         ok.close()
-    key = lambda e: (e["event"], e.get("track_id"), e.get("seq"))
+    def key(e):
+        return e["event"], e.get("track_id"), e.get("seq")
     assert [key(b) for b in ok.bodies] == [key(e) for e in ev1 + ev2]    # run 1's events first, in order
     p2 = json.loads((tmp_path / "run2.json").read_text())["delivery"][f"webhook {ok.url}"]
     assert (p2["delivered"], p2["pending"], p2["dropped"]) == (len(ev1) + len(ev2), 0, 0)
