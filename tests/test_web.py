@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from browser import Publisher, moving_box, read_frames
 from conftest import VIDEO_360, VIDEO_1080
-from tests.procs import wait_for
 from trackpipe.pipeline.web import LiveViewHub, WebConfig, WebConfigError, WebServer, WebServerError
 from trackpipe.pipeline.web.mjpeg import read_mjpeg_part
 from trackpipe.pipeline.web.provider import EVENT, FRAME
+
+from tests.procs import wait_for
 
 TOKEN = "s3cret-token-for-tests"
 

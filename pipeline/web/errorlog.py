@@ -86,5 +86,5 @@ class RequestErrorLog:
     def error(self, *args, **kw) -> None:
         self.logger.error(*args, **kw)
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - the logging.Logger name
+    def isEnabledFor(self, level: int) -> bool:
         return self.logger.isEnabledFor(level)

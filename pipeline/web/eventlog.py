@@ -136,7 +136,7 @@ class EventLogReader:
 
     def _open_current(self) -> bool:
         try:
-            self._f = open(self.path, "rb")
+            self._f = open(self.path, "rb")  # noqa: SIM115 - held open between reads, closed by close()
         except FileNotFoundError:
             return False
         self._rest = b""

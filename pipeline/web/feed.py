@@ -22,6 +22,15 @@ from .provider import LatestFrame, LiveViewProvider
 
 log = logging.getLogger(__name__)
 
+try:
+    from asyncio import timeout as time_limit  # Python >= 3.11
+except ImportError:  # pragma: no cover - Python 3.10 (aiohttp's dependency there)
+    from async_timeout import timeout as time_limit
+# ``time_limit`` rather than ``asyncio.wait_for``: on Python 3.11 wait_for loses a cancellation
+# that comes while its inner future completes, and aiohttp cancels the handler of a client that
+# goes: that client's stream would then wait on with its slot
+
+
 def render_jpeg(snap: LatestFrame, names: Sequence[str], quality: int, zones=None) -> bytes:
     """The annotated frame as JPEG bytes (the snapshot's frame is left untouched)."""
     img = annotate(np.array(snap.frame, copy=True), snap.tracks, names, zones=zones)
@@ -29,15 +38,6 @@ def render_jpeg(snap: LatestFrame, names: Sequence[str], quality: int, zones=Non
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()
-
-
-try:
-    from asyncio import timeout as time_limit          # Python >= 3.11
-except ImportError:                                     # pragma: no cover - Python 3.10 (aiohttp's dependency)
-    from async_timeout import timeout as time_limit
-# ``time_limit`` rather than ``asyncio.wait_for``: on Python 3.11 wait_for loses a cancellation
-# that comes while its inner future completes, and aiohttp cancels the handler of a client that
-# goes: that client's stream would then wait on with its slot
 
 
 class Pulse:
