@@ -57,6 +57,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config (default configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set pipeline.ring_slots=4 (repeatable)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (config file, --set and flags; secrets redacted) as "
+                        "YAML and exit")
+    p.add_argument("--config-schema", nargs="?", const="-", metavar="PATH",
+                   help="write the JSON schema of config files (for editors) to PATH (default: stdout) and exit")
     add_model_args(p, defaults=False)  # None = not given: the config's model section applies
     p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")
     t = p.add_argument_group("tracking and outputs")
@@ -111,63 +116,88 @@ def _class_list(text: str) -> list:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def load(argv):
-    """argv -> (Config, ModelSpec); raises PipelineError / ModelError / ValueError."""
-    from trackpipe.models.cli_args import spec_from_args
-    from trackpipe.pipeline.config import load_config, parse_scalar, set_value
+def config_layers(args) -> list:
+    """The config's layers from parsed ``args``, in order: the file (default
+    ``configs/default.yaml``), each ``--set``, each flag given (`pipeline.config.Layer`)."""
+    from trackpipe.pipeline.config import Layer, parse_scalar, read_file
     from trackpipe.pipeline.errors import ConfigError
 
-    args = build_parser().parse_args(argv)
-    cfg = load_config(args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None))
+    path = args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None)
+    layers = [read_file(path)] if path else []
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: use KEY=VALUE")
         k, v = item.split("=", 1)
-        set_value(cfg, k.strip(), parse_scalar(v))
+        layers.append(Layer.of_key(k.strip(), parse_scalar(v)))
     for dest, key in _OVERRIDES.items():
         if getattr(args, dest, None) is not None:
-            try:
-                set_value(cfg, key, getattr(args, dest))
-            except ConfigError as e:  # name the flag the user typed, and the key it sets
-                msg = str(e)
-                raise ConfigError(f"--{dest.replace('_', '-')} ({key}){msg[len(key):]}"
-                                  if msg.startswith(f"{key}:") else msg) from None
+            layers.append(Layer.of_key(key, getattr(args, dest), f"--{dest.replace('_', '-')}"))
     if args.snapshot_classes is not None:
-        cfg.output.snapshot_classes = _class_list(args.snapshot_classes)
+        layers.append(Layer.of_key("output.snapshot_classes", _class_list(args.snapshot_classes),
+                                   "--snapshot-classes"))
     if args.mqtt is not None:  # the URL; the config's other MQTT settings stay
-        cfg.mqtt = {**cfg.mqtt, "url": args.mqtt} if isinstance(cfg.mqtt, dict) else args.mqtt
+        mqtt = _last(layers, "mqtt")
+        layers.append(Layer.of_key("mqtt", {**mqtt, "url": args.mqtt} if isinstance(mqtt, dict) else args.mqtt,
+                                   "--mqtt"))
     if args.webhook:
-        cfg.webhooks = list(cfg.webhooks or []) + list(args.webhook)
-    _apply_sources(cfg, args.source or [], args.camera or [])
-    if not cfg.source.uri and not cfg.cameras:
+        layers.append(Layer.of_key("webhooks", list(_last(layers, "webhooks") or []) + list(args.webhook),
+                                   "--webhook"))
+    layers += _source_layers(args.source or [], args.camera or [], _last(layers, "cameras") or [])
+    return layers
+
+
+def _last(layers: list, key: str):
+    """The value of top-level ``key`` in the last layer that sets it (None: none does)."""
+    for layer in reversed(layers):
+        if isinstance(layer.data, dict) and key in layer.data:
+            return layer.data[key]
+    return None
+
+
+def load(argv, require_source: bool = True, resolve: bool = True):
+    """argv -> (Config, ModelSpec); raises PipelineError / ModelError / ValueError.
+    ``resolve``: model files downloaded or checked, class names turned into ids."""
+    from trackpipe.models.cli_args import spec_from_args
+    from trackpipe.pipeline.config import build_config
+    from trackpipe.pipeline.errors import ConfigError
+
+    args = build_parser().parse_args(argv)
+    cfg = build_config(config_layers(args))
+    if require_source and not cfg.source.uri and not cfg.cameras:
         raise ConfigError("no source given (use --source or source.uri in the config)")
 
     # model: the config's model section, then the flags given (a --model replaces the config's
     # cfg/weights and a --cfg/--weights its model); resolved here, in the parent, before any stage
     # starts: files downloaded or checked, class names turned into ids
-    cfg.model = spec = spec_from_args(args, classes=args.classes, base=cfg.model)
+    cfg.model = spec = spec_from_args(args, classes=args.classes, base=cfg.model, resolve=resolve)
     return cfg, spec
 
 
-def _apply_sources(cfg, sources: list, cameras: list) -> None:
-    """``--source`` once: ``source.uri``; several times: the run's cameras (replacing the config's);
-    ``--camera`` names them in the same order."""
+def _source_layers(sources: list, cameras: list, configured: list) -> list:
+    """``--source`` once: ``source.uri`` (and no ``cameras``); several times: the run's cameras
+    (replacing the config's); ``--camera`` names them in the same order."""
+    from trackpipe.pipeline.config import Layer
     from trackpipe.pipeline.errors import ConfigError
     from trackpipe.pipeline.runtime.cameras import check_camera_name
     for name in cameras:
         check_camera_name(name, "--camera")
-    if len(cameras) > max(1, len(sources) or len(cfg.cameras or [])):
+    if len(cameras) > max(1, len(sources) or len(configured)):
         raise ConfigError(f"--camera given {len(cameras)} times for {max(1, len(sources))} source(s)")
+    out = []
     if len(sources) == 1:
-        cfg.source.uri, cfg.cameras = sources[0], None
+        out += [Layer.of_key("source.uri", sources[0], "--source"), Layer({"cameras": []})]
+        configured = []
     elif sources:
-        cfg.cameras = [{"uri": u} for u in sources]
-    if cfg.cameras:
-        cfg.cameras = [dict(c) if isinstance(c, dict) else {"uri": c} for c in cfg.cameras]
-        for c, name in zip(cfg.cameras, cameras):
+        configured = [{"uri": u} for u in sources]
+        out.append(Layer({"cameras": configured}, "--source", "cameras"))
+    if configured and cameras:
+        named = [dict(c) if isinstance(c, dict) else {"uri": c} for c in configured]
+        for c, name in zip(named, cameras):
             c["name"] = name
+        out.append(Layer({"cameras": named}, "--camera", "cameras"))
     elif cameras:
-        cfg.pipeline.camera = cameras[0]
+        out.append(Layer.of_key("pipeline.camera", cameras[0], "--camera"))
+    return out
 
 
 def guarded(body: Callable[[], int]) -> int:
@@ -192,19 +222,36 @@ def user_error(e: Exception) -> int:
     return 2 if code == 1 else code
 
 
+def write_schema(path: str) -> int:
+    """The config's JSON schema to ``path`` ("-": stdout); 0."""
+    from trackpipe.pipeline.config import schema_text
+    if path == "-":
+        sys.stdout.write(schema_text())
+    else:
+        Path(path).write_text(schema_text())
+    return 0
+
+
 def main(argv=None) -> int:
     return guarded(lambda: _main(sys.argv[1:] if argv is None else argv))
 
 
 def _main(argv) -> int:
     from trackpipe.models.errors import ModelError
-    from trackpipe.pipeline.runtime.app import run_pipeline
     from trackpipe.pipeline.errors import PipelineError
+    from trackpipe.pipeline.runtime.app import run_pipeline
 
+    args = build_parser().parse_args(argv)
     try:
-        cfg, spec = load(argv)
-    except (PipelineError, ModelError, ValueError) as e:
+        if args.config_schema is not None:
+            return write_schema(args.config_schema)
+        cfg, spec = load(argv, require_source=not args.print_config, resolve=not args.print_config)
+    except (PipelineError, ModelError, ValueError, OSError) as e:
         return user_error(e)
+    if args.print_config:
+        from trackpipe.pipeline.config import dump_yaml
+        sys.stdout.write(dump_yaml(cfg))
+        return 0
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     res = run_pipeline(cfg, spec)

@@ -40,7 +40,7 @@ def test_one_source_is_one_camera_with_its_name_and_paths():
     assert len(cams) == 1
     c = cams[0]
     assert (c.index, c.name, c.uri, c.video, c.mot) == (0, "door", "a.mp4", "o.mp4", "t.txt")
-    assert c.zones and c.zones[0]["name"] == "z" and c.lines is None
+    assert c.zones and c.zones[0].name == "z" and c.lines is None
 
 
 def test_several_cameras_get_names_and_their_own_outputs():
@@ -53,7 +53,7 @@ def test_several_cameras_get_names_and_their_own_outputs():
     assert [c.mot for c in cams] == ["out/cam0.txt", "out/yard.txt"]
     assert [c.events for c in cams] == ["e.jsonl", "e.jsonl"]            # one events file: events name the camera
     assert [c.snapshots for c in cams] == [str(Path("snaps") / "cam0"), str(Path("snaps") / "yard")]
-    assert cams[0].lines is None and cams[1].lines[0]["name"] == "gate"
+    assert cams[0].lines is None and cams[1].lines[0].name == "gate"
 
 
 @pytest.mark.parametrize("data, message", [
@@ -211,7 +211,7 @@ def test_the_shipped_cameras_config_resolves():
     cfg = load_config(str(ROOT / "configs" / "cameras.yaml"))
     cams = resolve_cameras(cfg, [ln.strip() for ln in COCO_NAMES.read_text().splitlines()])
     assert [c.name for c in cams] == ["door", "street"]
-    assert cams[0].classes == (0,) and cams[0].zones[0]["name"] == "porch" and cams[1].lines[0]["name"] == "kerb"
+    assert cams[0].classes == (0,) and cams[0].zones[0].name == "porch" and cams[1].lines[0].name == "kerb"
     assert [c.mot for c in cams] == ["out/door.txt", "out/street.txt"]
 
 

@@ -1,29 +1,44 @@
-"""Zones, lines and delivery settings, validated with one-line messages.
+"""Zones, lines and delivery settings: typed models (pydantic), validated with one-line messages.
 
 A zone is a polygon (>= 3 points), a line a segment (2 points). Points are pixels of the
 source frame or fractions 0..1 of its width and height: ``units: auto`` (the default) reads
 them as fractions when every coordinate is within [0, 1], else as pixels; ``units: px`` or
 ``units: fraction`` says so explicitly. ``resolve(width, height)`` gives pixels.
 
-``from_dict`` builds each type from a YAML mapping and rejects unknown keys the way
-``pipeline/config.py`` does (``cameras.road.zones[0]: unknown key 'pionts' (allowed: ...)``).
+These models are the ``zones``, ``lines``, ``mqtt`` and ``webhooks`` of the configuration tree
+(`trackpipe.pipeline.config`), which validates them with the rest of the config. ``from_dict``
+and `parse_shapes` validate one of them alone and raise `EventConfigError` naming the key's
+path (``cameras.road.zones[0].points: a zone needs at least 3 points, got 2``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from trackpipe.pipeline.errors import field_error, validation_line
+from typing_extensions import Annotated
 
 from .geometry import ANCHORS, polygon_area, self_intersection
+from .outbox import OutboxConfig
 
 UNITS = ("auto", "px", "fraction")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")   # used in MQTT topics: no '/', '+', '#', spaces
+STRICT = ConfigDict(extra="forbid", strict=True, validate_default=False)
 
 
 class EventConfigError(ValueError):
@@ -32,123 +47,129 @@ class EventConfigError(ValueError):
     exit_code = 2
 
 
-def _check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise EventConfigError(f"{where}.name: {name!r} is not a valid name (letters, digits, '_', '.', '-')")
-    return name
-
-
-def _points(points: Any, where: str) -> np.ndarray:
+def validate_as(cls, data: Any, where: str):
+    """``data`` validated as model ``cls`` (an instance is returned as it is); errors are one
+    `EventConfigError` line naming the key below ``where``."""
+    if isinstance(data, cls):
+        return data
     try:
-        p = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise EventConfigError(f"{where}.points: expected a list of [x, y] pairs, got {points!r}") from None
-    if p.ndim != 2 or p.shape[1] != 2:
-        raise EventConfigError(f"{where}.points: expected a list of [x, y] pairs, got {points!r}")
-    if not np.all(np.isfinite(p)):
-        raise EventConfigError(f"{where}.points: coordinates must be finite numbers")
-    return p
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise EventConfigError(validation_line(e, cls, where)) from None
 
 
-def _units(units: str, p: np.ndarray, where: str) -> str:
-    if units not in UNITS:
-        raise EventConfigError(f"{where}.units: invalid value {units!r} (allowed: {', '.join(UNITS)})")
-    if units == "auto":
-        return "fraction" if np.all((p >= 0.0) & (p <= 1.0)) else "px"
-    if units == "fraction" and not np.all((p >= 0.0) & (p <= 1.0)):
-        raise EventConfigError(f"{where}.points: units are fractions but a coordinate is outside [0, 1]")
-    return units
+Anchor = Literal[tuple(ANCHORS)]  # type: ignore[valid-type]
+ClassList = Annotated[Optional[List[Union[int, str]]],
+                      Field(description="only tracks of these class ids or names (default: every class)")]
 
 
-def _classes(classes: Any, where: str) -> Optional[Tuple[Union[int, str], ...]]:
+def class_list(classes: Any) -> Optional[list]:
+    """A ``classes`` value: one id or name, or a non-empty list of them -> list (None: all)."""
     if classes is None:
         return None
-    if isinstance(classes, (str, int)):
+    if isinstance(classes, (str, int)) and not isinstance(classes, bool):
         classes = [classes]
     if not isinstance(classes, (list, tuple)) or not classes or not all(
             isinstance(c, (int, str)) and not isinstance(c, bool) for c in classes):
-        raise EventConfigError(f"{where}.classes: expected a list of class ids or names, got {classes!r}")
-    return tuple(classes)
+        raise field_error(f"expected a list of class ids or names, got {classes!r}")
+    return list(classes)
 
 
-def _confirm(k: Any, where: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
-        raise EventConfigError(f"{where}.confirm_frames: expected an integer 1..1000, got {k!r}")
-    return k
+class _Shape(BaseModel):
+    model_config = STRICT
 
+    name: str = Field(description="unique per camera among its zones and lines; part of MQTT topics "
+                                  "(letters, digits, '_', '.', '-')")
+    points: List[Tuple[float, float]] = Field(description="[x, y] pairs: pixels, or fractions 0..1 of the frame")
+    units: Literal["auto", "px", "fraction"] = Field(
+        "auto", description="auto: fractions when every coordinate is within [0, 1], else pixels")
+    classes: ClassList = None
+    anchor: Anchor = Field("bottom_center", description="the point of a track's box that counts")
+    confirm_frames: int = Field(3, ge=1, le=1000, description="updates on the new side before an event")
+    camera: Optional[str] = Field(None, description="top-level zones and lines: the camera they belong to")
+    _where: str = PrivateAttr("")
 
-def _from_dict(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise EventConfigError(f"{where}: expected a mapping, got {data!r}")
-    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name != "where"]
-    for k in data:
-        if k not in names:
-            raise EventConfigError(f"{where}: unknown key '{k}' (allowed: {', '.join(names)})")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    for k in required:
-        if k not in data:
-            raise EventConfigError(f"{where}: missing key '{k}'")
-    has_where = any(f.name == "where" for f in dataclasses.fields(cls))
-    return cls(**data, where=where) if has_where else cls(**data)
+    kind: ClassVar[str] = "shape"
 
+    @property
+    def where(self) -> str:
+        """The key path of this shape in the config (``cameras[0].zones[1]``), for messages."""
+        return self._where or f"{self.kind} {self.name!r}"
 
-@dataclass
-class _Shape:
-    name: str
-    points: Any
-    units: str = "auto"
-    classes: Optional[Sequence[Union[int, str]]] = None
-    anchor: str = "bottom_center"
-    confirm_frames: int = 3
-    camera: Optional[str] = None
-    where: str = field(default="", repr=False, compare=False)
+    def at(self, where: str):
+        """This shape, its key path set to ``where`` (messages about it name that key)."""
+        self._where = where
+        return self
 
-    kind = "shape"
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, name: Any) -> str:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise field_error(f"{name!r} is not a valid name (letters, digits, '_', '.', '-')")
+        return name
 
-    def _validate(self) -> None:
-        w = self.where or f"{self.kind} {self.name!r}"
-        self.where = w
-        self.name = _check_name(self.name, w)
-        pts = _points(self.points, w)
-        self.units = _units(self.units, pts, w)
-        self.points = pts
-        self.classes = _classes(self.classes, w)
-        if self.anchor not in ANCHORS:
-            raise EventConfigError(f"{w}.anchor: invalid value {self.anchor!r} (allowed: {', '.join(ANCHORS)})")
-        self.confirm_frames = _confirm(self.confirm_frames, w)
-        if self.camera is not None and not isinstance(self.camera, str):
-            raise EventConfigError(f"{w}.camera: expected a camera name, got {self.camera!r}")
+    @field_validator("points", mode="before")
+    @classmethod
+    def _points(cls, points: Any) -> list:
+        try:
+            p = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise field_error(f"expected a list of [x, y] pairs, got {points!r}") from None
+        if p.ndim != 2 or p.shape[1] != 2:
+            raise field_error(f"expected a list of [x, y] pairs, got {points!r}")
+        if not np.all(np.isfinite(p)):
+            raise field_error("coordinates must be finite numbers")
+        return [(float(x), float(y)) for x, y in p]
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, classes: Any) -> Optional[list]:
+        return class_list(classes)
+
+    def _check_units(self) -> np.ndarray:
+        p = np.asarray(self.points, dtype=np.float64)
+        inside = bool(np.all((p >= 0.0) & (p <= 1.0)))
+        if self.units == "auto":
+            self.units = "fraction" if inside else "px"
+        elif self.units == "fraction" and not inside:
+            raise field_error("units are fractions but a coordinate is outside [0, 1]", "points")
+        return p
 
     def resolve(self, width: int, height: int) -> np.ndarray:
         """Points in pixels of a ``width`` x ``height`` frame: (V,2) float64."""
         p = np.asarray(self.points, dtype=np.float64)
         return p * np.array([width, height], np.float64) if self.units == "fraction" else p.copy()
 
+    def in_pixels(self, width: int, height: int):
+        """A copy with its points in pixels of a ``width`` x ``height`` frame (``units: px``)."""
+        out = self.model_copy(update={"points": [tuple(v) for v in self.resolve(width, height).tolist()],
+                                      "units": "px"})
+        return out.at(self._where)
+
     @classmethod
     def from_dict(cls, data: Any, where: str = ""):
-        return _from_dict(cls, data, where or f"{cls.kind}")
+        """One shape from a YAML mapping; `EventConfigError` naming ``where`` (default its kind)."""
+        return validate_as(cls, data, where or cls.kind).at(where)
 
 
-@dataclass
 class Zone(_Shape):
     """A polygon; ``zone_enter``/``zone_exit`` when a track's anchor goes in or out of it."""
 
-    kind = "zone"
+    kind: ClassVar[str] = "zone"
 
-    def __post_init__(self) -> None:
-        self._validate()
-        p, w = self.points, self.where
+    @model_validator(mode="after")
+    def _polygon(self) -> "Zone":
+        p = self._check_units()
         if len(p) < 3:
-            raise EventConfigError(f"{w}.points: a zone needs at least 3 points, got {len(p)}")
+            raise field_error(f"a zone needs at least 3 points, got {len(p)}", "points")
         ij = self_intersection(p)
         if ij is not None:
-            raise EventConfigError(f"{w}.points: the polygon crosses itself (edges {ij[0]} and {ij[1]})")
+            raise field_error(f"the polygon crosses itself (edges {ij[0]} and {ij[1]})", "points")
         if abs(polygon_area(p)) <= 1e-12:
-            raise EventConfigError(f"{w}.points: the polygon has no area (its points are on one line)")
+            raise field_error("the polygon has no area (its points are on one line)", "points")
+        return self
 
 
-@dataclass
 class Line(_Shape):
     """A segment A->B; ``line_cross`` when a track's anchor crosses it.
 
@@ -157,62 +178,83 @@ class Line(_Shape):
     For A left of B on a horizontal line, "in" is moving up the screen. ``count_once``: a
     track is counted at most once on this line (the first crossing, either direction)."""
 
-    directions: Sequence[str] = ("in", "out")
-    count_once: bool = False
+    directions: List[str] = Field(["in", "out"], description="names of the two crossing directions: right-to-left "
+                                                             "and left-to-right, walking from A to B")
+    count_once: bool = Field(False, description="count a track at most once on this line")
 
-    kind = "line"
+    kind: ClassVar[str] = "line"
 
-    def __post_init__(self) -> None:
-        self._validate()
-        p, w = self.points, self.where
-        if len(p) != 2:
-            raise EventConfigError(f"{w}.points: a line needs exactly 2 points, got {len(p)}")
-        if np.allclose(p[0], p[1]):
-            raise EventConfigError(f"{w}.points: the two points of the line are the same")
-        d = self.directions
+    @field_validator("directions", mode="before")
+    @classmethod
+    def _directions(cls, d: Any) -> list:
         if (not isinstance(d, (list, tuple)) or len(d) != 2 or not all(isinstance(s, str) and NAME_RE.fullmatch(s)
                                                                       for s in d) or d[0] == d[1]):
-            raise EventConfigError(f"{w}.directions: expected two different names, got {d!r}")
-        self.directions = (d[0], d[1])
-        if not isinstance(self.count_once, bool):
-            raise EventConfigError(f"{w}.count_once: expected true or false, got {self.count_once!r}")
+            raise field_error(f"expected two different names, got {d!r}")
+        return list(d)
+
+    @model_validator(mode="after")
+    def _segment(self) -> "Line":
+        p = self._check_units()
+        if len(p) != 2:
+            raise field_error(f"a line needs exactly 2 points, got {len(p)}", "points")
+        if np.allclose(p[0], p[1]):
+            raise field_error("the two points of the line are the same", "points")
+        return self
 
 
 def parse_shapes(zones: Any = None, lines: Any = None, where: str = "") -> Tuple[List[Zone], List[Line]]:
-    """YAML lists of zone and line mappings -> validated objects; names unique per camera."""
+    """Lists of zone and line mappings (or `Zone`/`Line` objects, kept as they are) -> validated
+    objects; names unique per camera. ``where``: the key path of the lists' parent."""
     pre = f"{where}." if where else ""
     out_z, out_l = [], []
     for key, cls, out, items in (("zones", Zone, out_z, zones), ("lines", Line, out_l, lines)):
         if items is None:
             continue
-        if not isinstance(items, list):
+        if not isinstance(items, (list, tuple)):
             raise EventConfigError(f"{pre}{key}: expected a list, got {items!r}")
-        out.extend(cls.from_dict(d, f"{pre}{key}[{i}]") for i, d in enumerate(items))
+        out.extend(d if isinstance(d, cls) else cls.from_dict(d, f"{pre}{key}[{i}]") for i, d in enumerate(items))
     check_unique([*out_z, *out_l], where or "zones and lines")
     return out_z, out_l
 
 
-def check_unique(shapes: Iterable[_Shape], where: str) -> None:
-    """Zone and line names share one namespace per camera (they share the MQTT topic level)."""
+def shape_problem(shapes: Iterable[_Shape]) -> Optional[str]:
+    """Zone and line names share one namespace per camera (they share the MQTT topic level):
+    None, or what is wrong."""
     seen = set()
     for s in shapes:
         key = (s.camera, s.name)
         if key in seen:
             cam = f" of camera {s.camera!r}" if s.camera else ""
-            raise EventConfigError(f"{where}: two zones or lines{cam} are named {s.name!r}")
+            return f"two zones or lines{cam} are named {s.name!r}"
         seen.add(key)
+    return None
+
+
+def check_unique(shapes: Iterable[_Shape], where: str) -> None:
+    """`shape_problem` as an `EventConfigError` naming ``where``."""
+    problem = shape_problem(shapes)
+    if problem:
+        raise EventConfigError(f"{where}: {problem}")
+
+
+def camera_problem(shapes: Iterable[_Shape], cameras: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """(key path, what is wrong) for a duplicate camera name or a ``camera:`` naming none of
+    ``cameras``; None when all is well."""
+    cams = list(cameras)
+    dup = sorted({c for c in cams if cams.count(c) > 1})
+    if dup:
+        return "cameras", f"two cameras are named {dup[0]!r}"
+    for s in shapes:
+        if s.camera is not None and s.camera not in cams:
+            return f"{s.where}.camera", f"unknown camera {s.camera!r} (cameras: {', '.join(map(str, cams)) or 'none'})"
+    return None
 
 
 def check_cameras(shapes: Iterable[_Shape], cameras: Sequence[str]) -> None:
     """Every ``camera:`` a zone or line names exists; camera names are unique."""
-    cams = list(cameras)
-    dup = sorted({c for c in cams if cams.count(c) > 1})
-    if dup:
-        raise EventConfigError(f"cameras: two cameras are named {dup[0]!r}")
-    for s in shapes:
-        if s.camera is not None and s.camera not in cams:
-            raise EventConfigError(f"{s.where}.camera: unknown camera {s.camera!r} "
-                                   f"(cameras: {', '.join(map(str, cams)) or 'none'})")
+    problem = camera_problem(shapes, cameras)
+    if problem:
+        raise EventConfigError(f"{problem[0]}: {problem[1]}")
 
 
 # --- delivery settings ----------------------------------------------------------------------
@@ -240,54 +282,102 @@ def expand_env(value: str) -> str:
     return ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
 
 
-@dataclass
-class MqttConfig:
+def _outbox(value: Any) -> OutboxConfig:
+    """An ``outbox:`` value (`OutboxConfig.parse`: true, false, a folder or a mapping)."""
+    try:
+        return OutboxConfig.parse(value, "outbox")
+    except ValueError as e:   # "outbox[.key]: problem" -> the problem at that key below this one
+        head, _, problem = str(e).partition(": ")
+        raise field_error(problem, head[len("outbox"):].lstrip(".")) from None
+
+
+OUTBOX_SCHEMA = {"description": "undelivered events kept on disk until the target takes them: true, false, a "
+                                "folder, or {dir, max_events, max_mb}",
+                 "anyOf": [{"type": "boolean"}, {"type": "string"},
+                           {"type": "object", "additionalProperties": False,
+                            "properties": {"enabled": {"type": "boolean"}, "dir": {"type": "string"},
+                                           "max_events": {"type": "integer", "minimum": 1, "maximum": 100_000_000},
+                                           "max_mb": {"type": "number", "exclusiveMinimum": 0,
+                                                      "maximum": 1_000_000}}}]}
+Outbox = Annotated[OutboxConfig, WithJsonSchema(OUTBOX_SCHEMA)]
+
+
+def _outbox_data(value: OutboxConfig) -> Any:
+    import dataclasses
+    d = dataclasses.asdict(value)
+    return d if d["enabled"] else False
+
+
+Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+
+
+class MqttConfig(BaseModel):
     """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``; credentials from the URL, these
-    fields or TRACKPIPE_MQTT_USERNAME / TRACKPIPE_MQTT_PASSWORD (in that order). Never logged."""
+    fields or TRACKPIPE_MQTT_USERNAME / TRACKPIPE_MQTT_PASSWORD (in that order). Never logged.
+    In the config ``mqtt:`` is this mapping or just the URL."""
 
-    url: str = field(repr=False)
-    username: Optional[str] = field(default=None, repr=False)
-    password: Optional[str] = field(default=None, repr=False)
-    topic_prefix: str = "trackpipe"
+    model_config = ConfigDict(**STRICT, arbitrary_types_allowed=True)
+
+    url: str = Field(repr=False, description="mqtt://[user:pass@]HOST[:PORT] or mqtts://...")
+    username: Optional[str] = Field(None, repr=False, description="default: the URL's, $TRACKPIPE_MQTT_USERNAME")
+    password: Optional[str] = Field(None, repr=False, description="default: the URL's, $TRACKPIPE_MQTT_PASSWORD")
+    topic_prefix: str = Field("trackpipe", description="topics: PREFIX/CAMERA/EVENT[/ZONE]")
     client_id: Optional[str] = None
-    qos: int = 1
-    keepalive_s: int = 30
-    queue_size: int = 1000
-    snapshots: bool = False
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    tls_ca: Optional[str] = None
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(30, ge=1, le=3600)
+    queue_size: int = Field(1000, ge=1, le=1_000_000, description="events held in memory at most")
+    snapshots: bool = Field(False, description="publish the snapshot JPEGs too")
+    reconnect_min_s: Seconds = 0.5
+    reconnect_max_s: Seconds = 30.0
+    tls_ca: Optional[str] = Field(None, description="CA file of an mqtts:// broker")
     tls_insecure: bool = False
-    outbox: Any = True   # undelivered events on disk: true, false, a folder or a mapping (outbox.py)
+    outbox: Outbox = Field(default_factory=OutboxConfig)
+    _host: str = PrivateAttr("")
+    _port: int = PrivateAttr(0)
+    _tls: bool = PrivateAttr(False)
 
-    def __post_init__(self) -> None:
-        w = "mqtt"
+    @field_validator("outbox", mode="before")
+    @classmethod
+    def _outbox(cls, value: Any) -> OutboxConfig:
+        return _outbox(value)
+
+    @field_serializer("outbox")
+    def _outbox_out(self, value: OutboxConfig) -> Any:
+        return _outbox_data(value)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "MqttConfig":
         try:
-            u = urlsplit(self.url) if isinstance(self.url, str) else None
-            port = u.port if u else None
+            u = urlsplit(self.url)
+            port = u.port
         except ValueError:
             u, port = None, None
         if u is None or u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise EventConfigError(f"{w}.url: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], "
-                                   f"got {redact_url(str(self.url))!r}")
-        self.host = u.hostname
-        self.tls = u.scheme == "mqtts"
-        self.port = port or (8883 if self.tls else 1883)
+            raise field_error(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {redact_url(self.url)!r}",
+                              "url")
+        self._host, self._tls = u.hostname, u.scheme == "mqtts"
+        self._port = port or (8883 if self._tls else 1883)
         env = os.environ
         self.username = self.username or (u.username and _unquote(u.username)) or env.get("TRACKPIPE_MQTT_USERNAME")
         self.password = self.password or (u.password and _unquote(u.password)) or env.get("TRACKPIPE_MQTT_PASSWORD")
-        if not isinstance(self.topic_prefix, str) or not self.topic_prefix or any(c in self.topic_prefix for c in "+#"):
-            raise EventConfigError(f"{w}.topic_prefix: {self.topic_prefix!r} is not a valid topic prefix")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#"):
+            raise field_error(f"{self.topic_prefix!r} is not a valid topic prefix", "topic_prefix")
         self.topic_prefix = self.topic_prefix.strip("/")
-        if self.qos not in (0, 1):
-            raise EventConfigError(f"{w}.qos: invalid value {self.qos!r} (allowed: 0, 1)")
-        for k, lo, hi in (("keepalive_s", 1, 3600), ("queue_size", 1, 1_000_000)):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise EventConfigError(f"{w}.{k}: expected an integer {lo}..{hi}, got {v!r}")
-        if not (0 < self.reconnect_min_s <= self.reconnect_max_s <= 3600):
-            raise EventConfigError(f"{w}.reconnect_min_s/reconnect_max_s: need 0 < min <= max <= 3600")
-        self.outbox = _outbox(self.outbox, f"{w}.outbox")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise field_error("need 0 < min <= max <= 3600", "reconnect_min_s/reconnect_max_s")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def tls(self) -> bool:
+        return self._tls
 
     @property
     def safe_url(self) -> str:
@@ -296,19 +386,12 @@ class MqttConfig:
     def __repr__(self) -> str:
         return f"MqttConfig({self.safe_url}, topic_prefix={self.topic_prefix!r}, qos={self.qos})"
 
+    __str__ = __repr__
+
     @classmethod
     def from_dict(cls, data: Any, where: str = "mqtt") -> "MqttConfig":
-        if isinstance(data, str):
-            data = {"url": data}
-        return _from_dict(cls, data, where)
-
-
-def _outbox(value: Any, where: str):
-    from .outbox import OutboxConfig
-    try:
-        return OutboxConfig.parse(value, where)
-    except ValueError as e:
-        raise EventConfigError(str(e)) from None
+        """A URL or a mapping (or an instance, returned as it is); `EventConfigError` naming ``where``."""
+        return validate_as(cls, {"url": data} if isinstance(data, str) else data, where)
 
 
 def _unquote(s: str) -> str:
@@ -316,50 +399,64 @@ def _unquote(s: str) -> str:
     return unquote(s)
 
 
-@dataclass
-class WebhookConfig:
+class WebhookConfig(BaseModel):
     """HTTP POST of each event's JSON to ``url``; header values may use ``${ENV_VAR}``.
 
     ``events``: only these event types (default: all). Retries 5xx, 408, 429 and connection
-    errors with capped exponential backoff; other 4xx are counted as rejected, not retried."""
+    errors with capped exponential backoff; other 4xx are counted as rejected, not retried.
+    In the config an entry of ``webhooks:`` is this mapping or just the URL."""
 
-    url: str = field(repr=False)
-    headers: Dict[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 5.0
-    queue_size: int = 1000
-    events: Optional[Sequence[str]] = None
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    outbox: Any = True   # undelivered events on disk: true, false, a folder or a mapping (outbox.py)
-    where: str = field(default="webhook", repr=False, compare=False)
+    model_config = ConfigDict(**STRICT, arbitrary_types_allowed=True)
 
-    def __post_init__(self) -> None:
-        w = self.where
+    url: str = Field(repr=False, description="http(s)://HOST[:PORT]/PATH (user:password@ for Basic auth)")
+    headers: Dict[str, str] = Field(default_factory=dict, repr=False,
+                                    description="extra request headers; values may use ${ENV_VAR}")
+    timeout_s: float = Field(5.0, gt=0, le=600, allow_inf_nan=False)
+    queue_size: int = Field(1000, ge=1, description="events held in memory at most")
+    events: Optional[List[str]] = Field(None, description="only these event types (default: all)")
+    backoff_initial_s: Seconds = 0.5
+    backoff_max_s: Seconds = 30.0
+    outbox: Outbox = Field(default_factory=OutboxConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
         try:
-            u = urlsplit(self.url) if isinstance(self.url, str) else None
+            u = urlsplit(url)
         except ValueError:
             u = None
         if u is None or u.scheme not in ("http", "https") or not u.hostname:
-            raise EventConfigError(f"{w}.url: expected http(s)://HOST[:PORT]/PATH, got {redact_url(str(self.url))!r}")
-        if not isinstance(self.headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                         for k, v in self.headers.items()):
-            raise EventConfigError(f"{w}.headers: expected a mapping of header names to strings")
-        for k, v in self.headers.items():
+            raise field_error(f"expected http(s)://HOST[:PORT]/PATH, got {redact_url(url)!r}")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: Dict[str, str]) -> Dict[str, str]:
+        for k, v in headers.items():
             unset = [m.group(1) for m in ENV_REF.finditer(v) if m.group(1) not in os.environ]
             if unset:
-                raise EventConfigError(f"{w}.headers.{k}: environment variable {unset[0]} is not set "
-                                       f"(the value uses ${{{unset[0]}}})")
-        if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s <= 600):
-            raise EventConfigError(f"{w}.timeout_s: expected a number in (0, 600], got {self.timeout_s!r}")
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
-            raise EventConfigError(f"{w}.queue_size: expected an integer >= 1, got {self.queue_size!r}")
-        if self.events is not None:
-            if isinstance(self.events, str):
-                self.events = [self.events]
-            self.events = tuple(self.events)
-        if not (0 < self.backoff_initial_s <= self.backoff_max_s <= 3600):
-            raise EventConfigError(f"{w}.backoff_initial_s/backoff_max_s: need 0 < initial <= max <= 3600")
-        self.outbox = _outbox(self.outbox, f"{w}.outbox")
+                raise field_error(f"environment variable {unset[0]} is not set (the value uses ${{{unset[0]}}})", k)
+        return headers
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, events: Any) -> Any:
+        return [events] if isinstance(events, str) else list(events) if isinstance(events, tuple) else events
+
+    @field_validator("outbox", mode="before")
+    @classmethod
+    def _outbox(cls, value: Any) -> OutboxConfig:
+        return _outbox(value)
+
+    @field_serializer("outbox")
+    def _outbox_out(self, value: OutboxConfig) -> Any:
+        return _outbox_data(value)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> "WebhookConfig":
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise field_error("need 0 < initial <= max <= 3600", "backoff_initial_s/backoff_max_s")
+        return self
 
     @property
     def safe_url(self) -> str:
@@ -367,6 +464,8 @@ class WebhookConfig:
 
     def __repr__(self) -> str:
         return f"WebhookConfig({self.safe_url}, timeout_s={self.timeout_s}, events={self.events})"
+
+    __str__ = __repr__
 
     def request_url_and_auth(self) -> Tuple[str, Optional[str]]:
         """The URL without user:password, and a Basic Authorization value made from them."""
@@ -386,6 +485,5 @@ class WebhookConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "webhook") -> "WebhookConfig":
-        if isinstance(data, str):
-            data = {"url": data}
-        return _from_dict(cls, data, where)
+        """A URL or a mapping (or an instance, returned as it is); `EventConfigError` naming ``where``."""
+        return validate_as(cls, {"url": data} if isinstance(data, str) else data, where)

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.errors import PipelineError
 
-from .inputs import prepare, read_names, resolve_classes
+from .inputs import prepare, read_names
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     try:
         cameras = prepare(cfg, spec)
         names = read_names(getattr(spec, "names", None))
-        resolve_classes(cfg.output.snapshot_classes, names)  # an unknown class: one line, exit 2
         if detector_factory is None:
             spec = resolve_auto(spec, cameras[0].info, cfg.source)
     except KeyboardInterrupt:  # Ctrl-C while probing or waiting for the source, or choosing the backend

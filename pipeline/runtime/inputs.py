@@ -84,6 +84,8 @@ def prepare(cfg: Config, spec) -> List[Camera]:
             raise ConfigError(f"{attr} file not found: {p}")
     check_tracker(cfg, spec, cams)
     check_events(cfg, cams, names)
+    # resolved once, here: ids from now on (render's snapshot filter)
+    cfg.output.snapshot_classes = list(resolve_classes(cfg.output.snapshot_classes, names) or []) or None
     check_display(cfg, cams)
     if len(cams) == 1:
         out = [replace(cams[0], info=probe_source(cfg.source, cams[0].uri))]
@@ -237,24 +239,14 @@ def check_tracker(cfg: Config, spec=None, cams: Optional[List[Camera]] = None) -
 
 
 def check_events(cfg: Config, cams: List[Camera], names: Optional[List[str]] = None) -> None:
-    """Every camera's ``zones`` and ``lines``, ``mqtt`` and ``webhooks`` parsed with the events
-    package's own validation (classes against the model's ``names``): a bad entry is one line,
-    exit 2. (Top-level zones and lines were given to their cameras by `resolve_cameras`.)"""
-    from trackpipe.pipeline.events import EventConfigError, ZoneLineCounter, check_cameras, parse_shapes
-    from trackpipe.pipeline.events.config import MqttConfig, WebhookConfig
+    """Every camera's zone and line classes against the model's class ``names``: a bad one is
+    one line, exit 2. (Everything else of zones, lines, ``mqtt`` and ``webhooks`` was checked
+    when the config tree was built.)"""
+    from trackpipe.pipeline.events import EventConfigError, ZoneLineCounter
     try:
         for cam in cams:
-            where = f"cameras.{cam.name}" if len(cams) > 1 else ""
-            zones, lines = parse_shapes(cam.zones, cam.lines, where)
-            check_cameras((*zones, *lines), [cam.name])   # a camera's own list names no other
-            if zones or lines:
-                ZoneLineCounter(cam.name, zones, lines, names=names)   # classes known to the model
-        if cfg.mqtt:
-            MqttConfig.from_dict(cfg.mqtt)
-        if cfg.webhooks is not None and not isinstance(cfg.webhooks, list):
-            raise EventConfigError(f"webhooks: expected a list, got {cfg.webhooks!r}")
-        for i, w in enumerate(cfg.webhooks or []):
-            WebhookConfig.from_dict(w, f"webhooks[{i}]")
+            if cam.zones or cam.lines:
+                ZoneLineCounter(cam.name, cam.zones or [], cam.lines or [], names=names)
     except EventConfigError as e:
         raise ConfigError(str(e)) from None
 

@@ -15,7 +15,6 @@ from trackpipe.pipeline.media.sources import SourceInfo
 from trackpipe.pipeline.stages.base import RunContext, StageProcess
 
 from .cameras import Camera
-from .inputs import resolve_classes
 from .topology import Topology
 
 
@@ -81,7 +80,8 @@ class ProcessFactory:
     def _render(self, process: str, incarnation: int) -> StageProcess:
         from trackpipe.pipeline.stages.render import RenderProcess
         p, o = self.plan, self.plan.cfg.output
-        snaps = dict(classes=resolve_classes(o.snapshot_classes, p.names), quality=o.snapshot_quality)
+        # snapshot_classes: ids, resolved once by runtime.inputs.prepare
+        snaps = dict(classes=tuple(o.snapshot_classes) if o.snapshot_classes else None, quality=o.snapshot_quality)
         preset = None if o.preset == "auto" else o.preset   # None: by its CPU cost at the source's fps
         if preset is None and p.mode == "lossless" and not (p.placement and p.placement.placed):
             # a file is encoded as fast as the pipeline runs, on the detector's cores: the cheapest
