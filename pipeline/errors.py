@@ -104,6 +104,15 @@ def first_error(error) -> dict:
     return next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
 
 
+def error_loc(e: dict) -> tuple:
+    """The full key path of one pydantic error (its ``loc``, plus the ``sub`` path of a
+    `field_error`) as a tuple: ``('cameras', 0, 'zones', 1, 'points')``."""
+    import re
+    sub = (e.get("ctx") or {}).get("sub", "") if e["type"] == "trackpipe" else ""
+    tail = tuple(int(i) if i else k for k, i in re.findall(r"([^.\[\]]+)|\[(\d+)\]", sub))
+    return (*e["loc"], *tail)
+
+
 def validation_line(error, root=None, where: str = "") -> str:
     """The first error of a pydantic ``ValidationError`` as one line: ``<path>: <problem>``, e.g.
     ``cameras[1].zones[0]: unknown key 'pionts' (allowed: name, points, ...)``. ``root``: the validated model class (the allowed keys

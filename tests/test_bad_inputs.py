@@ -38,8 +38,8 @@ CASES = {
                             "bomb.yaml: line 4 invalid YAML: its aliases expand to more than 100000 values"),
     "5000 levels": (["--config", "{tmp}/deep.yaml"], "deep.yaml: line 1 invalid YAML: nested deeper than 64 levels"),
     "unset webhook variable": (["--config", "{tmp}/hook.yaml"],
-                               "error: webhooks[0].headers.Authorization: environment variable TP_UNSET_TOKEN is not "
-                               "set (the value uses ${TP_UNSET_TOKEN})"),
+                               "hook.yaml: webhooks[0].headers.Authorization: environment variable TP_UNSET_TOKEN is "
+                               "not set (the value uses ${TP_UNSET_TOKEN})"),
 }
 
 

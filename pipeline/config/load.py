@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 from trackpipe.models.errors import ModelError
 from trackpipe.models.spec import ModelSpec
-from trackpipe.pipeline.errors import ConfigError, first_error, validation_line
+from trackpipe.pipeline.errors import ConfigError, error_loc, first_error, validation_line
 
 from .tree import Config, Section
 from .yamlsafe import load_yaml
@@ -112,7 +112,7 @@ def build_config(layers: Sequence[Layer]) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        loc = tuple(first_error(e)["loc"])
+        loc = error_loc(first_error(e))
         line = validation_line(e, Config)
         for n in range(len(loc), 0, -1):
             if loc[:n] in origins:

@@ -276,6 +276,11 @@ def redact_url(url: str) -> str:
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def _redacting(info) -> bool:
+    """Serializing for people (``--print-config``): secrets replaced by ``***``."""
+    return bool((info.context or {}).get("redact"))
+
+
 def expand_env(value: str) -> str:
     """``${VAR}`` -> the environment's VAR (unset: empty string; `WebhookConfig` refuses an
     unset one when it is made); nothing else is expanded."""
@@ -344,6 +349,14 @@ class MqttConfig(BaseModel):
     @field_serializer("outbox")
     def _outbox_out(self, value: OutboxConfig) -> Any:
         return _outbox_data(value)
+
+    @field_serializer("url")
+    def _url_out(self, url: str, info) -> str:
+        return redact_url(url) if _redacting(info) else url
+
+    @field_serializer("password")
+    def _password_out(self, password: Optional[str], info) -> Optional[str]:
+        return "***" if password and _redacting(info) else password
 
     @model_validator(mode="after")
     def _resolve(self) -> "MqttConfig":
@@ -451,6 +464,15 @@ class WebhookConfig(BaseModel):
     @field_serializer("outbox")
     def _outbox_out(self, value: OutboxConfig) -> Any:
         return _outbox_data(value)
+
+    @field_serializer("url")
+    def _url_out(self, url: str, info) -> str:
+        return redact_url(url) if _redacting(info) else url
+
+    @field_serializer("headers")
+    def _headers_out(self, headers: Dict[str, str], info) -> Dict[str, str]:
+        """Redacted: a value without a ``${VAR}`` (its secret in the file itself) is ``***``."""
+        return {k: v if not _redacting(info) or ENV_REF.search(v) else "***" for k, v in headers.items()}
 
     @model_validator(mode="after")
     def _backoff(self) -> "WebhookConfig":
