@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def model_cache():
         os.environ["TRACKPIPE_CACHE"] = str(Path(tempfile.gettempdir()) / f"trackpipe-tests-{os.getuid()}")
     for name in ("yolo-fastest-1.1-xl", "yolo-fastest-1.1"):
         seed(name, DARKNET / "yolo-fastest-1.1_coco")
+    # events an earlier session left for an unreachable target (tests use free ports) are not this one's
+    shutil.rmtree(Path(os.environ["TRACKPIPE_CACHE"]) / "outbox", ignore_errors=True)
     yield Path(os.environ["TRACKPIPE_CACHE"])
     if not before:
         os.environ.pop("TRACKPIPE_CACHE", None)
