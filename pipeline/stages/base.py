@@ -57,12 +57,15 @@ class RunContext:
 
 
 class _Stopping:
-    """``is_set()`` view of ``StageProcess.stopping()`` for ``bus.send``."""
+    """``is_set()`` view of ``StageProcess.stopping()`` for ``bus.send``, asked while a send waits
+    out back-pressure; each ask is a heartbeat too: the stage waiting is alive, the frozen stage
+    downstream is the one the watchdog must replace."""
 
     def __init__(self, proc: "StageProcess"):
         self.proc = proc
 
     def is_set(self) -> bool:
+        self.proc.beat()
         return self.proc.stopping()
 
 
