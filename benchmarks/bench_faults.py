@@ -180,14 +180,15 @@ def mot_frames(path: Path) -> List[int]:
 
 
 def seq_clock(events: List[dict], t_ready: float) -> Callable[[float], float]:
-    """seq -> wall time of its capture, a line fitted through the events' (seq, t); without
-    events, the source's rate from the start."""
+    """seq -> wall time of its capture, interpolated between the events' (seq, t) pairs (every
+    event carries its frame's seq and capture time; a frame the live capture drops gets no seq,
+    so seq is not a clock of its own), at the source's rate past the last event."""
+    import numpy as np
     pts = sorted({(e["seq"], e["t"]) for e in events if isinstance(e.get("seq"), int) and "t" in e})
-    if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
-        import numpy as np
-        a, b = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
-        return lambda seq: float(a * seq + b)
-    return lambda seq: t_ready + seq / FPS
+    if not pts:
+        return lambda seq: t_ready + seq / FPS
+    s, t = [p[0] for p in pts], [p[1] for p in pts]
+    return lambda seq: float(np.interp(seq, s, t)) if seq <= s[-1] else t[-1] + (seq - s[-1]) / FPS
 
 
 def unpaired(events: List[dict]) -> int:
