@@ -5,14 +5,16 @@ here fails `test_every_readme_command_is_covered`. Each runs as a real subproces
 folder with the repository on PYTHONPATH (as from the repository root), with only what a user
 would supply themselves filled in:
 
+- paths relative to the repository root (``configs/``, ``samples/``, ``../shared/``, the two
+  scripts) -> absolute paths, so that every file a command names must exist in the repository;
 - placeholders: ``CFG``/``W`` -> Yolo-Fastest-1.1-xl from ../shared/assets, ``VIDEO`` ->
   aiguys_video.mp4, ``--coco-json ... --images ...`` -> the COCO subset in ../shared/assets;
 - servers the command names: ``rtsp://cam...`` -> real RTSP cameras (tests/rtsp), the MQTT URL
-  -> a real mosquitto, the webhook URL -> a real local HTTP server, ``my-lines.yaml`` -> a line
-  across traffic-cars.mp4's road, ``screen:``/``run_capture.py`` -> a real Xvfb display;
+  -> a real mosquitto, the webhook URL -> a real local HTTP server, ``screen:``/``run_capture.py``
+  -> a real Xvfb display;
 - a bound, so that the suite stays short: ``--max-frames`` for files, ``--duration`` for live
-  sources, ``--seconds`` for ``models bench``; a port the machine may use already (9108) -> a
-  free one.
+  sources, ``--seconds`` for ``models bench``; ports the machine may use already (``--metrics-port``,
+  ``--http-port``) -> free ones.
 
 The set-up commands (``pip install ...``) and the test command are run by CI itself
 (.ci/run, tests/test_install.py) and skipped here.
@@ -39,11 +41,7 @@ SKIP = {
     'pip install -e ".[dev,gui,tf,eval,int8]"': "the test set-up: .ci/run runs it",
     "python -m pytest -q": "this suite",
 }
-LINE_YAML = """lines:
-  - name: road
-    points: [[150, 430], [1080, 430]]
-    classes: [car, motorbike, bus, truck]
-"""
+REPO_DIRS = ("configs/", "samples/")  # README paths relative to the repository root
 
 
 def readme_commands() -> List[str]:
@@ -165,7 +163,7 @@ def prepare(cmd: str, env: Env, cwd: Path):
             a = str((ROOT / a).resolve())
         elif a in ("run_tracker.py", "run_capture.py"):
             a = str(ROOT / a)
-        elif a.startswith("configs/"):
+        elif a.startswith(REPO_DIRS):
             a = str(ROOT / a)
         elif (prev, a) == ("--cfg", "CFG"):
             a = str(YF_CFG)
@@ -183,9 +181,7 @@ def prepare(cmd: str, env: Env, cwd: Path):
             a = env.mqtt_url()
         elif a.startswith("http://127.0.0.1:8000/"):
             a = env.hook_url()
-        elif a == "my-lines.yaml":
-            (cwd / a).write_text(LINE_YAML)
-        elif prev == "--metrics-port":
+        elif prev in ("--metrics-port", "--http-port"):
             a = str(free_port())
         out.append(a)
     if any(a.startswith("screen:") for a in out) or any(a.endswith("run_capture.py") for a in out):
@@ -208,6 +204,14 @@ def test_every_readme_command_is_covered():
         assert c in SKIP or argv[0] == "python", f"no way to run this README command here: {c}"
 
 
+def test_readme_files_exist():
+    """A config or sample a README command names ships in the repository (no file made up here)."""
+    named = [a for c in readme_commands() for a in shlex.split(c) if a.startswith(REPO_DIRS)]
+    assert any(a.startswith("samples/") for a in named), named  # the main job runs on the sample video
+    missing = [a for a in named if not (ROOT / a).is_file()]
+    assert not missing, f"README commands name files the repository lacks: {missing}"
+
+
 COMMANDS = [c for c in readme_commands() if c not in SKIP]
 
 
@@ -216,7 +220,7 @@ COMMANDS = [c for c in readme_commands() if c not in SKIP]
                                                    for i, c in enumerate(COMMANDS)])
 def test_readme_command_runs_as_written(cmd, env):
     cwd = env.tmp  # one folder for all, as one user's: the calibration one command writes, the next reads
-    outputs = [a for a in shlex.split(cmd) if "{camera}" not in a and not a.startswith(("../", "configs/"))
+    outputs = [a for a in shlex.split(cmd) if "{camera}" not in a and not a.startswith(("../",) + REPO_DIRS)
                and (a.startswith("out/") or a.endswith((".mp4", ".txt", ".jsonl", ".json", ".png")))]
     for path in outputs:
         (cwd / path).unlink(missing_ok=True)
