@@ -12,14 +12,13 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 
 import cv2
 import numpy as np
 import pytest
-
 from conftest import VIDEO_360, leftovers
-from tests.procs import wait_for
+
+from tests.procs import metrics, wait_for
 from tests.test_run_tracker import MODEL, _stage_pid, _start, _stderr, _wait_group_gone
 from tests.tmpfs import fill, small_disk
 
@@ -44,6 +43,14 @@ def _mot(path) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 10)
 
 
+def _wait(cond, timeout: float, what: str, tmp_path):
+    """`wait_for`, with the run's stderr in the message when it times out."""
+    try:
+        return wait_for(cond, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; stderr:\n{_stderr(tmp_path)}") from None
+
+
 def _decoded(path) -> int:
     cap = cv2.VideoCapture(str(path))
     n = 0
@@ -56,17 +63,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _metric(port: int, line_start: str):
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return None
-    for ln in text.splitlines():
-        if ln.startswith(line_start):
-            return float(ln.rsplit(" ", 1)[1])
-    return None
 
 
 @pytest.mark.timeout(150)
@@ -82,13 +78,13 @@ def test_a_full_disk_stops_the_video_only_and_it_resumes_in_a_new_part(tmp_path)
         p = _start([*LIVE, "--duration", "20", "--output", str(out), "--mot", str(mot), "--events", str(ev),
                     "--profile", str(tmp_path / "p.json"), "--metrics-port", str(port)], tmp_path)
         try:
-            wait_for(lambda: "No space left on device" in _stderr(tmp_path), 90, "the video to stop")
+            _wait(lambda: "No space left on device" in _stderr(tmp_path), 90, "the video to stop", tmp_path)
             t_stopped = time.time()
             assert p.poll() is None
             up = 'trackpipe_output_up{camera="cam0",output="video"}'
-            wait_for(lambda: _metric(port, up) == 0.0, 10, "trackpipe_output_up 0 for the video")
+            _wait(lambda: metrics(port).get(up) == 0.0, 10, "trackpipe_output_up 0 for the video", tmp_path)
             filler.unlink()                      # room again
-            wait_for(lambda: "is written again" in _stderr(tmp_path), 30, "the video to resume")
+            _wait(lambda: "is written again" in _stderr(tmp_path), 30, "the video to resume", tmp_path)
             assert p.wait(60) == 0, _stderr(tmp_path)
         finally:
             if p.poll() is None:
@@ -126,7 +122,7 @@ def test_sigkill_of_the_whole_run_keeps_mot_rows_up_to_two_seconds_before(tmp_pa
     mot, ev = tmp_path / "t.txt", tmp_path / "e.jsonl"
     p = _start([*LIVE, "--mot", str(mot), "--events", str(ev)], tmp_path)
     try:
-        wait_for(lambda: sum(e["event"] == "track_started" for e in _events(ev)) >= 3, 90, "three tracks")
+        _wait(lambda: sum(e["event"] == "track_started" for e in _events(ev)) >= 3, 90, "three tracks", tmp_path)
         time.sleep(3.0)                          # the run goes on for a few seconds
         t_kill = time.time()
         os.killpg(p.pid, signal.SIGKILL)
@@ -154,13 +150,13 @@ def test_sigkill_of_the_sink_loses_no_written_row(tmp_path):
     p = _start([*LIVE, "--duration", "25", "--mot", str(mot), "--events", str(ev),
                 "--profile", str(tmp_path / "p.json")], tmp_path)
     try:
-        wait_for(lambda: len(_lines(mot)) >= 100, 90, "100 MOT rows on disk")
+        _wait(lambda: len(_lines(mot)) >= 100, 90, "100 MOT rows on disk", tmp_path)
         pid = _stage_pid(p.pid, "sink")
         assert pid > 0
         mot_before, ev_before = _lines(mot), _lines(ev)
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: "restarting it" in _stderr(tmp_path), 30, "the sink's restart")
-        wait_for(lambda: len(_lines(mot)) > len(mot_before) + 100, 60, "new MOT rows after the restart")
+        _wait(lambda: "restarting it" in _stderr(tmp_path), 30, "the sink's restart", tmp_path)
+        _wait(lambda: len(_lines(mot)) > len(mot_before) + 100, 60, "new MOT rows after the restart", tmp_path)
         assert p.wait(60) == 0, _stderr(tmp_path)
     finally:
         if p.poll() is None:
