@@ -17,7 +17,7 @@ Fault part (``--no-fault`` skips it): four real RTSP cameras (tests/rtsp's GStre
 of the other three in the 10 s before and during the outage (Prometheus ``--metrics-port``),
 their ratio, and whether every track they started also ended (no event lost).
 
-Goals (issue 12): batched >= 1.3x unbatched detector throughput at 4+ cameras; frame age p95 <
+Targets: batched >= 1.3x unbatched detector throughput at 4+ cameras; frame age p95 <
 0.5 s for every camera; per-camera FPS within 10 % of each other; during the fault the others
 keep >= 0.9x their FPS. The last line is one JSON object.
 """

@@ -14,8 +14,8 @@ and judges bf16/int8 against fp32 on 12 real frames of aiguys_video.mp4; int8 jo
 candidates calibrated on 32 other frames of that video (what a run does on its source's
 frames; `--no-self-calib`: fp32/bf16 only; `--calib`: a calibration made beforehand). For
 Yolo-Fastest-1.1-xl (real weights) the AP50 of the pair auto chose is measured on the
-66 COCO images beside fp32's (goal: within 0.01). Speed goals for auto/onnx
-(issue #15) depend on the CPU: >= 3.0x (yolov4-tiny) and 4.0x (yolov4) with AMX,
+66 COCO images beside fp32's (target: within 0.01). Speed targets for auto/onnx
+depend on the CPU: >= 3.0x (yolov4-tiny) and 4.0x (yolov4) with AMX,
 >= 2.0x for both with AVX512-BF16/VNNI but no AMX (e.g. Zen 4), >= 1.0x elsewhere.
 """
 
@@ -46,7 +46,7 @@ VIDEO = ROOT.parent / "shared" / "assets" / "video" / "aiguys_video.mp4"
 
 
 def auto_targets(tier: str) -> dict:
-    """auto/onnx-fp32 goals of issue #15 for this CPU's class."""
+    """auto/onnx-fp32 speed targets for this CPU's class."""
     if tier == "amx":
         return {"yolov4-tiny-416": 3.0, "yolov4-416": 4.0}
     if tier in ("avx512-bf16", "vnni"):

@@ -11,7 +11,7 @@ with ``trackpipe.pipeline.video.VideoWriter`` in each configuration, interleaved
 - wall ms/frame;
 - KB/frame: file size / frames.
 
-Baseline: mp4v through OpenCV (what the pipeline wrote before), measured in the same rounds.
+Baseline: mp4v through OpenCV's own writer, measured in the same rounds.
 
     python benchmarks/bench_encode.py [--frames 120] [--rounds 3] [--video PATH]
 

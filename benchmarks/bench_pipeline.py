@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The end-to-end figures of issue #15, in one run: every variant ``--repeat`` times,
+"""The pipeline's end-to-end figures, in one run: every variant ``--repeat`` times,
 interleaved (round 1: all variants, round 2: all variants, ...), medians reported, so a busy
 neighbour on a shared machine hits all of them alike. Prints a table and one JSON line.
 
@@ -8,7 +8,7 @@ this process, on aiguys_test.mp4 (1920x1080, 302 frames), random-weight yolov4-t
 
 - ``tiny``: ``--conf 0.5``, tracking (sort), drawing, H.264 video and MOT file, default
   settings (backend/precision auto, ``pipeline.cpus`` auto, ``pipeline.batch`` auto);
-- ``tiny_onnx``: the same with ``--backend onnx --precision fp32`` (the earlier path);
+- ``tiny_onnx``: the same with ``--backend onnx --precision fp32`` (the plain ONNX Runtime path);
 - ``tiny_noplace``: the same as ``tiny`` with ``--set pipeline.cpus=off`` (no CPU placement);
 - ``tiny_prec_auto``: the same as ``tiny`` with ``--precision auto`` (bf16/int8 kept only when their
   boxes agree with fp32's on the source's first frames);

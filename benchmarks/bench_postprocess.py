@@ -8,13 +8,13 @@ Cases (raw head tensors -> final Detections, one image, median ms of `--repeats`
   (most survive NMS: the worst case for greedy NMS);
 - crowd-10k: the same 10,000 pairs, all one class, boxes piled on 40 objects
   (most are suppressed);
-- flood: random-weight yolov4-tiny 416 on dog.jpg at conf 0.25 (the issue's flood:
+- flood: random-weight yolov4-tiny 416 on dog.jpg at conf 0.25 (a flood of boxes:
   ~150,000 candidates before the cap);
 - fastest: real Yolo-Fastest-1.1-xl 320 on dog.jpg (the everyday case).
 
-Goal (issue #15): decode + NMS at 10,000 candidates <= 5 ms per image. The "before"
-column is the previous implementation (python-loop greedy NMS over every candidate,
-no max_det), run once per case where it finishes in reasonable time.
+Target: decode + NMS at 10,000 candidates <= 5 ms per image. The "before" columns are a
+naive reference (full decode, python-loop greedy NMS over every candidate, no max_det), run
+once per case where it finishes in reasonable time.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ GOAL_MS = 5.0
 
 
 def legacy(raws, heads, size, lb, conf, iou, max_candidates=10_000):
-    """The previous post-processing: full decode, then a python loop over every candidate."""
+    """The naive reference post-processing: full decode, then a python loop over every candidate."""
     rows = np.concatenate([decode_head(r, h, size) for r, h in zip(raws, heads)])
     rows = rows[rows[:, 4] > conf]
     box_i, cls_i = np.nonzero(rows[:, 5:] > conf)
@@ -104,7 +104,7 @@ def timed(fn, repeats):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--no-before", action="store_true", help="skip the previous implementation (slow)")
+    p.add_argument("--no-before", action="store_true", help="skip the naive reference (slow)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="trackpipe-post-"))
     img = cv2.imread(str(ASSETS / "data" / "dog.jpg"))

@@ -39,9 +39,9 @@ from trackpipe.trackers.factory import build_tracker  # noqa: E402
 ASSETS = REPO / ".." / "shared" / "assets"
 MODES = ["hybrid", "sort-ref", "sort-mot15", "bytetrack-mot15", "deepsort-mot15", "deepsort-byte-mot15",
          "sort", "bytetrack", "deepsort"]
-#: abewley/sort (max_age=1, min_hits=3, IoU 0.3) on the same data, from the issue
+#: abewley/sort (max_age=1, min_hits=3, IoU 0.3) on the same data, a reference figure measured outside this repository
 REFERENCE = {"mota": 39.5, "idf1": 45.5, "ms_per_frame": 0.66}
-#: tracker cost goal (issue #10); accuracy goals are on unseen sequences (bench_tracking_cv.py)
+#: tracker cost target; accuracy is judged on held-out sequences (bench_tracking_cv.py)
 GOAL = {"ms_per_frame": 0.5}
 
 
@@ -84,7 +84,7 @@ def bench_mot(repeats: int, per_seq: bool) -> dict:
         overall[mode] = _row(summary["OVERALL"])
         detail[mode] = {k: _row(v) for k, v in summary.items() if k != "OVERALL"}
     print(_table({"abewley/sort*": {**REFERENCE, "idsw": -1, "fp": -1, "fn": -1}, **overall}, "mode"))
-    print("* reference figures quoted in the issue (not re-run here)")
+    print("* reference figures measured outside this repository (not re-run here)")
     if per_seq:
         for mode in ("sort-ref", "sort-mot15"):
             print(f"\nper sequence, {mode}")

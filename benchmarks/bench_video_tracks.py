@@ -11,11 +11,11 @@ them), and per video and tracker this prints:
 - ids: distinct track IDs written;
 - short: IDs written in fewer than 10 frames;
 - coverage: mean over IDs of (frames in which the ID is written) / (frames from its first to
-  its last written frame), predicted boxes counting as written (the issue's flicker measure);
+  its last written frame), predicted boxes counting as written (a measure of flicker);
 - dup_starts (API): IDs whose ``track_started`` would be emitted twice by the tracker's
   lifecycle events (``trackers.lifecycle.LifecycleLog``: started when first output, ended when
   the tracker deletes it);
-- dup_starts (unseen 30): the same under the old pipeline rule (ended after 30 frames
+- dup_starts (unseen 30): the same under a simpler rule (ended after 30 frames
   without output, started again when output again);
 - recall50: share of the detections scoring >= 0.5 that an output box (same class, IoU >= 0.5)
   covers in the same frame: a tracker that started few tracks would look flicker-free while
@@ -132,7 +132,7 @@ def run(name: str, video: Path, dets, repeats: int, overrides: dict) -> dict:
                 covered += int((io.max(axis=1) >= 0.5).sum())
         times.append(1000 * total / max(len(dets), 1))
     cov = [len(v) / (v[-1] - v[0] + 1) for v in written.values()]
-    # old pipeline rule: ended after 30 frames without output; output again -> started again
+    # the simpler rule: ended after 30 frames without output; output again -> started again
     dup_old = 0
     for v in written.values():
         gaps = np.diff(v) - 1
