@@ -44,7 +44,7 @@ from .types import Detections
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-MIN_AGREEMENT = 0.88  # tolerant F1 vs fp32 on real frames (README): precisions that keep COCO AP50 score
+MIN_AGREEMENT = 0.88  # tolerant F1 vs fp32 on real frames (docs/models.md): precisions that keep COCO AP50 score
 #                       0.905-1.0 on Yolo-Fastest, int8 that loses 0.05-0.07 AP50 scores 0.766-0.857
 MIN_REF_BOXES = 10     # fewer fp32 boxes on the probe frames: too little evidence, not chosen
 JUDGE_CONF = 0.25      # judge at the spec's threshold, or at this one when it is lower

@@ -4,7 +4,7 @@ Read from /proc/cpuinfo (Linux; elsewhere the flags are empty and only fp32 is
 assumed). `ONEDNN_MAX_CPU_ISA` (oneDNN's own switch, honoured by OpenVINO's CPU
 plugin) caps what is reported, so a forced ISA limit is seen alike by this module,
 by `--precision bf16` checks and by the kernels OpenVINO picks. That is how the
-paths of CPUs we do not have are shown on one that has more (README: "forcing").
+paths of CPUs we do not have are shown on one that has more (docs/models.md, "OpenVINO and bf16").
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ is always set explicitly):
   of products in saturating int16) both use 7-bit weights: NNCF's overflow fix on every layer,
   and the calibration's reduced-range Q/DQ model.
   spec.extra["int8_method"] picks one; default nncf when the package is installed
-  (measured faster at equal accuracy, README), else qdq.
+  (measured faster at equal accuracy, docs/benchmarks.md), else qdq.
 
 Batch: a model compiled per batch size on first use (static shapes are the fast path
 of the CPU plugin), one infer request each. Threads: spec.threads, else the cores this
@@ -84,7 +84,7 @@ def bf16_unavailable_reason(core=None) -> str:
 
 
 def default_int8_method() -> str:
-    """nncf when the package is installed (faster at equal accuracy, README), else qdq."""
+    """nncf when the package is installed (faster at equal accuracy, docs/benchmarks.md), else qdq."""
     import importlib.util  # noqa: PLC0415
 
     return "nncf" if importlib.util.find_spec("nncf") is not None else "qdq"

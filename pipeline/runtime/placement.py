@@ -31,7 +31,7 @@ from trackpipe.pipeline.errors import ConfigError
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "infer", "track", "render", "sink", "web")
-# auto places stages from this many cores on. Measured on 2 cores (README, bench_pipeline.py): a
+# auto places stages from this many cores on. Measured on 2 cores (docs/benchmarks.md, bench_pipeline.py): a
 # core of its own for infer and one for the rest leaves either side idle (yolov4-tiny: 13.4 FPS
 # placed vs 19.8 unplaced; Yolo-Fastest: the 1080p decode + H.264 encode core caps it at 34 FPS),
 # so with fewer cores the OS balances them and one log line says so
