@@ -161,9 +161,7 @@ def prepare(cmd: str, env: Env, cwd: Path):
         prev = argv[i - 1] if i else ""
         if a.startswith("../shared/"):
             a = str((ROOT / a).resolve())
-        elif a in ("run_tracker.py", "run_capture.py"):
-            a = str(ROOT / a)
-        elif a.startswith(REPO_DIRS):
+        elif a in ("run_tracker.py", "run_capture.py") or a.startswith(REPO_DIRS):
             a = str(ROOT / a)
         elif (prev, a) == ("--cfg", "CFG"):
             a = str(YF_CFG)
