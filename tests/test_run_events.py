@@ -112,12 +112,12 @@ def test_unreachable_broker_the_run_completes_every_frame(tmp_path):
 
 BAD = {
     "zone of 2 points": ("zones:\n  - name: gate\n    points: [[0, 0], [10, 10]]\n",
-                         "error: zones[0].points: a zone needs at least 3 points, got 2"),
+                         "error: {cfg}: zones[0].points: a zone needs at least 3 points, got 2"),
     "unknown key": ("lines:\n  - name: road\n    pionts: [[0, 0], [10, 10]]\n",
-                    "error: lines[0]: unknown key 'pionts' (allowed: name, points"),
+                    "error: {cfg}: lines[0]: unknown key 'pionts' (allowed: name, points"),
     "unknown class": ("lines:\n  - name: road\n    points: [[0, 0], [10, 10]]\n    classes: [unicorn]\n",
                       "error: lines[0].classes: unknown class 'unicorn'"),
-    "bad mqtt url": ("mqtt: http://broker\n", "error: mqtt.url: expected mqtt://HOST[:PORT]"),
+    "bad mqtt url": ("mqtt: http://broker\n", "error: {cfg}: mqtt.url: expected mqtt://HOST[:PORT]"),
 }
 
 
@@ -127,5 +127,6 @@ def test_bad_zone_line_or_delivery_config_one_line_exit_2(tmp_path, case):
     config, expected = BAD[case]
     r = _run(tmp_path, "--events", str(tmp_path / "e.jsonl"), config=config, timeout=50)
     assert r.returncode == 2
+    expected = expected.replace("{cfg}", str(tmp_path / "cfg.yaml"))    # a key from the file: the file first
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(expected), r.stderr
     assert not (tmp_path / "e.jsonl").exists()

@@ -7,6 +7,7 @@ import collections
 
 import numpy as np
 from trackpipe.models.types import Detections, Tracks
+from trackpipe.pipeline.events import parse_shapes
 from trackpipe.pipeline.stages.track import TrackEvents
 from trackpipe.pipeline.transport.messages import EndOfStream, FrameMeta, Tracked, decode, encode
 from trackpipe.trackers.factory import build_tracker
@@ -75,6 +76,7 @@ def test_line_crossing_counted_once_from_observed_rows():
     lines = [{"name": "road", "points": [[150, 430], [1080, 430]], "directions": ["away", "toward"],
               "classes": ["car"]}]
     zones = [{"name": "lot", "points": [[0.4, 0.7], [0.6, 0.7], [0.6, 1.0], [0.4, 1.0]]}]   # fractions
+    zones, lines = parse_shapes(zones, lines)      # validated once, as the parent does: the stage gets objects
     ev = TrackEvents("road", NAMES, zones=zones, lines=lines)
     out, _ = _run(build_tracker("hybrid", score_floor=0.25), _car_down(35), ev)   # ends inside "lot"
     cross = [e for e in out if e["event"] == "line_cross"]

@@ -98,9 +98,8 @@ class CameraOutput:
         if not self.shapes or not (self.shapes.get("zones") or self.shapes.get("lines")):
             return
         if self.zone_drawer is None:
-            from trackpipe.pipeline.events import parse_shapes
             from trackpipe.pipeline.events.draw import ZoneLineAnnotator
-            self.zone_drawer = ZoneLineAnnotator(*parse_shapes(self.shapes.get("zones"), self.shapes.get("lines")))
+            self.zone_drawer = ZoneLineAnnotator(list(self.shapes.get("zones") or ()), list(self.shapes.get("lines") or ()))
         for e in events:  # each event carries its zone's / line's counts for its class
             key = "zones" if "zone" in e else "lines" if "line" in e else None
             if key and isinstance(e.get("counts"), dict):

@@ -45,12 +45,12 @@ class TrackEvents:
     Memory: the live tracks only."""
 
     def __init__(self, camera: str, names: Optional[Sequence[str]] = None, zones=None, lines=None):
-        from trackpipe.pipeline.events import ZoneLineCounter, parse_shapes
+        from trackpipe.pipeline.events import ZoneLineCounter
         from trackpipe.trackers.lifecycle import LifecycleLog
         self.camera = camera
         self.names = list(names) if names else None
         self.log = LifecycleLog()
-        zs, ls = parse_shapes(zones, lines)
+        zs, ls = list(zones or ()), list(lines or ())    # Zone/Line objects, validated in the parent
         # the lifecycle ends every track (track_ended below); the counter's own timeout is a backstop
         self.counter = ZoneLineCounter(camera, zs, ls, names=self.names, end_after_frames=1 << 30) \
             if (zs or ls) else None

@@ -84,11 +84,9 @@ def events_of(msg, cameras: list[str]) -> list[dict]:
 
 
 def shapes_in_pixels(zones, lines, width: int, height: int) -> list:
-    """The camera's zones and lines (config lists, docs/events.md) with their points in pixels of a
+    """The camera's zones and lines (`Zone`/`Line` objects) with their points in pixels of a
     ``width`` x ``height`` frame, as the live view draws them."""
-    from trackpipe.pipeline.events import parse_shapes
-    zs, ls = parse_shapes(zones, lines)
-    return [dataclasses.replace(s, points=s.resolve(width, height).tolist(), units="px") for s in (*zs, *ls)]
+    return [s.in_pixels(width, height) for s in (*(zones or ()), *(lines or ()))]
 
 
 class WebProcess(StageProcess):
