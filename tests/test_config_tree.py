@@ -177,3 +177,15 @@ def test_the_committed_schema_is_the_generated_one():
 @pytest.mark.parametrize("name", ["default", "cpu-tiny", "gpu-int8", "rtsp-headless", "screen-overlay", "cameras"])
 def test_the_shipped_presets_are_valid_against_the_tree(name):
     assert isinstance(load_config(str(ROOT / "configs" / f"{name}.yaml")), Config)
+
+
+def test_a_disabled_camera_is_left_out_of_the_run():
+    from trackpipe.pipeline.runtime.cameras import resolve_cameras
+    cfg = load_config(data={"cameras": [{"uri": "a.mp4", "name": "door", "enabled": False}, "b.mp4", "c.mp4"],
+                            "zones": [{"name": "z", "camera": "door", "points": SQUARE}]})
+    cams = resolve_cameras(cfg)
+    assert [(c.index, c.name, c.uri, c.zones) for c in cams] == [(0, "cam1", "b.mp4", None), (1, "cam2", "c.mp4", None)]
+    with pytest.raises(ConfigError, match=r"^cameras\[0\].enabled: expected true or false, got 'no'$"):
+        load_config(data={"cameras": [{"uri": "a.mp4", "enabled": "no"}]})
+    with pytest.raises(ConfigError, match="^cameras: every camera has enabled: false$"):
+        resolve_cameras(load_config(data={"cameras": [{"uri": "a.mp4", "enabled": False}]}))

@@ -228,6 +228,7 @@ class CameraConfig(Section):
 
     name: Optional[CameraName] = Field(None, description="default: cam0, cam1, ... (one camera: pipeline.camera)")
     uri: Text = Field(description="video file, image folder or glob, camera index, rtsp/http URL, screen[...]")
+    enabled: bool = Field(True, description="false: this camera is left out of the run (kept in the file)")
     classes: ClassList = None
     zones: List[Zone] = Field(default_factory=list, description="zones of this camera (docs/events.md)")
     lines: List[Line] = Field(default_factory=list, description="counting lines of this camera (docs/events.md)")

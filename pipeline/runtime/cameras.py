@@ -71,7 +71,9 @@ def resolve_cameras(cfg, names: Optional[List[str]] = None) -> List[Camera]:
     from trackpipe.models.classes import parse_classes
     from trackpipe.models.errors import ModelError
     o = cfg.output
-    entries = list(enumerate(cfg.cameras))
+    entries = [(i, c) for i, c in enumerate(cfg.cameras) if c.enabled]
+    if cfg.cameras and not entries:
+        raise ConfigError("cameras: every camera has enabled: false")
     if not entries:
         if not cfg.source.uri:
             raise ConfigError("no source given (use --source or source.uri in the config)")
