@@ -199,6 +199,8 @@ def unpaired(events: List[dict]) -> int:
 
 def mot_hole_s(frames: List[int], clock, t_from: float, t_to: float) -> float:
     """The longest stretch of frames captured within [t_from, t_to] with no MOT row, seconds."""
+    if t_to <= t_from:
+        return 0.0
     inside = [f for f in frames if t_from <= clock(f - 1) <= t_to]
     edges = [t_from] + [clock(f - 1) for f in inside] + [t_to]
     return round(max(b - a for a, b in zip(edges, edges[1:])), 2)
@@ -329,7 +331,8 @@ def fault_disk_full(tmp: Path, a) -> dict:
         said = [ln for ln in run.stderr.splitlines()
                 if re.search(r"WARNING|ERROR|error:", ln) and re.search(r"space|disk|full", ln, re.I)]
         return result(run, rc, t_full, check=f"video {video.stat().st_size if video.exists() else 0} B, "
-                      f"{frames} frames readable; {len(said)} line(s) about it: {said[0][:100] if said else '-'}")
+                      f"{frames} frames readable; {len(said)} line(s) about it"
+                      + (f": {said[0].split(' WARNING ', 1)[-1].split(' ERROR ', 1)[-1][:90]}" if said else ""))
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
