@@ -416,11 +416,9 @@ def make_source(uri: str, cfg: SourceConfig) -> Source:
 def read_live_frames(uri: str, cfg: SourceConfig, count: int, timeout_s: float) -> List[np.ndarray]:
     """Up to ``count`` consecutive (H, W, 3) uint8 BGR frames of a live source, read for at most
     about ``timeout_s`` (opening and each read are bounded by it too); [] when it cannot be opened."""
-    import dataclasses
-
     quiet_video_logs()
-    src = make_source(uri, dataclasses.replace(cfg, open_timeout_s=min(cfg.open_timeout_s, timeout_s),
-                                               read_timeout_s=min(cfg.read_timeout_s, timeout_s)))
+    src = make_source(uri, cfg.model_copy(update={"open_timeout_s": min(cfg.open_timeout_s, timeout_s),
+                                                  "read_timeout_s": min(cfg.read_timeout_s, timeout_s)}))
     frames: List[np.ndarray] = []
     try:
         src.open()
