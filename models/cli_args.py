@@ -46,9 +46,10 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: bool = True) -> No
     d = ModelSpec()
     dflt = (lambda v: v) if defaults else (lambda v: None)
     zoo = ", ".join(ZOO)
-    g = parser.add_argument_group("model (default: the zoo's %s, downloaded on first use)" % DEFAULT_MODEL)
+    g = parser.add_argument_group("model (default: the zoo's %s, which ships in the package)" % DEFAULT_MODEL)
     g.add_argument("--model", metavar="NAME", choices=tuple(ZOO),
-                   help=f"named model, downloaded into the cache on first use and sha256-checked: {zoo} "
+                   help=f"named model, sha256-checked; {DEFAULT_MODEL} ships in the package, the others are "
+                        f"downloaded into the cache on first use: {zoo} "
                         f"(default {DEFAULT_MODEL} unless --cfg/--weights are given)")
     g.add_argument("--cfg", type=Path, help="darknet .cfg file (with --weights, instead of --model)")
     g.add_argument("--weights", type=Path, help="darknet .weights file matching --cfg")
