@@ -222,6 +222,50 @@ class ProfileConfig(Section):
     log_interval_s: float = Finite(30.0, "headless live runs: one stats line this often (0: never)", ge=0.0)
 
 
+class RecordConfig(Section):
+    """Recording (docs/recording.md): each camera's compressed packets copied into short segments,
+    an SQLite index of segments and events, event clips and snapshots, retention."""
+
+    dir: Optional[Text] = Field(None, description="record folder: <dir>/<camera>/<date>/<start_ms>.mp4 and "
+                                                  "index.db (null: no recording)")
+    mode: Literal["off", "all", "motion", "events"] = Field(
+        "all", description="all: keep every segment; events: keep the segments that overlap a tracked object of "
+                           "`classes` (with pre/post roll); motion: not available yet; off: no recording")
+    segment_s: float = Finite(10.0, "segment length in seconds (cut at the first keyframe after it)", ge=1.0,
+                              le=600.0)
+    pre_s: float = Finite(5.0, "an event's clip starts this long before the object appeared (at the keyframe at "
+                               "or before it)", ge=0.0, le=300.0)
+    post_s: float = Finite(5.0, "an event's clip ends this long after the object's last sighting", ge=0.0, le=300.0)
+    retain_days: float = Finite(7.0, "segments and events older than this are deleted (0: kept until max_gb or "
+                                     "min_free_gb)", ge=0.0, le=36500.0)
+    max_gb: float = Finite(0.0, "the segments of every camera together stay under this many GB, oldest deleted "
+                                "first (0: no limit)", ge=0.0)
+    min_free_gb: float = Finite(1.0, "free-space floor of the record folder's disk: under it the oldest segments "
+                                     "go first", ge=0.0)
+    classes: ClassList = None
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, value: Any) -> Optional[list]:
+        return class_list(value)
+
+
+class CameraRecordConfig(Section):
+    """A camera's ``record:``: what differs from the global ``record:`` (null: the global value)."""
+
+    mode: Optional[Literal["off", "all", "motion", "events"]] = None
+    segment_s: Optional[float] = Field(None, ge=1.0, le=600.0, allow_inf_nan=False)
+    pre_s: Optional[float] = Field(None, ge=0.0, le=300.0, allow_inf_nan=False)
+    post_s: Optional[float] = Field(None, ge=0.0, le=300.0, allow_inf_nan=False)
+    retain_days: Optional[float] = Field(None, ge=0.0, le=36500.0, allow_inf_nan=False)
+    classes: ClassList = None
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, value: Any) -> Optional[list]:
+        return class_list(value)
+
+
 class CameraConfig(Section):
     """One camera of ``cameras:`` (docs/cameras.md); a bare string is its ``uri``. Output paths
     override the ``output`` section's for this camera (``{camera}`` is its name)."""
@@ -236,6 +280,8 @@ class CameraConfig(Section):
     mot: Optional[Text] = Field(None, description="MOTChallenge track file of this camera")
     events: Optional[Text] = Field(None, description="JSON-lines events file of this camera")
     snapshots: Optional[Text] = Field(None, description="snapshots folder of this camera")
+    record: Optional[CameraRecordConfig] = Field(None, description="this camera's recording settings "
+                                                                   "(docs/recording.md; null: the global record:)")
 
     @field_validator("uri")
     @classmethod
@@ -277,6 +323,7 @@ class Config(Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics on 127.0.0.1:PORT (0: off)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cameras: List[CameraConfig] = Field(default_factory=list, description="several sources in one run "
