@@ -43,6 +43,7 @@ from trackpipe.pipeline.events.config import (
     class_list,
     shape_problem,
 )
+from trackpipe.pipeline.motion.config import DetectConfig, Filters, Masks
 from typing_extensions import Annotated, Literal
 
 # a camera's name is part of file and folder names ({camera} in output paths) and of MQTT topics:
@@ -132,6 +133,8 @@ class SourceConfig(Section):
     ffmpeg_options: Optional[str] = Field(None, description="stream: FFmpeg options 'key;value|key;value' (default: "
                                                             "rtsp_transport;tcp for rtsp, plus fflags;nobuffer|"
                                                             "flags;low_delay|analyzeduration;500000)")
+    detect_uri: Optional[Text] = Field(None, description="a low-resolution stream of the same camera to decode and "
+                                                         "detect on; uri stays the record stream (docs/motion.md)")
 
 
 class TrackerConfig(Section):
@@ -282,6 +285,15 @@ class CameraConfig(Section):
     snapshots: Optional[Text] = Field(None, description="snapshots folder of this camera")
     record: Optional[CameraRecordConfig] = Field(None, description="this camera's recording settings "
                                                                    "(docs/recording.md; null: the global record:)")
+    detect_uri: Optional[Text] = Field(None, description="a low-resolution stream of this camera to decode and "
+                                                         "detect on; uri stays the record stream (docs/motion.md)")
+    detect: Optional[DetectConfig] = Field(None, description="this camera's detect: keys (those it sets override "
+                                                             "the global detect:)")
+    filters: Filters = Field(default_factory=dict)
+    object_masks: Masks = Field(default_factory=list, description="polygons: a detection whose bottom centre lies "
+                                                                  "inside is dropped (docs/motion.md)")
+    motion_masks: Masks = Field(default_factory=list, description="polygons whose motion is ignored "
+                                                                  "(docs/motion.md)")
 
     @field_validator("uri")
     @classmethod
@@ -336,6 +348,14 @@ class Config(Section):
                                                          "(docs/events.md)")
     webhooks: List[WebhookConfig] = Field(default_factory=list, description="webhook deliveries of the events: URLs "
                                                                             "or mappings")
+    detect: DetectConfig = Field(default_factory=DetectConfig, description="motion-gated detection and stationary "
+                                                                           "objects (docs/motion.md)")
+    filters: Filters = Field(default_factory=dict)
+    object_masks: Masks = Field(default_factory=list, description="polygons of the camera (or of the camera each "
+                                                                  "names): a detection whose bottom centre lies "
+                                                                  "inside is dropped (docs/motion.md)")
+    motion_masks: Masks = Field(default_factory=list, description="polygons of the camera (or of the camera each "
+                                                                  "names) whose motion is ignored (docs/motion.md)")
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -399,4 +419,24 @@ class Config(Section):
             problem = shape_problem([s.model_copy(update={"camera": name}) for s in (*own, *shared)])
             if problem:
                 raise field_error(problem, f"cameras[{i}]" if self.cameras else "zones and lines")
+        self._mask_cameras(names)
         return self
+
+    def _mask_cameras(self, names: List[str]) -> None:
+        """Top-level masks name their camera when there are several, and a camera that exists;
+        a camera's own masks name none but itself."""
+        for key in ("object_masks", "motion_masks"):
+            for i, m in enumerate(getattr(self, key)):
+                m.at(f"{key}[{i}]")
+                if m.camera is None and len(names) > 1:
+                    raise field_error(f"name its camera (camera: NAME) when there are several (cameras: "
+                                      f"{', '.join(names)})", m.where)
+                if m.camera is not None and m.camera not in names:
+                    raise field_error(f"unknown camera {m.camera!r} (cameras: {', '.join(names)})",
+                                      f"{m.where}.camera")
+            for c, cam in enumerate(self.cameras):
+                for i, m in enumerate(getattr(cam, key)):
+                    m.at(f"cameras[{c}].{key}[{i}]")
+                    if m.camera is not None and m.camera != names[c]:
+                        raise field_error(f"a camera's own mask belongs to it ({names[c]!r}), got {m.camera!r}",
+                                          f"{m.where}.camera")
