@@ -1,0 +1,175 @@
+"""A time range of one camera -> one MP4, cut from its segments without re-encoding.
+
+A clip starts on the keyframe at or before ``start`` (a decoder needs it: the first frames shown
+may be up to one GOP before ``start``) and ends with the last frame whose time is at or before
+``end`` (the frame that straddles ``end`` included). Segments of one camera are joined while their
+codec parameters match (a camera that came back with another resolution ends the clip there).
+The output is a plain MP4 with its index first (``+faststart``): browsers know its duration and
+seek in it with range requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import av
+
+from .index import Segment
+
+log = logging.getLogger(__name__)
+
+OUT_TIME_BASE = Fraction(1, 90000)
+
+
+class NoFootage(LookupError):
+    """Nothing recorded in the range asked for."""
+
+
+@dataclass
+class ClipInfo:
+    path: Path
+    start: float          # time of its first frame (a keyframe at or before the range's start)
+    end: float            # time after its last frame
+    frames: int
+    bytes: int
+
+
+def segment_packets(root: Path, seg: Segment) -> Iterator[Tuple[object, float, float]]:
+    """(packet, t_pts, t_dts) of a segment's video packets, times on the events' clock; stops
+    quietly at a truncated tail (a segment being written, or cut short by a crash)."""
+    try:
+        inp = av.open(str(Path(root) / seg.path))
+    except (av.error.FFmpegError, OSError) as e:
+        log.warning("segment %s unreadable: %s", seg.path, e)
+        return
+    try:
+        if not inp.streams.video:
+            return
+        stream = inp.streams.video[0]
+        tb = float(stream.time_base)
+        ref = None
+        try:
+            for p in inp.demux(stream):
+                if p.dts is None or p.size == 0:
+                    continue
+                pts = p.pts if p.pts is not None else p.dts
+                if ref is None:
+                    ref = pts
+                yield p, seg.start + (pts - ref) * tb, seg.start + (p.dts - ref) * tb
+        except (av.error.FFmpegError, OSError):
+            return
+    finally:
+        inp.close()
+
+
+def _params(root: Path, seg: Segment):
+    try:
+        with av.open(str(Path(root) / seg.path)) as inp:
+            s = inp.streams.video[0]
+            cc = s.codec_context
+            return cc.name, cc.width, cc.height, bytes(cc.extradata or b"")
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+
+
+def cut(root: Path, segments: Sequence[Segment], start: float, end: float, out: Path) -> ClipInfo:
+    """Write [start, end] of ``segments`` (one camera's, oldest first) to ``out``; NoFootage when
+    none of them has a frame in the range. Written to a temporary file, then renamed."""
+    segs = [s for s in segments if s.end > start and s.start <= end]
+    if not segs:
+        raise NoFootage(f"no footage between {start:.3f} and {end:.3f}")
+    # the clip begins in the last segment that starts at or before ``start`` (else the first)
+    first = max((i for i, s in enumerate(segs) if s.start <= start), default=0)
+    segs = segs[first:]
+    params = _params(root, segs[0])
+    if params is None:
+        raise NoFootage(f"segment {segs[0].path} is unreadable")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=str(out.parent))
+    os.close(fd)
+    try:
+        info = _write(root, segs, params, start, end, Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    info.path = out
+    return info
+
+
+def _write(root: Path, segs: List[Segment], params, start: float, end: float, tmp: Path) -> ClipInfo:
+    with av.open(str(Path(root) / segs[0].path)) as tpl:
+        template = tpl.streams.video[0]
+        frame_s = 1.0 / float(template.average_rate or template.guessed_rate or 30)
+        outc = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        w = _ClipWriter(outc, outc.add_stream_from_template(template))
+        try:
+            gop: list = []          # before the clip starts: the packets since the last keyframe <= start
+            for i, seg in enumerate(segs):
+                if i and _params(root, seg) != params:
+                    log.info("clip stops at %s: the camera's stream changed", seg.path)
+                    break
+                for item in segment_packets(root, seg):
+                    p, t, td = item
+                    if w.t0 is None:
+                        if t <= start:
+                            if p.is_keyframe:
+                                gop = [item]
+                            elif gop:
+                                gop.append(item)
+                            continue
+                        if gop:
+                            for q in gop:
+                                w.add(q)
+                            gop = []
+                        elif not p.is_keyframe:
+                            continue        # footage begins after ``start``: at its first keyframe
+                    if td > end or (t > end + frame_s and w.t0 is not None):
+                        break
+                    w.add(item)
+                if w.last_t is not None and w.last_t >= end:
+                    break
+            for q in gop:                    # every packet was at or before ``start``
+                w.add(q)
+        finally:
+            outc.close()
+    if w.t0 is None or w.frames == 0:
+        raise NoFootage(f"no footage between {start:.3f} and {end:.3f}")
+    return ClipInfo(tmp, w.t0, w.last_t + frame_s, w.frames, tmp.stat().st_size)
+
+
+class _ClipWriter:
+    """Packets with their times -> the output stream, timestamps from the clip's first frame."""
+
+    def __init__(self, outc, ostream):
+        self.outc, self.ostream = outc, ostream
+        ostream.time_base = OUT_TIME_BASE
+        self.t0: Optional[float] = None
+        self.last_dts: Optional[int] = None
+        self.last_t: Optional[float] = None
+        self.frames = 0
+
+    def add(self, item) -> None:
+        p, t, td = item
+        if self.t0 is None:
+            self.t0 = t
+        dts = int(round((td - self.t0) / OUT_TIME_BASE))
+        if self.last_dts is not None and dts <= self.last_dts:
+            dts = self.last_dts + 1
+        p.dts, p.pts = dts, max(int(round((t - self.t0) / OUT_TIME_BASE)), dts)
+        p.time_base = OUT_TIME_BASE
+        p.stream = self.ostream
+        self.outc.mux(p)
+        self.last_dts = dts
+        self.last_t = t if self.last_t is None else max(self.last_t, t)
+        self.frames += 1
