@@ -161,7 +161,8 @@ def sequential(model_args: list, out: str, tag: str) -> dict:
     """The one-process loop: read, detect, track, draw, write H.264 (same writer and preset as
     render: ultrafast for a file on unplaced cores, ``--preset``) and the MOT file; all cores."""
     from trackpipe.models.factory import build_detector
-    from trackpipe.pipeline.media.sinks import BoxAnnotator, MotWriter
+    from trackpipe.pipeline.drawing.boxes import BoxAnnotator
+    from trackpipe.pipeline.media.mot import MotWriter
     from trackpipe.pipeline.video import VideoWriter
     from trackpipe.trackers.factory import build_tracker
     det = build_detector(_spec(model_args))

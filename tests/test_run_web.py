@@ -355,7 +355,7 @@ def test_render_leaves_the_slots_clean_while_the_live_view_reads_them(tmp_path, 
     from types import SimpleNamespace
 
     from trackpipe.models.types import Tracks
-    from trackpipe.pipeline.media.sinks import BoxAnnotator
+    from trackpipe.pipeline.drawing.boxes import BoxAnnotator
     from trackpipe.pipeline.profiling.stats import StageStats
     from trackpipe.pipeline.stages.render import CameraOutput, RenderProcess
     from trackpipe.pipeline.transport.messages import FrameMeta, Tracked

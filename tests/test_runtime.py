@@ -181,3 +181,54 @@ def test_bad_tracker_option_stops_the_run_before_any_process(yf_spec):
     assert (res.exit_code, res.outcome, res.report) == (2, "bad_input", None)
     assert res.error.startswith("tracker: ") and "max_agee" in res.error
     assert leftovers(os.getpid()) == []
+
+
+def test_each_stage_gets_one_picklable_settings_object_built_from_the_config_tree(tmp_path):
+    """`StageSettingsBuilder`: per stage one frozen settings object, made once from the config tree
+    and the cameras (paths, zones, classes resolved), that survives the pickling of spawn."""
+    import dataclasses
+    import pickle
+
+    from trackpipe.models.spec import ModelSpec
+    from trackpipe.pipeline.config import Layer, build_config
+    from trackpipe.pipeline.media.sources import SourceInfo
+    from trackpipe.pipeline.runtime.cameras import resolve_cameras
+    from trackpipe.pipeline.runtime.processes import STAGES, RunPlan, StageSettingsBuilder
+
+    cfg = build_config([Layer({
+        "cameras": [{"name": "road", "uri": "a.mp4", "classes": [2]}, {"name": "gate", "uri": "b.mp4"}],
+        "zones": [{"name": "door", "camera": "gate", "points": [[0, 0], [1, 0], [1, 1]]}],
+        "output": {"mot": str(tmp_path / "{camera}.txt"), "events": str(tmp_path / "ev.jsonl"),
+                   "snapshot_classes": [0], "labels": False},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883", "snapshots": True},
+        "webhooks": ["http://127.0.0.1:9/hook"]}, "test")])
+    info = SourceInfo("file", "a.mp4", 640, 360, 25.0, 100, False)
+    cams = [dataclasses.replace(c, info=info) for c in resolve_cameras(cfg)]
+    topo = Topology.build(infer_workers=2, sink=True, web=True, cameras=2)
+    plan = RunPlan(cfg, ModelSpec(), info, ["person", "bicycle", "car"], "lossless", topo, 1, "none", cameras=cams)
+    builder = StageSettingsBuilder(plan)
+    got = {p: pickle.loads(pickle.dumps(builder.settings(p, incarnation=1))) for p in topo.processes}
+    assert set(STAGES) == set(topo.names)
+    for s in got.values():
+        assert dataclasses.is_dataclass(s) and s.__dataclass_params__.frozen
+    assert got["capture.1"].camera.name == "gate" and got["capture.1"].consumers == 2
+    assert got["infer.1"].worker == 1 and got["infer"].frame_shape == (360, 640, 3)
+    track = got["track"]
+    assert track.to_sink and track.to_web and track.id_offset == 1_000_000 and track.names == ("person", "bicycle", "car")
+    assert track.cameras[0].classes == (2,) and [z.name for z in track.cameras[1].zones] == ["door"]
+    assert track.cameras[1].config.name == "gate"
+    render = got["render"]
+    assert render.snapshot_classes == (0,) and render.snapshots_to_sink and not render.labels and render.clean_slots
+    sink = got["sink"]
+    assert sink.append and [c.mot for c in sink.cameras] == [str(tmp_path / "road.txt"), str(tmp_path / "gate.txt")]
+    assert [name for name, _ in sink.targets] == ["file", "mqtt", "webhook"]
+    assert sink.targets[0][1].cameras == ("road", "gate") and sink.targets[0][1].append
+    assert got["web"].web.port == 0
+
+
+def test_a_single_source_camera_has_a_default_camera_config():
+    from trackpipe.pipeline.runtime.cameras import resolve_cameras
+    cfg = Config()
+    cfg.source.uri = "a.mp4"
+    (cam,) = resolve_cameras(cfg)
+    assert cam.config.uri == "a.mp4" and cam.config.name == cam.name == "cam0" and cam.config.enabled

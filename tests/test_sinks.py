@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 
 from trackpipe.models.types import Tracks
-from trackpipe.pipeline.media.sinks import BoxAnnotator, EventWriter, MotWriter
+from trackpipe.pipeline.drawing.boxes import BoxAnnotator
+from trackpipe.pipeline.events.jsonl import EventFile, EventFileConfig
+from trackpipe.pipeline.media.mot import MotWriter
 
 
 def _tracks(ids, x=10.0):
@@ -28,24 +30,6 @@ def test_mot_format(tmp_path):
     lines = p.read_text().splitlines()
     assert lines == ["1,1,10.00,20.00,30.00,60.00,0.7500,-1,-1,-1", "1,2,60.00,20.00,30.00,60.00,0.7500,-1,-1,-1",
                      "3,2,10.00,20.00,30.00,60.00,0.7500,-1,-1,-1"]
-
-
-def test_events_lifecycle(tmp_path):
-    p = tmp_path / "ev.jsonl"
-    ev = EventWriter(str(p), names=["person"], end_after=2)
-    ev.update(0, 100.0, _tracks([1]))
-    ev.update(1, 100.1, _tracks([1, 2]))
-    ev.emit("source_lost", 100.15, 1, reason="read failed")
-    ev.update(2, 100.2, _tracks([2]))
-    ev.update(3, 100.3, _tracks([2]))   # id 1 unseen for 2 frames -> ended
-    ev.end_all(100.4, 3, "end_of_stream")
-    ev.close()
-    rows = [json.loads(ln) for ln in p.read_text().splitlines()]
-    assert [(r["event"], r.get("track_id")) for r in rows] == [
-        ("track_started", 1), ("track_started", 2), ("source_lost", None), ("track_ended", 1), ("track_ended", 2)]
-    assert all({"event", "t", "seq"} <= set(r) for r in rows)
-    assert rows[0]["class"] == "person" and rows[3]["reason"] == "lost" and rows[4]["reason"] == "end_of_stream"
-    assert rows[3]["first_seq"] == 0 and rows[3]["last_seq"] == 1
 
 
 def test_video_of_frames_of_several_sizes(tmp_path):
@@ -101,7 +85,7 @@ def test_interpolate_mot_file_fills_gaps_atomically_and_stays_readable(tmp_path)
     interpolated rows (conf 0) on the straight line; id 2's gap of 4 > max_gap 3 stays open; the
     predicted row after id 2's last observation is kept. The result reads back with the trackers'
     own MOT reader and py-motmetrics (min_confidence=0 drops only the predicted rows)."""
-    from trackpipe.pipeline.media.sinks import interpolate_mot_file
+    from trackpipe.pipeline.media.mot import interpolate_mot_file
     from trackpipe.trackers.mot import read_mot_file
     p = tmp_path / "t.txt"
     w = MotWriter(str(p))
@@ -211,11 +195,11 @@ def test_events_on_a_full_disk_no_half_line_counted(tmp_path):
     from tests.tmpfs import fill
     with _disk(tmp_path) as disk:
         p = disk / "e.jsonl"
-        ev = EventWriter(str(p))
-        ev.emit("source_lost", 1.0, 0, reason="x" * 100)
+        ev = EventFile(EventFileConfig(str(p)))
+        ev.offer({"event": "source_lost", "t": 1.0, "seq": 0, "reason": "x" * 100})
         fill(disk, leave=0)
         for k in range(100):
-            ev.emit("source_lost", 1.0, k, reason="x" * 100)
+            ev.offer({"event": "source_lost", "t": 1.0, "seq": k, "reason": "x" * 100})
         ev.close()
         lines = p.read_text().splitlines()
         assert all(json.loads(ln)["event"] == "source_lost" for ln in lines)

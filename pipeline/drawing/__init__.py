@@ -14,9 +14,10 @@ from trackpipe.pipeline.drawing.annotate import (
     draw_zones,
     overlay_items,
 )
+from trackpipe.pipeline.drawing.boxes import BoxAnnotator
 from trackpipe.pipeline.drawing.layout import DROPPED, layout_labels
 from trackpipe.pipeline.drawing.style import PALETTE_BGR, DrawStyle, label_text, palette_color, text_color
 
-__all__ = ["DROPPED", "PALETTE_BGR", "DrawItem", "DrawStyle", "annotate", "draw_items", "draw_lines",
+__all__ = ["DROPPED", "PALETTE_BGR", "BoxAnnotator", "DrawItem", "DrawStyle", "annotate", "draw_items", "draw_lines",
            "draw_polygons", "draw_zones", "label_text", "layout_labels", "overlay_items", "palette_color",
            "text_color"]

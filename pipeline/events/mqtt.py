@@ -107,6 +107,11 @@ class MqttPublisher(Delivery):
         self._refused = False
         self._closing = False
 
+    @classmethod
+    def configs(cls, cfg: Any, cameras: Any = (), append: bool = False) -> List[MqttConfig]:
+        """The run's ``mqtt`` section (`events.targets`): one target, or none."""
+        return [cfg.mqtt] if getattr(cfg, "mqtt", None) is not None else []
+
     # --- caller side ------------------------------------------------------------------------
 
     def offer(self, event: Any, lane: str = "event") -> bool:

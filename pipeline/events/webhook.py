@@ -21,7 +21,7 @@ import logging
 import socket
 import urllib.error
 import urllib.request
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 from urllib.parse import urlsplit
 
 from .config import WebhookConfig
@@ -40,6 +40,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class WebhookSender(Delivery):
+    @classmethod
+    def configs(cls, cfg: Any, cameras: Any = (), append: bool = False) -> List[WebhookConfig]:
+        """The run's ``webhooks`` (`events.targets`): one target each."""
+        return list(getattr(cfg, "webhooks", None) or [])
+
     def __init__(self, config: WebhookConfig):
         self.config = config
         self._url, basic = config.request_url_and_auth()

@@ -1,3 +1,3 @@
 """Where frames come from and where results go, as plain classes usable without the pipeline:
-sources (video file, image folder, camera, RTSP/HTTP, screen), sinks (annotated video, window,
-MOT file, JSON-lines events) and snapshots."""
+sources (video file, image folder, camera, RTSP/HTTP, screen), the MOTChallenge file (`mot`),
+snapshots and the output files' states (`outputs`)."""

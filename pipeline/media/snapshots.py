@@ -28,8 +28,9 @@ import numpy as np
 
 from trackpipe.models.types import Tracks
 
+from trackpipe.pipeline.drawing.boxes import BoxAnnotator
+
 from .outputs import OutputState
-from .sinks import BoxAnnotator
 
 log = logging.getLogger(__name__)
 

@@ -10,36 +10,13 @@ file (every event names its camera) and snapshots go to a folder per camera.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
-from trackpipe.pipeline.config.tree import CAMERA_NAME, CAMERA_NAME_RULE, camera_name_problem  # noqa: F401
+from trackpipe.pipeline.config.tree import CAMERA_NAME, CAMERA_NAME_RULE, CameraConfig, camera_name_problem  # noqa: F401
 from trackpipe.pipeline.errors import ConfigError
 from trackpipe.pipeline.events.config import Line, Zone
-
-
-@dataclass(frozen=True)
-class Camera:
-    """One source of a run, resolved from the config tree in the parent (stages receive it).
-
-    ``index``: its position (capture process, ring, ``FrameMeta.source_id``); ``classes``: class
-    ids kept for this camera (None: every class the model reports); ``zones``/``lines``: its
-    validated `Zone`/`Line` objects (its own and the top-level ones naming it; None: none);
-    output paths resolved; ``settings``: its entry of ``cameras:`` (None for ``source.uri``)."""
-
-    index: int
-    name: str
-    uri: str
-    classes: Optional[Tuple[int, ...]] = None
-    zones: Optional[Tuple[Zone, ...]] = None
-    lines: Optional[Tuple[Line, ...]] = None
-    video: Optional[str] = None
-    mot: Optional[str] = None
-    events: Optional[str] = None
-    snapshots: Optional[str] = None
-    info: Optional[object] = None        # media.sources.SourceInfo, once probed
-    settings: Optional[object] = None    # config.tree.CameraConfig
+from trackpipe.pipeline.stages.settings import Camera  # noqa: F401  (what the stages receive)
 
 
 def _per_camera(path: Optional[str], name: str, several: bool, kind: str) -> Optional[str]:
@@ -98,7 +75,7 @@ def resolve_cameras(cfg, names: Optional[List[str]] = None) -> List[Camera]:
             events=_per_camera((own and own.events) or o.events, name, several, "shared"),
             snapshots=_per_camera((own and own.snapshots) or o.snapshots, name,
                                   several and not (own and own.snapshots), "folder"),
-            settings=own))
+            config=own if own is not None else CameraConfig(name=name, uri=str(cfg.source.uri))))
     for out in ("video", "mot"):
         paths = [getattr(c, out) for c in cams if getattr(c, out)]
         if len(paths) != len(set(paths)):

@@ -261,7 +261,7 @@ def display_mode(cfg: Config) -> str:
         return "none"
     if o.display == "window" or o.window == "on":
         return "window"
-    from trackpipe.pipeline.media.sinks import display_available
+    from trackpipe.pipeline.display.window import display_available
     return "window" if display_available() else "none"
 
 

@@ -1,21 +1,43 @@
-"""Stage processes built from the topology table: one builder per stage, nothing else.
+"""Stage processes built from the topology table: one settings object per stage, made in one place.
 
-`ProcessFactory.make(process_name, incarnation)` returns an unstarted `StageProcess`; an
-incarnation above 0 is a restart (the tracker numbers its ids from ``incarnation * 1e6``,
-the video continues in ``out.partN.mp4``, the sink appends).
+`StageSettingsBuilder.settings(process, incarnation)` turns the run's plan (the config tree, the
+probed cameras, the topology) into the stage's frozen settings (`stages.settings`); `STAGES`
+names each stage's class; `ProcessFactory.make(process_name, incarnation)` returns the
+unstarted `StageProcess` ``cls(rc, settings)``. An incarnation above 0 is a restart (the
+tracker numbers its ids from ``incarnation * 1e6``, the video continues in ``out.partN.mp4``,
+the sink appends).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.media.sources import SourceInfo
 from trackpipe.pipeline.stages.base import RunContext, StageProcess
+from trackpipe.pipeline.stages.settings import (
+    CaptureSettings,
+    InferSettings,
+    RenderSettings,
+    SinkSettings,
+    TrackSettings,
+    WebSettings,
+)
 
 from .cameras import Camera
 from .topology import Topology
+
+# stage -> (module, class): every class is built as ``cls(rc, settings)``
+STAGES: Dict[str, Tuple[str, str]] = {
+    "capture": ("trackpipe.pipeline.stages.capture", "CaptureProcess"),
+    "infer": ("trackpipe.pipeline.stages.infer", "InferProcess"),
+    "track": ("trackpipe.pipeline.stages.track", "TrackProcess"),
+    "render": ("trackpipe.pipeline.stages.render", "RenderProcess"),
+    "sink": ("trackpipe.pipeline.stages.sink", "SinkProcess"),
+    "web": ("trackpipe.pipeline.stages.web", "WebProcess"),
+}
 
 
 @dataclass
@@ -36,68 +58,77 @@ class RunPlan:
     cameras: List[Camera] = field(default_factory=list)   # runtime.cameras.Camera, info set
 
 
-class ProcessFactory:
-    def __init__(self, plan: RunPlan, rc: RunContext):
+class StageSettingsBuilder:
+    """The one place where the config tree and the plan become each stage's settings."""
+
+    def __init__(self, plan: RunPlan):
         self.plan = plan
-        self.rc = rc
-        self._builders = {"capture": self._capture, "infer": self._infer, "track": self._track,
-                          "render": self._render, "sink": self._sink, "web": self._web}
+        self.cameras = tuple(plan.cameras)
+        self.names = tuple(plan.names) if plan.names else None
 
-    def make(self, process: str, incarnation: int = 0) -> StageProcess:
-        return self._builders[Topology.stage_of(process)](process, incarnation)
+    def settings(self, process: str, incarnation: int = 0):
+        stage = Topology.stage_of(process)
+        return getattr(self, stage)(Topology.worker_of(process), incarnation)
 
-    def _capture(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.capture import CaptureProcess
+    def capture(self, worker: int, incarnation: int) -> CaptureSettings:
         p, c = self.plan, self.plan.cfg
-        cam = p.cameras[Topology.worker_of(process)]
-        return CaptureProcess(self.rc, cam.uri, c.source, cam.info, c.pipeline.max_frames, c.pipeline.reclaim_after_s,
-                              consumers=p.topology.spec("infer").processes, mask_overlay=p.display == "overlay",
-                              index=cam.index, camera=cam.name)
+        return CaptureSettings(self.cameras[worker], c.source, c.pipeline.max_frames, c.pipeline.reclaim_after_s,
+                               consumers=p.topology.spec("infer").processes, mask_overlay=p.display == "overlay")
 
-    def _infer(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.infer import SOLO_SECONDS, InferProcess
-        p = self.plan
+    def infer(self, worker: int, incarnation: int) -> InferSettings:
+        from trackpipe.pipeline.stages.infer import SOLO_SECONDS
+        p, c = self.plan, self.plan.cfg.pipeline
         spec = p.spec.with_(threads=p.infer_threads) if hasattr(p.spec, "with_") else p.spec
-        c = p.cfg.pipeline
         workers = p.topology.spec("infer").processes
         # every frame in an infer batch holds a ring slot: leave half of each camera's to the other stages
-        max_batch = max(1, c.ring_slots // (2 * workers)) * len(p.cameras)
+        max_batch = max(1, c.ring_slots // (2 * workers)) * len(self.cameras)
         probe = p.info.uri if p.info.kind == "file" else None  # the detector alone on a real frame
-        shape = max((cam.info.shape for cam in p.cameras), key=lambda s: s[0] * s[1])
-        return InferProcess(self.rc, spec, shape, factory=p.detector_factory,
-                            worker=Topology.worker_of(process), batch=c.batch, max_batch=max_batch,
-                            probe_uri=probe, solo_seconds=0.0 if p.detector_factory else SOLO_SECONDS,
-                            batch_timeout_ms=c.batch_timeout_ms)
+        shape = max((cam.info.shape for cam in self.cameras), key=lambda s: s[0] * s[1])
+        return InferSettings(spec, tuple(shape), worker=worker, batch=c.batch, max_batch=max_batch,
+                             batch_timeout_ms=c.batch_timeout_ms, probe_uri=probe,
+                             solo_seconds=0.0 if p.detector_factory else SOLO_SECONDS, factory=p.detector_factory)
 
-    def _track(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.track import TrackProcess
-        t = self.plan.cfg.tracker
-        return TrackProcess(self.rc, t.name, t.options, "sink" in self.plan.topology,
-                            id_offset=incarnation * 1_000_000, to_web="web" in self.plan.topology,
-                            cameras=self.plan.cameras, names=self.plan.names,
-                            workers=self.plan.topology.spec("infer").processes)
+    def track(self, worker: int, incarnation: int) -> TrackSettings:
+        p, t = self.plan, self.plan.cfg.tracker
+        return TrackSettings(self.cameras, t.name, dict(t.options), self.names, to_sink="sink" in p.topology,
+                             to_web="web" in p.topology, id_offset=incarnation * 1_000_000,
+                             workers=p.topology.spec("infer").processes)
 
-    def _render(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.render import RenderProcess
+    def render(self, worker: int, incarnation: int) -> RenderSettings:
         p, o = self.plan, self.plan.cfg.output
-        # snapshot_classes: ids, resolved once by runtime.inputs.prepare
-        snaps = dict(classes=tuple(o.snapshot_classes) if o.snapshot_classes else None, quality=o.snapshot_quality)
         preset = None if o.preset == "auto" else o.preset   # None: by its CPU cost at the source's fps
         if preset is None and p.mode == "lossless" and not (p.placement and p.placement.placed):
             # a file is encoded as fast as the pipeline runs, on the detector's cores: the cheapest
             # preset (measured, yolov4-tiny bf16 on 1080p, 2 cores: 30.8-38.2 FPS vs 26.9-31.0 with
             # superfast; files 1.7x larger)
             preset = "ultrafast"
-        return RenderProcess(self.rc, p.cameras, o.codec, p.display, p.names, o.labels, snaps, p.region,
-                             preset=preset, incarnation=incarnation, clean_slots="web" in p.topology)
+        mqtt = p.cfg.mqtt
+        return RenderSettings(
+            self.cameras, self.names, p.display, tuple(int(v) for v in p.region) if p.region else None,
+            o.codec, preset, o.labels,
+            # ids, resolved once by runtime.inputs.prepare
+            snapshot_classes=tuple(o.snapshot_classes) if o.snapshot_classes else None,
+            snapshot_quality=o.snapshot_quality,
+            snapshots_to_sink=bool(mqtt is not None and mqtt.snapshots and "sink" in p.topology),
+            incarnation=incarnation, clean_slots="web" in p.topology)
 
-    def _sink(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.sink import SinkProcess
-        c = self.plan.cfg
-        return SinkProcess(self.rc, self.plan.cameras, self.plan.names, append=incarnation > 0,
-                           interpolate=c.tracker.interpolate or 0, mqtt=c.mqtt, webhooks=c.webhooks)
+    def sink(self, worker: int, incarnation: int) -> SinkSettings:
+        from trackpipe.pipeline.events.targets import target_configs
+        c, append = self.plan.cfg, incarnation > 0
+        return SinkSettings(self.cameras, self.names, tuple(target_configs(c, self.cameras, append)), append=append,
+                            interpolate=c.tracker.interpolate or 0)
 
-    def _web(self, process: str, incarnation: int) -> StageProcess:
-        from trackpipe.pipeline.stages.web import WebProcess, web_config
-        p = self.plan
-        return WebProcess(self.rc, web_config(p.cfg), p.cameras, p.names)
+    def web(self, worker: int, incarnation: int) -> WebSettings:
+        from trackpipe.pipeline.stages.web import web_config
+        return WebSettings(web_config(self.plan.cfg), self.cameras, self.names)
+
+
+class ProcessFactory:
+    def __init__(self, plan: RunPlan, rc: RunContext):
+        self.plan = plan
+        self.rc = rc
+        self.builder = StageSettingsBuilder(plan)
+
+    def make(self, process: str, incarnation: int = 0) -> StageProcess:
+        module, cls = STAGES[Topology.stage_of(process)]
+        return getattr(importlib.import_module(module), cls)(self.rc, self.builder.settings(process, incarnation))

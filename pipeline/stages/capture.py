@@ -26,9 +26,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from trackpipe.pipeline.config import SourceConfig
 from trackpipe.pipeline.errors import SourceError
-from trackpipe.pipeline.media.sources import SourceInfo, make_source, quiet_video_logs
+from trackpipe.pipeline.media.sources import make_source, quiet_video_logs
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import CTL, FRAMES, OVERLAY, of_camera
@@ -36,6 +35,7 @@ from trackpipe.pipeline.transport.messages import EndOfStream, Frame, FrameMeta
 from trackpipe.pipeline.transport.ring import SEQ, FrameRing
 
 from .base import RunContext, StageError, StageProcess
+from .settings import CaptureSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +60,19 @@ def fit_into(ring: FrameRing, slot: int, img: np.ndarray, max_shape) -> tuple:
 class CaptureProcess(StageProcess):
     stage = "capture"
 
-    def __init__(self, rc: RunContext, uri: str, source_cfg: SourceConfig, info: SourceInfo,
-                 max_frames: int = 0, reclaim_after_s: float = 2.0, consumers: int = 1,
-                 mask_overlay: bool = False, index: int = 0, camera: str = "cam0"):
-        if index:
-            self.stage = f"capture.{index}"  # one capture process per camera; camera 0's is "capture"
+    def __init__(self, rc: RunContext, settings: CaptureSettings):
+        cam = settings.camera
+        if cam.index:
+            self.stage = f"capture.{cam.index}"  # one capture process per camera; camera 0's is "capture"
         super().__init__(rc)
-        self.index = index      # the camera's index: its ring, endpoints and FrameMeta.source_id
-        self.camera = camera
-        self.mask_overlay = mask_overlay  # paint the overlay display's drawings out of each grab
-        self.consumers = consumers  # infer workers: each gets its own end-of-stream
-        self.uri = uri
-        self.source_cfg = source_cfg
-        self.info = info
-        self.max_frames = max_frames
-        self.reclaim_after_s = reclaim_after_s
+        self.settings = settings
+        self.index = cam.index      # the camera's index: its ring, endpoints and FrameMeta.source_id
+        self.camera = cam.name
+        self.uri = cam.uri
+        self.consumers = settings.consumers  # infer workers: each gets its own end-of-stream
+        self.max_frames = settings.max_frames
+        self.reclaim_after_s = settings.reclaim_after_s
+        self.source_cfg = settings.source
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -83,10 +81,10 @@ class CaptureProcess(StageProcess):
         self.ctl = self.bus.pull(of_camera(CTL, self.index))
         quiet_video_logs()
         self.source = make_source(self.uri, self.source_cfg)
-        if self.mask_overlay:
+        if self.settings.mask_overlay:
             from trackpipe.pipeline.display.masking import MaskedSource
             self.source = MaskedSource(self.source, self.bus.pull(OVERLAY, hwm=16), self.stats)
-        self.shape = self.info.shape
+        self.shape = self.settings.camera.info.shape
         self.stats.gauges.update(source_up=1)
         if self.rc.mode == "lossless":
             try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
+from .settings import InferSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +106,22 @@ def pick_batch(measured: Dict[int, tuple], min_gain: float = AUTO_MIN_GAIN) -> i
 class InferProcess(StageProcess):
     stage = "infer"
 
-    def __init__(self, rc: RunContext, spec, frame_shape, warmup: bool = True, factory=None, worker: int = 0,
-                 batch: Union[int, str] = 1, max_batch: int = 8, probe_uri: Optional[str] = None,
-                 solo_seconds: float = SOLO_SECONDS, batch_timeout_ms: float = 10.0):
-        if worker:
-            self.stage = f"infer.{worker}"  # worker 0 is "infer"; the report sums them
+    def __init__(self, rc: RunContext, settings: InferSettings):
+        if settings.worker:
+            self.stage = f"infer.{settings.worker}"  # worker 0 is "infer"; the report sums them
         super().__init__(rc)
-        self.factory = factory  # spec -> Detector; default models.factory.build_detector
-        self.spec = spec
-        self.frame_shape = tuple(frame_shape)
-        self.warmup = warmup
-        self.batch_request = batch        # an int, or "auto"
-        self.max_batch = max(1, int(max_batch))
-        self.probe_uri = probe_uri
-        self.solo_seconds = solo_seconds
+        self.settings = settings
+        self.factory = settings.factory  # spec -> Detector; default models.factory.build_detector
+        self.spec = settings.spec
+        self.frame_shape = tuple(settings.frame_shape)
+        self.warmup = settings.warmup
+        self.batch_request = settings.batch        # an int, or "auto"
+        self.max_batch = max(1, int(settings.max_batch))
+        self.probe_uri = settings.probe_uri
+        self.solo_seconds = settings.solo_seconds
         # latest mode, several cameras: after a frame arrives, wait this long for the other
         # cameras' frames to fill the batch (nvstreammux's batched-push-timeout)
-        self.batch_timeout_ms = float(batch_timeout_ms)
+        self.batch_timeout_ms = float(settings.batch_timeout_ms)
 
     def setup(self) -> None:
         n = len(self.rc.cameras)

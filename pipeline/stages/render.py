@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from trackpipe.pipeline.transport.messages import EndOfStream, StageState, Track
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
+from .settings import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -112,27 +113,17 @@ class RenderProcess(StageProcess):
     stage = "render"
     frames_done = 0    # frames in the videos closed so far (a disk error; later parts add on)
 
-    def __init__(self, rc: RunContext, cameras, codec: str = "auto", display: str = "none",
-                 names: Optional[List[str]] = None, labels: bool = True, snapshots: Optional[dict] = None,
-                 region: Optional[Tuple[int, int, int, int]] = None, preset: Optional[str] = None,
-                 incarnation: int = 0, clean_slots: bool = False):
-        """``cameras``: the run's `runtime.cameras.Camera` list (video path, snapshots folder,
-        zones, lines, info); ``snapshots``: SnapshotWriter settings (classes, quality) for the
-        cameras that have a snapshots folder; ``incarnation`` > 0: a restart, whose videos go to
-        ``<name>.part<N>.mp4`` (never overwriting what an earlier incarnation wrote);
-        ``clean_slots``: another stage reads the slots too (the live view): draw on a private
-        copy, never on the slot, also in lossless mode."""
+    def __init__(self, rc: RunContext, settings: RenderSettings):
         super().__init__(rc)
-        self.cameras = list(cameras)
-        self.snapshot_args = snapshots
-        self.incarnation = incarnation
-        self.codec = codec      # auto | h264 | mp4v (pipeline.video.VideoWriter)
-        self.preset = preset    # x264 preset; None: choose_preset (measured CPU cost)
-        self.display = display
-        self.region = tuple(int(v) for v in region) if region else None  # overlay/mirror: screen x, y, w, h
-        self.names = names
-        self.labels = labels
-        self.clean_slots = clean_slots
+        self.settings = settings
+        self.cameras = list(settings.cameras)
+        self.incarnation = settings.incarnation  # > 0: videos go to <name>.part<N>.mp4
+        self.codec = settings.codec      # auto | h264 | mp4v (pipeline.video.VideoWriter)
+        self.preset = settings.preset    # x264 preset; None: choose_preset (measured CPU cost)
+        self.display = settings.display
+        self.region = settings.region    # overlay/mirror: screen x, y, w, h
+        self.names = list(settings.names) if settings.names else None
+        self.clean_slots = settings.clean_slots
 
     def _video_path(self, path: Optional[str]) -> Optional[str]:
         if path and self.incarnation:
@@ -141,7 +132,7 @@ class RenderProcess(StageProcess):
         return path
 
     def setup(self) -> None:
-        from trackpipe.pipeline.media.sinks import BoxAnnotator
+        from trackpipe.pipeline.drawing.boxes import BoxAnnotator
         if self.display in QT_DISPLAYS:
             from trackpipe.pipeline.display.qt_env import overlay_supported
             ok, reason = overlay_supported()
@@ -157,7 +148,7 @@ class RenderProcess(StageProcess):
         n = len(self.outs)
         self.inp = self.bus.pull(TRACKS, hwm=(self.ring.slots * 4 + 64) * n)
         self.drawn = self.bus.push(OVERLAY, hwm=4, flush=False) if self.display == "overlay" else None
-        self.annotator = BoxAnnotator(self.names, labels=self.labels)
+        self.annotator = BoxAnnotator(self.names, labels=self.settings.labels)
         self.window = None
         self.ended = set()
         self.scratch = np.empty(max((o.ring.max_shape for o in self.outs), key=lambda s: s[0] * s[1]), np.uint8) \
@@ -263,20 +254,21 @@ class RenderProcess(StageProcess):
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
-        from trackpipe.pipeline.media.sinks import WindowSink
+        from trackpipe.pipeline.display.window import VideoWindow
+        st = self.settings
         for o in self.outs:
             if o.video_path:
                 self._open_video(o, o.video_path)
-            if self.snapshot_args and o.snapshots:
+            if o.snapshots:
                 from trackpipe.pipeline.media.snapshots import SnapshotWriter
                 try:
                     o.snaps = SnapshotWriter(names=self.names, folder=o.snapshots, camera=o.name,
-                                             **self.snapshot_args)
+                                             classes=st.snapshot_classes, quality=st.snapshot_quality)
                 except OSError as e:
                     raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
                 self.stats.gauges.update(snapshots=0)
         if self.display == "window":
-            self.window = WindowSink()
+            self.window = VideoWindow()
 
     def loop(self) -> None:
         if not self.wait_go():

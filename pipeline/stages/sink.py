@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport.bus import SINK
 from trackpipe.pipeline.transport.messages import EndOfStream, SourceEvent, Tracked
 
 from .base import RunContext, StageError, StageProcess
+from .settings import SinkSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ CLOSE_TIMEOUT_S = 3.0   # delivery of what is queued at the end (stops at once f
 
 
 class CameraSink:
-    """One camera's MOT file, events writer (shared by cameras writing one file) and position."""
+    """One camera's MOT file and position."""
 
-    def __init__(self, index: int, name: str, mot, events):
+    def __init__(self, index: int, name: str, mot):
         self.index, self.name = index, name
-        self.mot, self.events = mot, events
+        self.mot = mot
         self.last_seq, self.last_t = -1, 0.0
         self.ended = False
 
@@ -47,16 +48,10 @@ class CameraSink:
 class SinkProcess(StageProcess):
     stage = "sink"
 
-    def __init__(self, rc: RunContext, cameras, names: Optional[List[str]] = None, append: bool = False,
-                 interpolate: int = 0, mqtt=None, webhooks: Optional[list] = None):
-        """``cameras``: the run's `runtime.cameras.Camera` list (its MOT and events paths)."""
+    def __init__(self, rc: RunContext, settings: SinkSettings):
         super().__init__(rc)
-        self.append = append  # a restarted sink continues the files
-        self.cameras = list(cameras)
-        self.names = names
-        self.interpolate = int(interpolate or 0)
-        self.mqtt = mqtt              # config values (docs/events.md), parsed in the process
-        self.webhooks = webhooks
+        self.settings = settings
+        self.append = settings.append  # a restarted sink continues the files
 
     def setup(self) -> None:
         self.inp = self.bus.pull(SINK, hwm=10000)
@@ -68,34 +63,27 @@ class SinkProcess(StageProcess):
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
-        from trackpipe.pipeline.media.sinks import EventWriter, MotWriter
-        writers: Dict[str, EventWriter] = {}   # cameras writing one events file share its writer
+        from trackpipe.pipeline.events.dispatch import Dispatcher
+        from trackpipe.pipeline.media.mot import MotWriter
         try:
-            for c in self.cameras:
+            for c in self.settings.cameras:
                 mot = MotWriter(c.mot, self.append, camera=c.name) if c.mot else None
-                if c.events and c.events not in writers:
-                    writers[c.events] = EventWriter(c.events, self.names, append=self.append)
-                self.cams.append(CameraSink(c.index, c.name, mot, writers.get(c.events)))
+                self.cams.append(CameraSink(c.index, c.name, mot))
+            out = Dispatcher.from_configs(self.settings.targets)
         except OSError as e:
             raise StageError(f"cannot write {e.filename}: {e.strerror}") from None
-        self.writers = list(writers.values())
-        if self.mqtt or self.webhooks:
-            from trackpipe.pipeline.events import EventConfigError, MqttConfig, WebhookConfig
-            from trackpipe.pipeline.events.dispatch import Dispatcher
-            try:
-                mq = MqttConfig.from_dict(self.mqtt) if self.mqtt else None
-                hooks = [WebhookConfig.from_dict(w, f"webhooks[{i}]") for i, w in enumerate(self.webhooks or [])]
-            except EventConfigError as e:
-                raise StageError(str(e)) from None
-            self.out = Dispatcher.from_config(mq, hooks).start()   # threads of this process
+        self.files = out.files          # the events files (their states stay in the profile once closed)
+        self.out = out.start() if out.targets else None   # the deliveries' threads run in this process
 
     def send_stats(self) -> None:
-        """Each output file's state (ok, stopped, resumed; what it lost) goes with the stats."""
-        files = [c.mot for c in getattr(self, "cams", ()) if c.mot is not None] + list(getattr(self, "writers", ()))
+        """Each output file's state (ok, stopped, resumed; what it lost) and each delivery's
+        counters (sent, pending in its outbox, dropped) go with the stats."""
+        out = getattr(self, "out", None)
+        files = [c.mot for c in getattr(self, "cams", ()) if c.mot is not None] + list(getattr(self, "files", ()))
         if files:
             self.stats.gauges["outputs"] = [f.state.to_dict() for f in files]
-        if getattr(self, "out", None) is not None:   # per target: sent, pending (outbox), dropped
-            self.stats.gauges["delivery"] = [s.to_dict() for s in self.out.stats()]
+        if out is not None and out.deliveries:
+            self.stats.gauges["delivery"] = [s.to_dict() for s in out.stats()]
         super().send_stats()
 
     def _flush(self) -> None:
@@ -107,17 +95,16 @@ class SinkProcess(StageProcess):
     def _close_delivery(self, timeout: float) -> None:
         if self.out is not None:
             stats = self.out.close(timeout)
-            self.stats.gauges["delivery"] = [s.to_dict() for s in stats]
+            if stats:
+                self.stats.gauges["delivery"] = [s.to_dict() for s in stats]
             self.out = None
 
     def teardown(self) -> None:
         cams = getattr(self, "cams", [])
-        if (getattr(self, "writers", None) or getattr(self, "out", None) is not None) and self.stopping():
+        if getattr(self, "out", None) is not None and self.stopping():
             for key in list(self.open):
                 self._end_open(key, "stopped")
         self._close_delivery(1.0)
-        for w in getattr(self, "writers", ()):
-            w.close()
         for c in cams:
             if c.mot is not None:
                 c.mot.close()
@@ -140,8 +127,6 @@ class SinkProcess(StageProcess):
             self.open.pop((cam.index, int(ev["track_id"])), None)
             if cam.mot is not None:   # the ended track's rows are on disk with its event
                 cam.mot.flush()
-        if cam.events is not None:
-            cam.events.write_event(ev)
         if self.out is not None:
             self.out.offer(ev)
         self.stats.gauges["events"] += 1
@@ -197,13 +182,14 @@ class SinkProcess(StageProcess):
             return
         self.stats.gauges["mot_rows"] = sum(m.rows for m in mots)
         self.stats.gauges["mot_predicted"] = sum(m.predicted for m in mots)
-        if self.rc.mode == "lossless" and self.interpolate > 0 and not self.append:
-            from trackpipe.pipeline.media.sinks import interpolate_mot_file
+        interpolate = self.settings.interpolate
+        if self.rc.mode == "lossless" and interpolate > 0 and not self.append:
+            from trackpipe.pipeline.media.mot import interpolate_mot_file
             t0 = time.monotonic()
             done = 0
             for mot in mots:
                 try:
-                    res = interpolate_mot_file(mot.path, self.interpolate)
+                    res = interpolate_mot_file(mot.path, interpolate)
                 except (OSError, ValueError) as e:
                     log.warning("MOT file %s not interpolated: %s", mot.path, e)
                     continue

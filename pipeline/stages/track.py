@@ -32,6 +32,7 @@ from trackpipe.pipeline.transport.ring import FrameRing
 from trackpipe.pipeline.web.eventlog import EventLogWriter
 
 from .base import RunContext, StageError, StageProcess
+from .settings import TrackSettings
 from .web import events_of
 
 log = logging.getLogger(__name__)
@@ -147,21 +148,19 @@ class CameraTrack:
 class TrackProcess(StageProcess):
     stage = "track"
 
-    def __init__(self, rc: RunContext, tracker: str, options: dict, to_sink: bool, id_offset: int = 0,
-                 cameras: Sequence = (), names: Optional[List[str]] = None, to_web: bool = False,
-                 workers: int = 1):
-        """``cameras``: the run's `runtime.cameras.Camera` list (name, classes, zones, lines, info.fps)."""
+    def __init__(self, rc: RunContext, settings: TrackSettings):
         super().__init__(rc)
-        self.to_web = to_web  # the live view: every message, never waited for
-        self.id_offset = id_offset  # a restarted tracker must not reuse the ids of the previous one
-        self.tracker_name = tracker
-        self.options = dict(options)
-        self.to_sink = to_sink
-        self.camera_specs = list(cameras)
-        self.names = names
+        self.settings = settings
+        self.to_web = settings.to_web  # the live view: every message, never waited for
+        self.id_offset = settings.id_offset  # a restarted tracker must not reuse the ids of the previous one
+        self.tracker_name = settings.tracker
+        self.options = dict(settings.options)
+        self.to_sink = settings.to_sink
+        self.camera_specs = list(settings.cameras)
+        self.names = list(settings.names) if settings.names else None
         # lossless: a camera ends once every infer worker passed its end-of-stream on (a worker
         # whose message nobody reads would linger on it at exit)
-        self.workers = max(1, int(workers))
+        self.workers = max(1, int(settings.workers))
 
     def setup(self) -> None:
         from trackpipe.trackers.factory import build_tracker

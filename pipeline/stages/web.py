@@ -43,6 +43,7 @@ from trackpipe.pipeline.transport.ring import FrameRing
 from trackpipe.pipeline.web.config import WebConfig, WebConfigError
 
 from .base import RunContext, StageError, StageProcess
+from .settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,14 @@ def shapes_in_pixels(zones, lines, width: int, height: int) -> list:
 class WebProcess(StageProcess):
     stage = "web"
 
-    def __init__(self, rc: RunContext, web: WebConfig, cameras: list, names: list[str] | None = None,
-                 idle_refresh_s: float = 1.0, history: int = 1000):
-        """``cameras``: the run's `runtime.cameras.Camera` list (name, zones, lines, info);
-        ``history``: events kept for clients that come back (``/api/events?since=``, Last-Event-ID)."""
+    def __init__(self, rc: RunContext, settings: WebSettings):
         super().__init__(rc)
-        self.history = int(history)
-        self.web = web
-        self.cameras = list(cameras)
-        self.names = list(names) if names else None
-        self.idle_refresh_s = float(idle_refresh_s)
+        self.settings = settings
+        self.history = int(settings.history)   # events kept for clients that come back (Last-Event-ID)
+        self.web = settings.web
+        self.cameras = list(settings.cameras)
+        self.names = list(settings.names) if settings.names else None
+        self.idle_refresh_s = float(settings.idle_refresh_s)
 
     def setup(self) -> None:
         from trackpipe.pipeline.web import LiveViewHub
