@@ -113,3 +113,9 @@ def test_stats_counters_summed_gauges_newest():
     t = aa.total()
     assert t["items"] == 4 and t["counters"]["detect_n"] == 4 and t["gauges"]["backend"] == "tf"
     assert aa.report()["backend"] == "tf" and "detect_n" not in aa.report()
+
+
+def test_snapshot_carries_the_jpeg_bytes():
+    jpeg = np.frombuffer(b"\xff\xd8 jpeg \xff\xd9", np.uint8)
+    back = _roundtrip(m.Snapshot(1, 40, 7, jpeg))
+    assert (back.source_id, back.seq, back.track_id) == (1, 40, 7) and back.jpeg.tobytes() == jpeg.tobytes()

@@ -96,6 +96,34 @@ def test_mqtt_subscriber_receives_the_events(tmp_path):
             sub.close()
 
 
+def test_mqtt_snapshots_a_subscriber_receives_jpegs_of_new_tracks(tmp_path):
+    """``mqtt.snapshots: true``: render encodes the JPEG of each new car, the sink's MQTT delivery
+    publishes it on ``trackpipe/<camera>/snapshot`` (retained); no snapshots folder needed."""
+    import cv2
+    import numpy as np
+    ok, reason = mosquitto_available()
+    if not ok:
+        pytest.skip(reason)
+    with MosquittoBroker() as broker:
+        sub = Subscriber(broker.port, ["trackpipe/+/snapshot"])
+        try:
+            assert sub.wait_subscribed(30)
+            config = LINE + f"mqtt:\n  url: mqtt://127.0.0.1:{broker.port}\n  snapshots: true\n" \
+                "output:\n  snapshot_classes: [car]\n"
+            r = _run(tmp_path, "--max-frames", "60", "--camera", "road", "--profile", str(tmp_path / "p.json"),
+                     config=config)
+            assert r.returncode == 0, r.stderr
+            render = json.loads((tmp_path / "p.json").read_text())["stages"]["render"]
+            assert render["snapshots_sent"] >= 1 and render["snapshots_dropped"] == 0
+            assert sub.wait_for(lambda m: len(m) >= 1, 20)
+            for msg in sub.snapshot("trackpipe/road/snapshot"):
+                img = cv2.imdecode(np.frombuffer(msg.payload, np.uint8), cv2.IMREAD_COLOR)
+                assert img is not None and img.shape == (720, 1280, 3)
+            assert not list(tmp_path.glob("**/*.jpg"))     # MQTT only: no files
+        finally:
+            sub.close()
+
+
 def test_unreachable_broker_the_run_completes_every_frame(tmp_path):
     port = free_port()   # nothing listens there
     r = _run(tmp_path, "--max-frames", "90", "--mqtt", f"mqtt://127.0.0.1:{port}", "--webhook",

@@ -214,7 +214,8 @@ def test_each_stage_gets_one_picklable_settings_object_built_from_the_config_tre
     assert got["capture.1"].camera.name == "gate" and got["capture.1"].consumers == 2
     assert got["infer.1"].worker == 1 and got["infer"].frame_shape == (360, 640, 3)
     track = got["track"]
-    assert track.to_sink and track.to_web and track.id_offset == 1_000_000 and track.names == ("person", "bicycle", "car")
+    assert track.to_sink and track.to_web and track.id_offset == 1_000_000
+    assert track.names == ("person", "bicycle", "car")
     assert track.cameras[0].classes == (2,) and [z.name for z in track.cameras[1].zones] == ["door"]
     assert track.cameras[1].config.name == "gate"
     render = got["render"]

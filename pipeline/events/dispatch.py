@@ -44,10 +44,6 @@ class Dispatcher:
             if getattr(getattr(t, "config", None), "snapshots", False):
                 t.offer_snapshot(camera, jpeg)
 
-    @property
-    def takes_snapshots(self) -> bool:
-        return any(getattr(getattr(t, "config", None), "snapshots", False) for t in self.targets)
-
     def publish_counts(self, counts: dict) -> None:
         """A ``ZoneLineCounter.counts()`` snapshot to the targets that keep counts (MQTT)."""
         for t in self.targets:

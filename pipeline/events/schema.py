@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict, Optional, Tuple
 
 
 def _new_id() -> str:
@@ -106,3 +106,18 @@ def event_dict(event) -> dict:
     if isinstance(event, dict):
         return event
     return event.to_dict()
+
+
+def track_ended(camera: str, track_id: int, t: float, seq: int, first_seq: int, last_seq: int, t_first: float,
+                t_last: float, reason: str, class_fields: Optional[dict] = None,
+                frames: Optional[Tuple[int, int]] = None) -> dict:
+    """The one ``track_ended`` record: ``t``/``seq`` where it ended, ``first_seq``/``last_seq`` and
+    ``duration_s`` (``t_last - t_first``) of its observed frames, ``reason`` (lost, end_of_stream,
+    stopped), ``frames`` (observed, predicted) when known, then ``class_id``/``class``."""
+    ev = {"event": "track_ended", "t": round(float(t), 6), "seq": int(seq), "camera": camera,
+          "track_id": int(track_id), "first_seq": int(first_seq), "last_seq": int(last_seq),
+          "duration_s": round(max(0.0, float(t_last) - float(t_first)), 3), "reason": reason}
+    if frames is not None:
+        ev["frames_observed"], ev["frames_predicted"] = int(frames[0]), int(frames[1])
+    ev.update(class_fields or {})
+    return ev

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -38,14 +38,18 @@ log = logging.getLogger(__name__)
 class SnapshotWriter:
     """``classes``: class ids to snapshot (None: every class). A track id is new the first frame
     it is seen; ids unseen for ``forget_after`` frames are forgotten (bounded memory on an
-    endless stream; a tracker never reuses a live id)."""
+    endless stream; a tracker never reuses a live id). ``folder`` None: no files; ``on_jpeg``:
+    ``on_jpeg(seq, track_id, jpeg_bytes)`` for every snapshot encoded (files or not, a stopped folder
+    included: the MQTT delivery publishes them)."""
 
-    def __init__(self, folder: str, classes: Optional[Iterable[int]] = None,
+    def __init__(self, folder: Optional[str], classes: Optional[Iterable[int]] = None,
                  names: Optional[Sequence[str]] = None, quality: int = 90, forget_after: int = 900,
-                 camera: str = ""):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.state = OutputState("snapshots", str(self.folder), camera, "snapshots")
+                 camera: str = "", on_jpeg: Optional[Callable[[int, int, bytes], None]] = None):
+        self.folder = Path(folder) if folder else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.state = OutputState("snapshots", str(self.folder or ""), camera, "snapshots")
+        self.on_jpeg = on_jpeg
         self.classes = None if classes is None else np.array(sorted(set(int(c) for c in classes)), np.int64)
         self.names = list(names) if names else None
         self.quality = int(quality)
@@ -85,11 +89,14 @@ class SnapshotWriter:
     def write(self, frame: np.ndarray, seq: int, t_capture: float, tracks: Tracks,
               rows: np.ndarray) -> List[Path]:
         """frame (H, W, 3) uint8 BGR, not modified; one JPEG per row, the new track's box drawn.
-        Snapshots are skipped (counted in ``state.lost``) while the output is stopped."""
+        Files are skipped (counted in ``state.lost``) while the output is stopped. -> the files written."""
         out: List[Path] = []
         now = time.monotonic()
-        if self.state.stopped and not self.state.retry_due(now):
+        files = self.folder is not None
+        if files and self.state.stopped and not self.state.retry_due(now):
             self.state.lost += len(rows)
+            files = False
+        if not files and self.on_jpeg is None:
             return out
         todo = rows.tolist()
         for n, k in enumerate(todo):
@@ -97,6 +104,10 @@ class SnapshotWriter:
             self.annotator.annotate(img, tracks[k])
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             if not ok:
+                continue
+            if self.on_jpeg is not None:
+                self.on_jpeg(seq, int(tracks.track_id[k]), buf.tobytes())
+            if not files:
                 continue
             path = self.folder / self._name(t_capture, seq, tracks, k)
             tmp = path.with_name(path.name + ".part")
@@ -109,7 +120,8 @@ class SnapshotWriter:
                     tmp.unlink(missing_ok=True)
                 self.state.lost += len(todo) - n
                 self.state.fail(e, now)
-                break
+                files = False
+                continue
             out.append(path)
             self.state.ok(now)
         self.written += len(out)

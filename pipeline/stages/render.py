@@ -19,6 +19,7 @@ It hosts the one display stage, ``output.display``:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import List, Optional
@@ -27,8 +28,8 @@ import numpy as np
 
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
-from trackpipe.pipeline.transport.bus import CTL, OVERLAY, TRACKS, of_camera
-from trackpipe.pipeline.transport.messages import EndOfStream, StageState, Tracked
+from trackpipe.pipeline.transport.bus import CTL, OVERLAY, SINK, TRACKS, of_camera
+from trackpipe.pipeline.transport.messages import EndOfStream, Snapshot, StageState, Tracked
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
@@ -148,6 +149,10 @@ class RenderProcess(StageProcess):
         n = len(self.outs)
         self.inp = self.bus.pull(TRACKS, hwm=(self.ring.slots * 4 + 64) * n)
         self.drawn = self.bus.push(OVERLAY, hwm=4, flush=False) if self.display == "overlay" else None
+        # snapshot JPEGs for the sink's deliveries (MQTT snapshots): never waited for
+        self.snaps_out = self.bus.push(SINK, hwm=16) if self.settings.snapshots_to_sink else None
+        if self.snaps_out is not None:
+            self.stats.gauges.update(snapshots_sent=0, snapshots_dropped=0)
         self.annotator = BoxAnnotator(self.names, labels=self.settings.labels)
         self.window = None
         self.ended = set()
@@ -244,10 +249,16 @@ class RenderProcess(StageProcess):
         if o.video.landed:
             o.video_state.ok()
 
+    def _snapshot_to_sink(self, out: CameraOutput, seq: int, track_id: int, jpeg: bytes) -> None:
+        """A snapshot JPEG to the sink, which offers it to the deliveries (a full queue drops it)."""
+        msg = Snapshot(out.index, seq, track_id, np.frombuffer(jpeg, np.uint8))
+        key = "snapshots_sent" if busmod.try_send(self.snaps_out, msg) else "snapshots_dropped"
+        self.stats.gauges[key] += 1
+
     def send_stats(self) -> None:
         outs = getattr(self, "outs", ())
         states = [o.video_state for o in outs if o.video_state is not None]
-        states += [o.snaps.state for o in outs if o.snaps is not None]
+        states += [o.snaps.state for o in outs if o.snaps is not None and o.snaps.folder is not None]
         if states:
             self.stats.gauges["outputs"] = [s.to_dict() for s in states]
         super().send_stats()
@@ -259,11 +270,13 @@ class RenderProcess(StageProcess):
         for o in self.outs:
             if o.video_path:
                 self._open_video(o, o.video_path)
-            if o.snapshots:
+            if o.snapshots or self.snaps_out is not None:
                 from trackpipe.pipeline.media.snapshots import SnapshotWriter
+                to_sink = functools.partial(self._snapshot_to_sink, o) if self.snaps_out is not None else None
                 try:
                     o.snaps = SnapshotWriter(names=self.names, folder=o.snapshots, camera=o.name,
-                                             classes=st.snapshot_classes, quality=st.snapshot_quality)
+                                             classes=st.snapshot_classes, quality=st.snapshot_quality,
+                                             on_jpeg=to_sink)
                 except OSError as e:
                     raise StageError(f"cannot write snapshots to {e.filename}: {e.strerror}") from None
                 self.stats.gauges.update(snapshots=0)

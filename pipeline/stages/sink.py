@@ -1,5 +1,6 @@
 """Sink stage: `Tracked`, `SourceEvent` and `EndOfStream` messages -> MOTChallenge file, JSON-lines
-events and their delivery (MQTT, webhooks); no pixels.
+events and their delivery (MQTT, webhooks); no pixels. Render's snapshot JPEGs (`Snapshot`, with
+``mqtt.snapshots: true``) go to the deliveries that publish them.
 
 The events themselves are made by the track stage (`Tracked.events`: ``track_started``,
 ``track_ended``, ``zone_enter``, ``zone_exit``, ``line_cross``; the end of the stream's on
@@ -23,9 +24,10 @@ import logging
 import time
 from typing import Dict, List
 
+from trackpipe.pipeline.events.schema import track_ended
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport.bus import SINK
-from trackpipe.pipeline.transport.messages import EndOfStream, SourceEvent, Tracked
+from trackpipe.pipeline.transport.messages import EndOfStream, Snapshot, SourceEvent, Tracked
 
 from .base import RunContext, StageError, StageProcess
 from .settings import SinkSettings
@@ -112,11 +114,8 @@ class SinkProcess(StageProcess):
     def _end_open(self, key: tuple, reason: str) -> None:
         st = self.open.pop(key)
         cam = self.cams[key[0]]
-        ev = {"event": "track_ended", "t": cam.last_t, "seq": cam.last_seq, "camera": st["camera"],
-              "track_id": key[1], "first_seq": st["seq"], "last_seq": cam.last_seq,
-              "duration_s": round(max(0.0, cam.last_t - st["t"]), 3), "reason": reason}
-        ev.update({k: st[k] for k in ("class_id", "class") if k in st})
-        self._event(cam, ev)
+        self._event(cam, track_ended(st["camera"], key[1], cam.last_t, cam.last_seq, st["seq"], cam.last_seq, st["t"],
+                                     cam.last_t, reason, {k: st[k] for k in ("class_id", "class") if k in st}))
 
     def _event(self, cam: CameraSink, ev: dict) -> None:
         kind = ev.get("event")
@@ -152,6 +151,10 @@ class SinkProcess(StageProcess):
                 cam = self.cams[msg.source_id]
                 self._event(cam, {"event": msg.event, "t": round(msg.t, 6), "seq": int(msg.seq),
                                   "camera": cam.name, **msg.fields()})
+                continue
+            if isinstance(msg, Snapshot):   # render's JPEG of a new track: for MQTT with snapshots: true
+                if self.out is not None:
+                    self.out.offer_snapshot(self.cams[msg.source_id].name, msg.jpeg.tobytes())
                 continue
             if not isinstance(msg, Tracked):
                 continue

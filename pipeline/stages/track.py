@@ -24,6 +24,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from trackpipe.pipeline.events.schema import track_ended
 from trackpipe.pipeline.runtime.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import DETS, SINK, TRACKS, WEB
@@ -100,10 +101,8 @@ class TrackEvents:
         st = self.live.pop(tid, None)
         if st is None:
             return out
-        out.append(self._event("track_ended", t, seq, track_id=tid, first_seq=st["first"], last_seq=st["last"],
-                               duration_s=round(max(0.0, st["t_last"] - st["t_first"]), 3), reason=reason,
-                               frames_observed=st["observed"], frames_predicted=st["predicted"],
-                               **self._class(st["cid"])))
+        out.append(track_ended(self.camera, tid, t, seq, st["first"], st["last"], st["t_first"], st["t_last"], reason,
+                               self._class(st["cid"]), frames=(st["observed"], st["predicted"])))
         return out
 
     def finish(self, seq: int, t: float, reason: str = "end_of_stream") -> List[dict]:

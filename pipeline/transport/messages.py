@@ -13,6 +13,7 @@ One frame's path, message by message::
     render  ──Release(slot, seq)───────▶ capture      ("ctl": wakes capture; the credit is in the ring)
     infer   ──Want()───────────────────▶ capture      ("ctl", latest-frame mode: "send me the newest")
     render  ──Drawn(seq, rects)────────▶ capture      ("overlay", display overlay: mask these out)
+    render  ──Snapshot(jpeg)───────────▶ sink         ("sink", mqtt.snapshots: the delivery publishes it)
     capture ──SourceEvent──▶ infer ──▶ track ──▶ sink  (in band with the frames: lost / restored)
     capture ──EndOfStream(frames)──▶ infer ──▶ track ──▶ render, sink
     every stage ──State / Stats / Log──▶ supervisor ("stats")
@@ -42,6 +43,7 @@ class Kind(str, enum.Enum):
     WANT = "want"              # infer -> capture (latest mode): send the newest frame
     RELEASE = "release"        # render -> capture: a slot is free again (wake-up only)
     DRAWN = "drawn"            # render (overlay display) -> capture: rectangles painted on screen
+    SNAPSHOT = "snapshot"      # render -> sink: a snapshot JPEG for the deliveries that take them
     STATE = "state"            # stage -> supervisor: lifecycle
     STATS = "stats"            # stage -> supervisor: profiling snapshot
     LOG = "log"                # stage -> supervisor: a log record
@@ -125,45 +127,71 @@ class Message:
         return cls()
 
 
+def _motion_array(arrays: Optional[Dict[str, np.ndarray]]) -> Optional[np.ndarray]:
+    m = (arrays or {}).get("motion")
+    return None if m is None else np.array(m, np.float32).reshape(-1, 4)
+
+
 @dataclass
 class Frame(Message):
-    """capture -> infer: frame ``meta.seq`` is ready in ring slot ``meta.slot``."""
+    """capture -> infer: frame ``meta.seq`` is ready in ring slot ``meta.slot``. ``detect``: the
+    camera's motion gate wants it detected (False: infer passes it on without detecting);
+    ``motion``: its motion boxes (M,4) float32 xyxy frame pixels (None: no motion detector)."""
 
     KIND: ClassVar[Kind] = Kind.FRAME
     meta: FrameMeta
+    detect: bool = True
+    motion: Optional[np.ndarray] = None
 
     def header(self) -> dict:
-        return self.meta.to_dict()
+        h = self.meta.to_dict()
+        if not self.detect:
+            h["detect"] = False
+        return h
+
+    def arrays(self):
+        return None if self.motion is None else {"motion": np.asarray(self.motion, np.float32).reshape(-1, 4)}
 
     @classmethod
     def from_wire(cls, header, arrays):
-        return cls(FrameMeta.from_dict(header))
+        return cls(FrameMeta.from_dict(header), bool(header.get("detect", True)), _motion_array(arrays))
 
 
 @dataclass
 class Detections(Message):
     """infer -> track. ``dets`` None: infer dropped the frame (latest mode: overwritten while
-    read); the frame still travels on so that render releases its slot. ``t_infer``: seconds."""
+    read), or ``skipped`` it (the motion gate: nothing moved); the frame still travels on so that
+    render releases its slot. ``t_infer``: seconds. ``motion``: the frame's motion boxes (M,4),
+    passed on from `Frame`."""
 
     KIND: ClassVar[Kind] = Kind.DETECTIONS
     meta: FrameMeta
     dets: Optional[DetectionArrays]
     t_infer: float = 0.0
+    skipped: bool = False
+    motion: Optional[np.ndarray] = None
 
     @property
     def dropped(self) -> bool:
-        return self.dets is None
+        return self.dets is None and not self.skipped
 
     def header(self) -> dict:
-        return {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "dropped": self.dets is None}
+        h = {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "dropped": self.dets is None}
+        if self.skipped:
+            h["skipped"] = True
+        return h
 
     def arrays(self):
-        return None if self.dets is None else pack_dets(self.dets)
+        out = {} if self.dets is None else pack_dets(self.dets)
+        if self.motion is not None:
+            out["motion"] = np.asarray(self.motion, np.float32).reshape(-1, 4)
+        return out or None
 
     @classmethod
     def from_wire(cls, header, arrays):
-        dets = None if header["dropped"] else unpack_dets(arrays)
-        return cls(FrameMeta.from_dict(header["meta"]), dets, float(header.get("t_infer", 0.0)))
+        dets = None if header["dropped"] else unpack_dets({k: v for k, v in arrays.items() if k != "motion"})
+        return cls(FrameMeta.from_dict(header["meta"]), dets, float(header.get("t_infer", 0.0)),
+                   bool(header.get("skipped", False)), _motion_array(arrays))
 
 
 @dataclass
@@ -172,7 +200,10 @@ class Tracked(Message):
     track did as older than one already tracked; it still travels on so that render releases its
     slot. ``t_infer``/``t_track``: seconds spent on it by infer and track. ``events``: the events
     of this frame as JSON-ready dicts (``track_started``/``track_ended``, ``zone_enter``/``zone_exit``,
-    ``line_cross``), in order; they travel in the header."""
+    ``line_cross``), in order; they travel in the header. Motion gating: ``detected`` False when
+    the frame was not detected (nothing moved: the tracks are held), ``stationary`` (N,) bool per
+    track (None: none known), ``motion`` the frame's motion boxes (M,4) float32 xyxy (None: no
+    motion detector ran; empty: nothing moved) -- what a ``motion`` recording mode keys on."""
 
     KIND: ClassVar[Kind] = Kind.TRACKED
     meta: FrameMeta
@@ -181,23 +212,43 @@ class Tracked(Message):
     t_infer: float = 0.0
     t_track: float = 0.0
     events: List[dict] = field(default_factory=list)
+    detected: bool = True
+    stationary: Optional[np.ndarray] = None
+    motion: Optional[np.ndarray] = None
+
+    @property
+    def moving(self) -> bool:
+        """Something moved in this frame (False also when no motion detector ran)."""
+        return self.motion is not None and len(self.motion) > 0
 
     def header(self) -> dict:
         h = {"meta": self.meta.to_dict(), "t_infer": self.t_infer, "t_track": self.t_track,
              "dropped": self.dropped}
         if self.events:
             h["events"] = self.events
+        if not self.detected:
+            h["detected"] = False
         return h
 
     def arrays(self):
-        return None if self.dropped or self.tracks is None else pack_dets(self.tracks)
+        out = {} if self.dropped or self.tracks is None else pack_dets(self.tracks)
+        if out and self.stationary is not None:
+            out["stationary"] = np.asarray(self.stationary, bool).reshape(-1)
+        if self.motion is not None:
+            out["motion"] = np.asarray(self.motion, np.float32).reshape(-1, 4)
+        return out or None
 
     @classmethod
     def from_wire(cls, header, arrays):
         dropped = bool(header["dropped"])
-        return cls(FrameMeta.from_dict(header["meta"]), None if dropped else unpack_dets(arrays), dropped,
+        arrays = arrays or {}
+        st = arrays.get("stationary")
+        tracks = None if dropped or "xyxy" not in arrays else unpack_dets(
+            {k: v for k, v in arrays.items() if k not in ("stationary", "motion")})
+        return cls(FrameMeta.from_dict(header["meta"]), tracks, dropped,
                    float(header.get("t_infer", 0.0)), float(header.get("t_track", 0.0)),
-                   list(header.get("events", ())))
+                   list(header.get("events", ())), bool(header.get("detected", True)),
+                   None if st is None else np.array(st, bool), _motion_array(arrays))
 
 
 @dataclass
@@ -400,9 +451,34 @@ class LiveStats(Message):
         return cls(dict(header.get("report", {})), str(header.get("metrics", "")))
 
 
+@dataclass
+class Snapshot(Message):
+    """render -> sink: the snapshot JPEG of a new track (``jpeg`` (N,) uint8, the encoded file,
+    not pixels) of camera ``source_id``, frame ``seq``, for the delivery targets that publish
+    snapshots (MQTT with ``snapshots: true``)."""
+
+    KIND: ClassVar[Kind] = Kind.SNAPSHOT
+    source_id: int = 0
+    seq: int = -1
+    track_id: int = -1
+    jpeg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+
+    def header(self) -> dict:
+        return {"source_id": self.source_id, "seq": self.seq, "track_id": self.track_id}
+
+    def arrays(self):
+        return {"jpeg": np.asarray(self.jpeg, np.uint8).reshape(-1)}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        j = arrays.get("jpeg")
+        return cls(int(header.get("source_id", 0)), int(header.get("seq", -1)), int(header.get("track_id", -1)),
+                   np.zeros(0, np.uint8) if j is None else np.array(j, np.uint8))
+
+
 MESSAGE_TYPES: Dict[Kind, Type[Message]] = {
-    c.KIND: c for c in (Frame, Detections, Tracked, EndOfStream, SourceEvent, Want, Release, Drawn, State,
-                        Stats, Log, LiveStats)}
+    c.KIND: c for c in (Frame, Detections, Tracked, EndOfStream, SourceEvent, Want, Release, Drawn, Snapshot,
+                        State, Stats, Log, LiveStats)}
 _BY_WIRE = {k.value.encode(): (k, c) for k, c in MESSAGE_TYPES.items()}
 
 
