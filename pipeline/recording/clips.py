@@ -1,8 +1,8 @@
 """A time range of one camera -> one MP4, cut from its segments without re-encoding.
 
 A clip starts on the keyframe at or before ``start`` (a decoder needs it: the first frames shown
-may be up to one GOP before ``start``) and ends with the last frame whose time is at or before
-``end`` (the frame that straddles ``end`` included). Segments of one camera are joined while their
+may be up to one GOP before ``start``) and ends a few frames after ``end`` (`REORDER_FRAMES` in
+decoding order, so that the B-frames shown before ``end`` are in it). Segments of one camera are joined while their
 codec parameters match (a camera that came back with another resolution ends the clip there).
 The output is a plain MP4 with its index first (``+faststart``): browsers know its duration and
 seek in it with range requests.
@@ -25,6 +25,7 @@ from .index import Segment
 log = logging.getLogger(__name__)
 
 OUT_TIME_BASE = Fraction(1, 90000)
+REORDER_FRAMES = 4          # a clip goes on until this many frames after ``end`` in decoding order
 
 
 class NoFootage(LookupError):
@@ -35,7 +36,7 @@ class NoFootage(LookupError):
 class ClipInfo:
     path: Path
     start: float          # time of its first frame (a keyframe at or before the range's start)
-    end: float            # time after its last frame
+    end: float            # every frame shown before this time is in the clip
     frames: int
     bytes: int
 
@@ -43,8 +44,10 @@ class ClipInfo:
 def segment_packets(root: Path, seg: Segment) -> Iterator[Tuple[object, float, float]]:
     """(packet, t_pts, t_dts) of a segment's video packets, times on the events' clock; stops
     quietly at a truncated tail (a segment being written, or cut short by a crash)."""
+    path = Path(root) / seg.path
     try:
-        inp = av.open(str(Path(root) / seg.path))
+        size = path.stat().st_size
+        inp = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
         log.warning("segment %s unreadable: %s", seg.path, e)
         return
@@ -58,6 +61,8 @@ def segment_packets(root: Path, seg: Segment) -> Iterator[Tuple[object, float, f
             for p in inp.demux(stream):
                 if p.dts is None or p.size == 0:
                     continue
+                if p.is_corrupt or (p.pos is not None and p.pos >= 0 and p.pos + p.size > size):
+                    return                  # a fragment cut short (by a crash, or being written)
                 pts = p.pts if p.pts is not None else p.dts
                 if ref is None:
                     ref = pts
@@ -119,7 +124,8 @@ def _write(root: Path, segs: List[Segment], params, start: float, end: float, tm
                 if i and _params(root, seg) != params:
                     log.info("clip stops at %s: the camera's stream changed", seg.path)
                     break
-                for item in segment_packets(root, seg):
+                packets = segment_packets(root, seg)
+                for item in packets:
                     p, t, td = item
                     if w.t0 is None:
                         if t <= start:
@@ -134,7 +140,11 @@ def _write(root: Path, segs: List[Segment], params, start: float, end: float, tm
                             gop = []
                         elif not p.is_keyframe:
                             continue        # footage begins after ``start``: at its first keyframe
-                    if td > end or (t > end + frame_s and w.t0 is not None):
+                    if td > end + REORDER_FRAMES * frame_s:
+                        # (B-frames before ``end`` are decoded after later frames): the clip is
+                        # complete up to the earliest frame left out
+                        left_out = [t] + [q[1] for _, q in zip(range(2 * REORDER_FRAMES), packets)]
+                        w.complete_until = min(left_out)
                         break
                     w.add(item)
                 if w.last_t is not None and w.last_t >= end:
@@ -145,7 +155,8 @@ def _write(root: Path, segs: List[Segment], params, start: float, end: float, tm
             outc.close()
     if w.t0 is None or w.frames == 0:
         raise NoFootage(f"no footage between {start:.3f} and {end:.3f}")
-    return ClipInfo(tmp, w.t0, w.last_t + frame_s, w.frames, tmp.stat().st_size)
+    end_t = w.last_t + frame_s if w.complete_until is None else min(w.complete_until, w.last_t + frame_s)
+    return ClipInfo(tmp, w.t0, end_t, w.frames, tmp.stat().st_size)
 
 
 class _ClipWriter:
@@ -158,6 +169,7 @@ class _ClipWriter:
         self.last_dts: Optional[int] = None
         self.last_t: Optional[float] = None
         self.frames = 0
+        self.complete_until: Optional[float] = None   # every frame before this time is in the clip
 
     def add(self, item) -> None:
         p, t, td = item

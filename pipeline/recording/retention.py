@@ -132,7 +132,7 @@ class Retention:
                         "segments", self.root, free / GB, self.min_free / GB)
             self.low_space = True
         while free < self.min_free:
-            batch = self.index.oldest_segments(8)
+            batch = self.index.oldest_segments(1)       # one at a time: each frees what it held
             if not batch:
                 return
             self._delete(batch, res, "free_space")
@@ -146,7 +146,6 @@ class Retention:
         for s in segs:
             _unlink(self.root / s.path)
             pol = self.policy(s.camera)
-            res.events += 0
             self.index.expire_events(s.camera, s.start - pol.post_s, s.end + pol.pre_s)
             try:
                 (self.root / s.path).parent.rmdir()      # an emptied date folder
