@@ -81,7 +81,7 @@ class MotionDetector:
 
     def _small_size(self, w: int, h: int):
         sh = max(8, min(int(self.s.frame_height), h))
-        sw = max(8, int(round(w * sh / h)))
+        sw = max(8, round(w * sh / h))
         return sw, sh
 
     def _prepare(self, w: int, h: int) -> None:

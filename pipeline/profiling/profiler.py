@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from trackpipe.pipeline.runtime.placement import available_cores
+from trackpipe.pipeline.common.placement import available_cores
+from trackpipe.pipeline.motion.profile import motion_report
 from trackpipe.pipeline.transport.messages import StatsSnapshot
 
 from .aggregate import GroupAggregate, StageAggregate
@@ -76,8 +77,9 @@ class Profiler:
     def camera_report(self) -> dict:
         """Per camera (the profile's ``cameras`` section and the camera metrics): ``frames_in``
         (its capture's frames), ``frames_out`` (tracked), ``fps`` (tracked per second of its
-        capture's run), ``drops`` (capture's plus the frames infer or track dropped) and
-        ``frame_age_ms`` p50/p95 (capture to tracker)."""
+        capture's run), ``drops`` (capture's plus the frames infer or track dropped),
+        ``frame_age_ms`` p50/p95 (capture to tracker) and the motion gating's figures
+        (`motion_report`)."""
         from .stats import Histogram
         trk = (self.group("track").total() or {}) if "track" in self.topology else {}
         per = (trk.get("gauges") or {}).get("cameras", {})
@@ -91,6 +93,7 @@ class Profiler:
                          "fps": round(tracked / (t1 - t0), 3) if t0 is not None and t1 and t1 > t0 else 0.0,
                          "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
                          "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
+            out[name].update(motion_report(per.get(name, {}), tracked, (cap.get("gauges") or {})))
         return out
 
     # --- once a second -------------------------------------------------------------------------

@@ -87,14 +87,17 @@ def prepare(cfg: Config, spec) -> List[Camera]:
     # resolved once, here: ids from now on (render's snapshot filter)
     cfg.output.snapshot_classes = list(resolve_classes(cfg.output.snapshot_classes, names) or []) or None
     check_display(cfg, cams)
+    from trackpipe.pipeline.motion.setup import camera_motion, detect_uri_of
+    cams = [replace(c, motion=camera_motion(cfg, c.name, c.config, names, c.index, len(cams) > 1)) for c in cams]
     if len(cams) == 1:
-        out = [replace(cams[0], info=probe_source(cfg.source, cams[0].uri))]
+        out = [replace(cams[0], info=probe_source(cfg.source, detect_uri_of(cams[0])))]
     else:
-        out = [replace(c, info=probe_camera(cfg.source, c)) for c in cams]
+        out = [replace(c, info=probe_camera(cfg.source, replace(c, uri=detect_uri_of(c)))) for c in cams]
         kinds = {c.info.live for c in out}
         if len(kinds) > 1:
             raise ConfigError("cameras: live sources and files in one run: add --realtime to play the files as "
                               "live cameras")
+    out = [_record_size(cfg, c) for c in out]
     check_memory(estimate_memory(cfg, spec, out))
     return out
 
@@ -185,6 +188,19 @@ def check_memory(est: MemoryEstimate, available: Optional[int] = None) -> None:
                      f"model.size {est.size[0]}x{est.size[1]})")
     raise ConfigError(f"memory: this run needs about {est.total_bytes / GiB:.1f} GiB but {available / GiB:.1f} GiB "
                       f"is available: {' + '.join(parts)}; use a smaller --size, fewer ring slots or cameras")
+
+
+def _record_size(cfg: Config, cam: Camera) -> Camera:
+    """A camera with a ``detect_uri``: its record stream's (``uri``) size in ``motion.record_size``,
+    for mapping boxes between the two (unknown while that stream is unreachable)."""
+    if cam.motion is None or not cam.motion.detect_uri:
+        return cam
+    try:
+        info = probe(cam.uri, cfg.source)
+    except SourceError as e:
+        log.warning("%s: record stream: %s", cam.name, e)
+        return cam
+    return replace(cam, motion=replace(cam.motion, record_size=(info.width, info.height)))
 
 
 def probe_camera(sc, cam: Camera) -> SourceInfo:

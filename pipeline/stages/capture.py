@@ -28,7 +28,9 @@ import numpy as np
 
 from trackpipe.pipeline.errors import SourceError
 from trackpipe.pipeline.media.sources import make_source, quiet_video_logs
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.motion.frames import FrameGate
+from trackpipe.pipeline.motion.setup import detect_uri_of
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import CTL, FRAMES, OVERLAY, of_camera
 from trackpipe.pipeline.transport.messages import EndOfStream, Frame, FrameMeta
@@ -68,7 +70,7 @@ class CaptureProcess(StageProcess):
         self.settings = settings
         self.index = cam.index      # the camera's index: its ring, endpoints and FrameMeta.source_id
         self.camera = cam.name
-        self.uri = cam.uri
+        self.uri = detect_uri_of(cam)   # a detect_uri is decoded; uri stays the record stream
         self.consumers = settings.consumers  # infer workers: each gets its own end-of-stream
         self.max_frames = settings.max_frames
         self.reclaim_after_s = settings.reclaim_after_s
@@ -92,6 +94,21 @@ class CaptureProcess(StageProcess):
             except SourceError as e:
                 raise StageError(str(e)) from None
         self.seq = self._resume_seq()
+        # the motion detector and gate: here, on capture's cores, never on the detector's
+        cam = self.settings.camera
+        self.motion = FrameGate(cam.motion, self.rc.mode, getattr(cam.info, "fps", 30.0))
+
+    def motion_frame(self, meta: FrameMeta) -> Frame:
+        """The `Frame` message of ``meta`` (written to its slot): motion boxes and the gate's call."""
+        if not self.motion.active:
+            return Frame(meta)
+        view = self.ring.frame(meta.slot, meta.shape)
+        try:
+            return self.motion.frame(meta, view)
+        finally:
+            del view
+            if self.motion.frames % 30 == 1:
+                self.stats.gauges.update(self.motion.gauges())
 
     def _resume_seq(self) -> int:
         """After a restart continue the sequence numbers of the previous incarnation."""
@@ -162,8 +179,8 @@ class CaptureProcess(StageProcess):
             del view, img
             t_capture, t_mono = time.time(), time.monotonic()
             ring.end_write(slot, self.seq, shape, t_capture, t_mono)
-            if not self.send(self.out, Frame(FrameMeta(self.seq, slot, t_capture, t_mono, tuple(shape),
-                                                             self.index, self.camera))):
+            if not self.send(self.out, self.motion_frame(FrameMeta(self.seq, slot, t_capture, t_mono, tuple(shape),
+                                                                   self.index, self.camera))):
                 return
             self.seq += 1
             self.count(StageBoard.OUT)

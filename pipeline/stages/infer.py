@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import CTL, DETS, FRAMES, of_camera
 from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame, Want
@@ -145,7 +145,7 @@ class InferProcess(StageProcess):
                 self.detector = (self.factory or build_detector)(self.spec)
         except (ModelError, ValueError, FileNotFoundError) as e:
             raise StageError(error_line(e, typed=False)) from None
-        self.stats.counters.update(detect_s=0.0, detect_n=0, solo_s=0.0, solo_n=0, batches=0)
+        self.stats.counters.update(detect_s=0.0, detect_n=0, solo_s=0.0, solo_n=0, batches=0, skipped=0)
         if self.warmup and self.solo_seconds > 0:
             self.batch = self._measure()
         else:
@@ -273,7 +273,9 @@ class InferProcess(StageProcess):
         self.count(StageBoard.IN, len(msgs))
         t0 = time.monotonic()
         versions = [r.version(m.meta.slot) for r, m in zip(rings, msgs)]
-        use = [not latest or r.valid(m.meta.slot, m.meta.seq, v) for r, m, v in zip(rings, msgs, versions)]
+        skip = [not m.detect for m in msgs]     # the camera's motion gate: nothing moved
+        use = [not s and (not latest or r.valid(m.meta.slot, m.meta.seq, v))
+               for r, m, v, s in zip(rings, msgs, versions, skip)]
         views = [r.frame(m.meta.slot, m.meta.shape) for r, m, u in zip(rings, msgs, use) if u]
         found = self.detector.detect_batch(views) if views else []
         del views
@@ -285,20 +287,25 @@ class InferProcess(StageProcess):
         if latest:  # overwritten while we read it: never pass on a torn frame
             dets = [d if d is None or r.valid(m.meta.slot, m.meta.seq, v) else None
                     for d, r, m, v in zip(dets, rings, msgs, versions)]
-        k = len(msgs)
+        n_skip = sum(skip)
+        k = len(msgs) - n_skip
         ok = sum(d is not None for d in dets)
         stats.drops += k - ok
         if ok:
             stats.add("detect_s", (t1 - t0) * ok / k)
             stats.add("detect_n", ok)
-        stats.add("batches")
-        stats.hist("batch").add(float(k))
-        per = (t1 - t0) / k
-        for i, (m, d) in enumerate(zip(msgs, dets)):
-            if not self.send(self.out, Detections(m.meta, d, per)):
+        if n_skip:
+            stats.add("skipped", n_skip)
+        if k:
+            stats.add("batches")
+            stats.hist("batch").add(float(k))
+        per = (t1 - t0) / k if k else 0.0
+        for i, (m, d, sk) in enumerate(zip(msgs, dets, skip)):
+            if not self.send(self.out, Detections(m.meta, d, 0.0 if sk else per, skipped=sk, motion=m.motion)):
                 return False
             self.count(StageBoard.OUT)
             stats.count_item(t1)
-            stats.proc.add(per * 1000.0)
+            if not sk:  # the detector's time; a skipped frame costs none
+                stats.proc.add(per * 1000.0)
             stats.wait.add((t0 - idle_since) * 1000.0 if i == 0 else 0.0)
         return True

@@ -44,6 +44,7 @@ class Camera:
     snapshots: Optional[str] = None
     info: Optional[Any] = None
     config: Optional[CameraConfig] = None
+    motion: Optional[Any] = None        # motion.setup.CameraMotion: gating, filters, masks, detect stream
 
 
 Names = Optional[Tuple[str, ...]]       # the model's class names (None: it has none)
@@ -124,13 +125,15 @@ class RenderSettings:
 class SinkSettings:
     """MOT files, the events files and the delivery targets: ``targets`` (kind, config) pairs of
     `events.targets.TARGETS`; ``append``: a restarted sink continues its files; ``interpolate``:
-    gaps filled per id in the MOT files at the end of a lossless run."""
+    gaps filled per id in the MOT files at the end of a lossless run; ``record``: the recorder
+    (`pipeline.recording`) runs in this process, the one writer of its index."""
 
     cameras: Tuple[Camera, ...]
     names: Names = None
     targets: Tuple[Tuple[str, Any], ...] = ()
     append: bool = False
     interpolate: int = 0
+    record: Optional[Any] = None        # recording.recorder.RecorderSettings (None: nothing recorded)
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,4 @@ class WebSettings:
     names: Names = None
     idle_refresh_s: float = 1.0
     history: int = 1000
+    record: Optional[Any] = None        # recording.recorder.RecorderSettings: the review API reads its folder

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from trackpipe.pipeline.events.schema import track_ended
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import DETS, SINK, TRACKS, WEB
 from trackpipe.pipeline.transport.messages import Detections, EndOfStream, FrameMeta, Message, Tracked
@@ -137,6 +137,9 @@ class CameraTrack:
         self.eos = 0                        # end-of-stream messages received (one per infer worker)
         self.ended = False
         self.frames = self.drops = 0
+        self.gated = None                   # motion.tracking.GatedTracking: filters, held objects, threshold
+        self.detected = self.moving = self.motion_frames = 0
+        self.stationary: List[int] = []     # ids standing still in the last frame
 
     def keep(self, dets):
         if self.classes is None or dets is None or not len(dets):
@@ -176,8 +179,9 @@ class TrackProcess(StageProcess):
             except ValueError as e:
                 raise StageError(str(e)) from None
             ring = FrameRing.attach(self.rc.ring_of(c.index)) if self.needs_frame else None
-            self.cams.append(CameraTrack(c.index, c.name, tracker, events, c.classes,
-                                         getattr(c.info, "fps", 30.0), ring))
+            cam = CameraTrack(c.index, c.name, tracker, events, c.classes, getattr(c.info, "fps", 30.0), ring)
+            cam.gated = self._gated(c, tracker)
+            self.cams.append(cam)
         self._counts_gauge()
         n = (self.rc.ring_slots * 4 + 64) * max(1, len(self.cams))
         self.inp = self.bus.pull(DETS, hwm=n)
@@ -191,13 +195,26 @@ class TrackProcess(StageProcess):
             self.event_log = EventLogWriter(self.rc.run_dir)
             self.camera_names = [c.name for c in self.cams]
 
+    def _gated(self, c, tracker):
+        """The camera's tracking with its filters, held (stationary) objects and threshold gate."""
+        from trackpipe.pipeline.motion.tracking import GatedTracking
+        cm = getattr(c, "motion", None)
+        if cm is None:
+            return GatedTracking(tracker, id_offset=self.id_offset)
+        size = (int(getattr(c.info, "width", 0) or 0), int(getattr(c.info, "height", 0) or 0))
+        return GatedTracking(tracker, cm.object_filters(size), cm.book(), cm.threshold_gate(), self.id_offset)
+
     def _counts_gauge(self) -> None:
         counts = {c.name: c.events.counts() for c in self.cams if c.events.counter is not None}
         if counts:  # one camera: its counts (the profile's shape before several cameras)
             self.stats.gauges["counts"] = next(iter(counts.values())) if len(self.cams) == 1 else counts
 
     def _camera_gauges(self) -> None:
-        self.stats.gauges["cameras"] = {c.name: {"frames": c.frames, "drops": c.drops} for c in self.cams}
+        self.stats.gauges["cameras"] = {c.name: {"frames": c.frames, "drops": c.drops, "detected": c.detected,
+                                                 "moving": c.moving, "motion_frames": c.motion_frames,
+                                                 "stationary": c.stationary,
+                                                 "filtered": dict(c.gated.filters.removed) if c.gated and c.gated.filters else {}}
+                                        for c in self.cams}
 
     def teardown(self) -> None:
         for c in getattr(self, "cams", ()):
@@ -276,7 +293,7 @@ class TrackProcess(StageProcess):
     def _track(self, cam: CameraTrack, msg: Detections, stale: bool, idle_since: float) -> bool:
         t0 = time.monotonic()
         meta = msg.meta
-        tracks = None
+        tracks = stationary = None
         events: List[dict] = []
         dropped = msg.dropped or stale
         if dropped:
@@ -289,12 +306,16 @@ class TrackProcess(StageProcess):
             self.stats.hist(f"frame_age.{cam.name}").add(age_ms)
             self.stats.gauges["frame_age_ms"] = round(age_ms, 2)
             frame = cam.ring.frame(meta.slot, meta.shape) if cam.ring is not None else None
-            tracks = cam.tracker.update(cam.keep(msg.dets), frame=frame)
+            # filters before the tracker; a frame the motion gate skipped gets the held objects
+            step = cam.gated.step(None if msg.skipped else cam.keep(msg.dets), (meta.shape[1], meta.shape[0]),
+                                  frame=frame)
             del frame
-            live = np.asarray(getattr(cam.tracker, "live_track_ids", np.zeros(0, np.int64)), np.int64)
-            if self.id_offset:
-                tracks.track_id = tracks.track_id + self.id_offset
-                live = live + self.id_offset
+            tracks, live, stationary = step.tracks, step.live_ids, step.stationary
+            cam.detected += not msg.skipped
+            if msg.motion is not None:
+                cam.motion_frames += 1
+                cam.moving += len(msg.motion) > 0
+            cam.stationary = tracks.track_id[stationary].tolist()
             t_ev = self.media_time(cam, meta)
             cam.last_seq, cam.last_t = meta.seq, t_ev
             events = cam.events.step(tracks, live, meta.seq, t_ev, frame_size=(meta.shape[1], meta.shape[0]))
@@ -302,7 +323,8 @@ class TrackProcess(StageProcess):
                 self._counts_gauge()
             cam.frames += 1
         t1 = time.monotonic()
-        if not self._send(Tracked(meta, tracks, dropped, msg.t_infer, t1 - t0, events)):
+        if not self._send(Tracked(meta, tracks, dropped, msg.t_infer, t1 - t0, events, detected=not msg.skipped,
+                                  stationary=stationary, motion=msg.motion)):
             return False
         self.count(StageBoard.OUT)
         self.stats.item(t0, t1, max(0.0, t0 - idle_since))

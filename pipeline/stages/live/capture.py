@@ -45,7 +45,7 @@ class LiveCapture:
         self.slots = SlotAllocator(stage.ring, stage.reclaim_after_s, next_seq=stage.seq,
                                    source=(stage.index, stage.camera))
         self.watchdog = SourceWatchdog(self.cfg.watchdog_s, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
-        self.publisher = Publisher(stage.out, stage.uri, stage.index)
+        self.publisher = Publisher(stage.out, stage.uri, stage.index, getattr(stage, "motion_frame", None))
         self.halt = threading.Event()       # stops the grabber (the stage itself goes on)
         self.ended = False                  # the source finished (realtime file)
         self.error = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.messages import EndOfStream, Frame, FrameMeta, SourceEvent
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 class Publisher:
     """``out``: the PUSH socket to the infer workers; ``uri``: named in the event log lines."""
 
-    def __init__(self, out, uri: str = "", source_id: int = 0):
+    def __init__(self, out, uri: str = "", source_id: int = 0, make: Optional[Callable[[FrameMeta], Frame]] = None):
         self.out = out
+        self.make = make or Frame   # meta -> the Frame message (the camera's motion gate fills it in)
         self.uri = uri
         self.source_id = source_id
         self.wants = 0
@@ -65,7 +66,7 @@ class Publisher:
         meta = slots.take_staged()
         if meta is None:
             return None
-        if not busmod.try_send(self.out, Frame(meta)):
+        if not busmod.try_send(self.out, self.make(meta)):
             slots.unpublish(meta)
             self.wants = 0  # the (new) infer asks again
             return None
