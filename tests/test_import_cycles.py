@@ -126,5 +126,5 @@ def test_the_checker_sees_a_cycle():
     g = {"a": {"b"}, "b": {"a"}, "c": {"a"}}
     assert find_cycles(g) == [["a", "b"]]
     assert "trackpipe.pipeline.runtime.supervisor" in import_graph()["trackpipe.pipeline.runtime.app"]
-    # resolution of a lazy import inside a function body (render imports the display driver there)
-    assert "trackpipe.pipeline.display.driver" in import_graph()["trackpipe.pipeline.stages.render"]
+    # resolution of a lazy import inside a function body (render imports its Qt display mode there)
+    assert "trackpipe.pipeline.stages.render_qt" in import_graph()["trackpipe.pipeline.stages.render"]

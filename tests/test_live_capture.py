@@ -11,7 +11,7 @@ import pytest
 
 from conftest import VIDEO_360
 from trackpipe.pipeline.runtime import cleanup
-from trackpipe.pipeline.runtime.shared import Flag
+from trackpipe.pipeline.common.shared import Flag
 from trackpipe.pipeline.stages.live.publisher import Publisher
 from trackpipe.pipeline.stages.live.slots import SlotAllocator
 from trackpipe.pipeline.stages.live.watchdog import SourceWatchdog

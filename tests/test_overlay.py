@@ -295,7 +295,7 @@ def test_import_has_no_side_effects():
     code = ("import sys; import trackpipe.pipeline.display as d; "
             "import trackpipe.pipeline.display.geometry, trackpipe.pipeline.display.masking; "
             "import trackpipe.pipeline.display.qt_env, trackpipe.pipeline.display.qt_loop; "
-            "import trackpipe.pipeline.display.driver, trackpipe.pipeline.stages.render; "
+            "import trackpipe.pipeline.stages.render_qt, trackpipe.pipeline.stages.render; "
             "assert 'PySide6' not in sys.modules, 'PySide6 imported at import time'; "
             "assert 'trackpipe.pipeline.display.windows' not in sys.modules; print('ok')")
     root = str(Path(__file__).resolve().parents[1])

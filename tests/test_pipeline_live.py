@@ -14,7 +14,7 @@ import pytest
 from conftest import fake_detector_factory, leftovers
 from trackpipe.pipeline.runtime.app import run_pipeline
 from trackpipe.pipeline.config import Config
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 
 
 @pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""CPU placement (`pipeline.runtime.placement`): the plan for a given set of cores, the config
+"""CPU placement (`pipeline.common.placement`): the plan for a given set of cores, the config
 checks, and real affinity on a real process."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from trackpipe.pipeline.config import Config, set_value
 from trackpipe.pipeline.errors import ConfigError
-from trackpipe.pipeline.runtime import placement as P
+from trackpipe.pipeline.common import placement as P
 
 
 def test_auto_on_two_cores_is_unplaced_and_says_why():

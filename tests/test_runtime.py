@@ -14,7 +14,7 @@ from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.errors import ConfigError
 from trackpipe.pipeline.profiling.profiler import IN, OUT, Profiler
 from trackpipe.pipeline.runtime.inputs import check_display, check_tracker, display_mode
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.runtime.topology import Topology
 from trackpipe.pipeline.runtime.watchdog import RestartPolicy, describe_exit, silent_stages, slow_restarts
 

@@ -77,7 +77,7 @@ def _on_off(value: Any) -> Any:
 
 
 def _check_cpus(value: Any) -> Any:
-    from trackpipe.pipeline.runtime.placement import check_cpus
+    from trackpipe.pipeline.common.placement import check_cpus
     problem = check_cpus(value)
     if problem:
         raise field_error(problem)
@@ -171,7 +171,7 @@ class PipelineConfig(Section):
                                            "the other cameras' frames to join its batch", ge=0.0, le=1000.0)
     cpus: Annotated[Union[bool, str, Dict[str, Any]], BeforeValidator(_check_cpus)] = Field(
         "auto", description="CPU placement: auto (infer on its own cores), off, or {stage: [cores]} "
-                            "(runtime/placement.py)")
+                            "(pipeline/common/placement.py)")
     camera: CameraName = Field("cam0", description="the camera's name in events, MQTT topics, zones/lines and "
                                                    "{camera} in output paths")
 

@@ -54,7 +54,7 @@ class RunPlan:
     display: str                        # window | overlay | mirror | none
     region: Optional[Tuple[int, int, int, int]] = None
     detector_factory: Optional[Callable] = None   # picklable spec -> Detector (tests)
-    placement: Optional[object] = None            # runtime.placement.Placement
+    placement: Optional[object] = None            # common.placement.Placement
     cameras: List[Camera] = field(default_factory=list)   # runtime.cameras.Camera, info set
 
 

@@ -33,9 +33,9 @@ from . import cleanup
 from .inputs import display_mode, display_region
 from .cameras import Camera
 from .processes import ProcessFactory, RunPlan
-from .shared import Flag, StageBoard
+from trackpipe.pipeline.common.shared import Flag, StageBoard
 from .signals import StopSignals, start_with_signals_blocked
-from . import placement as placing
+from trackpipe.pipeline.common import placement as placing
 from .topology import Topology
 from .watchdog import RestartPolicy, describe_exit, kill, not_ready, silent_stages, slow_restarts
 

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Callable, Dict, List, Optional
 
-from .shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 
 
 def describe_exit(code: Optional[int]) -> str:

@@ -26,7 +26,7 @@ import zmq
 
 from trackpipe.models.errors import error_line
 from trackpipe.pipeline.profiling.stats import StageStats
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import STATS, Bus
 from trackpipe.pipeline.transport.messages import Log, Message, StageState, State, Stats
@@ -42,8 +42,8 @@ class RunContext:
     run_dir: str
     ring_name: str
     mode: str              # "lossless" | "latest"
-    stop: object           # runtime.shared.Flag: stop everything
-    go: object             # runtime.shared.Flag: every stage is ready, capture may start
+    stop: object           # common.shared.Flag: stop everything
+    go: object             # common.shared.Flag: every stage is ready, capture may start
     board: StageBoard
     stage_index: dict      # stage name -> row of the board
     stats_interval_s: float = 1.0

@@ -13,7 +13,7 @@ It hosts the one display stage, ``output.display``:
 - ``overlay``: a click-through, always-on-top Qt window over the captured screen region that
   paints only the boxes, and reports what it painted to capture (`Drawn`), which masks it out
   of the next grabs; ``mirror``: a Qt window showing the frames with their boxes. Both run
-  Qt's event loop in this process' main thread (`display.driver.QtDisplayDriver`);
+  Qt's event loop in this process' main thread (`render_qt.QtDisplayDriver`);
 - ``none``: nothing shown.
 """
 
@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import CTL, OVERLAY, SINK, TRACKS, of_camera
 from trackpipe.pipeline.transport.messages import EndOfStream, Snapshot, StageState, Tracked
@@ -288,7 +288,7 @@ class RenderProcess(StageProcess):
             return
         self._open_outputs()
         if self.display in QT_DISPLAYS:
-            from trackpipe.pipeline.display.driver import QtDisplayDriver
+            from .render_qt import QtDisplayDriver
             if QtDisplayDriver(self).run():
                 log.info("%s window closed by the user", self.display)
                 self.send_state(StageState.QUIT)

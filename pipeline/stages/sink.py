@@ -25,7 +25,7 @@ import time
 from typing import Dict, List
 
 from trackpipe.pipeline.events.schema import track_ended
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport.bus import SINK
 from trackpipe.pipeline.transport.messages import EndOfStream, Snapshot, SourceEvent, Tracked
 

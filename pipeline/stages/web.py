@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 from trackpipe.pipeline.errors import ConfigError
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport.bus import WEB
 from trackpipe.pipeline.transport.messages import EndOfStream, FrameMeta, LiveStats, SourceEvent, Tracked
 from trackpipe.pipeline.transport.ring import FrameRing

@@ -1,4 +1,4 @@
-"""The overlay / mirror display inside the render stage: Qt's event loop drives render.
+"""Render's overlay / mirror display mode: Qt's event loop drives the render stage.
 
 Qt needs the process' main thread, so in these modes render does not loop over its input
 socket; `run_overlay_loop` calls back every 5 ms:
@@ -22,11 +22,12 @@ from typing import Optional
 import numpy as np
 
 from trackpipe.models.types import Tracks
-from trackpipe.pipeline.runtime.shared import StageBoard
+from trackpipe.pipeline.display.qt_env import OverlayUnavailable
+from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.messages import Drawn, EndOfStream, Tracked
 
-from .qt_env import OverlayUnavailable
+from .base import StageError
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,8 @@ class QtDisplayDriver:
 
     def run(self) -> bool:
         """Until the run stops or the stream ends -> True when the user closed the window."""
+        from trackpipe.pipeline.display.qt_loop import run_overlay_loop
         from trackpipe.pipeline.errors import PipelineError
-        from trackpipe.pipeline.stages.base import StageError
-
-        from .qt_loop import run_overlay_loop
         if self.region is None:
             raise PipelineError("the overlay/mirror display needs the screen region")
         try:
@@ -92,7 +91,7 @@ class QtDisplayDriver:
         st = self.stage
         st.tick()
         if not self._placed:
-            from .windows import place_mirror
+            from trackpipe.pipeline.display.windows import place_mirror
             self._placed = place_mirror(self.region)
         self._finish()   # mirror (and the previous overlay update, if on_drawn was not called)
         msgs = []
