@@ -33,6 +33,7 @@ _OVERRIDES = {
     "metrics_port": "metrics_port", "log_level": "log_level",
     "max_predict": "tracker.max_predict", "interpolate": "tracker.interpolate",
     "http_port": "output.http_port", "http_host": "output.http_host", "http_token": "output.http_token",
+    "record": "record.dir",
 }
 
 
@@ -85,6 +86,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--mot", help="MOTChallenge track file")
     t.add_argument("--events", help="JSON-lines events file")
     t.add_argument("--snapshots", metavar="DIR", help="a JPEG of the frame when a new track appears")
+    t.add_argument("--record", metavar="DIR",
+                   help="record every camera into DIR: its packets copied into 10 s segments, an index of "
+                        "segments and events, event clips and snapshots (record: in the config; docs/recording.md)")
     t.add_argument("--snapshot-classes", metavar="CLASSES",
                    help="snapshot only new tracks of these classes: ids or names, comma separated")
     t.add_argument("--headless", action="store_true", default=None, help="no window, no live table")

@@ -125,7 +125,7 @@ class Recorder:
         log.info("recording %s into %s", ", ".join(f"{c.name} ({c.mode})" for c in self.cams.values()), self.root)
         return True
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 1.5) -> None:
         """Stop the cameras (their open segments are finished), index the last events and snapshots."""
         if not self.enabled:
             return
@@ -163,13 +163,20 @@ class Recorder:
         self.tracked_until[camera] = t + b.offset
 
     def on_events(self, camera: str, events: Sequence[dict]) -> None:
+        for ev in events:
+            self.on_event(camera, ev)
+
+    def on_event(self, camera: str, ev: dict) -> Optional[str]:
+        """One event dict of ``camera``; -> the review id when it finished an event (a
+        ``track_ended`` of a class recorded), whose clip and snapshot the API then serves."""
         b = self.builders.get(camera)
         if b is None or not self.enabled:
-            return
-        for ev in events:
-            rec = b.on_event(ev)
-            if rec is not None:
-                self._put(("event", rec))
+            return None
+        rec = b.on_event(ev)
+        if rec is None:
+            return None
+        self._put(("event", rec))
+        return rec.id
 
     def stats(self) -> dict:
         return {**self.counts, "cameras": {n: {"state": t.state, "segments": t.segments, "packets": t.packets,
@@ -209,9 +216,7 @@ class Recorder:
                         self._snap(final=False)
                         arg.set()
                     elif kind == "close":
-                        end = time.monotonic() + arg
-                        while self.snapshots and time.monotonic() < end:
-                            self._snap(final=True)
+                        self._snap(final=True, deadline=time.monotonic() + arg)   # each tried once more
                         self._requests()
                         self._retain()
                         return
@@ -233,10 +238,12 @@ class Recorder:
         t = self.threads.get(camera)
         return [] if t is None else t.open_segments()
 
-    def _snap(self, final: bool) -> None:
+    def _snap(self, final: bool, deadline: float = float("inf")) -> None:
         keep = []
         for job in self.snapshots:
             ev = job.event
+            if time.monotonic() > deadline:
+                break
             segs = self.index.segments(ev.camera, after=ev.t_best - 1.0, before=ev.t_best + 1.0)
             segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.t_best + 1.0]
             got = frame_at(self.root, segs, ev.t_best, need_after=not final) if segs else None

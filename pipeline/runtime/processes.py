@@ -65,6 +65,8 @@ class StageSettingsBuilder:
         self.plan = plan
         self.cameras = tuple(plan.cameras)
         self.names = tuple(plan.names) if plan.names else None
+        from trackpipe.pipeline.recording.settings import resolve
+        self.record = resolve(plan.cfg, self.cameras, plan.mode == "lossless", names=self.names or ())
 
     def settings(self, process: str, incarnation: int = 0):
         stage = Topology.stage_of(process)
@@ -116,11 +118,11 @@ class StageSettingsBuilder:
         from trackpipe.pipeline.events.targets import target_configs
         c, append = self.plan.cfg, incarnation > 0
         return SinkSettings(self.cameras, self.names, tuple(target_configs(c, self.cameras, append)), append=append,
-                            interpolate=c.tracker.interpolate or 0)
+                            interpolate=c.tracker.interpolate or 0, record=self.record)
 
     def web(self, worker: int, incarnation: int) -> WebSettings:
         from trackpipe.pipeline.stages.web import web_config
-        return WebSettings(web_config(self.plan.cfg), self.cameras, self.names)
+        return WebSettings(web_config(self.plan.cfg), self.cameras, self.names, record=self.record)
 
 
 class ProcessFactory:

@@ -69,7 +69,7 @@ class Supervisor:
                                           getattr(spec, "threads", 0) or 0)
         workers, threads = self.placement.workers, self.placement.threads
         self.topology = Topology.build(workers, sink=bool(any(c.mot or c.events for c in self.cameras) or cfg.mqtt
-                                                          or cfg.webhooks),
+                                                          or cfg.webhooks or cfg.record.dir),
                                        web=cfg.output.http_port is not None, cameras=len(self.cameras))
         display = display_mode(cfg)
         self.plan = RunPlan(cfg, spec, info, names, self.mode, self.topology, threads, display,

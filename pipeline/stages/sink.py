@@ -62,6 +62,7 @@ class SinkProcess(StageProcess):
         # track_started and not yet ended: (camera index, id) -> what stopping needs
         self.open: Dict[tuple, dict] = {}
         self.stats.gauges.update(events=0)
+        self.recorder = None
 
     def _open_outputs(self) -> None:
         """Opened once the run starts (not in setup): a run that fails to start writes no file."""
@@ -76,6 +77,10 @@ class SinkProcess(StageProcess):
             raise StageError(f"cannot write {e.filename}: {e.strerror}") from None
         self.files = out.files          # the events files (their states stay in the profile once closed)
         self.out = out.start() if out.targets else None   # the deliveries' threads run in this process
+        if self.settings.record is not None:   # recording: its threads run here, the one writer of its index
+            from trackpipe.pipeline.recording.recorder import Recorder
+            rec = Recorder(self.settings.record)
+            self.recorder = rec if rec.start() else None
 
     def send_stats(self) -> None:
         """Each output file's state (ok, stopped, resumed; what it lost) and each delivery's
@@ -86,6 +91,8 @@ class SinkProcess(StageProcess):
             self.stats.gauges["outputs"] = [f.state.to_dict() for f in files]
         if out is not None and out.deliveries:
             self.stats.gauges["delivery"] = [s.to_dict() for s in out.stats()]
+        if getattr(self, "recorder", None) is not None:
+            self.stats.gauges["recording"] = self.recorder.stats()
         super().send_stats()
 
     def _flush(self) -> None:
@@ -107,9 +114,16 @@ class SinkProcess(StageProcess):
             for key in list(self.open):
                 self._end_open(key, "stopped")
         self._close_delivery(1.0)
+        self._close_recorder()
         for c in cams:
             if c.mot is not None:
                 c.mot.close()
+
+    def _close_recorder(self) -> None:
+        rec, self.recorder = getattr(self, "recorder", None), None
+        if rec is not None:
+            rec.close()
+            self.stats.gauges["recording"] = rec.stats()
 
     def _end_open(self, key: tuple, reason: str) -> None:
         st = self.open.pop(key)
@@ -126,6 +140,12 @@ class SinkProcess(StageProcess):
             self.open.pop((cam.index, int(ev["track_id"])), None)
             if cam.mot is not None:   # the ended track's rows are on disk with its event
                 cam.mot.flush()
+            review = self.recorder.on_event(cam.name, ev) if self.recorder is not None else None
+            if review is not None:    # its clip (cut on request) and best snapshot in the review API
+                ev = {**ev, "review_id": review, "clip": f"/api/events/{review}/clip.mp4",
+                      "snapshot": f"/api/events/{review}/snapshot.jpg"}
+        elif self.recorder is not None:
+            self.recorder.on_event(cam.name, ev)
         if self.out is not None:
             self.out.offer(ev)
         self.stats.gauges["events"] += 1
@@ -167,6 +187,8 @@ class SinkProcess(StageProcess):
                 cam.last_t = msg.meta.t_capture
             if cam.mot is not None and msg.tracks is not None:
                 cam.mot.write(seq + 1, msg.tracks)
+            if self.recorder is not None and msg.tracks is not None:
+                self._observe(cam, msg)
             for ev in msg.events:
                 cam.last_t = ev.get("t", cam.last_t)
                 self._event(cam, ev)
@@ -175,9 +197,23 @@ class SinkProcess(StageProcess):
             self.stats.item(t0, t1, t0 - idle_since)
             idle_since = time.monotonic()
 
+    def _observe(self, cam: CameraSink, msg: Tracked) -> None:
+        """The frame's tracks to the recorder, on the events' clock (live: capture time; files run
+        lossless: media time, seq / fps, as the track stage's events)."""
+        meta, tr = msg.meta, msg.tracks
+        if self.rc.mode == "lossless":
+            info = self.settings.cameras[cam.index].info
+            fps = float(getattr(info, "fps", 0.0) or 0.0)
+            t = meta.seq / (fps if fps > 0 else 30.0)
+        else:
+            t = meta.t_capture
+        self.recorder.observe(cam.name, t, tr.track_id, tr.xyxy, tr.score, tr.class_id,
+                              getattr(tr, "predicted", None), (meta.shape[1], meta.shape[0]))
+
     def _finish(self) -> None:
         """Every stream ended: deliver what is queued, then (lossless runs) interpolate the MOT files."""
         self._close_delivery(CLOSE_TIMEOUT_S)
+        self._close_recorder()
         mots = [c.mot for c in self.cams if c.mot is not None]
         for mot in mots:
             mot.close()

@@ -140,7 +140,7 @@ class WebProcess(StageProcess):
             except (OSError, ValueError):
                 pass
         for i, cfg in enumerate(tries):
-            server = server_cls(self.hub, cfg, names=self.names or (), zones=zones)
+            server = server_cls(self.hub, cfg, names=self.names or (), zones=zones, review=self._review())
             try:
                 server.start()
                 break
@@ -152,6 +152,14 @@ class WebProcess(StageProcess):
             with open(port_file, "w") as f:
                 f.write(str(server.port))
         return server
+
+    def _review(self):
+        """The review API over the run's record folder (it only reads; the sink writes the index)."""
+        rec = self.settings.record
+        if rec is None:
+            return None
+        from trackpipe.pipeline.recording.review import ReviewApi, rolls_of
+        return ReviewApi(rec.root, rolls_of(rec.cameras))
 
     def teardown(self) -> None:
         if getattr(self, "server", None) is not None:

@@ -10,6 +10,10 @@
     GET /api/cameras/{name}/stream.mjpeg    multipart/x-mixed-replace, <= max_fps
     GET /api/events?since=SEQ&limit=N       {"events": [...], "last_event_seq": n} (400 if malformed)
     GET /api/events/stream?since=SEQ        text/event-stream, one ``data:`` JSON per event, ``id:`` = event_seq
+
+With recording (``review``, `pipeline.recording.review.ReviewApi`): ``GET /review`` (the review page),
+``GET /api/events`` without ``since`` (the recorded events), ``/api/events/{id}[/clip.mp4|/snapshot.jpg]``,
+``DELETE /api/events/{id}``, ``/api/recordings/{camera}[/export.mp4]`` (docs/recording.md).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from .provider import EVENT, FRAME, LiveViewProvider
 
 log = logging.getLogger(__name__)
 
-STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
+          "review.html": "text/html", "review.js": "text/javascript"}
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -100,8 +105,9 @@ class LiveApp:
     """
 
     def __init__(self, provider: LiveViewProvider, cfg: WebConfig, names: Sequence[str] = (),
-                 zones: dict[str, list] | None = None, errors: RequestErrorLog | None = None):
+                 zones: dict[str, list] | None = None, errors: RequestErrorLog | None = None, review=None):
         self.provider, self.cfg = provider, cfg
+        self.review = review            # the recordings' review API (None: nothing recorded)
         self.errors = errors            # the server's request-error log (its count is a metric)
         self.names, self.zones = list(names), dict(zones or {})
         self.feeds: dict[str, CameraFeed] = {}
@@ -133,6 +139,9 @@ class LiveApp:
         r.add_get("/api/cameras/{name}/stream.mjpeg", self.stream)
         r.add_get("/api/events", self.events_json)
         r.add_get("/api/events/stream", self.events_stream)
+        if self.review is not None:
+            r.add_get("/review", self.review_page)
+            self.review.add_routes(r, events_list=False)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -150,6 +159,8 @@ class LiveApp:
         for feed in self.feeds.values():
             await feed.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.review is not None:
+            self.review.close()
 
     def _on_publish(self, kind: str, camera: str | None) -> None:
         """Provider listener, on the publisher's thread: wake the loop only if someone waits."""
@@ -186,9 +197,12 @@ class LiveApp:
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(body=self._static["index.html"], content_type="text/html", headers=NO_STORE)
 
+    async def review_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._static["review.html"], content_type="text/html", headers=NO_STORE)
+
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["file"]
-        if name not in STATIC or name == "index.html":
+        if name not in STATIC or name.endswith(".html"):
             raise web.HTTPNotFound()
         return web.Response(body=self._static[name], content_type=STATIC[name], headers=NO_STORE)
 
@@ -221,6 +235,8 @@ class LiveApp:
         return web.Response(body=jpeg, content_type="image/jpeg", headers=NO_STORE)
 
     async def events_json(self, request: web.Request) -> web.Response:
+        if self.review is not None and "since" not in request.query:   # the recorded events
+            return await self.review.events(request)
         since = _int_param(request, "since", 0, 0, MAX_SEQ)
         limit = _int_param(request, "limit", 1000, 1, 10000)
         return _json({"events": self.provider.events_since(since, limit),

@@ -42,13 +42,14 @@ class WebServer:
     config:   checked with ``WebConfig.resolved()`` here (token from $TRACKPIPE_HTTP_TOKEN); a
               bad one raises ``WebConfigError``
     names:    class names for the box labels; zones: {camera: zones/lines drawn on its frames}
+    review:   the recordings' review API to mount (`pipeline.recording.review.ReviewApi`), or None
     """
 
     def __init__(self, provider: LiveViewProvider, config: WebConfig | None = None, names: Sequence[str] = (),
-                 zones: dict[str, list] | None = None):
+                 zones: dict[str, list] | None = None, review=None):
         self.cfg = (config or WebConfig()).resolved()
         self.errors = RequestErrorLog(log)
-        self.live = LiveApp(provider, self.cfg, names, zones, errors=self.errors)
+        self.live = LiveApp(provider, self.cfg, names, zones, errors=self.errors, review=review)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None

@@ -118,6 +118,14 @@ function listen() {
   }).catch((err) => { $("#status").textContent = "offline: " + err.message; setTimeout(listen, 2000); });
 }
 
+function reviewLink() {
+  // shown when the run records (the review page answers)
+  fetch("review", { headers, method: "HEAD" }).then((r) => {
+    if (r.ok) { const a = $("#review-link"); a.href = withToken("review"); a.hidden = false; }
+  }).catch(() => {});
+}
+
 poll();
 setInterval(poll, 1000);
 listen();
+reviewLink();
