@@ -1,15 +1,17 @@
 """Objects that stand still keep their tracks without a detection per frame.
 
 On a frame the motion gate skips (nothing moved), the tracker is still updated, as on every
-frame, with the detections it would most likely have got: each held track's last observed box,
-class and score (`StationaryBook.held`). A held object so keeps its track and its ID; a track
-that was already being missed (it left while things moved) is not held and ends as it would
-have; the score statistics the tracker keeps see what a detection per frame would have shown.
+frame, with the detections it would most likely have got (`StationaryBook.held`): those of the
+last detected frame (nothing moved since, so the detector would find the same), plus, for a
+stationary track that the last re-check missed (fewer than ``miss_tolerance`` re-checks in a
+row), its last observed box, class and score. A held object so keeps its track and its ID (a
+parked car the detector misses once at a re-check too); a track that was already being missed
+(it left while things moved) gets nothing and ends as it would have; the score statistics the
+tracker keeps (the hybrid tracker's thresholds are quantiles of them) see what a detection per
+frame of the still scene would have shown, low scores included.
 
-Held: tracks observed at the last real detection, and stationary tracks missed at fewer than
-``miss_tolerance`` real detections in a row (a parked car the detector misses once at a
-re-check keeps its ID). Stationary: a track whose box kept an IoU of at least ``move_iou``
-with where it stopped for ``threshold`` frames (held frames count: nothing moved in them).
+Stationary: a track whose box kept an IoU of at least ``move_iou`` with where it stopped for
+``threshold`` frames (held frames count: nothing moved in them).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class StationaryBook:
         self.move_iou = float(move_iou)
         self.miss_tolerance = max(1, int(miss_tolerance))
         self.tracks: Dict[int, _Track] = {}
+        self.last: Detections = Detections.empty()   # the last detected frame's (filtered) detections
+
+    def remember(self, dets: Detections) -> None:
+        """A detected frame's detections, as the tracker got them (N,4)/(N,)/(N,)."""
+        self.last = dets
 
     def observe(self, tracks: Tracks, live_ids: Iterable[int], detected: bool) -> None:
         """After a tracker update: ``tracks`` its output (ids as the run numbers them),
@@ -63,9 +70,9 @@ class StationaryBook:
             if st is None:
                 self.tracks[tid] = _Track(box, float(tracks.score[k]), int(tracks.class_id[k]), box.copy())
                 continue
-            st.box, st.class_id, st.misses = box, int(tracks.class_id[k]), 0
-            if detected:
-                st.score = float(tracks.score[k])
+            st.box, st.class_id = box, int(tracks.class_id[k])
+            if detected:   # a held frame's match is no sighting
+                st.score, st.misses = float(tracks.score[k]), 0
             if box_iou(box, st.anchor) >= self.move_iou:
                 st.still += 1
             else:
@@ -77,20 +84,19 @@ class StationaryBook:
             elif detected and tid not in seen:
                 self.tracks[tid].misses += 1
 
-    def _held_ids(self) -> List[int]:
+    def _missed_stationary(self) -> List[int]:
         return [tid for tid, st in self.tracks.items()
-                if st.misses == 0 or (st.still >= self.threshold and st.misses < self.miss_tolerance)]
+                if st.still >= self.threshold and 0 < st.misses < self.miss_tolerance]
 
     def held(self) -> Detections:
-        """The detections of a skipped frame: the held tracks' last boxes (N,4), scores (N,)
-        and classes (N,)."""
-        ids = self._held_ids()
-        if not ids:
-            return Detections.empty()
-        sts = [self.tracks[i] for i in ids]
-        return Detections(np.stack([s.box for s in sts]).astype(np.float32),
-                          np.array([s.score for s in sts], np.float32),
-                          np.array([s.class_id for s in sts], np.int32))
+        """The detections of a skipped frame: the last detected frame's, plus the stationary
+        tracks the last re-check missed at their last boxes: (N,4) boxes, (N,) scores, (N,) classes."""
+        sts = [self.tracks[i] for i in self._missed_stationary()]
+        if not sts:
+            return self.last
+        return Detections(np.concatenate([self.last.xyxy, np.stack([s.box for s in sts]).astype(np.float32)]),
+                          np.concatenate([self.last.score, np.array([s.score for s in sts], np.float32)]),
+                          np.concatenate([self.last.class_id, np.array([s.class_id for s in sts], np.int32)]))
 
     def stationary(self, track_ids: np.ndarray) -> np.ndarray:
         """(N,) track ids -> (N,) bool: stationary."""

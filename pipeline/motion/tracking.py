@@ -3,7 +3,8 @@ track stage runs them (the benchmarks run the same object):
 
 1. the detections of a detected frame pass the camera's `ObjectFilters` (classes, areas,
    ratios, scores, object masks) before the tracker sees them;
-2. a frame the motion gate skipped gets the held detections (`StationaryBook.held`);
+2. a frame the motion gate skipped gets the held detections (`StationaryBook.held`: the last
+   detected frame's, and stationary objects a re-check missed);
 3. the tracker is updated, as on every frame;
 4. the `ThresholdGate` hides tracks whose first scores have not reached their class's
    ``threshold`` yet: events, counts, zones and drawing see only what passes.
@@ -49,6 +50,7 @@ class GatedTracking:
         held = 0
         if detected:
             dets = self.filters.apply(dets, frame_wh)
+            self.book.remember(dets)
         else:
             dets = self.book.held()
             held = len(dets)
