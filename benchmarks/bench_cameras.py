@@ -2,6 +2,7 @@
 unbatched across cameras; one camera killed for 10 s among four.
 
     python benchmarks/bench_cameras.py [--cameras 1 2 4 8] [--seconds 20] [--repeat 1] [--no-fault]
+                                       [--static-cameras 8 16 24] [--static-off 8]
 
 Throughput part: N live cameras, each ``aiguys_video.mp4`` (640x360, 30 fps) played in real
 time and looped (``--realtime --loop``: a 30 fps camera without an encoder process per camera
@@ -17,9 +18,19 @@ Fault part (``--no-fault`` skips it): four real RTSP cameras (tests/rtsp's GStre
 of the other three in the 10 s before and during the outage (Prometheus ``--metrics-port``),
 their ratio, and whether every track they started also ended (no event lost).
 
+Static part (``--static-cameras N ...``): N cameras of 640x360 at 15 fps, every one but the
+first a scene that stands still (one real frame of ``traffic-cars.mp4`` with fresh camera noise
+on every frame, H.264, tests/motion_clips.py), the first a real moving one (``aiguys_video.mp4``
+at 15 fps), all ``--realtime --loop``, motion gating on (``detect.motion`` auto: live sources);
+``--static-off N ...`` runs the same with ``detect.motion=off`` for reference. Per run: the
+slowest camera's FPS / 15, the worst frame age p95, the share of frames detected on the still
+cameras and on the moving one, CPU cores used, and whether every track the moving camera started
+also ended. The largest N that keeps every camera at >= 0.95x of 15 FPS with frame age p95
+< 500 ms is printed.
+
 Targets: batched >= 1.3x unbatched detector throughput at 4+ cameras; frame age p95 <
 0.5 s for every camera; per-camera FPS within 10 % of each other; during the fault the others
-keep >= 0.9x their FPS. The last line is one JSON object.
+keep >= 0.9x their FPS; static part: 16 or more cameras. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -73,6 +84,53 @@ def run_cameras(n: int, batch: str, seconds: float, tmp: Path) -> dict:
             "age_p95_ms": max(c["frame_age_ms"].get("p95") or 0.0 for c in cams.values()),
             "cpu_cores_per_camera": round(cpu / wall / n, 3), "drops": sum(c["drops"] for c in cams.values()),
             "backend": p["detector"].get("backend", "")}
+
+
+def static_clips(tmp: Path) -> tuple:
+    """(the still camera's clip, the moving camera's clip): 640x360 at 15 fps, H.264."""
+    sys.path.insert(0, str(REPO))
+    from tests.motion_clips import encode, read_video, static_camera
+    still = static_camera(ASSETS / "video" / "traffic-cars.mp4", tmp / "still15.mp4", seconds=20.0,
+                          size=(640, 360), fps=15.0)
+    frames, _ = read_video(VIDEO)
+    moving = tmp / "moving15.mp4"
+    encode(iter(frames[::2]), moving, 15.0)       # 30 -> 15 fps: every other real frame
+    return still.path, str(moving)
+
+
+def static_run(n: int, motion: str, seconds: float, clips: tuple, tmp: Path) -> dict:
+    """``n`` realtime cameras at 15 fps, camera 0 moving, the others still; -> figures."""
+    prof, ev = tmp / f"s{n}_{motion}.json", tmp / f"s{n}_{motion}.jsonl"
+    args = [sys.executable, str(REPO / "run_tracker.py"), "--headless", "--realtime", "--loop",
+            "--duration", str(seconds), "--profile", str(prof), "--events", str(ev),
+            "--set", f"detect.motion={motion}", "--log-level", "warning"]
+    for i in range(n):
+        args += ["--source", clips[1] if i == 0 else clips[0]]
+    cpu0 = _children_cpu()
+    t0 = time.monotonic()
+    r = subprocess.run(args, cwd=str(REPO), capture_output=True, text=True, timeout=seconds + 600,
+                       check=False)
+    wall = time.monotonic() - t0
+    cpu = _children_cpu() - cpu0
+    if r.returncode != 0:
+        raise SystemExit(f"run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    p = json.loads(prof.read_text())
+    cams = p["cameras"]
+    fps = {k: c["fps"] for k, c in cams.items()}
+    events = [json.loads(ln) for ln in ev.read_text().splitlines()] if ev.exists() else []
+    mov = [e for e in events if e.get("camera") == "cam0"]
+    started = {e["track_id"] for e in mov if e["event"] == "track_started"}
+    ended = {e["track_id"] for e in mov if e["event"] == "track_ended"}
+    still = [c for k, c in cams.items() if k != "cam0"]
+    return {"cameras": n, "motion": motion, "fps_min_ratio": round(min(fps.values()) / 15.0, 3),
+            "fps_min": min(fps.values()), "age_p95_ms": max(c["frame_age_ms"].get("p95") or 0.0 for c in cams.values()),
+            "detect_still": round(statistics.mean(c.get("detect_fraction") or 0.0 for c in still), 3) if still else None,
+            "detect_moving": cams["cam0"].get("detect_fraction"),
+            "motion_moving": cams["cam0"].get("motion_fraction"),
+            "detector_fps": p["stages"]["infer"].get("fps", 0.0),
+            "cpu_cores": round(cpu / wall, 2), "moving_tracks": len(started), "moving_events_paired": started == ended,
+            "ok": min(fps.values()) >= 0.95 * 15.0 and max(c["frame_age_ms"].get("p95") or 0.0
+                                                           for c in cams.values()) < 500.0}
 
 
 def fault_run(tmp: Path) -> dict:
@@ -147,7 +205,10 @@ def fault_run(tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--cameras", type=int, nargs="*", default=[1, 2, 4, 8])
+    ap.add_argument("--static-cameras", type=int, nargs="*", default=[],
+                    help="still cameras + one moving, motion gating on (e.g. 8 16 24)")
+    ap.add_argument("--static-off", type=int, nargs="*", default=[], help="the same with detect.motion=off")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--repeat", type=int, default=1, help="runs of each pair (medians reported)")
     ap.add_argument("--no-fault", action="store_true")
@@ -165,6 +226,11 @@ def main() -> None:
                        for k in rs[0]}
                 rows.append(row)
         fault = None if a.no_fault else fault_run(tmp)
+        static = []
+        if a.static_cameras or a.static_off:
+            clips = static_clips(tmp)
+            static = [static_run(n, "off", a.seconds, clips, tmp) for n in a.static_off] + \
+                     [static_run(n, "auto", a.seconds, clips, tmp) for n in a.static_cameras]
     hdr = f"{'cams':>4} {'batch':>5} {'fps/cam min..max':>17} {'spread':>6} {'det fps':>7} {'mean b':>6} " \
           f"{'age p95 ms':>10} {'cores/cam':>9} {'drops':>6}"
     print(hdr)
@@ -181,8 +247,20 @@ def main() -> None:
         print(f"{n} camera(s): batched / unbatched detector throughput {ratios[n]:.2f}x")
     if fault:
         print(f"fault (4 RTSP cameras, cam3 killed 10 s): {json.dumps(fault)}")
+    if static:
+        hdr = f"{'cams':>4} {'motion':>6} {'fps min/15':>10} {'age p95 ms':>10} {'det still':>9} {'det moving':>10} " \
+              f"{'det fps':>7} {'cores':>5} {'tracks':>6} {'paired':>6} {'ok':>3}"
+        print(hdr)
+        print("-" * len(hdr))
+        for r in static:
+            print(f"{r['cameras']:>4} {r['motion']:>6} {r['fps_min_ratio']:>10.3f} {r['age_p95_ms']:>10.1f} "
+                  f"{r['detect_still'] or 0:>9.3f} {r['detect_moving'] or 0:>10.3f} {r['detector_fps']:>7.1f} "
+                  f"{r['cpu_cores']:>5.2f} {r['moving_tracks']:>6} {r['moving_events_paired']!s:>6} "
+                  f"{'yes' if r['ok'] else 'no':>3}")
+        best = max((r["cameras"] for r in static if r["motion"] == "auto" and r["ok"]), default=0)
+        print(f"largest N with every camera >= 0.95 x 15 FPS and frame age p95 < 500 ms (gating on): {best}")
     print(json.dumps({"bench": "cameras", "rows": rows, "batched_over_unbatched": ratios, "fault": fault,
-                      "cpu_count": os.cpu_count()}))
+                      "static": static, "cpu_count": os.cpu_count()}))
 
 
 if __name__ == "__main__":

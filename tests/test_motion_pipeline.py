@@ -22,7 +22,7 @@ STREET = VIDEO / "aiguys_video.mp4"
 
 def _cli(*args, timeout=240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "run_tracker.py"), *args], cwd=str(ROOT), capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"), check=False)
 
 
 def _events(path):
@@ -97,3 +97,51 @@ def test_bad_motion_settings_are_one_line_and_exit_2(tmp_path, yaml, message):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+def test_a_live_camera_is_gated_and_says_so_in_the_live_view_metrics_and_profile(clip, tmp_path):
+    """A realtime (live) source: detect.motion auto is on; the live view's stats and /metrics
+    carry each camera's detected share, motion share and stationary objects."""
+    import re
+    import signal
+    import urllib.request
+
+    from tests.procs import wait_for
+
+    prof = tmp_path / "p.json"
+    err = open(tmp_path / "stderr.txt", "w+")   # noqa: SIM115 (closed below, after the run)
+    p = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", clip.path, "--realtime", "--loop",
+                          "--headless", "--http-port", "0", "--profile", str(prof), *MODEL], cwd=str(ROOT),
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.DEVNULL, stderr=err, text=True,
+                         start_new_session=True)
+    try:
+        def url():
+            m = re.search(r"live view on (http://\S+/)", (tmp_path / "stderr.txt").read_text())
+            assert p.poll() is None, (tmp_path / "stderr.txt").read_text()
+            return m and m.group(1)
+
+        base = wait_for(url, 120, "the live view")
+
+        def gated():
+            s = json.loads(urllib.request.urlopen(base + "api/stats", timeout=5).read())
+            c = (s.get("cameras") or {}).get("cam0") or {}
+            return c if c.get("frames_out", 0) > 2 * clip.frames and c.get("motion_fraction") is not None else None
+
+        cam = wait_for(gated, 120, "a loop and a half of the clip in the live stats")
+        assert cam["gating"] is True and cam["detect_fraction"] < 1.0
+        text = urllib.request.urlopen(base + "metrics", timeout=5).read().decode()
+        for name in ("trackpipe_camera_detect_fraction", "trackpipe_camera_motion_fraction",
+                     "trackpipe_camera_stationary_objects"):
+            assert re.search(rf'^{name}{{camera="cam0"}} [0-9.]+$', text, re.MULTILINE), name
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            raise
+        err.close()
+    assert p.returncode == 130, (tmp_path / "stderr.txt").read_text()[-2000:]
+    cam = json.loads(prof.read_text())["cameras"]["cam0"]
+    assert cam["gating"] is True and 0 < cam["detect_fraction"] < 1.0 and cam["motion_ms"] > 0

@@ -40,6 +40,12 @@ class Metrics:
         self.cam_up = Gauge("trackpipe_camera_source_up", "1 while the camera delivers frames", cam, registry=self.reg)
         self.cam_lost = Gauge("trackpipe_camera_source_lost_total", "times the camera was lost", cam,
                               registry=self.reg)
+        self.cam_detect = Gauge("trackpipe_camera_detect_fraction", "share of the camera's frames detected (motion "
+                                "gating skips the others)", cam, registry=self.reg)
+        self.cam_motion = Gauge("trackpipe_camera_motion_fraction", "share of the camera's frames with motion", cam,
+                                registry=self.reg)
+        self.cam_still = Gauge("trackpipe_camera_stationary_objects", "tracked objects standing still", cam,
+                               registry=self.reg)
         self.output_up = Gauge("trackpipe_output_up", "1 while an output file is written, 0 while it is stopped "
                                "(a full or unwritable disk)", ["output", "camera"], registry=self.reg)
         self.server = None
@@ -80,6 +86,10 @@ class Metrics:
             self.cam_drops.labels(name).set(cams[name]["drops"])
             self.cam_up.labels(name).set(gauges.get("source_up", 1))
             self.cam_lost.labels(name).set(gauges.get("source_lost", 0))
+            for g, key in ((self.cam_detect, "detect_fraction"), (self.cam_motion, "motion_fraction")):
+                if cams[name].get(key) is not None:
+                    g.labels(name).set(cams[name][key])
+            self.cam_still.labels(name).set(len(cams[name].get("stationary") or ()))
         for stage in ("render", "sink"):   # output files: video, snapshots, MOT, events
             for o in prof.gauges(stage).get("outputs") or ():
                 self.output_up.labels(o["output"], o["camera"]).set(0 if o["state"] == "stopped" else 1)

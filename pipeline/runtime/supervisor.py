@@ -239,6 +239,7 @@ class Supervisor:
         report = build_report({n: prof.group(n) for n in prof.stages},
                               {"mode": self.mode, "outcome": "running" if self.go_at is not None else "starting",
                                "wall_s": round(time.monotonic() - self.t_start, 3)})
+        report["cameras"] = prof.camera_report()    # per camera: fps, frame age, detected / motion shares
         busmod.try_send(self.web_sock, LiveStats(report, generate_latest(self.metrics.reg).decode()))
 
     def _maybe_go(self, now: float) -> None:

@@ -67,6 +67,22 @@ function showStats(s) {
   if (s.detector_only_fps !== undefined) parts.push(`detector only ${fmt(s.detector_only_fps)} fps`);
   if (lat.p50 !== undefined) parts.push(`latency p50 ${fmt(lat.p50)} ms, p95 ${fmt(lat.p95)} ms`);
   $("#summary").textContent = parts.join(" · ");
+  showGating(s.cameras || {});
+}
+
+// per camera: the share of frames detected (motion gating), how much moved, what stands still
+function showGating(cams) {
+  for (const [name, c] of Object.entries(cams)) {
+    const f = figures.get(name);
+    if (!f || c.detect_fraction === undefined || c.detect_fraction === null) continue;
+    let g = f.fig.querySelector(".gating");
+    if (!g) { g = el("div", { class: "gating" }); f.fig.append(g); }
+    const parts = [`detected ${fmt(100 * c.detect_fraction, 0)}%`];
+    if (c.motion_fraction !== null && c.motion_fraction !== undefined) parts.push(`motion ${fmt(100 * c.motion_fraction, 0)}%`);
+    const still = c.stationary || [];
+    parts.push(still.length ? `still: ${still.join(", ")}` : "nothing still");
+    g.textContent = parts.join(" · ");
+  }
 }
 
 function showCounts(counts) {
