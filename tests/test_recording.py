@@ -170,6 +170,7 @@ def test_event_builder_keeps_the_best_box_zones_and_classes():
     assert rec.score == pytest.approx(0.8) and rec.t_best == pytest.approx(12.0)   # row 3 (predicted) never scores
     assert rec.box == [0.0, 20.0, 10.0, 30.0]
     assert 8 <= len(rec.boxes) <= 16 and rec.boxes[0][0] == 10.0                   # thinned, in time order
+    assert rec.boxes[0][1:] == [0.0, 0.0, 10.0, 10.0, 0.6]                          # box and score
     assert all(a[0] < b_[0] for a, b_ in zip(rec.boxes, rec.boxes[1:]))
 
 

@@ -81,7 +81,7 @@ class EventBuilder:
                 if s > o.score:
                     o.score, o.t_best, o.box = s, t, box
             if o.seen % o.stride == 0:
-                o.boxes.append([round(t, 3), *box])
+                o.boxes.append([round(t, 3), *box, 0.0 if pred else round(float(score[k]), 4)])
                 if len(o.boxes) > self.max_boxes:
                     o.boxes = o.boxes[::2]
                     o.stride *= 2

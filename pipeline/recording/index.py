@@ -10,7 +10,8 @@ Paths are stored relative to the record folder.
 
 ``state`` of an event: ``ok``, ``expired`` (retention deleted footage it needs), ``deleted`` (a
 tombstone: the API answers 410 for it). ``boxes``: the track over time, JSON
-``[[t, x1, y1, x2, y2], ...]`` (t absolute; xyxy in source-frame pixels).
+``[[t, x1, y1, x2, y2, score], ...]`` (t absolute; xyxy in the pixels of the frames tracked; score 0
+where the box was predicted).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class EventRecord:
     t_best: Optional[float] = None
     box: Optional[List[float]] = None                      # best box, xyxy pixels
     snapshot: Optional[str] = None                         # relative path of its JPEG
-    boxes: List[List[float]] = field(default_factory=list)  # [[t, x1, y1, x2, y2], ...]
+    boxes: List[List[float]] = field(default_factory=list)  # [[t, x1, y1, x2, y2, score], ...]
     width: int = 0
     height: int = 0
     state: str = "ok"
@@ -179,6 +180,10 @@ class RecordIndex:
 
     def set_snapshot(self, event_id: str, snapshot: Optional[str]) -> None:
         self._w("UPDATE events SET snapshot = ? WHERE id = ?", (snapshot, event_id))
+
+    def set_best(self, event_id: str, t_best: float, box: List[float], score: float) -> None:
+        self._w("UPDATE events SET t_best = ?, box = ?, score = ? WHERE id = ?",
+                (t_best, json.dumps(box), score, event_id))
 
     def set_state(self, event_id: str, state: str) -> None:
         self._w("UPDATE events SET state = ? WHERE id = ?", (state, event_id))

@@ -247,6 +247,8 @@ class Recorder:
             segs = self.index.segments(ev.camera, after=ev.t_best - 1.0, before=ev.t_best + 1.0)
             segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.t_best + 1.0]
             got = frame_at(self.root, segs, ev.t_best, need_after=not final) if segs else None
+            if got is None and (final or self._before_footage(ev)):
+                got = self._best_recorded(ev)
             if got is None:
                 if not final and time.monotonic() < job.deadline:
                     keep.append(job)
@@ -262,6 +264,29 @@ class Recorder:
             self.index.set_snapshot(ev.id, rel)
             self.counts["snapshots"] += 1
         self.snapshots = keep
+
+    def _before_footage(self, ev: EventRecord) -> bool:
+        """The best frame came before the camera's recording began (an object there at the start)."""
+        first = self.index.segments(ev.camera, limit=1)
+        return bool(first) and ev.t_best < first[0].start <= ev.end
+
+    def _best_recorded(self, ev: EventRecord):
+        """The event's best-scored recorded frame instead (its best time, box and score updated):
+        the object was there before the recording began, or after it stopped (the run's end)."""
+        segs = self.index.segments(ev.camera, after=ev.start - 1.0, before=ev.end + 1.0)
+        if not segs:
+            return None
+        first, last = segs[0].start, segs[-1].end
+        rows = [r for r in ev.boxes if first <= r[0] <= last - 0.1 and len(r) > 5 and r[5] > 0]
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: r[5])
+        segs = self.index.segments(ev.camera, after=row[0] - 1.0, before=row[0] + 1.0)
+        got = frame_at(self.root, segs, row[0]) if segs else None
+        if got is not None:
+            ev.t_best, ev.box, ev.score = row[0], list(row[1:5]), row[5]
+            self.index.set_best(ev.id, ev.t_best, ev.box, ev.score)
+        return got
 
     def _requests(self) -> None:
         """Deletions asked through the API (`review.ReviewApi` in another process)."""

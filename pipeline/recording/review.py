@@ -160,6 +160,8 @@ class ReviewApi:
             p.with_suffix(".json").unlink(missing_ok=True)
 
     async def _clip_of(self, ev: EventRecord):
+        if ev.state == "expired":       # some of its footage is gone: no clip that would mislead
+            raise _fail(410, f"the footage of event {ev.id} was deleted (retention)")
         start, end = self.clip_range(ev)
         lock = self._locks.setdefault(ev.id, asyncio.Lock())
         async with lock:
@@ -212,21 +214,24 @@ class ReviewApi:
             if ev.state == "expired":
                 raise _fail(410, f"the snapshot of event {ev.id} was deleted (retention)")
             raise _fail(404, f"event {ev.id} has no snapshot (yet)")
-        box = request.query.get("box", "1") != "0"
+        with_box = request.query.get("box", "1") != "0"
 
         def load() -> Optional[bytes]:
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
                 return None
-            if not box or not ev.box:
+            if not with_box or not ev.box:
                 return data
             import cv2
             import numpy as np
 
             from .snapshots import draw_box
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            ok, buf = cv2.imencode(".jpg", draw_box(img, ev.box, f"{ev.label} #{ev.track_id}"),
+            sx = img.shape[1] / ev.width if ev.width else 1.0       # boxes: pixels of the frames tracked
+            sy = img.shape[0] / ev.height if ev.height else 1.0
+            box = [ev.box[0] * sx, ev.box[1] * sy, ev.box[2] * sx, ev.box[3] * sy]
+            ok, buf = cv2.imencode(".jpg", draw_box(img, box, f"{ev.label} #{ev.track_id}"),
                                    [cv2.IMWRITE_JPEG_QUALITY, 85])
             return buf.tobytes() if ok else data
 

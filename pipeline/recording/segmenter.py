@@ -42,34 +42,31 @@ class RecordWriteError(OSError):
 
 @dataclass
 class Clock:
-    """Packet timestamps -> seconds on the events' clock.
+    """Packet timestamps (seconds) -> seconds on the events' clock.
 
-    live: ``anchor_wall + (pts - anchor_pts)``, re-anchored at a jump (a reconnect, a camera's
-    clock reset) or a drift of more than ``max_drift_s`` from the wall clock; files: ``base +
-    (pts - first_pts)``."""
+    files run lossless: ``base + (pts - first pts)``. live: ``pts + offset`` where ``offset`` is
+    the least ``arrival - pts`` seen: a packet is never early, so the least delay is the live edge
+    (packets FFmpeg buffered while it probed the stream arrive late and would read late). A delay
+    ``max_drift_s`` above it (a stall, a reconnect, a camera's clock reset) starts it afresh."""
 
     live: bool
     base: float = 0.0
     max_drift_s: float = 2.0
-    anchor_pts: Optional[float] = None
-    anchor_wall: float = 0.0
-    last: Optional[float] = None
+    offset: Optional[float] = None
 
     def reset(self) -> None:
-        self.anchor_pts = None
+        self.offset = None
 
     def time(self, pts_s: float) -> float:
-        if self.anchor_pts is None:
-            self.anchor_pts, self.anchor_wall = pts_s, (time.time() if self.live else self.base)
-        t = self.anchor_wall + (pts_s - self.anchor_pts)
-        if self.live and abs(t - time.time()) > self.max_drift_s:
-            self.anchor_pts, self.anchor_wall = pts_s, time.time()
-            t = self.anchor_wall
-        if self.last is not None and t <= self.last - 5.0:    # went backwards (a restarted stream)
-            self.anchor_pts, self.anchor_wall = pts_s, self.last + 1e-3
-            t = self.anchor_wall
-        self.last = t if self.last is None else max(self.last, t)
-        return t
+        """The time of a packet that arrives now, learning from its arrival."""
+        d = (time.time() if self.live else self.base) - pts_s
+        if self.offset is None or (self.live and d < self.offset) or d - self.offset > self.max_drift_s:
+            self.offset = d
+        return pts_s + self.offset
+
+    def at(self, pts_s: float) -> float:
+        """The time of ``pts_s`` with what is known now (a segment's start, once it is closed)."""
+        return pts_s + (self.offset or 0.0)
 
 
 class Segmenter:
@@ -78,10 +75,12 @@ class Segmenter:
     template: the input `av.VideoStream` (codec parameters are copied, never decoded)."""
 
     def __init__(self, root: Path, camera: str, template, segment_s: float,
-                 on_closed: Callable[[Segment], None]):
+                 on_closed: Callable[[Segment], None], clock: Optional[Clock] = None):
         self.root, self.camera, self.template = Path(root), camera, template
         self.segment_s = float(segment_s)
         self.on_closed = on_closed
+        self.clock = clock            # live: a segment's times are refined when it is closed
+        self.start_pts: Optional[float] = None
         self.out = None
         self.ostream = None
         self.path: Optional[Path] = None
@@ -92,15 +91,16 @@ class Segmenter:
         self.last_dts: Optional[int] = None
         self.packets = 0
 
-    def add(self, packet, t: float) -> None:
-        """One packet (``packet.dts`` not None) whose presentation time is ``t`` (events' clock)."""
+    def add(self, packet, t: float, pts_s: Optional[float] = None) -> None:
+        """One packet (``packet.dts`` not None) whose presentation time is ``t`` (events' clock;
+        ``pts_s``: its timestamp in seconds, for ``clock``)."""
         if self.out is None:
             if not packet.is_keyframe:
                 return                  # a segment starts at a keyframe
-            self._open(t)
+            self._open(t, pts_s)
         elif packet.is_keyframe and t - self.start >= self.segment_s:
-            self.close(end=t)
-            self._open(t)
+            self.close(end=t, end_pts=pts_s)
+            self._open(t, pts_s)
         if self.ref_dts is None:       # the segment's first packet (a keyframe): its time origin
             self.ref_dts = packet.dts
         dts = packet.dts - self.ref_dts
@@ -119,7 +119,7 @@ class Segmenter:
         self.last_t = max(self.last_t, t)
         self.packets += 1
 
-    def _open(self, t: float) -> None:
+    def _open(self, t: float, pts_s: Optional[float] = None) -> None:
         path = segment_path(self.root, self.camera, t)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +130,7 @@ class Segmenter:
             raise RecordWriteError(getattr(e, "errno", None) or errno.EIO,
                                    f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
         self.path, self.start, self.last_t, self.last_dts = path, t, t, None
+        self.start_pts = pts_s
         self.ref_dts = None
         self.packets = 0
 
@@ -142,11 +143,17 @@ class Segmenter:
                 pass
         self._finish(self.last_t + self.frame_s)
 
-    def close(self, end: Optional[float] = None) -> Optional[Segment]:
+    def close(self, end: Optional[float] = None, end_pts: Optional[float] = None) -> Optional[Segment]:
         """Finish the open segment (its end: ``end``, else after its last frame)."""
         out, self.out = self.out, None
         if out is None:
             return None
+        if self.clock is not None and self.start_pts is not None:   # refined: the live edge is known better now
+            shift = self.clock.at(self.start_pts) - self.start
+            self.start += shift
+            self.last_t += shift
+            if end is not None:
+                end = self.clock.at(end_pts) if end_pts is not None else end + shift
         try:
             out.close()
         except (av.error.FFmpegError, OSError) as e:
@@ -258,7 +265,8 @@ class CameraRecorder(threading.Thread):
                             "its events are still indexed, without clips (the annotated --output video re-encodes "
                             "it)", self.camera, codec, "/".join(COPY_CODECS))
                 return "unsupported"
-            seg = self.seg = Segmenter(self.root, self.camera, stream, self.segment_s, self._closed)
+            seg = self.seg = Segmenter(self.root, self.camera, stream, self.segment_s, self._closed,
+                                       self.clock if self.clock.live else None)
             self.clock.reset()
             tb = float(stream.time_base)
             got = False
@@ -278,7 +286,7 @@ class CameraRecorder(threading.Thread):
                         break
                 t = self.clock.time(pts_s)
                 try:
-                    seg.add(packet, t)
+                    seg.add(packet, t, pts_s)
                 except RecordWriteError as e:
                     self._set("failed", str(e))
                     log.warning("camera %s: recording stopped: %s (detection and events go on; retried in "

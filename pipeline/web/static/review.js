@@ -119,9 +119,10 @@ function draw() {
     state.t = t;
     const row = boxAt(ev, t);
     if (row) {
-      state.box = row.slice(1);
+      state.box = row.slice(1, 5);
       if ($("#show-boxes").checked) {
-        const sx = w / video.videoWidth, sy = h / video.videoHeight;
+        // boxes are in the pixels of the frames tracked (ev.width x ev.height; a detect stream may be smaller)
+        const sx = w / (ev.width || video.videoWidth), sy = h / (ev.height || video.videoHeight);
         const [x1, y1, x2, y2] = state.box;
         ctx.strokeStyle = "#ffc800"; ctx.lineWidth = 2;
         ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
