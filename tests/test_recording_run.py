@@ -12,16 +12,15 @@ event and an expired one are said to be so."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
+from typing import ClassVar
 
 import av
 import cv2
@@ -35,8 +34,6 @@ from trackpipe.pipeline.recording.index import RecordIndex
 from trackpipe.pipeline.recording.retention import CameraPolicy, Retention
 from trackpipe.pipeline.recording.review import ReviewApi
 
-from tests.procs import wait_for
-
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
          "--backend", "onnx", "--precision", "fp32"]
 PRE_S, POST_S, GOP_S = 2.0, 2.0, 1.0        # the RTSP server sends a keyframe every second
@@ -46,7 +43,7 @@ LAG_S = 1.5             # the capture's lag behind the camera tolerated on a loa
 
 
 class Hooks(http.server.BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -76,7 +73,7 @@ def run(tmp_path_factory):
                             "--webhook", f"http://127.0.0.1:{hooks.server_port}/",
                             "--set", "record.segment_s=4", "--set", f"record.pre_s={PRE_S}",
                             "--set", f"record.post_s={POST_S}", "--set", f"record.classes=[{','.join(CLASSES)}]"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=RUN_S + 150)
+                           cwd=ROOT, capture_output=True, text=True, timeout=RUN_S + 150, check=False)
     finally:
         srv.close()
         hooks.shutdown()
@@ -133,7 +130,7 @@ def test_the_index_lists_every_segment_on_disk(run):
     segs = index.segments()
     on_disk = sorted(str(p.relative_to(root)) for p in root.glob("cam0/*/*.mp4"))
     assert sorted(s.path for s in segs) == on_disk and len(segs) >= RUN_S // 5
-    for a, b in zip(segs, segs[1:]):
+    for a, b in itertools.pairwise(segs):
         assert b.start - a.end < 0.2                                  # one connection, no gaps
     for s in segs:
         first = next(iter(segment_packets(root, s)))
@@ -164,7 +161,7 @@ def get(url, method="GET", headers=None):
 
 
 def test_the_review_api(review, run):
-    srv, root = review
+    srv, _ = review
     base = srv.url.rstrip("/")
     status, _, body = get(base + "/api/events?limit=500")
     events = json.loads(body)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
 
 import av
 
@@ -41,7 +41,7 @@ class ClipInfo:
     bytes: int
 
 
-def segment_packets(root: Path, seg: Segment) -> Iterator[Tuple[object, float, float]]:
+def segment_packets(root: Path, seg: Segment) -> Iterator[tuple[object, float, float]]:
     """(packet, t_pts, t_dts) of a segment's video packets, times on the events' clock; stops
     quietly at a truncated tail (a segment being written, or cut short by a crash)."""
     path = Path(root) / seg.path
@@ -112,7 +112,7 @@ def cut(root: Path, segments: Sequence[Segment], start: float, end: float, out: 
     return info
 
 
-def _write(root: Path, segs: List[Segment], params, start: float, end: float, tmp: Path) -> ClipInfo:
+def _write(root: Path, segs: list[Segment], params, start: float, end: float, tmp: Path) -> ClipInfo:
     with av.open(str(Path(root) / segs[0].path)) as tpl:
         template = tpl.streams.video[0]
         frame_s = 1.0 / float(template.average_rate or template.guessed_rate or 30)
@@ -165,20 +165,20 @@ class _ClipWriter:
     def __init__(self, outc, ostream):
         self.outc, self.ostream = outc, ostream
         ostream.time_base = OUT_TIME_BASE
-        self.t0: Optional[float] = None
-        self.last_dts: Optional[int] = None
-        self.last_t: Optional[float] = None
+        self.t0: float | None = None
+        self.last_dts: int | None = None
+        self.last_t: float | None = None
         self.frames = 0
-        self.complete_until: Optional[float] = None   # every frame before this time is in the clip
+        self.complete_until: float | None = None   # every frame before this time is in the clip
 
     def add(self, item) -> None:
         p, t, td = item
         if self.t0 is None:
             self.t0 = t
-        dts = int(round((td - self.t0) / OUT_TIME_BASE))
+        dts = round((td - self.t0) / OUT_TIME_BASE)
         if self.last_dts is not None and dts <= self.last_dts:
             dts = self.last_dts + 1
-        p.dts, p.pts = dts, max(int(round((t - self.t0) / OUT_TIME_BASE)), dts)
+        p.dts, p.pts = dts, max(round((t - self.t0) / OUT_TIME_BASE), dts)
         p.time_base = OUT_TIME_BASE
         p.stream = self.ostream
         self.outc.mux(p)

@@ -10,8 +10,8 @@ with the track's boxes but never score.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -27,10 +27,10 @@ class _Open:
     start: float
     end: float
     score: float = -1.0
-    t_best: Optional[float] = None
-    box: Optional[List[float]] = None
-    zones: List[str] = field(default_factory=list)
-    boxes: List[List[float]] = field(default_factory=list)
+    t_best: float | None = None
+    box: list[float] | None = None
+    zones: list[str] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)
     stride: int = 1
     seen: int = 0
 
@@ -40,7 +40,7 @@ class EventBuilder:
     on media time; their recording on ``offset`` + media time). ``classes``: labels kept (None:
     all); ``frame_size``: (width, height) of the camera's frames."""
 
-    def __init__(self, camera: str, run_tag: str, names: Sequence[str] = (), classes: Optional[Sequence] = None,
+    def __init__(self, camera: str, run_tag: str, names: Sequence[str] = (), classes: Sequence | None = None,
                  offset: float = 0.0, max_boxes: int = 4000, min_frames: int = 1):
         self.camera, self.run_tag = camera, run_tag
         self.names = list(names)
@@ -48,7 +48,7 @@ class EventBuilder:
         self.offset = float(offset)
         self.max_boxes = max(16, int(max_boxes))
         self.min_frames = min_frames
-        self.open: Dict[int, _Open] = {}
+        self.open: dict[int, _Open] = {}
         self.frame_size = (0, 0)
 
     def label(self, class_id: int) -> str:
@@ -58,7 +58,7 @@ class EventBuilder:
         return self.classes is None or label in self.classes or str(class_id) in self.classes
 
     def observe(self, t: float, track_id: np.ndarray, xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray,
-                predicted: Optional[np.ndarray] = None, frame_size: Optional[tuple] = None) -> None:
+                predicted: np.ndarray | None = None, frame_size: tuple | None = None) -> None:
         """One tracked frame: track_id (N,), xyxy (N, 4) pixels, score (N,), class_id (N,), predicted (N,) bool."""
         t += self.offset
         if frame_size:
@@ -86,7 +86,7 @@ class EventBuilder:
                     o.boxes = o.boxes[::2]
                     o.stride *= 2
 
-    def on_event(self, ev: dict) -> Optional[EventRecord]:
+    def on_event(self, ev: dict) -> EventRecord | None:
         """A frame's event dict; -> the finished record on a ``track_ended`` of a wanted class."""
         kind = ev.get("event")
         tid = ev.get("track_id")
@@ -102,13 +102,13 @@ class EventBuilder:
             return self._record(o)
         return None
 
-    def finish(self) -> List[EventRecord]:
+    def finish(self) -> list[EventRecord]:
         """Every open track as a record (the run ends)."""
         out = [self._record(o) for o in self.open.values()]
         self.open.clear()
         return [r for r in out if r is not None]
 
-    def _record(self, o: _Open) -> Optional[EventRecord]:
+    def _record(self, o: _Open) -> EventRecord | None:
         if o.t_best is None or o.seen < self.min_frames:
             return None
         w, h = self.frame_size
@@ -116,7 +116,7 @@ class EventBuilder:
                            start=o.start, end=o.end, class_id=o.class_id, track_id=o.track_id, zones=list(o.zones),
                            score=round(o.score, 4), t_best=o.t_best, box=o.box, boxes=o.boxes, width=w, height=h)
 
-    def spans(self) -> List[tuple]:
+    def spans(self) -> list[tuple]:
         """(start, None) of every open track (their footage must be kept)."""
         return [(o.start, None) for o in self.open.values()]
 

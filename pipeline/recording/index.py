@@ -21,9 +21,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
 
 from .layout import index_path
 
@@ -63,12 +63,12 @@ class EventRecord:
     end: float
     class_id: int = -1
     track_id: int = -1
-    zones: List[str] = field(default_factory=list)
+    zones: list[str] = field(default_factory=list)
     score: float = 0.0
-    t_best: Optional[float] = None
-    box: Optional[List[float]] = None                      # best box, xyxy pixels
-    snapshot: Optional[str] = None                         # relative path of its JPEG
-    boxes: List[List[float]] = field(default_factory=list)  # [[t, x1, y1, x2, y2, score], ...]
+    t_best: float | None = None
+    box: list[float] | None = None                      # best box, xyxy pixels
+    snapshot: str | None = None                         # relative path of its JPEG
+    boxes: list[list[float]] = field(default_factory=list)  # [[t, x1, y1, x2, y2, score], ...]
     width: int = 0
     height: int = 0
     state: str = "ok"
@@ -119,7 +119,7 @@ class RecordIndex:
         with self._lock:
             self.db.close()
 
-    def _q(self, sql: str, args: Sequence = ()) -> List[sqlite3.Row]:
+    def _q(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self.db.execute(sql, tuple(args)).fetchall()
 
@@ -143,8 +143,8 @@ class RecordIndex:
             self.db.executemany("DELETE FROM segments WHERE path = ?", [(p,) for p in paths])
             self.db.execute("COMMIT")
 
-    def segments(self, camera: Optional[str] = None, after: Optional[float] = None,
-                 before: Optional[float] = None, limit: int = 0) -> List[Segment]:
+    def segments(self, camera: str | None = None, after: float | None = None,
+                 before: float | None = None, limit: int = 0) -> list[Segment]:
         """Segments that overlap [after, before], oldest first."""
         sql, args = "SELECT * FROM segments WHERE 1", []
         if camera is not None:
@@ -159,13 +159,13 @@ class RecordIndex:
         sql += " ORDER BY start" + (f" LIMIT {int(limit)}" if limit else "")
         return [_segment(r) for r in self._q(sql, args)]
 
-    def oldest_segments(self, limit: int = 64) -> List[Segment]:
+    def oldest_segments(self, limit: int = 64) -> list[Segment]:
         return [_segment(r) for r in self._q("SELECT * FROM segments ORDER BY start LIMIT ?", (limit,))]
 
     def total_bytes(self) -> int:
         return int(self._q("SELECT COALESCE(SUM(bytes), 0) AS n FROM segments")[0]["n"])
 
-    def cameras(self) -> List[str]:
+    def cameras(self) -> list[str]:
         rows = self._q("SELECT camera FROM segments UNION SELECT camera FROM events ORDER BY camera")
         return [r["camera"] for r in rows]
 
@@ -178,10 +178,10 @@ class RecordIndex:
                  ev.score, ev.t_best, json.dumps(ev.box) if ev.box is not None else None, ev.snapshot,
                  json.dumps(ev.boxes, separators=(",", ":")), ev.width, ev.height, ev.state, ev.created))
 
-    def set_snapshot(self, event_id: str, snapshot: Optional[str]) -> None:
+    def set_snapshot(self, event_id: str, snapshot: str | None) -> None:
         self._w("UPDATE events SET snapshot = ? WHERE id = ?", (snapshot, event_id))
 
-    def set_best(self, event_id: str, t_best: float, box: List[float], score: float) -> None:
+    def set_best(self, event_id: str, t_best: float, box: list[float], score: float) -> None:
         self._w("UPDATE events SET t_best = ?, box = ?, score = ? WHERE id = ?",
                 (t_best, json.dumps(box), score, event_id))
 
@@ -201,13 +201,13 @@ class RecordIndex:
                 self.db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
                 self.db.execute("COMMIT")
 
-    def event(self, event_id: str) -> Optional[EventRecord]:
+    def event(self, event_id: str) -> EventRecord | None:
         rows = self._q("SELECT * FROM events WHERE id = ?", (event_id,))
         return _event(rows[0]) if rows else None
 
-    def events(self, camera: Optional[str] = None, label: Optional[str] = None, zone: Optional[str] = None,
-               after: Optional[float] = None, before: Optional[float] = None, limit: int = 100,
-               states: Sequence[str] = ("ok", "expired"), with_boxes: bool = False) -> List[EventRecord]:
+    def events(self, camera: str | None = None, label: str | None = None, zone: str | None = None,
+               after: float | None = None, before: float | None = None, limit: int = 100,
+               states: Sequence[str] = ("ok", "expired"), with_boxes: bool = False) -> list[EventRecord]:
         """Events overlapping [after, before] matching the filters, newest first."""
         sql, args = f"SELECT * FROM events WHERE state IN ({','.join('?' * len(states))})", list(states)
         for col, v in (("camera", camera), ("label", label)):
@@ -227,11 +227,11 @@ class RecordIndex:
         args.append(int(limit))
         return [_event(r, with_boxes) for r in self._q(sql, args)]
 
-    def events_before(self, t: float) -> List[EventRecord]:
+    def events_before(self, t: float) -> list[EventRecord]:
         """Events that ended before ``t`` (retention by age)."""
         return [_event(r, False) for r in self._q('SELECT * FROM events WHERE "end" < ?', (t,))]
 
-    def event_spans(self, camera: str, after: float) -> List[tuple]:
+    def event_spans(self, camera: str, after: float) -> list[tuple]:
         """(start, end) of the live (not deleted) events of ``camera`` that end after ``after``."""
         rows = self._q("SELECT start, \"end\" FROM events WHERE camera = ? AND state != 'deleted' AND \"end\" >= ?",
                        (camera, after))

@@ -15,7 +15,6 @@ import datetime as _dt
 import math
 import re
 from pathlib import Path
-from typing import Optional, Tuple
 
 INDEX_NAME = "index.db"
 SEGMENT_EXT = ".mp4"
@@ -31,10 +30,10 @@ def index_path(root: Path) -> Path:
 def segment_path(root: Path, camera: str, start: float) -> Path:
     """The segment of ``camera`` starting at ``start`` (epoch seconds)."""
     day = _dt.datetime.fromtimestamp(max(0.0, start), _dt.timezone.utc).strftime("%Y-%m-%d")
-    return Path(root) / camera / day / f"{int(round(start * 1000))}{SEGMENT_EXT}"
+    return Path(root) / camera / day / f"{round(start * 1000)}{SEGMENT_EXT}"
 
 
-def parse_segment(root: Path, path: Path) -> Optional[Tuple[str, float]]:
+def parse_segment(root: Path, path: Path) -> tuple[str, float] | None:
     """(camera, start) of a segment file under ``root``, None when ``path`` is not one."""
     try:
         rel = Path(path).relative_to(root)

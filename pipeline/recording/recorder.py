@@ -20,9 +20,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 from .clips import segment_packets
 from .events import EventBuilder
@@ -49,7 +49,7 @@ class CameraRecording:
     pre_s: float = 5.0
     post_s: float = 5.0
     retain_days: float = 7.0
-    classes: Optional[List[str]] = None
+    classes: list[str] | None = None
     live: bool = True               # a live source (wall clock); False: a file run lossless
     paced: bool = False             # a file played at its own rate (realtime)
     loop: bool = False
@@ -60,7 +60,7 @@ class CameraRecording:
 @dataclass
 class RecorderSettings:
     root: Path
-    cameras: List[CameraRecording]
+    cameras: list[CameraRecording]
     max_gb: float = 0.0
     min_free_gb: float = 1.0
     run_tag: str = "run"
@@ -80,18 +80,18 @@ class Recorder:
         self.root = Path(settings.root)
         self.cams = {c.name: c for c in settings.cameras if c.mode != "off"}
         self.enabled = False
-        self.index: Optional[RecordIndex] = None
+        self.index: RecordIndex | None = None
         self.stop_event = threading.Event()
-        self.threads: Dict[str, CameraRecorder] = {}
+        self.threads: dict[str, CameraRecorder] = {}
         self.builders = {c.name: EventBuilder(c.name, settings.run_tag, settings.names, c.classes,
                                               offset=0.0 if c.live or c.paced else settings.t_base)
                          for c in self.cams.values()}
-        self.tracked_until: Dict[str, float] = {}
-        self.work: "queue.Queue" = queue.Queue(maxsize=10000)
-        self.worker: Optional[threading.Thread] = None
-        self.snapshots: List[_Snapshot] = []
+        self.tracked_until: dict[str, float] = {}
+        self.work: queue.Queue = queue.Queue(maxsize=10000)
+        self.worker: threading.Thread | None = None
+        self.snapshots: list[_Snapshot] = []
         self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "deleted": 0, "dropped": 0}
-        self.retention: Optional[Retention] = None
+        self.retention: Retention | None = None
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ class Recorder:
         for ev in events:
             self.on_event(camera, ev)
 
-    def on_event(self, camera: str, ev: dict) -> Optional[str]:
+    def on_event(self, camera: str, ev: dict) -> str | None:
         """One event dict of ``camera``; -> the review id when it finished an event (a
         ``track_ended`` of a class recorded), whose clip and snapshot the API then serves."""
         b = self.builders.get(camera)
@@ -225,7 +225,7 @@ class Recorder:
                     self._snap(final=False)
                     self._requests()
                     self._retain()
-            except Exception:  # noqa: BLE001 - the worker must survive a bad file or a full disk
+            except Exception:
                 log.exception("recording worker")
 
     def _retain(self) -> None:
@@ -233,7 +233,7 @@ class Recorder:
         res = self.retention.apply(tracked_until=dict(self.tracked_until), open_tracks=opened)
         self.counts["deleted"] += res.deleted
 
-    def _open_segment(self, camera: str) -> List[Segment]:
+    def _open_segment(self, camera: str) -> list[Segment]:
         """The segment being written (readable: fragmented MP4), as a Segment."""
         t = self.threads.get(camera)
         return [] if t is None else t.open_segments()

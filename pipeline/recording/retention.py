@@ -18,9 +18,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 from .index import RecordIndex, Segment
 from .layout import snapshot_path
@@ -43,15 +43,15 @@ class RetentionResult:
     deleted: int = 0
     bytes: int = 0
     events: int = 0
-    reasons: Optional[Dict[str, int]] = None
+    reasons: dict[str, int] | None = None
 
 
 class Retention:
     """Policies of a record folder: ``cameras`` {name: CameraPolicy}; ``max_gb``/``min_free_gb``
     over all cameras (0: none). ``disk_free(root) -> bytes`` is replaceable in tests."""
 
-    def __init__(self, root: Path, index: RecordIndex, cameras: Dict[str, CameraPolicy], max_gb: float = 0.0,
-                 min_free_gb: float = 0.0, disk_free: Optional[Callable[[Path], int]] = None):
+    def __init__(self, root: Path, index: RecordIndex, cameras: dict[str, CameraPolicy], max_gb: float = 0.0,
+                 min_free_gb: float = 0.0, disk_free: Callable[[Path], int] | None = None):
         self.root, self.index, self.cameras = Path(root), index, dict(cameras)
         self.max_bytes = int(max_gb * GB)
         self.min_free = int(min_free_gb * GB)
@@ -61,8 +61,8 @@ class Retention:
     def policy(self, camera: str) -> CameraPolicy:
         return self.cameras.get(camera) or CameraPolicy()
 
-    def apply(self, now: Optional[float] = None, tracked_until: Optional[Dict[str, float]] = None,
-              open_tracks: Optional[Dict[str, List[float]]] = None) -> RetentionResult:
+    def apply(self, now: float | None = None, tracked_until: dict[str, float] | None = None,
+              open_tracks: dict[str, list[float]] | None = None) -> RetentionResult:
         """now: wall clock; tracked_until: {camera: time of its newest tracked frame}; open_tracks:
         {camera: start times of its tracks still open}."""
         now = time.time() if now is None else now
@@ -77,7 +77,7 @@ class Retention:
 
     # --- policies ------------------------------------------------------------------------------
 
-    def _events_mode(self, cam: str, pol: CameraPolicy, until: float, open_starts: List[float],
+    def _events_mode(self, cam: str, pol: CameraPolicy, until: float, open_starts: list[float],
                      res: RetentionResult) -> None:
         decided = until - pol.pre_s       # a track that starts later cannot reach back before this
         if open_starts:
@@ -140,7 +140,7 @@ class Retention:
 
     # --- deleting ------------------------------------------------------------------------------
 
-    def _delete(self, segs: List[Segment], res: RetentionResult, reason: str) -> None:
+    def _delete(self, segs: list[Segment], res: RetentionResult, reason: str) -> None:
         if not segs:
             return
         for s in segs:

@@ -24,9 +24,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
 
 from aiohttp import web
 
@@ -56,15 +56,15 @@ class ReviewApi:
     """root: the record folder; rolls: {camera: (pre_s, post_s)} (default ``default_roll``);
     index: a writer `RecordIndex` of this process (else a reader is opened when the index exists)."""
 
-    def __init__(self, root: Path, rolls: Optional[Dict[str, Tuple[float, float]]] = None,
-                 default_roll: Tuple[float, float] = (5.0, 5.0), index: Optional[RecordIndex] = None):
+    def __init__(self, root: Path, rolls: dict[str, tuple[float, float]] | None = None,
+                 default_roll: tuple[float, float] = (5.0, 5.0), index: RecordIndex | None = None):
         self.root = Path(root)
         self.rolls = dict(rolls or {})
         self.default_roll = default_roll
         self._index = index
         self._own_index = index is None
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="review")
-        self._locks: Dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def add_routes(self, router, events_list: bool = True) -> None:
         """Mount the API (``events_list``: also ``GET /api/events``)."""
@@ -95,7 +95,7 @@ class ReviewApi:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _time(self, request: web.Request, name: str, required: bool = False) -> Optional[float]:
+    def _time(self, request: web.Request, name: str, required: bool = False) -> float | None:
         raw = request.query.get(name)
         if raw is None or raw == "":
             if required:
@@ -119,10 +119,10 @@ class ReviewApi:
             raise _fail(410, f"event {event_id} was deleted")
         return ev
 
-    def roll(self, camera: str) -> Tuple[float, float]:
+    def roll(self, camera: str) -> tuple[float, float]:
         return self.rolls.get(camera, self.default_roll)
 
-    def clip_range(self, ev: EventRecord) -> Tuple[float, float]:
+    def clip_range(self, ev: EventRecord) -> tuple[float, float]:
         pre, post = self.roll(ev.camera)
         return ev.start - pre, ev.end + post
 
@@ -216,7 +216,7 @@ class ReviewApi:
             raise _fail(404, f"event {ev.id} has no snapshot (yet)")
         with_box = request.query.get("box", "1") != "0"
 
-        def load() -> Optional[bytes]:
+        def load() -> bytes | None:
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -280,6 +280,6 @@ class ReviewApi:
                                                "Content-Disposition": f'inline; filename="{name}"'})
 
 
-def rolls_of(cameras: Sequence) -> Dict[str, Tuple[float, float]]:
+def rolls_of(cameras: Sequence) -> dict[str, tuple[float, float]]:
     """{name: (pre_s, post_s)} of `recorder.CameraRecording` s."""
     return {c.name: (c.pre_s, c.post_s) for c in cameras}

@@ -20,9 +20,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import av
 
@@ -52,7 +52,7 @@ class Clock:
     live: bool
     base: float = 0.0
     max_drift_s: float = 2.0
-    offset: Optional[float] = None
+    offset: float | None = None
 
     def reset(self) -> None:
         self.offset = None
@@ -75,23 +75,23 @@ class Segmenter:
     template: the input `av.VideoStream` (codec parameters are copied, never decoded)."""
 
     def __init__(self, root: Path, camera: str, template, segment_s: float,
-                 on_closed: Callable[[Segment], None], clock: Optional[Clock] = None):
+                 on_closed: Callable[[Segment], None], clock: Clock | None = None):
         self.root, self.camera, self.template = Path(root), camera, template
         self.segment_s = float(segment_s)
         self.on_closed = on_closed
         self.clock = clock            # live: a segment's times are refined when it is closed
-        self.start_pts: Optional[float] = None
+        self.start_pts: float | None = None
         self.out = None
         self.ostream = None
-        self.path: Optional[Path] = None
+        self.path: Path | None = None
         self.start = 0.0
         self.last_t = 0.0
         self.frame_s = 1.0 / float(template.average_rate or template.guessed_rate or 30)
-        self.ref_dts: Optional[int] = None
-        self.last_dts: Optional[int] = None
+        self.ref_dts: int | None = None
+        self.last_dts: int | None = None
         self.packets = 0
 
-    def add(self, packet, t: float, pts_s: Optional[float] = None) -> None:
+    def add(self, packet, t: float, pts_s: float | None = None) -> None:
         """One packet (``packet.dts`` not None) whose presentation time is ``t`` (events' clock;
         ``pts_s``: its timestamp in seconds, for ``clock``)."""
         if self.out is None:
@@ -119,7 +119,7 @@ class Segmenter:
         self.last_t = max(self.last_t, t)
         self.packets += 1
 
-    def _open(self, t: float, pts_s: Optional[float] = None) -> None:
+    def _open(self, t: float, pts_s: float | None = None) -> None:
         path = segment_path(self.root, self.camera, t)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,11 +139,11 @@ class Segmenter:
         if out is not None:
             try:
                 out.close()
-            except Exception:  # noqa: BLE001 - a full disk fails the trailer too
-                pass
+            except Exception as e:  # noqa: BLE001 - a full disk fails the trailer too
+                log.debug("segment %s: %s", self.path, e)
         self._finish(self.last_t + self.frame_s)
 
-    def close(self, end: Optional[float] = None, end_pts: Optional[float] = None) -> Optional[Segment]:
+    def close(self, end: float | None = None, end_pts: float | None = None) -> Segment | None:
         """Finish the open segment (its end: ``end``, else after its last frame)."""
         out, self.out = self.out, None
         if out is None:
@@ -160,7 +160,7 @@ class Segmenter:
             log.warning("segment %s: %s", self.path, getattr(e, "strerror", None) or e)
         return self._finish(end if end is not None else self.last_t + self.frame_s)
 
-    def _finish(self, end: float) -> Optional[Segment]:
+    def _finish(self, end: float) -> Segment | None:
         path = self.path
         if path is None:
             return None
@@ -189,7 +189,7 @@ class CameraRecorder(threading.Thread):
     def __init__(self, camera: str, uri: str, root: Path, segment_s: float, on_closed: Callable[[Segment], None],
                  stop: threading.Event, live: bool, t_base: float = 0.0, paced: bool = False, loop: bool = False,
                  open_timeout_s: float = 10.0, read_timeout_s: float = 5.0, backoff_max_s: float = 30.0,
-                 on_state: Optional[Callable[[str, str, str], None]] = None):
+                 on_state: Callable[[str, str, str], None] | None = None):
         super().__init__(name=f"record-{camera}", daemon=True)
         self.camera, self.uri, self.root = camera, uri, Path(root)
         self.segment_s, self.on_closed, self.stop_event = segment_s, on_closed, stop
@@ -200,9 +200,9 @@ class CameraRecorder(threading.Thread):
         self.state = "starting"
         self.packets = 0
         self.segments = 0
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.cpu_s = 0.0             # this thread's CPU time (time.thread_time), for the profile
-        self.seg: Optional[Segmenter] = None
+        self.seg: Segmenter | None = None
 
     def open_segments(self) -> list:
         """The segment being written (readable up to its last complete fragment), as a `Segment`."""
@@ -317,11 +317,11 @@ class CameraRecorder(threading.Thread):
             self.seg = None
             try:
                 inp.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as e:  # noqa: BLE001
+                log.debug("camera %s: closing its input: %s", self.camera, e)
 
 
-def writable(root: Path) -> Optional[str]:
+def writable(root: Path) -> str | None:
     """None when ``root`` can hold recordings (created if missing), else why not, in one line."""
     try:
         Path(root).mkdir(parents=True, exist_ok=True)

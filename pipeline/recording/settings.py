@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .layout import run_tag as make_run_tag
 from .recorder import CameraRecording, RecorderSettings
@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 KEYS = ("mode", "segment_s", "pre_s", "post_s", "retain_days", "classes")
 
 
-def resolve(cfg, cameras: Sequence, lossless: bool, t_base: Optional[float] = None,
-            names: Sequence[str] = ()) -> Optional[RecorderSettings]:
+def resolve(cfg, cameras: Sequence, lossless: bool, t_base: float | None = None,
+            names: Sequence[str] = ()) -> RecorderSettings | None:
     """``cfg``: the `Config` tree; ``cameras``: the run's cameras (``name``, ``uri``, ``config``
     (its `CameraConfig`), ``info.kind``); None when nothing is recorded. Sources without a
     compressed stream (image folders, camera devices, the screen) are left out with one line."""

@@ -5,8 +5,8 @@ event), written as a clean JPEG; the box is kept in the index and drawn on reque
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
 
 import av
 import cv2
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def frame_at(root: Path, segments: Sequence[Segment], t: float, slack_s: float = 0.5, need_after: bool = False
-             ) -> Optional[Tuple[np.ndarray, float]]:
+             ) -> tuple[np.ndarray, float] | None:
     """The (H, W, 3) uint8 BGR frame shown nearest ``t`` and its time; None when no recorded frame
     lies within ``slack_s`` of ``t`` (not recorded, or not written yet), or, with ``need_after``,
     while no frame after ``t`` is readable (the segment is still being written)."""
@@ -67,7 +67,7 @@ def write_jpeg(path: Path, frame: np.ndarray, quality: int = 85) -> int:
 def draw_box(frame: np.ndarray, box: Sequence[float], text: str) -> np.ndarray:
     """A copy of ``frame`` with ``box`` (xyxy pixels) and ``text`` drawn."""
     out = frame.copy()
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = (round(v) for v in box)
     th = max(2, out.shape[0] // 360)
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 200, 255), th)
     cv2.putText(out, text, (x1, max(14, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * th, (0, 200, 255), th)

@@ -1,0 +1,133 @@
+"""Recording costs: what copying a camera's packets into segments costs beside detection.
+
+1. ``remux``: CPU per packet of the recorder alone (PyAV demux + remux into fragmented-MP4
+   segments) on the 1080p H.264 asset, and the decoding it avoids: OpenCV's and PyAV's decode of
+   the same packets to BGR (what a one-connection design would move into capture).
+2. ``run``: run_tracker.py on the 1080p asset played as a live camera (``--realtime --loop``)
+   for ``--seconds``, with ``record.mode: all`` and without, alternated ``--repeat`` times: CPU
+   per frame of the whole process tree and the detector's (infer stage's) FPS.
+
+    python benchmarks/bench_recording.py [--seconds 40] [--repeat 2] [--only remux|run]
+
+Prints a table and one JSON line. The figures are in docs/recording.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = (ROOT / ".." / "shared" / "assets").resolve()
+VIDEO = ASSETS / "video" / "aiguys_test.mp4"          # 1920x1080 H.264, 30 fps, 302 frames
+DARKNET = ASSETS / "darknet"
+MODEL = ["--cfg", str(DARKNET / "yolo-fastest-1.1_coco" / "yolo-fastest-1.1-xl.cfg"),
+         "--weights", str(DARKNET / "yolo-fastest-1.1_coco" / "yolo-fastest-1.1-xl.weights"),
+         "--names", str(DARKNET / "data" / "coco.names"), "--size", "320", "--backend", "onnx", "--precision", "fp32"]
+
+
+def bench_remux(repeat: int = 5) -> dict:
+    import av
+    import cv2
+    sys.path.insert(0, str(ROOT.parent))
+    from trackpipe.pipeline.recording.segmenter import CameraRecorder
+    out = {}
+    per = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as d:
+            rec = CameraRecorder("cam", str(VIDEO), Path(d), 2.0, lambda s: None, threading.Event(), live=False)
+            t0 = time.thread_time()
+            rec.run()
+            per.append((time.thread_time() - t0) * 1000 / rec.packets)
+    out["remux_ms_per_packet"] = round(min(per), 3)
+    cv = []
+    for _ in range(2):
+        cap = cv2.VideoCapture(str(VIDEO), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        t0, n = time.process_time(), 0
+        while cap.read()[0]:
+            n += 1
+        cv.append((time.process_time() - t0) * 1000 / n)
+    out["opencv_decode_ms_per_frame"] = round(min(cv), 2)
+    pa = []
+    for _ in range(2):
+        with av.open(str(VIDEO)) as c:
+            s = c.streams.video[0]
+            s.codec_context.thread_count = 1
+            t0, n = time.process_time(), 0
+            for f in c.decode(s):
+                f.to_ndarray(format="bgr24")
+                n += 1
+        pa.append((time.process_time() - t0) * 1000 / n)
+    out["pyav_decode_bgr_ms_per_frame"] = round(min(pa), 2)
+    return out
+
+
+def run_once(record: bool, seconds: float, tmp: Path) -> dict:
+    prof = tmp / f"profile-{int(record)}-{time.monotonic_ns()}.json"
+    args = [sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO), *MODEL, "--realtime", "--loop",
+            "--headless", "--duration", str(seconds), "--profile", str(prof)]
+    if record:
+        args += ["--record", str(tmp / "rec"), "--set", "record.min_free_gb=0"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 300, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise SystemExit(p.stderr[-2000:])
+    rep = json.loads(prof.read_text())
+    stages = rep.get("stages", {})
+    frames = stages.get("capture", {}).get("items") or stages.get("infer", {}).get("items") or 0
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"record": record, "cpu_s": round(cpu, 2), "frames": frames,
+            "cpu_ms_per_frame": round(cpu * 1000 / max(frames, 1), 2),
+            "infer_fps": stages.get("infer", {}).get("fps"), "pipeline_fps": rep.get("pipeline_fps")}
+
+
+def bench_run(seconds: float, repeat: int) -> dict:
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(repeat):
+            for record in (False, True):
+                rows.append(run_once(record, seconds, Path(d)))
+                print(rows[-1], flush=True)
+    off = [r for r in rows if not r["record"]]
+    on = [r for r in rows if r["record"]]
+    med = lambda rs, k: statistics.median(r[k] for r in rs if r[k] is not None)
+    return {"runs": rows, "cpu_ms_per_frame_off": med(off, "cpu_ms_per_frame"),
+            "cpu_ms_per_frame_all": med(on, "cpu_ms_per_frame"),
+            "delta_ms_per_frame": round(med(on, "cpu_ms_per_frame") - med(off, "cpu_ms_per_frame"), 2),
+            "infer_fps_ratio": round(med(on, "infer_fps") / med(off, "infer_fps"), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--only", choices=("remux", "run"))
+    a = ap.parse_args()
+    res = {"cpu": os.cpu_count()}
+    if a.only in (None, "remux"):
+        res["remux"] = bench_remux()
+        r = res["remux"]
+        print(f"{'1080p H.264, per frame':<40} {'ms CPU':>8}")
+        for k in ("remux_ms_per_packet", "opencv_decode_ms_per_frame", "pyav_decode_bgr_ms_per_frame"):
+            print(f"{k:<40} {r[k]:>8}")
+    if a.only in (None, "run"):
+        res["run"] = bench_run(a.seconds, a.repeat)
+        r = res["run"]
+        print(f"record off: {r['cpu_ms_per_frame_off']} ms CPU/frame; all: {r['cpu_ms_per_frame_all']} "
+              f"(+{r['delta_ms_per_frame']}); detector FPS all/off: {r['infer_fps_ratio']}")
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
