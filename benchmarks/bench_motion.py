@@ -2,6 +2,7 @@
 crops around the motion.
 
     python benchmarks/bench_motion.py [--videos traffic-cars supervision_walking aiguys_test] [--still-s 4]
+                                      [--pipeline aiguys_test] [--repeat 2]
 
 For each real video a test clip (tests/motion_clips.py): ``--still-s`` seconds of its first
 frame frozen with camera noise (Gaussian, 4 grey levels), every real frame, ``--still-s``
@@ -19,8 +20,13 @@ the gated runs miss (neither a detection the gated run made nor a gated track of
 overlaps it, IoU >= 0.5, on at least half of its frames; ``missed_tracks`` counts tracks only:
 two trackers fed slightly different inputs may pair boxes differently in a crowd), the motion detector's ms per frame, and for whole frame vs crops the detector ms
 per detected motion frame and the small objects found (boxes under 32x32 pixels of the frame).
-Targets: detected <= moving share + 0.10; track_started per class within 10 %; none missed.
-The last line is one JSON object.
+Pipeline part (``--pipeline VIDEO``, a video that moves all the time): ``run_tracker.py`` on it
+with ``detect.motion=off`` and ``on``, alternating, ``--repeat`` times each (Yolo-Fastest-1.1-xl
+320, ONNX Runtime fp32, headless, events file, profile): pipeline FPS (median) on / off and
+the events of each kind.
+
+Targets: detected <= moving share + 0.10; track_started per class within 10 %; none missed;
+pipeline part: FPS on >= 0.95x off, events within 5 %. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -57,7 +63,6 @@ def detector():
 def one_pass(clip, det) -> dict:
     """Motion, gate, whole-frame and crop detections of every frame of ``clip``."""
     import cv2
-
     from trackpipe.pipeline.config.tree import DetectConfig
     from trackpipe.pipeline.motion import MotionDetector, MotionGate
     from trackpipe.pipeline.motion.regions import detect_regions, regions
@@ -195,17 +200,52 @@ def bench_video(video: Path, still_s: float, det, names, tmp: Path) -> dict:
             "small_found": small}
 
 
+def pipeline_runs(video: Path, repeat: int, tmp: Path) -> dict:
+    """``run_tracker.py`` on ``video`` with gating off and on, alternating; -> FPS and events."""
+    import statistics
+    import subprocess
+    model = ["--cfg", str(YF / "yolo-fastest-1.1-xl.cfg"), "--weights", str(YF / "yolo-fastest-1.1-xl.weights"),
+             "--names", str(ASSETS / "darknet" / "data" / "coco.names"), "--size", "320", "--backend", "onnx",
+             "--precision", "fp32"]
+    out = {"off": [], "on": []}
+    events = {}
+    for k in range(repeat):
+        for mode in ("off", "on"):
+            prof, ev = tmp / f"p_{mode}{k}.json", tmp / f"e_{mode}{k}.jsonl"
+            r = subprocess.run([sys.executable, str(REPO / "run_tracker.py"), "--source", str(video), "--headless",
+                                "--events", str(ev), "--profile", str(prof), "--set", f"detect.motion={mode}",
+                                "--log-level", "warning", *model], cwd=str(REPO), capture_output=True, text=True,
+                               check=False)
+            if r.returncode != 0:
+                raise SystemExit(f"run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+            p = json.loads(prof.read_text())
+            out[mode].append(p["pipeline_fps"])
+            evs = [json.loads(ln) for ln in ev.read_text().splitlines()]
+            events[mode] = dict(Counter(e["event"] for e in evs))
+            events[mode + "_detect_fraction"] = p["cameras"]["cam0"].get("detect_fraction")
+    fps = {m: statistics.median(v) for m, v in out.items()}
+    diff = max((abs(events["on"].get(k, 0) - events["off"].get(k, 0)) / max(1, events["off"].get(k, 0))
+                for k in set(events["on"]) | set(events["off"])), default=0.0)
+    return {"video": video.name, "fps_off": fps["off"], "fps_on": fps["on"], "fps_runs": out,
+            "fps_ratio": round(fps["on"] / fps["off"], 3) if fps["off"] else None, "events": events,
+            "events_max_diff": round(diff, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", nargs="+", default=["traffic-cars", "supervision_walking", "aiguys_test"])
     ap.add_argument("--still-s", type=float, default=4.0)
+    ap.add_argument("--pipeline", default="aiguys_test", help="a video that moves all the time ('' to skip)")
+    ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
     det, spec = detector()
-    names = [ln.strip() for ln in open(spec.names)]
+    names = Path(spec.names).read_text().splitlines()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-motion-") as d:
         for v in a.videos:
             rows.append(bench_video(ASSETS / "video" / f"{v}.mp4", a.still_s, det, names, Path(d)))
+        det.close()
+        pipe = pipeline_runs(ASSETS / "video" / f"{a.pipeline}.mp4", a.repeat, Path(d)) if a.pipeline else None
     hdr = (f"{'clip':<24} {'size':>9} {'frames':>6} {'moving':>6} {'detected':>8} {'ok':>3} {'started every/gated':<34} "
            f"{'movers':>6} {'missed':>6} {'motion ms':>9} {'whole ms':>8} {'crops ms':>8} {'small w/c':>9}")
     print(hdr)
@@ -218,7 +258,11 @@ def main() -> None:
               f"{r['detected_share']:>8.2f} {ok:>3} {st:<34} {r['movers_1s']:>6} {r['missed']:>6} "
               f"{r['motion_ms']:>9.2f} {r['whole_ms'] or 0:>8.2f} {r['crops_ms'] or 0:>8.2f} "
               f"{r['small_found']['whole']:>4}/{r['small_found']['crops']:<4}")
-    print(json.dumps({"bench": "motion", "rows": rows, "cpu": platform.processor() or platform.machine(),
+    if pipe:
+        print(f"{pipe['video']}: pipeline FPS gating on / off {pipe['fps_on']:.1f} / {pipe['fps_off']:.1f} = "
+              f"{pipe['fps_ratio']:.3f}x; events off {pipe['events']['off']}, on {pipe['events']['on']} "
+              f"(largest difference {100 * pipe['events_max_diff']:.1f} %)")
+    print(json.dumps({"bench": "motion", "rows": rows, "pipeline": pipe, "cpu": platform.processor() or platform.machine(),
                       "cpu_count": os.cpu_count()}))
 
 

@@ -145,3 +145,28 @@ def test_a_live_camera_is_gated_and_says_so_in_the_live_view_metrics_and_profile
     assert p.returncode == 130, (tmp_path / "stderr.txt").read_text()[-2000:]
     cam = json.loads(prof.read_text())["cameras"]["cam0"]
     assert cam["gating"] is True and 0 < cam["detect_fraction"] < 1.0 and cam["motion_ms"] > 0
+
+
+def test_detect_uri_is_decoded_and_detected_while_uri_stays_the_record_stream(clip, tmp_path):
+    """A camera with a low-resolution detect stream: capture decodes detect_uri (the boxes are in
+    its pixels), the record stream's size is probed for mapping boxes to it."""
+    from tests.motion_clips import encode, read_video
+    from trackpipe.pipeline.config import load_config
+    from trackpipe.pipeline.runtime.inputs import prepare
+    frames, fps = read_video(clip.path, 0, 90, size=(320, 180))
+    small = tmp_path / "sub.mp4"
+    encode(iter(frames), small, fps)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"cameras:\n  - {{name: door, uri: '{clip.path}', detect_uri: '{small}'}}\n")
+    cfg = load_config(path=str(cfg_path))
+    cams = prepare(cfg, cfg.model)
+    cam = cams[0]
+    assert (cam.info.width, cam.info.height) == (320, 180) and cam.uri == clip.path
+    assert cam.motion.detect_uri == str(small) and cam.motion.record_size == (640, 360)
+    m = cam.motion.box_map((320, 180))
+    assert m is not None and m([[10, 10, 20, 20]]).tolist() == [[20, 20, 40, 40]]
+    ev = tmp_path / "ev.jsonl"
+    r = _cli("--config", str(cfg_path), "--headless", "--events", str(ev), *MODEL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    boxes = [e["box"] for e in _events(ev) if e["event"] == "track_started"]
+    assert boxes and all(b[2] <= 320.5 and b[3] <= 180.5 for b in boxes)
