@@ -150,9 +150,10 @@ def test_a_live_camera_is_gated_and_says_so_in_the_live_view_metrics_and_profile
 def test_detect_uri_is_decoded_and_detected_while_uri_stays_the_record_stream(clip, tmp_path):
     """A camera with a low-resolution detect stream: capture decodes detect_uri (the boxes are in
     its pixels), the record stream's size is probed for mapping boxes to it."""
-    from tests.motion_clips import encode, read_video
     from trackpipe.pipeline.config import load_config
     from trackpipe.pipeline.runtime.inputs import prepare
+
+    from tests.motion_clips import encode, read_video
     frames, fps = read_video(clip.path, 0, 90, size=(320, 180))
     small = tmp_path / "sub.mp4"
     encode(iter(frames), small, fps)
