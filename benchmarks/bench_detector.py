@@ -135,7 +135,8 @@ def main() -> int:
             entry["onnx_fraction_of_ceiling"] = round(res["onnx"]["fps"] / (gflops / gf), 3)
         summary[key] = entry
         for b, r in res.items():
-            rows.append((key, b, r.get("fps", float("nan")), r.get("ms_p50", float("nan")), r.get("ms_p95", float("nan"))))
+            nan = float("nan")
+            rows.append((key, b, r.get("fps", nan), r.get("ms_p50", nan), r.get("ms_p95", nan)))
     summary["cpu"] = cpu.describe()
     print(f"CPU: {cpu.describe()}; threads {args.threads}")
     print(f"numpy float32 GEMM: {gflops:.0f} GFLOP/s")
@@ -145,9 +146,11 @@ def main() -> int:
     for key, e in summary.items():
         if isinstance(e, dict) and "onnx_vs_opencv" in e:
             target = TARGETS.get(key)
-            verdict = "" if target is None else f"  (target >= {target}x: {'met' if e['onnx_vs_opencv'] >= target else 'MISSED'})"
+            met = "met" if target is not None and e["onnx_vs_opencv"] >= target else "MISSED"
+            verdict = "" if target is None else f"  (target >= {target}x: {met})"
             print(f"{key}: onnx/opencv = {e['onnx_vs_opencv']:.2f}x, {e['gflop_per_image']} GFLOP/img, "
-                  f"onnx at {100 * e['onnx_fraction_of_ceiling']:.0f}% of the {e['ceiling_fps']} FPS float32 ceiling{verdict}")
+                  f"onnx at {100 * e['onnx_fraction_of_ceiling']:.0f}% of the {e['ceiling_fps']} FPS float32 "
+                  f"ceiling{verdict}")
     goals = auto_targets(cpu.tier)
     for key, e in summary.items():
         if isinstance(e, dict) and "auto_vs_onnx" in e:

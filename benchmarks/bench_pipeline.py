@@ -50,8 +50,8 @@ TINY_CFG = ASSETS / "darknet" / "cfg" / "yolov4-tiny.cfg"
 YF_DIR = ASSETS / "darknet" / "yolo-fastest-1.1_coco"
 YF = ["--cfg", str(YF_DIR / "yolo-fastest-1.1-xl.cfg"), "--weights", str(YF_DIR / "yolo-fastest-1.1-xl.weights"),
       "--names", str(ASSETS / "darknet" / "data" / "coco.names"), "--size", "320"]
-VARIANTS = ("tiny", "tiny_onnx", "tiny_noplace", "tiny_placed", "tiny_prec_auto", "flood25", "flood50", "yf", "tiny_alone", "tiny_loop",
-            "yf_alone", "yf_loop")
+VARIANTS = ("tiny", "tiny_onnx", "tiny_noplace", "tiny_placed", "tiny_prec_auto", "flood25", "flood50", "yf",
+            "tiny_alone", "tiny_loop", "yf_alone", "yf_loop")
 
 
 LOOP_PRESET = "ultrafast"   # what render uses for a file on fewer than 4 cores (runtime/processes.py)
@@ -250,7 +250,8 @@ def main(argv=None) -> int:
         print(f"{v:<14} {med[v]:>8.2f} {m.get('detector_only_fps', 0):>9.2f} {m.get('ratio', 0):>9.3f}  {detail}; "
               + ", ".join(f"{r['fps']:.2f}" for r in runs[v]))
     ratios = {}
-    pairs = {"tiny_over_onnx": ("tiny", "tiny_onnx"), "prec_auto_over_onnx": ("tiny_prec_auto", "tiny_onnx"), "auto_over_off": ("tiny", "tiny_noplace"),
+    pairs = {"tiny_over_onnx": ("tiny", "tiny_onnx"), "prec_auto_over_onnx": ("tiny_prec_auto", "tiny_onnx"),
+             "auto_over_off": ("tiny", "tiny_noplace"),
              "placed_over_unplaced": ("tiny_placed", "tiny_noplace"),
              "flood25_over_flood50": ("flood25", "flood50"), "tiny_pipeline_over_loop": ("tiny", "tiny_loop"),
              "yf_pipeline_over_loop": ("yf", "yf_loop"), "tiny_pipeline_over_alone": ("tiny", "tiny_alone"),

@@ -110,8 +110,8 @@ def main() -> int:
                 rows.append((key, k, float("nan"), float("nan"), None, None, float("nan")))
     print(f"{'model':<22}{'path':<20}{'FPS':>8}{'ms p50':>9}{'x onnx':>8}{'AP50':>8}{'AP':>8}")
     for m, pr, fps, ms, ap50, ap, ratio in rows:
-        f = (lambda v: f"{v:>8.3f}" if v is not None else f"{'n/a':>8}")
-        print(f"{m:<22}{pr:<20}{fps:>8.2f}{ms:>9.2f}{ratio:>8.2f}{f(ap50)}{f(ap)}")
+        ap50_s, ap_s = (f"{v:>8.3f}" if v is not None else f"{'n/a':>8}" for v in (ap50, ap))
+        print(f"{m:<22}{pr:<20}{fps:>8.2f}{ms:>9.2f}{ratio:>8.2f}{ap50_s}{ap_s}")
     for key, e in summary.items():
         for k, v in e.items():
             if isinstance(v, dict) and "error" in v:

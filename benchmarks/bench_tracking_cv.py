@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trackpipe.trackers import mot
+from trackpipe.trackers import mot  # noqa: E402  (after the repository joins sys.path)
 
 ASSETS = REPO / ".." / "shared" / "assets"
 CACHE = REPO / ".cache" / "tracking_cv"
@@ -199,7 +199,8 @@ def main() -> int:
         hotas[s] = motmod.hota_sequence(seqs[s].gt, rows)
     hs = motmod.hota_summary(hotas)
     overall = pooled([table[chosen[s]][s] for s in names])
-    head = f"{'held-out sequence':<14} {'MOTA':>6} {'IDF1':>6} {'HOTA':>6} {'DetA':>6} {'AssA':>6} {'IDSW':>5} {'FP':>6} {'FN':>6}  chosen on the other six"
+    head = (f"{'held-out sequence':<14} {'MOTA':>6} {'IDF1':>6} {'HOTA':>6} {'DetA':>6} {'AssA':>6} {'IDSW':>5} "
+            f"{'FP':>6} {'FN':>6}  chosen on the other six")
     print(head)
     print("-" * len(head))
     rows_json = {}

@@ -276,7 +276,8 @@ def main() -> int:
                       "ratio_3_viewers": round(med[3] / med[0], 3), "ratio_1_viewer": round(med[1] / med[0], 3),
                       "process_cpu_s_per_s": {str(k): round(v, 3) for k, v in cmed.items()},
                       "server_only_cpu_ms_per_s": {str(k): round(v, 1) for k, v in smed.items()},
-                      "encodes": encodes, "encode_ms_per_frame": round(encode_ms, 2), "rounds": args.rounds, "window_s": args.window_s}))
+                      "encodes": encodes, "encode_ms_per_frame": round(encode_ms, 2), "rounds": args.rounds,
+                      "window_s": args.window_s}))
     return 0
 
 
@@ -296,7 +297,8 @@ def start_pipeline(realtime: bool, max_fps: float, log_path: str):
     import re
     import subprocess
     cmd = [sys.executable, os.path.join(ROOT, "run_tracker.py"), "--source", VIDEO, "--loop", "--headless",
-           "--cfg", os.path.join(YF, "yolo-fastest-1.1-xl.cfg"), "--weights", os.path.join(YF, "yolo-fastest-1.1-xl.weights"),
+           "--cfg", os.path.join(YF, "yolo-fastest-1.1-xl.cfg"),
+           "--weights", os.path.join(YF, "yolo-fastest-1.1-xl.weights"),
            "--names", os.path.join(ASSETS, "darknet", "data", "coco.names"), "--size", "320", "--backend", "onnx",
            "--http-port", "0", "--set", "profile.table=off"]
     if realtime:

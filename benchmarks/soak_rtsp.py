@@ -5,7 +5,8 @@ long time with camera faults injected, sampling the pipeline's resources.
 
 The server streams a real video in a loop (default ../shared/assets/video/aiguys_video.mp4: people,
 cars; so detection, tracking, events and snapshots of new ``car`` tracks all run), or with
-``--file none`` its synthetic stamped pattern. Faults alternate: SIGKILL of the server + restart 5 s later, SIGSTOP for 10 s + SIGCONT. Every
+``--file none`` its synthetic stamped pattern. Faults alternate: SIGKILL of the server + restart
+5 s later, SIGSTOP for 10 s + SIGCONT. Every
 ``--sample-every`` s (10): RSS, open fds and threads of every pipeline process (psutil when
 installed, else /proc) and the /dev/shm + temp entries of the run. At the end: a table (first,
 last, max, linear-fit slope per hour) and one JSON line; everything is stopped cleanly (SIGINT).

@@ -38,7 +38,8 @@ class Section:
         try:
             return cast(self.options[key])
         except ValueError:
-            raise ModelError(f"line {self.line}: [{self.type}] {key}={self.options[key]!r} is not a valid {cast.__name__}")
+            raise ModelError(f"line {self.line}: [{self.type}] {key}={self.options[key]!r} is not a valid "
+                             f"{cast.__name__}")
 
     def ints(self, key: str, default: Optional[List[int]] = None) -> List[int]:
         if key not in self.options:
@@ -200,9 +201,11 @@ def build_network(sections: List[Section], size: Tuple[int, int] = (0, 0), sourc
                 raise UnsupportedLayerError(f"{source}:{s.line}: unsupported activation {act!r} in [convolutional] "
                                             f"(layer {i}); supported: {', '.join(ACTIVATIONS)}")
             if s.get("stride_x", stride) != stride or s.get("stride_y", stride) != stride or s.get("dilation", 1) != 1:
-                raise UnsupportedLayerError(f"{source}:{s.line}: [convolutional] with stride_x/stride_y/dilation (layer {i})")
+                raise UnsupportedLayerError(f"{source}:{s.line}: [convolutional] with stride_x/stride_y/dilation "
+                                            f"(layer {i})")
             if pc % groups or filters % groups:
-                raise ModelError(f"{source}:{s.line}: groups={groups} does not divide channels {pc} / filters {filters}")
+                raise ModelError(f"{source}:{s.line}: groups={groups} does not divide channels {pc} / "
+                                 f"filters {filters}")
             attrs = dict(filters=filters, size=k, stride=stride, pad=pad, groups=groups, activation=act,
                          batch_normalize=bool(s.get("batch_normalize", 0)), in_channels=pc)
             shape = ((ph + 2 * pad - k) // stride + 1, (pw + 2 * pad - k) // stride + 1, filters)

@@ -26,8 +26,8 @@ from .darknet import Network, fused_conv_params, maxpool_padding
 log = logging.getLogger(__name__)
 
 OPSET = 17
-EXPORTER_VERSION = "2"
-MISH_INNER = "_mish_"  # marks the float-only inner nodes of a mish activation  # bump when the emitted graph changes: invalidates cached exports
+EXPORTER_VERSION = "2"  # bump when the emitted graph changes: invalidates cached exports
+MISH_INNER = "_mish_"  # marks the float-only inner nodes of a mish activation
 
 
 def _emit_activation(nodes, helper, x: str, act: str, name: str) -> str:

@@ -9,8 +9,9 @@ to fetch and where to put it; :func:`seed` fills the cache from a local folder i
 The default model is Yolo-Fastest-1.1-xl (:data:`DEFAULT_MODEL`): real COCO weights of 3.7 MB,
 AP50 0.434 on the 66 COCO val2017 images of the test assets, ~200 FPS at 320x320 on two CPU
 cores with ONNX Runtime. It ships inside the package (``trackpipe/models/data/``, sha256-checked
-on use), so a first run needs no network; the others are downloaded. yolov4-tiny (24 MB, 6.9 GFLOP vs 0.72) and yolov4 (258 MB, 60 GFLOP) are more
-accurate and one flag away (``--model yolov4-tiny``).
+on use), so a first run needs no network; the others are downloaded. yolov4-tiny (24 MB, 6.9
+GFLOP vs 0.72) and yolov4 (258 MB, 60 GFLOP) are more accurate and one flag away
+(``--model yolov4-tiny``).
 """
 
 from __future__ import annotations

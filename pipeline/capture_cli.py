@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     from trackpipe.models.cli_args import add_model_args
     from trackpipe.trackers.factory import TRACKER_NAMES
     p = _Parser(prog="run_capture.py", description=__doc__.split("\n\n")[0].replace("``", ""),
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1].replace("``", ""))
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=__doc__.split("\n\n", 1)[1].replace("``", ""))
     _capture_args(p)
     add_model_args(p, defaults=False)
     p.add_argument("--classes", help="keep only these classes: ids or names, comma separated")

@@ -50,7 +50,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     from trackpipe.models.cli_args import add_model_args
     from trackpipe.trackers.factory import TRACKER_NAMES
 
-    p = _Parser(prog="run_tracker.py", description=(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2]).replace("``", ""),
+    paragraphs = __doc__.split("\n\n")
+    p = _Parser(prog="run_tracker.py", description=(paragraphs[0] + "\n\n" + paragraphs[2]).replace("``", ""),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", action="append", metavar="URI",
                    help="video file, image folder or glob, camera index, rtsp/http URL, screen[:N][@X,Y,W,H]; "

@@ -115,8 +115,9 @@ def error_loc(e: dict) -> tuple:
 
 def validation_line(error, root=None, where: str = "") -> str:
     """The first error of a pydantic ``ValidationError`` as one line: ``<path>: <problem>``, e.g.
-    ``cameras[1].zones[0]: unknown key 'pionts' (allowed: name, points, ...)``. ``root``: the validated model class (the allowed keys
-    of an unknown one); ``where``: the path of the validated value (e.g. ``webhooks[0]``)."""
+    ``cameras[1].zones[0]: unknown key 'pionts' (allowed: name, points, ...)``. ``root``: the
+    validated model class (the allowed keys of an unknown one); ``where``: the path of the
+    validated value (e.g. ``webhooks[0]``)."""
     e = first_error(error)
     loc, kind, ctx, got = tuple(e["loc"]), e["type"], e.get("ctx") or {}, e.get("input")
     path = key_path(where, *loc)

@@ -68,8 +68,10 @@ def test_roboflow_trackers_and_trackpipe_in_one_environment(tmp_path):
     r = json.loads(run.stdout.strip().splitlines()[-1])
     # two different packages: roboflow's in the scratch env, ours from the repository
     assert r["roboflow_file"].startswith(str(env_dir)) and "/trackers/__init__.py" in r["roboflow_file"]
-    assert not r["ours_file"].startswith(str(env_dir)) and r["ours_file"].endswith(os.path.join("trackers", "__init__.py"))
+    assert not r["ours_file"].startswith(str(env_dir))
+    assert r["ours_file"].endswith(os.path.join("trackers", "__init__.py"))
     assert r["sort"].startswith("trackers.core.sort")
     # both track the two boxes with two stable ids
-    assert len(set(r["rf_ids"][-1])) == 2 and all(i >= 0 for i in r["rf_ids"][-1]) and r["rf_ids"][-1] == r["rf_ids"][-2]
+    assert len(set(r["rf_ids"][-1])) == 2 and all(i >= 0 for i in r["rf_ids"][-1])
+    assert r["rf_ids"][-1] == r["rf_ids"][-2]
     assert r["our_ids"][-1] == r["our_ids"][-2] and len(r["our_ids"][-1]) == 2

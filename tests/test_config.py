@@ -34,7 +34,8 @@ def test_yaml_overrides_and_types(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("pipline:\n  ring_slots: 4\n", "unknown key 'pipline' (allowed: source, model, tracker, pipeline"),
-    ("pipeline:\n  ringslots: 4\n", "pipeline: unknown key 'ringslots' (allowed: ring_slots, infer_workers, max_frames"),
+    ("pipeline:\n  ringslots: 4\n",
+     "pipeline: unknown key 'ringslots' (allowed: ring_slots, infer_workers, max_frames"),
     ("pipeline:\n  ring_slots: 1\n", "pipeline.ring_slots: 1 is below the minimum 2"),
     ("pipeline:\n  ring_slots: many\n", "pipeline.ring_slots: expected an integer, got 'many'"),
     ("model:\n  backend: cuda\n", "model.backend: invalid value 'cuda' (allowed: auto, onnx, openvino, tf, opencv"),

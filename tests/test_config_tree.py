@@ -106,7 +106,8 @@ def test_set_value_validates_the_whole_tree_and_leaves_the_config_as_it_was_on_e
 
 
 def test_shapes_are_validated_once_into_objects():
-    c = load_config(data={"cameras": [{"uri": "a.mp4", "zones": [{"name": "z", "points": [[0, 0], [0.5, 0], [0.5, 1]]}]}],
+    zone = {"name": "z", "points": [[0, 0], [0.5, 0], [0.5, 1]]}
+    c = load_config(data={"cameras": [{"uri": "a.mp4", "zones": [zone]}],
                           "lines": [{"name": "l", "points": [[0, 5], [10, 5]]}]})
     z, ln = c.cameras[0].zones[0], c.lines[0]
     assert (z.units, z.where, ln.units, ln.where) == ("fraction", "cameras[0].zones[0]", "px", "lines[0]")
@@ -120,7 +121,8 @@ def _cli(*args, env=None) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("text, message", [
-    ("cameras:\n  - uri: {video}\n  - uri: {video}\n    zones:\n      - {{name: z, pionts: [[0, 0], [1, 0], [1, 1]]}}\n",
+    ("cameras:\n  - uri: {video}\n  - uri: {video}\n    zones:\n"
+     "      - {{name: z, pionts: [[0, 0], [1, 0], [1, 1]]}}\n",
      "cameras[1].zones[0]: unknown key 'pionts' (allowed: name, points, units"),
     ("zones:\n  - {{name: z, points: [[0, 0], [9, 9], [9, 0], [0, 9]]}}\n",
      "zones[0].points: the polygon crosses itself"),

@@ -3,14 +3,16 @@
 import numpy as np
 import pytest
 
-from trackpipe.models.darknet import build_network, load_cfg, load_network, parse_cfg, read_weights, write_random_weights
+from trackpipe.models.darknet import (build_network, load_cfg, load_network, parse_cfg, read_weights,
+                                      write_random_weights)
 from trackpipe.models.errors import ModelError, UnsupportedLayerError, WeightsError
 from tests.assets import CFG, FASTEST
 
 ALL_CFGS = [CFG / "yolov4.cfg", CFG / "yolov4-tiny.cfg", CFG / "yolov3.cfg", CFG / "yolov3-tiny.cfg",
             FASTEST / "yolo-fastest-1.1-xl.cfg", FASTEST / "yolo-fastest-1.1.cfg"]
 OFFICIAL_SIZES = {"yolov4.cfg": 257_717_640, "yolov4-tiny.cfg": 24_251_276, "yolov3.cfg": 248_007_048,
-                  "yolov3-tiny.cfg": 35_434_956, "yolo-fastest-1.1-xl.cfg": 3_693_964, "yolo-fastest-1.1.cfg": 1_384_268}
+                  "yolov3-tiny.cfg": 35_434_956, "yolo-fastest-1.1-xl.cfg": 3_693_964,
+                  "yolo-fastest-1.1.cfg": 1_384_268}
 
 
 @pytest.mark.parametrize("cfg", ALL_CFGS, ids=lambda p: p.name)
@@ -79,7 +81,8 @@ def test_truncated_weights_name_expected_and_actual(tiny_random, tmp_path):
     bad = tmp_path / "cut.weights"
     bad.write_bytes(tiny_random.read_bytes()[:-100])
     net = load_cfg(CFG / "yolov4-tiny.cfg")
-    with pytest.raises(WeightsError, match=r"24,251,176 bytes but yolov4-tiny.cfg needs exactly 24,251,276 \(truncated"):
+    with pytest.raises(WeightsError,
+                       match=r"24,251,176 bytes but yolov4-tiny.cfg needs exactly 24,251,276 \(truncated"):
         read_weights(net, bad)
     assert all(not l.params for l in net.conv_layers()), "nothing is loaded from a bad file"
 

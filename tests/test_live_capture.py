@@ -154,7 +154,8 @@ class _Stage:
         self.ring, self.source, self.source_cfg, self.out, self.ctl = ring, source, cfg, out, ctl
         self.stats = StageStats("capture")
         self.shape = (360, 640, 3)
-        self.reclaim_after_s, self.seq, self.uri, self.consumers, self.max_frames = 2.0, 0, str(VIDEO_360), 1, max_frames
+        self.reclaim_after_s, self.seq, self.uri = 2.0, 0, str(VIDEO_360)
+        self.consumers, self.max_frames = 1, max_frames
         self.rc = type("RC", (), {"stop": Flag()})()
         self.index, self.camera = 0, "cam0"
         self.outs = 0

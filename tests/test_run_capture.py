@@ -144,7 +144,8 @@ def test_overlay_boxes_on_screen_profile_and_cleanup(xdisplay, dog_window, tmp_p
         bad = far & np.any(g != before, axis=2)
         ys, xs = np.nonzero(bad)
         assert not bad.any(), (f"{bad.sum()} overlay pixels away from the boxes, in "
-                               f"x {xs.min()}..{xs.max()} y {ys.min()}..{ys.max()}; ref boxes {dets.xyxy.astype(int).tolist()}")
+                               f"x {xs.min()}..{xs.max()} y {ys.min()}..{ys.max()}; "
+                               f"ref boxes {dets.xyxy.astype(int).tolist()}")
         changed = np.any(g != before, axis=2)
         assert _is_palette(g)[changed].mean() > 0.6, "changed pixels are not mostly box colours"
     finally:

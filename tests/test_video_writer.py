@@ -40,7 +40,8 @@ def decode_opencv(path):
     """(frames, fps, width, height) as OpenCV reads them; stops at the first unreadable frame."""
     cap = cv2.VideoCapture(str(path))
     assert cap.isOpened(), path
-    fps, w, h = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     out = []
     while True:
         ok, f = cap.read()

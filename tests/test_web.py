@@ -576,7 +576,8 @@ def test_request_error_log_is_rate_limited():
         logger.removeHandler(handler)
     msgs = [(r.levelno, r.getMessage()) for r in records]
     assert len(msgs) == 3 and elog.errors == 7
-    assert msgs[0][0] == logging.WARNING and msgs[0][1].startswith("live view: Error handling request from 10.0.0.1: 400 ")
+    assert msgs[0][0] == logging.WARNING
+    assert msgs[0][1].startswith("live view: Error handling request from 10.0.0.1: 400 ")
     assert "\x1b" not in msgs[0][1] and "\n" not in msgs[0][1]
     assert msgs[1][1].endswith("(3 more since the previous line, not logged)")
     assert msgs[2][0] == logging.ERROR and "ValueError: xxx" in msgs[2][1] and len(msgs[2][1]) < 300

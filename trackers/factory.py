@@ -58,13 +58,15 @@ def build_tracker(name: str = "hybrid", **overrides: Any) -> Tracker:
     """Create a tracker by preset name; keyword overrides replace config fields.
 
     Names: ``hybrid`` (the default, :mod:`trackers.hybrid`; pass ``score_floor=`` the
-    detector's conf), ``independent`` (unrelated images), ``sort-ref`` (abewley/sort settings), ``sort``, ``bytetrack`` (sort + low-score
-    second pass, ByteTrack's thresholds), ``deepsort``, ``deepsort-byte``, and the MOT15-tuned
+    detector's conf), ``independent`` (unrelated images), ``sort-ref`` (abewley/sort settings),
+    ``sort``, ``bytetrack`` (sort + low-score second pass, ByteTrack's thresholds), ``deepsort``,
+    ``deepsort-byte``, and the MOT15-tuned
     ``sort-mot15`` (best motion-only configuration), ``bytetrack-mot15``, ``deepsort-mot15``,
     ``deepsort-byte-mot15``. The deepsort presets use the built-in
     :class:`trackers.encoders.HistogramEncoder` whenever ``update`` gets a frame; pass
     ``encoder=`` (another :class:`trackers.encoders.Encoder`, or None for motion only) to
-    change that; from a config file ``encoder`` can be a string (see :func:`encoder_from_spec`). Unknown names or config keys raise ``ValueError`` naming the allowed values.
+    change that; from a config file ``encoder`` can be a string (see :func:`encoder_from_spec`).
+    Unknown names or config keys raise ``ValueError`` naming the allowed values.
     """
     presets = _presets()
     if name not in presets:

@@ -3,10 +3,11 @@
 ``pipeline.cpus``:
 
 - ``auto`` (default), from `MIN_CORES` (4) cores on: infer gets cores of its own and capture,
-  track, render and sink share the rest: ``max(1, n // 4)`` cores for them (decode, drawing, H.264 encoding, tracking: about
-  one core's worth per 1080p stream at 30 fps), the other ``n - that`` for infer. Files with
-  an even number (>= 2) of infer cores get two infer workers, each on its own half (two frames
-  in flight scale better than intra-op threads on few cores); live sources get one. With fewer
+  track, render and sink share the rest: ``max(1, n // 4)`` cores for them (decode, drawing,
+  H.264 encoding, tracking: about one core's worth per 1080p stream at 30 fps), the other
+  ``n - that`` for infer. Files with an even number (>= 2) of infer cores get two infer
+  workers, each on its own half (two frames in flight scale better than intra-op threads on
+  few cores); live sources get one. With fewer
   cores the plan is ``off``'s and one log line says so: on 2 cores a fixed split leaves one side
   idle (measured: see `MIN_CORES`).
 - ``off``: no placement (the OS schedules; the earlier plan: files get 2 infer workers of
