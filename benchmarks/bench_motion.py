@@ -18,12 +18,18 @@ Per clip: the moving share (real frames / all), the share of frames detected whe
 (observed on >= fps frames, centre travelling >= a quarter of the box height) and how many of them
 the gated runs miss (neither a detection the gated run made nor a gated track of the class
 overlaps it, IoU >= 0.5, on at least half of its frames; ``missed_tracks`` counts tracks only:
-two trackers fed slightly different inputs may pair boxes differently in a crowd), the motion detector's ms per frame, and for whole frame vs crops the detector ms
+two trackers fed slightly different inputs may pair boxes differently in a crowd), the motion
+detector's ms per frame, and for whole frame vs crops the detector ms
 per detected motion frame and the small objects found (boxes under 32x32 pixels of the frame).
 Pipeline part (``--pipeline VIDEO``, a video that moves all the time): ``run_tracker.py`` on it
 with ``detect.motion=off`` and ``on``, alternating, ``--repeat`` times each (Yolo-Fastest-1.1-xl
 320, ONNX Runtime fp32, headless, events file, profile): pipeline FPS (median) on / off and
 the events of each kind.
+
+Filters part (``--filters VIDEO``): the video's detections on every frame tracked with no
+filter, an object mask over the left half, ``min_area`` 32x32 px, and ``threshold`` 0.5 for
+every class: tracks, one-frame tracks (and under 3 frames), observed track rows whose bottom centre is in the left
+half, boxes under 32x32 px reaching the tracker.
 
 Targets: detected <= moving share + 0.10; track_started per class within 10 %; none missed;
 pipeline part: FPS on >= 0.95x off, events within 5 %. The last line is one JSON object.
@@ -200,6 +206,51 @@ def bench_video(video: Path, still_s: float, det, names, tmp: Path) -> dict:
             "small_found": small}
 
 
+def filters_part(video: Path, det) -> dict:
+    """Filters and masks on a real video's detections (every frame), the same tracking object
+    as the track stage: an object mask over the left half, ``min_area`` 32x32 px (COCO's small
+    objects), ``threshold`` 0.5 for every class; counts before and after."""
+    import cv2
+
+    from trackpipe.pipeline.events.geometry import anchor_points
+    from trackpipe.pipeline.motion import ClassFilter, ObjectFilters, PolygonMask, ThresholdGate
+    from trackpipe.pipeline.motion.tracking import GatedTracking
+    from trackpipe.trackers.factory import build_tracker
+    cap = cv2.VideoCapture(str(video))
+    dets, size = [], None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        size = (f.shape[1], f.shape[0])
+        dets.append(det.detect(f))
+    cap.release()
+    w, h = size
+    half = np.array([[0, 0], [w / 2, 0], [w / 2, h], [0, h]], np.float64)
+    classes = sorted({int(c) for d in dets for c in d.class_id})
+
+    def run(filters=None, gate=None) -> dict:
+        gt = GatedTracking(build_tracker("hybrid", score_floor=CONF), filters or ObjectFilters(), gate=gate)
+        frames, small, in_mask = {}, 0, 0
+        for d in dets:
+            s = gt.step(d, size)
+            tr = s.tracks[~s.tracks.predicted]
+            for tid in tr.track_id.tolist():
+                frames[tid] = frames.get(tid, 0) + 1
+            in_mask += int(PolygonMask([half]).contains(anchor_points(tr.xyxy)).sum())
+            b = gt.filters.apply(d, size) if gt.filters else d
+            small += int((((b.xyxy[:, 2] - b.xyxy[:, 0]) * (b.xyxy[:, 3] - b.xyxy[:, 1])) < SMALL).sum())
+        return {"tracks": len(frames), "one_frame_tracks": sum(v == 1 for v in frames.values()),
+                "tracks_under_3_frames": sum(v < 3 for v in frames.values()),
+                "observed_rows_in_left_half": in_mask, "boxes_under_32x32_to_tracker": small}
+
+    th = {c: ClassFilter(threshold=0.5) for c in classes}
+    return {"video": video.name, "none": run(),
+            "object_mask_left_half": run(ObjectFilters(mask=PolygonMask([half]))),
+            "min_area_1024": run(ObjectFilters({c: ClassFilter(min_area=float(SMALL)) for c in classes})),
+            "threshold_0.5": run(ObjectFilters(th), ThresholdGate({c: 0.5 for c in classes}))}
+
+
 def pipeline_runs(video: Path, repeat: int, tmp: Path) -> dict:
     """``run_tracker.py`` on ``video`` with gating off and on, alternating; -> FPS and events."""
     import statistics
@@ -237,32 +288,39 @@ def main() -> None:
     ap.add_argument("--still-s", type=float, default=4.0)
     ap.add_argument("--pipeline", default="aiguys_test", help="a video that moves all the time ('' to skip)")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--filters", default="supervision_walking", help="the filters part's video ('' to skip)")
+    ap.add_argument("--no-clips", action="store_true", help="skip the clips part")
     a = ap.parse_args()
     det, spec = detector()
     names = Path(spec.names).read_text().splitlines()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-motion-") as d:
-        for v in a.videos:
+        for v in [] if a.no_clips else a.videos:
             rows.append(bench_video(ASSETS / "video" / f"{v}.mp4", a.still_s, det, names, Path(d)))
+        filt = filters_part(ASSETS / "video" / f"{a.filters}.mp4", det) if a.filters else None
         det.close()
         pipe = pipeline_runs(ASSETS / "video" / f"{a.pipeline}.mp4", a.repeat, Path(d)) if a.pipeline else None
-    hdr = (f"{'clip':<24} {'size':>9} {'frames':>6} {'moving':>6} {'detected':>8} {'ok':>3} {'started every/gated':<34} "
+    hdr = (f"{'clip':<24} {'size':>9} {'frames':>6} {'moving':>6} {'detected':>8} {'ok':>3} "
+           f"{'started every/gated':<34} "
            f"{'movers':>6} {'missed':>6} {'motion ms':>9} {'whole ms':>8} {'crops ms':>8} {'small w/c':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        ok = "yes" if r["detected_share"] <= r["moving_share"] + 0.10 and r["started_within_10pct"] and not r["missed"] \
-            else "NO"
+        ok = "yes" if (r["detected_share"] <= r["moving_share"] + 0.10 and r["started_within_10pct"]
+                       and not r["missed"]) else "NO"
         st = f"{sum(r['started']['every'].values())}/{sum(r['started']['gated'].values())}"
         print(f"{r['video']:<24} {r['size'][0]:>4}x{r['size'][1]:<4} {r['frames']:>6} {r['moving_share']:>6.2f} "
               f"{r['detected_share']:>8.2f} {ok:>3} {st:<34} {r['movers_1s']:>6} {r['missed']:>6} "
               f"{r['motion_ms']:>9.2f} {r['whole_ms'] or 0:>8.2f} {r['crops_ms'] or 0:>8.2f} "
               f"{r['small_found']['whole']:>4}/{r['small_found']['crops']:<4}")
+    if filt:
+        print(f"filters on {filt['video']}: " + "; ".join(f"{k}: {v}" for k, v in filt.items() if k != "video"))
     if pipe:
         print(f"{pipe['video']}: pipeline FPS gating on / off {pipe['fps_on']:.1f} / {pipe['fps_off']:.1f} = "
               f"{pipe['fps_ratio']:.3f}x; events off {pipe['events']['off']}, on {pipe['events']['on']} "
               f"(largest difference {100 * pipe['events_max_diff']:.1f} %)")
-    print(json.dumps({"bench": "motion", "rows": rows, "pipeline": pipe, "cpu": platform.processor() or platform.machine(),
+    print(json.dumps({"bench": "motion", "rows": rows, "pipeline": pipe, "filters": filt,
+                      "cpu": platform.processor() or platform.machine(),
                       "cpu_count": os.cpu_count()}))
 
 
