@@ -4,8 +4,9 @@
    segments) on the 1080p H.264 asset, and the decoding it avoids: OpenCV's and PyAV's decode of
    the same packets to BGR (what a one-connection design would move into capture).
 2. ``run``: run_tracker.py on the 1080p asset played as a live camera (``--realtime --loop``)
-   for ``--seconds``, with ``record.mode: all`` and without, alternated ``--repeat`` times: CPU
-   per frame of the whole process tree and the detector's (infer stage's) FPS.
+   for ``--seconds`` with an events file (a monitoring run: the sink, which hosts the recorder,
+   runs in both), with ``record.mode: all`` and without, alternated ``--repeat`` times: CPU per
+   frame of the whole process tree (model loading included) and the detector's (infer stage's) FPS.
 
     python benchmarks/bench_recording.py [--seconds 40] [--repeat 2] [--only remux|run]
 
@@ -74,7 +75,7 @@ def bench_remux(repeat: int = 5) -> dict:
 def run_once(record: bool, seconds: float, tmp: Path) -> dict:
     prof = tmp / f"profile-{int(record)}-{time.monotonic_ns()}.json"
     args = [sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO), *MODEL, "--realtime", "--loop",
-            "--headless", "--duration", str(seconds), "--profile", str(prof)]
+            "--headless", "--duration", str(seconds), "--profile", str(prof), "--events", str(tmp / "events.jsonl")]
     if record:
         args += ["--record", str(tmp / "rec"), "--set", "record.min_free_gb=0"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -30,7 +30,7 @@ from .index import EventRecord, RecordIndex, Segment
 from .layout import parse_segment, requests_dir, snapshot_path
 from .retention import CameraPolicy, Retention
 from .segmenter import CameraRecorder, writable
-from .snapshots import frame_at, write_jpeg
+from .snapshots import frame_at, keyframe_times, write_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class Recorder:
         self.snapshots: list[_Snapshot] = []
         self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "deleted": 0, "dropped": 0}
         self.retention: Retention | None = None
+        self._key_cache: dict[str, list] = {}
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -244,9 +245,15 @@ class Recorder:
             ev = job.event
             if time.monotonic() > deadline:
                 break
-            segs = self.index.segments(ev.camera, after=ev.t_best - 1.0, before=ev.t_best + 1.0)
-            segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.t_best + 1.0]
-            got = frame_at(self.root, segs, ev.t_best, need_after=not final) if segs else None
+            if not final and not self._covered(ev):     # wait (no demuxing) for its footage to be closed
+                if time.monotonic() < job.deadline:
+                    keep.append(job)
+                continue
+            got = self._at_keyframe(ev, final)
+            if got is None:
+                segs = self.index.segments(ev.camera, after=ev.t_best - 1.0, before=ev.t_best + 1.0)
+                segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.t_best + 1.0]
+                got = frame_at(self.root, segs, ev.t_best, need_after=not final) if segs else None
             if got is None and (final or self._before_footage(ev)):
                 got = self._best_recorded(ev)
             if got is None:
@@ -264,6 +271,41 @@ class Recorder:
             self.index.set_snapshot(ev.id, rel)
             self.counts["snapshots"] += 1
         self.snapshots = keep
+
+    def _covered(self, ev: EventRecord) -> bool:
+        """Closed segments hold the event up to its end (or the recording began after its best frame)."""
+        segs = self.index.segments(ev.camera, after=ev.end - 0.01)
+        return bool(segs) and segs[0].end >= ev.end or self._before_footage(ev)
+
+    def _keyframes(self, segs: list[Segment]) -> list:
+        """Keyframe times of closed segments, each demuxed once (a small cache)."""
+        out = []
+        for s in segs:
+            if s.path not in self._key_cache:
+                if len(self._key_cache) > 64:
+                    self._key_cache.pop(next(iter(self._key_cache)))
+                self._key_cache[s.path] = keyframe_times(self.root, [s])
+            out += self._key_cache[s.path]
+        return out
+
+    def _at_keyframe(self, ev: EventRecord, final: bool):
+        """The best-scored sighting at a keyframe (one frame to decode instead of up to a GOP: a
+        camera's keyframe comes every second or two), when the track was seen at one; its best
+        time, box and score become the event's."""
+        segs = self.index.segments(ev.camera, after=ev.start - 0.1, before=ev.end + 0.1)
+        if not segs or (not final and segs[-1].end < ev.end):
+            return None                   # the segment with its end is still being written
+        keys = self._keyframes(segs)
+        half = 0.04                       # (a frame at 25 fps)
+        rows = [r for r in ev.boxes if len(r) > 5 and r[5] > 0 and any(abs(r[0] - k) <= half for k in keys)]
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: r[5])
+        got = frame_at(self.root, segs, row[0], slack_s=half)
+        if got is not None:
+            ev.t_best, ev.box, ev.score = row[0], list(row[1:5]), row[5]
+            self.index.set_best(ev.id, ev.t_best, ev.box, ev.score)
+        return got
 
     def _before_footage(self, ev: EventRecord) -> bool:
         """The best frame came before the camera's recording began (an object there at the start)."""

@@ -35,13 +35,18 @@ def frame_at(root: Path, segments: Sequence[Segment], t: float, slack_s: float =
     kk = max((i for i in range(k + 1) if packets[i][0].is_keyframe), default=0)
     target = packets[k][0].pts
     try:
-        with av.open(str(Path(root) / seg.path)) as inp:
-            ctx = inp.streams.video[0].codec_context
-            ctx.thread_count = 1
-            frames = []
-            for p, _ in packets[kk:k + 8]:     # B-frames: the target may need packets after it
-                frames += ctx.decode(p)
-            frames += ctx.decode(None)
+        # a keyframe decodes alone; another frame from the keyframe before it, and B-frames may
+        # need a few packets after it
+        for stop in ((k + 1,) if k == kk else ()) + (k + 8,):
+            with av.open(str(Path(root) / seg.path)) as inp:
+                ctx = inp.streams.video[0].codec_context
+                ctx.thread_count = 1
+                frames = []
+                for p, _ in packets[kk:stop]:
+                    frames += ctx.decode(p)
+                frames += ctx.decode(None)
+            if any(f.pts == target for f in frames):
+                break
     except (av.error.FFmpegError, OSError) as e:
         log.warning("snapshot: cannot decode %s: %s", seg.path, e)
         return None
@@ -49,6 +54,11 @@ def frame_at(root: Path, segments: Sequence[Segment], t: float, slack_s: float =
         return None
     best = min(frames, key=lambda f: abs((f.pts if f.pts is not None else 0) - (target or 0)))
     return best.to_ndarray(format="bgr24"), packets[k][1]
+
+
+def keyframe_times(root: Path, segments: Sequence[Segment]) -> list:
+    """Times of the keyframes of ``segments`` (demuxed only)."""
+    return [t for s in segments for p, t, _ in segment_packets(root, s) if p.is_keyframe]
 
 
 def write_jpeg(path: Path, frame: np.ndarray, quality: int = 85) -> int:
