@@ -124,11 +124,16 @@ def static_run(n: int, motion: str, seconds: float, clips: tuple, tmp: Path) -> 
     still = [c for k, c in cams.items() if k != "cam0"]
     return {"cameras": n, "motion": motion, "fps_min_ratio": round(min(fps.values()) / 15.0, 3),
             "fps_min": min(fps.values()), "age_p95_ms": max(c["frame_age_ms"].get("p95") or 0.0 for c in cams.values()),
-            "detect_still": round(statistics.mean(c.get("detect_fraction") or 0.0 for c in still), 3) if still else None,
+            "detect_still": round(statistics.mean(c.get("detect_fraction") or 0.0 for c in still), 3)
+            if still else None,
             "detect_moving": cams["cam0"].get("detect_fraction"),
             "motion_moving": cams["cam0"].get("motion_fraction"),
             "detector_fps": p["stages"]["infer"].get("fps", 0.0),
             "cpu_cores": round(cpu / wall, 2), "moving_tracks": len(started), "moving_events_paired": started == ended,
+            "fps_mean": round(statistics.mean(fps.values()), 2),
+            # the run's whole CPU time (start-up included) per frame tracked, and what n cameras at
+            # 15 fps would need at that cost: an estimate where other jobs share the cores
+            "cpu_ms_per_frame": round(1000.0 * cpu / max(1, sum(c["frames_out"] for c in cams.values())), 2),
             "ok": min(fps.values()) >= 0.95 * 15.0 and max(c["frame_age_ms"].get("p95") or 0.0
                                                            for c in cams.values()) < 500.0}
 
@@ -248,14 +253,16 @@ def main() -> None:
     if fault:
         print(f"fault (4 RTSP cameras, cam3 killed 10 s): {json.dumps(fault)}")
     if static:
-        hdr = f"{'cams':>4} {'motion':>6} {'fps min/15':>10} {'age p95 ms':>10} {'det still':>9} {'det moving':>10} " \
-              f"{'det fps':>7} {'cores':>5} {'tracks':>6} {'paired':>6} {'ok':>3}"
+        hdr = f"{'cams':>4} {'motion':>6} {'fps min/15':>10} {'fps mean':>8} {'age p95 ms':>10} {'det still':>9} " \
+              f"{'det moving':>10} {'det fps':>7} {'cores':>5} {'cpu ms/frame':>12} {'tracks':>6} {'paired':>6} " \
+              f"{'ok':>3}"
         print(hdr)
         print("-" * len(hdr))
         for r in static:
-            print(f"{r['cameras']:>4} {r['motion']:>6} {r['fps_min_ratio']:>10.3f} {r['age_p95_ms']:>10.1f} "
-                  f"{r['detect_still'] or 0:>9.3f} {r['detect_moving'] or 0:>10.3f} {r['detector_fps']:>7.1f} "
-                  f"{r['cpu_cores']:>5.2f} {r['moving_tracks']:>6} {r['moving_events_paired']!s:>6} "
+            print(f"{r['cameras']:>4} {r['motion']:>6} {r['fps_min_ratio']:>10.3f} {r['fps_mean']:>8.2f} "
+                  f"{r['age_p95_ms']:>10.1f} {r['detect_still'] or 0:>9.3f} {r['detect_moving'] or 0:>10.3f} "
+                  f"{r['detector_fps']:>7.1f} {r['cpu_cores']:>5.2f} {r['cpu_ms_per_frame']:>12.2f} "
+                  f"{r['moving_tracks']:>6} {r['moving_events_paired']!s:>6} "
                   f"{'yes' if r['ok'] else 'no':>3}")
         best = max((r["cameras"] for r in static if r["motion"] == "auto" and r["ok"]), default=0)
         print(f"largest N with every camera >= 0.95 x 15 FPS and frame age p95 < 500 ms (gating on): {best}")
