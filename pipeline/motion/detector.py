@@ -1,9 +1,10 @@
 """A cheap motion detector per camera (Frigate's design): a downscaled grey frame, a running
 background, a per-pixel threshold and an area threshold.
 
-Per frame: resize to ``frame_height`` rows (aspect kept; a large frame is first halved while it is
-4 times as large, OpenCV's fast 2x2 averaging: one area resize from 1080p costs several times
-more), grey, Gaussian blur (the camera's
+Per frame: shrink to about ``frame_height`` rows by exact averaging (halved while 4 times as tall,
+then an integer factor: 640x360 -> 160x90, 1280x720 -> 160x90, 1920x1080 -> 160x90; exact
+factors take OpenCV's fast paths, a fractional area resize costs several times more), grey,
+Gaussian blur (the camera's
 noise and the codec's blocks average out), ignore the motion mask, absolute difference to
 the running background (``cv2.accumulateWeighted`` with ``alpha``), pixels changed by more
 than ``threshold`` grey levels, dilated, their connected contours; a contour of at least
@@ -81,15 +82,23 @@ class MotionDetector:
         self.background = None
         self._size = None
 
-    def _small_size(self, w: int, h: int):
-        sh = max(8, min(int(self.s.frame_height), h))
-        sw = max(8, round(w * sh / h))
-        return sw, sh
+    def _plan(self, w: int, h: int):
+        """How a (w, h) frame shrinks: ``halvings`` (each an exact 2x2 average), then an exact
+        integer ``factor`` (k x k average) -> about ``frame_height`` rows. Exact factors take
+        OpenCV's fast area paths: a fractional one (640x360 -> 178x100) costs ~6x more.
+        -> (halvings, factor, small (sw, sh))."""
+        target = max(8, int(self.s.frame_height))
+        halvings = 0
+        while (h >> halvings) >= 4 * target and (w >> halvings) >= 32:
+            halvings += 1
+        hh, ww = h >> halvings, w >> halvings
+        k = max(1, round(hh / target))
+        return halvings, k, (max(1, ww // k), max(1, hh // k))
 
     def _prepare(self, w: int, h: int) -> None:
-        sw, sh = self._small_size(w, h)
-        self._size, self._small = (w, h), (sw, sh)
-        self._scale = sh / h
+        halvings, k, (sw, sh) = self._plan(w, h)
+        self._size, self._small, self._halvings, self._factor = (w, h), (sw, sh), halvings, k
+        self._scale = 1.0 / float((1 << halvings) * k)     # small pixels per frame pixel
         masked = rasterize(self.mask_polygons, (sw, sh), self._scale) if self.mask_polygons else None
         self._keep = None if masked is None else cv2.bitwise_not(masked)
         self._area = float(sw * sh if self._keep is None else max(1, cv2.countNonZero(self._keep)))
@@ -100,14 +109,16 @@ class MotionDetector:
         h, w = frame_bgr.shape[:2]
         if self._size != (w, h):
             self._prepare(w, h)
+        img = frame_bgr
+        for _ in range(self._halvings):
+            hh, ww = img.shape[0] // 2, img.shape[1] // 2
+            img = cv2.resize(img[:2 * hh, :2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
         sw, sh = self._small
-        while frame_bgr.shape[1] >= 4 * sw and frame_bgr.shape[0] >= 4 * sh:   # halvings: OpenCV's fast 2x2 path
-            frame_bgr = cv2.resize(frame_bgr, (frame_bgr.shape[1] // 2, frame_bgr.shape[0] // 2),
-                                   interpolation=cv2.INTER_AREA)
-        small = cv2.resize(frame_bgr, self._small, interpolation=cv2.INTER_AREA)
+        k = self._factor
+        small = img if k == 1 else cv2.resize(img[:sh * k, :sw * k], (sw, sh), interpolation=cv2.INTER_AREA)
         grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        k = int(self.s.blur) | 1
-        return cv2.GaussianBlur(grey, (k, k), 0) if k > 1 else grey
+        b = int(self.s.blur) | 1
+        return cv2.GaussianBlur(grey, (b, b), 0) if b > 1 else grey
 
     def update(self, frame_bgr: np.ndarray) -> MotionResult:
         """One frame, (H, W, 3) uint8 BGR -> its `MotionResult` (and the background updated)."""
