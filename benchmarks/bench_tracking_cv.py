@@ -1,25 +1,44 @@
-"""Leave-one-sequence-out cross-validation of the ``hybrid`` tracker on the seven MOT15 sequences.
+"""Nested cross-validation of the ``hybrid`` tracker on the seven MOT15 sequences, a stability
+check, the worst fold, and a robustness table under perturbed detections.
 
-    python benchmarks/bench_tracking_cv.py [--workers 2] [--no-cache]
+    python benchmarks/bench_tracking_cv.py --workers 2 [--no-cache] [--no-perturb]
 
-Every configuration of a fixed grid (below) tracks every sequence once (``det/det.txt``,
-``score_floor`` from the files: 0.5) and is scored per sequence with py-motmetrics 1.4.0
-(IoU 0.5; counts FP, FN, IDSW, objects, IDTP, IDFP, IDFN). Then, for each sequence S:
-the configuration with the highest MOTA + IDF1 pooled over the OTHER six sequences is chosen
-and S is scored with it (held-out). Reported: the seven held-out scores, their pooled
-overall (counts summed over the seven held-out results) with TrackEval's HOTA / DetA / AssA
-(``combine_sequences`` of the seven held-out results), and, for the shipped default only,
-the configuration chosen on all seven (in-sample: that row is NOT a result).
+The grid, fixed before any result was looked at (12 tracker configurations x 3 output
+variants = 36 candidates)::
 
-Output variants are scored from one tracking run: interpolation of gaps up to 0, 5 or 20
-frames (``interpolate``, as file runs write the MOT file). Rows output at a predicted box
-(``max_predict``, the display aid against flicker) are not scored, as in
-``python -m trackers evaluate``; ``max_predict`` is set from the videos
-(``bench_video_tracks.py``), not here.
+    min_hits       1, 2, 3         consecutive matches after a track's first detection
+    confirm_score  0, 1, 2, 4      evidence: sum of ``rel`` over the track's detections
+    interpolate    0, 5, 20        gaps filled in the MOT file (output variant, one run)
 
-Per-configuration counts are cached in ``.cache/tracking_cv/`` (keyed by the configuration
-and the tracker's source hash), so a re-run only tracks what changed. Prints tables, then
-one JSON line last.
+and, the same for every candidate: births from every first-pass detection (``new_rel``
+None: no score cut of its own), first pass ``rel >= 0.1`` (quantile scale), ByteTrack's
+second pass ``low_rel`` 0, ``xywh`` state, OC-SORT steps off, ``max_age`` 30.
+
+Every candidate tracks every sequence once (``det/det.txt``, ``score_floor`` from the files)
+and is scored per sequence: HOTA / DetA / AssA by TrackEval, MOTA / IDF1 / IDSW / FP / FN by
+py-motmetrics 1.4.0 (IoU 0.5). Rows output at a predicted box are not scored (as
+``python -m trackers evaluate``).
+
+Nested cross-validation: for each outer fold (one sequence held out), the six others choose
+with the selection rule below, and the held-out sequence is scored with the chosen candidate.
+Inside, the same rule is cross-validated on the six (inner leave-one-out folds: choose on
+five, score the sixth), which gives the inner estimate printed beside each outer score: the
+gap between the two is what choosing costs.
+
+Selection rule (HOTA pooled with TrackEval's ``combine_sequences`` over the choosing
+sequences): a candidate is *stable* when every grid neighbour (one step along one axis above)
+scores within 0.5 HOTA of it; the stable candidate with the highest HOTA is chosen (the best
+overall if none is stable). The shipped default is this rule applied to all seven (in-sample:
+that row is not a result; only outer-fold figures are).
+
+Perturbations (seeded, deterministic; ``score_floor`` re-read from the perturbed files, as
+``evaluate`` does): ``shift`` every score -0.2; ``squash`` every score s -> 1 - (1 - s) / 10
+(a detector whose scores are all near 1); ``drop20`` 20 % of the detections removed;
+``jitter`` every box edge moved by N(0, 5 % of the box's width or height). Each tracker is
+scored pooled over the seven sequences and ranked per metric; the default must keep its rank.
+
+Per-candidate results are cached in ``.cache/tracking_cv/`` (keyed by the candidate, the
+perturbation and the tracker's source hash). Prints tables, then one JSON line last.
 """
 
 from __future__ import annotations
@@ -28,6 +47,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -42,57 +62,104 @@ from trackpipe.trackers import mot  # noqa: E402  (after the repository joins sy
 ASSETS = REPO / ".." / "shared" / "assets"
 CACHE = REPO / ".cache" / "tracking_cv"
 COUNTS = ("fp", "fn", "idsw", "objects", "idtp", "idfp", "idfn")
-#: output variants: (max_predict scored, interpolate); predicted rows are never scored
-VARIANTS = ((0, 0), (0, 5), (0, 20))
-TRACK_MAX_PREDICT = 10
+AXES = {"min_hits": (1, 2, 3), "confirm_score": (0.0, 1.0, 2.0, 4.0), "interpolate": (0, 5, 20)}
+STABLE_HOTA = 0.5
+PERTURBATIONS = ("none", "shift", "squash", "drop20", "jitter")
+SEED = 2024
+#: trackers ranked under perturbation: name -> (preset, overrides, interpolate). ``default`` is
+#: filled in from the selection on all seven.
+PEERS = {
+    "sort-ref": ("sort-ref", {}, 0),
+    "sort": ("sort", {}, 0),
+    "bytetrack": ("bytetrack", {}, 0),
+    "deepsort (motion only)": ("deepsort", {"encoder": "none"}, 0),
+    "hybrid, top-30 % births": ("hybrid", {"new_rel": 0.7, "min_hits": 1, "confirm_score": 0.0}, 20),
+}
 
 
 def grid() -> list[dict]:
-    """The candidate configurations (overrides of ``HybridConfig``; 96). Thresholds are on the
-    quantile scale (share of the run's detections scoring lower, ``trackers.scores``): for
-    MOT15's det.txt, 0.1 / 0.3 / 0.5 / 0.7 are about 0.65 / 0.90 / 0.96 / 0.99."""
+    """The 12 tracker configurations (the output variant ``interpolate`` is scored apart)."""
+    return [{"min_hits": h, "confirm_score": e}
+            for h, e in itertools.product(AXES["min_hits"], AXES["confirm_score"])]
+
+
+def candidates() -> list[tuple[int, int]]:
+    """(config index, interpolate) for the 36 candidates."""
+    return [(i, it) for i in range(len(grid())) for it in AXES["interpolate"]]
+
+
+def neighbours(cand: tuple[int, int]) -> list[tuple[int, int]]:
+    """Candidates one step away along one axis of the grid."""
+    cfgs = grid()
+    i, it = cand
+    point = {**cfgs[i], "interpolate": it}
     out = []
-    for space, high, new, low, oc, min_hits in itertools.product(
-            ("xyah", "xywh"), (0.1, 0.3), (0.3, 0.5, 0.7), (None, 0.0), (False, True), (1, 2)):
-        out.append({"space": space, "high_rel": high, "new_rel": new, "low_rel": low,
-                    "oc": oc, "min_hits": min_hits})
+    for axis, values in AXES.items():
+        k = values.index(point[axis])
+        for j in (k - 1, k + 1):
+            if 0 <= j < len(values):
+                q = dict(point, **{axis: values[j]})
+                ci = next(n for n, c in enumerate(cfgs)
+                          if c["min_hits"] == q["min_hits"] and c["confirm_score"] == q["confirm_score"])
+                out.append((ci, q["interpolate"]))
     return out
 
 
-def build(cfg: dict, score_floor: float, max_predict: int = TRACK_MAX_PREDICT):
-    import dataclasses
-
+def build_candidate(cfg: dict, score_floor: float):
     from trackpipe.trackers.factory import build_tracker
-    from trackpipe.trackers.hybrid import HYBRID_KALMAN
 
-    oc = cfg["oc"]
-    return build_tracker("hybrid", score_floor=score_floor, high_rel=cfg["high_rel"],
-                         new_rel=cfg["new_rel"], low_rel=cfg["low_rel"], min_hits=cfg["min_hits"],
-                         inertia=0.2 if oc else 0.0, recovery=oc, reupdate=oc,
-                         max_predict=max_predict,
-                         kalman=dataclasses.replace(HYBRID_KALMAN, space=cfg["space"]))
+    return build_tracker("hybrid", score_floor=score_floor, new_rel=None, high_rel=0.1, low_rel=0.0,
+                         min_hits=cfg["min_hits"], confirm_score=cfg["confirm_score"])
 
 
-def variant_rows(res: np.ndarray, predicted: np.ndarray, max_predict: int, interp: int):
-    """Rows a tracker with ``max_predict`` would output, then interpolated -> (rows, source)."""
-    from trackpipe.trackers.interpolate import interpolate_gaps
+# -- perturbations --------------------------------------------------------------------------
 
-    keep = ~predicted
-    if max_predict > 0 and predicted.any():
-        # frames since the last observed row of the same id
-        order = np.lexsort((res[:, 0], res[:, 1]))
-        r, p = res[order], predicted[order]
-        last = np.where(~p, r[:, 0], -np.inf)
-        newid = np.r_[True, r[1:, 1] != r[:-1, 1]]
-        # forward fill of the last observed frame within each id
-        idx = np.where(~p | newid, np.arange(len(r)), 0)
-        idx = np.maximum.accumulate(idx)
-        since = r[:, 0] - last[idx]
-        k = np.zeros(len(r), bool)
-        k[order] = ~p | (since <= max_predict)
-        keep = k
-    return interpolate_gaps(res[keep], interp, predicted[keep])
+def perturb(frames: list, kind: str, seed: int) -> list:
+    """Detections per frame -> perturbed copies (deterministic for ``seed``)."""
+    from trackpipe.models.types import Detections
 
+    if kind == "none":
+        return frames
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in frames:
+        xyxy, score = d.xyxy.astype(np.float32).copy(), d.score.astype(np.float32).copy()
+        keep = np.ones(len(score), bool)
+        if kind == "shift":
+            score = np.clip(score - 0.2, 0.0, 1.0)
+        elif kind == "squash":
+            score = 1.0 - (1.0 - score) / 10.0
+        elif kind == "drop20":
+            keep = rng.random(len(score)) >= 0.2
+        elif kind == "jitter":
+            wh = np.concatenate([xyxy[:, 2:] - xyxy[:, :2]] * 2, axis=1)
+            xyxy = xyxy + rng.normal(0.0, 0.05, xyxy.shape).astype(np.float32) * wh
+            x1 = np.minimum(xyxy[:, 0], xyxy[:, 2] - 1)
+            y1 = np.minimum(xyxy[:, 1], xyxy[:, 3] - 1)
+            xyxy[:, 0], xyxy[:, 1] = x1, y1
+        else:
+            raise ValueError(f"unknown perturbation {kind!r}")
+        out.append(Detections(xyxy[keep], score[keep].astype(np.float32), d.class_id[keep]))
+    return out
+
+
+def floor_of(frames: list, step: float = 0.05) -> float:
+    """The lowest score rounded down to ``step`` (what ``evaluate`` reads from the files)."""
+    lo = min((float(d.score.min()) for d in frames if len(d)), default=0.0)
+    return max(0.0, math.floor(lo / step + 1e-9) * step)
+
+
+def load_frames(kind: str) -> dict:
+    """{seq: (gt, perturbed frames)}; seeds differ per sequence, fixed per run."""
+    root = ASSETS / "mot"
+    out = {}
+    for k, name in enumerate(mot.list_sequences(root)):
+        seq = mot.load_sequence(root, name)
+        out[name] = (seq.gt, perturb(seq.detections_by_frame(), kind, SEED + k))
+    return out
+
+
+# -- scoring --------------------------------------------------------------------------------
 
 def counts(gt: np.ndarray, rows: np.ndarray) -> dict:
     import motmetrics as mm
@@ -106,156 +173,226 @@ def counts(gt: np.ndarray, rows: np.ndarray) -> dict:
                              int(m["idfp"]), int(m["idfn"]))))
 
 
+def score_rows(gt: np.ndarray, rows: np.ndarray) -> dict:
+    """counts + TrackEval's per-sequence HOTA result (arrays as lists, for the cache)."""
+    h = mot.hota_sequence(gt, rows)
+    return {"counts": counts(gt, rows),
+            "hota": {k: np.asarray(v).tolist() for k, v in h.items()}}
+
+
 def _source_hash() -> str:
     h = hashlib.sha256()
     for f in ("hybrid.py", "kalman.py", "matching.py", "interpolate.py", "mot.py", "lifecycle.py",
-              "scores.py"):
+              "scores.py", "sort.py", "deepsort.py", "factory.py"):
         h.update((REPO / "trackers" / f).read_bytes())
     return h.hexdigest()[:12]
 
 
-def run_config(args) -> tuple[str, dict]:
-    """Track all sequences with one configuration -> (key, {variant: {seq: counts}})."""
-    cfg, floor, src, use_cache = args
-    key = hashlib.sha256(json.dumps([cfg, floor, src, VARIANTS], sort_keys=True).encode()).hexdigest()[:16]
+def _cached(key_obj, fn):
+    key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:16]
     path = CACHE / f"{key}.json"
-    if use_cache and path.exists():
-        return key, json.loads(path.read_text())
-    root = ASSETS / "mot"
-    out: dict = {}
-    for name in mot.list_sequences(root):
-        seq = mot.load_sequence(root, name)
-        res, pred, _ = mot.track_sequence(build(cfg, floor), seq.detections_by_frame())
-        for mp, it in VARIANTS:
-            rows, _ = variant_rows(res, pred, mp, it)
-            out.setdefault(f"{mp},{it}", {})[name] = counts(seq.gt, rows)
+    if key_obj[-1] and path.exists():
+        return json.loads(path.read_text())
+    out = fn()
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
-    return key, out
+    return out
 
 
-def pooled(cs: list[dict]) -> dict:
-    s = {k: sum(c[k] for c in cs) for k in COUNTS}
+def run_grid_config(args) -> dict:
+    """One grid configuration on all sequences -> {interpolate: {seq: score_rows}}."""
+    cfg, src, use_cache = args
+
+    def work():
+        from trackpipe.trackers.interpolate import interpolate_gaps
+
+        out: dict = {}
+        for name, (gt, frames) in load_frames("none").items():
+            res, pred, _ = mot.track_sequence(build_candidate(cfg, floor_of(frames)), frames)
+            for it in AXES["interpolate"]:
+                rows, _ = interpolate_gaps(res[~pred], it)
+                out.setdefault(str(it), {})[name] = score_rows(gt, rows)
+        return out
+
+    return _cached(["grid", cfg, src, use_cache], work)
+
+
+def run_tracker(args) -> dict:
+    """One tracker under one perturbation -> {seq: score_rows}."""
+    label, preset, overrides, interp, kind, src, use_cache = args
+
+    def work():
+        from trackpipe.trackers.factory import build_tracker
+        from trackpipe.trackers.interpolate import interpolate_gaps
+
+        out = {}
+        for name, (gt, frames) in load_frames(kind).items():
+            kw = dict(overrides)
+            if preset == "hybrid":
+                kw["score_floor"] = floor_of(frames)
+            res, pred, _ = mot.track_sequence(build_tracker(preset, **kw), frames)
+            rows, _ = interpolate_gaps(res[~pred], interp)
+            out[name] = score_rows(gt, rows)
+        return out
+
+    return _cached(["tracker", preset, overrides, interp, kind, SEED, src, use_cache], work)
+
+
+def pooled(results: list[dict]) -> dict:
+    """Pooled MOTA / IDF1 (summed counts) and HOTA / DetA / AssA (combine_sequences)."""
+    from trackeval.metrics import HOTA
+
+    s = {k: sum(r["counts"][k] for r in results) for k in COUNTS}
     mota = 1.0 - (s["fp"] + s["fn"] + s["idsw"]) / max(s["objects"], 1)
     idf1 = 2 * s["idtp"] / max(2 * s["idtp"] + s["idfp"] + s["idfn"], 1)
-    return {"mota": 100 * mota, "idf1": 100 * idf1, **s}
+    hs = {str(i): {k: np.asarray(v) for k, v in r["hota"].items()} for i, r in enumerate(results)}
+    h = HOTA().combine_sequences(hs) if len(hs) > 1 else hs["0"]
+    return {"hota": 100 * float(np.mean(h["HOTA"])), "deta": 100 * float(np.mean(h["DetA"])),
+            "assa": 100 * float(np.mean(h["AssA"])), "mota": 100 * mota, "idf1": 100 * idf1, **s}
 
 
-def label(cfg: dict, variant: str) -> str:
-    mp, it = variant.split(",")
-    return (f"{cfg['space']} high={cfg['high_rel']} new={cfg['new_rel']} low={cfg['low_rel']} "
-            f"oc={int(cfg['oc'])} hits={cfg['min_hits']} interp={it}")
+class Selector:
+    """The selection rule over a table {(config, interpolate): {seq: score_rows}}."""
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+        self._memo: dict = {}
+
+    def hota(self, cand, seqs) -> float:
+        key = (cand, tuple(seqs))
+        if key not in self._memo:
+            self._memo[key] = pooled([self.table[cand][s] for s in seqs])["hota"]
+        return self._memo[key]
+
+    def stable(self, cand, seqs) -> bool:
+        h = self.hota(cand, seqs)
+        return all(abs(self.hota(n, seqs) - h) <= STABLE_HOTA for n in neighbours(cand))
+
+    def choose(self, seqs) -> tuple[tuple[int, int], bool]:
+        """-> (candidate, whether it is stable); ties go to the earlier (simpler) candidate."""
+        cands = candidates()
+        stable = [c for c in cands if self.stable(c, seqs)]
+        pool = stable or cands
+        order = {c: k for k, c in enumerate(cands)}
+        best = max(pool, key=lambda c: (round(self.hota(c, seqs), 6), -order[c]))
+        return best, bool(stable)
 
 
-def shipped_overrides(cfg: dict, variant: str) -> dict:
-    """HybridConfig fields of a grid point (what the ``hybrid`` preset must equal)."""
-    mp, it = (int(v) for v in variant.split(","))
-    return {"space": cfg["space"], "high_rel": cfg["high_rel"], "new_rel": cfg["new_rel"],
-            "low_rel": cfg["low_rel"], "inertia": 0.2 if cfg["oc"] else 0.0,
-            "recovery": cfg["oc"], "reupdate": cfg["oc"], "min_hits": cfg["min_hits"],
-            "interpolate": it}
+def label(cand) -> str:
+    c = grid()[cand[0]]
+    return f"hits {c['min_hits']}, evidence {c['confirm_score']:g}, interp {cand[1]}"
+
+
+def shipped(cand) -> dict:
+    c = grid()[cand[0]]
+    return {"new_rel": None, "high_rel": 0.1, "low_rel": 0.0, "min_hits": c["min_hits"],
+            "confirm_score": c["confirm_score"], "interpolate": cand[1]}
+
+
+def fmt(p: dict) -> str:
+    return (f"{p['hota']:6.2f} {p['deta']:6.2f} {p['assa']:6.2f} {p['mota']:6.2f} {p['idf1']:6.2f} "
+            f"{p['idsw']:5d} {p['fp']:6d} {p['fn']:6d}")
+
+
+def rnd(p: dict) -> dict:
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in p.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--no-perturb", action="store_true", help="skip the perturbation table")
     args = ap.parse_args()
-    root = ASSETS / "mot"
-    names = mot.list_sequences(root)
-    seqs = {n: mot.load_sequence(root, n) for n in names}
-    floor = mot.score_floor(list(seqs.values()))
-    cfgs = grid()
+    names = mot.list_sequences(ASSETS / "mot")
     src = _source_hash()
-    jobs = [(c, floor, src, not args.no_cache) for c in cfgs]
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers) as ex:
-            results = list(ex.map(run_config, jobs))
-    else:
-        results = [run_config(j) for j in jobs]
-    # candidates: (config index, variant)
-    cands = [(i, v) for i in range(len(cfgs)) for v in (f"{a},{b}" for a, b in VARIANTS)]
-    table = {(i, v): results[i][1][v] for i, v in cands}
+    use_cache = not args.no_cache
+    cfgs = grid()
 
-    def objective(cand, seq_names):
-        p = pooled([table[cand][n] for n in seq_names])
-        return p["mota"] + p["idf1"]
+    def pmap(fn, jobs):
+        if args.workers > 1:
+            with ProcessPoolExecutor(args.workers) as ex:
+                return list(ex.map(fn, jobs))
+        return [fn(j) for j in jobs]
 
-    print(f"MOT15 leave-one-sequence-out CV: {len(cfgs)} configurations x {len(VARIANTS)} output "
-          f"variants = {len(cands)} candidates, score_floor={floor}, objective MOTA+IDF1 pooled "
-          "over the six training sequences")
-    held, chosen = {}, {}
-    from trackpipe.trackers import mot as motmod
-    hotas = {}
-    for s in names:
-        train = [n for n in names if n != s]
-        best = max(cands, key=lambda c: (objective(c, train), -c[0]))
-        chosen[s] = best
-        held[s] = pooled([table[best][s]])
-        i, v = best
-        mp, it = (int(x) for x in v.split(","))
-        res, pred, _ = mot.track_sequence(build(cfgs[i], floor), seqs[s].detections_by_frame())
-        rows, _ = variant_rows(res, pred, mp, it)
-        hotas[s] = motmod.hota_sequence(seqs[s].gt, rows)
-    hs = motmod.hota_summary(hotas)
-    overall = pooled([table[chosen[s]][s] for s in names])
-    head = (f"{'held-out sequence':<14} {'MOTA':>6} {'IDF1':>6} {'HOTA':>6} {'DetA':>6} {'AssA':>6} {'IDSW':>5} "
-            f"{'FP':>6} {'FN':>6}  chosen on the other six")
+    results = pmap(run_grid_config, [(c, src, use_cache) for c in cfgs])
+    table = {(i, it): results[i][str(it)] for i, it in candidates()}
+    sel = Selector(table)
+
+    print(f"MOT15 nested cross-validation: {len(cfgs)} configurations x {len(AXES['interpolate'])} "
+          f"interpolation variants = {len(table)} candidates; rule: the best pooled HOTA among "
+          f"candidates whose neighbours are within {STABLE_HOTA} HOTA")
+    head = (f"{'outer fold':<14} {'HOTA':>6} {'DetA':>6} {'AssA':>6} {'MOTA':>6} {'IDF1':>6} "
+            f"{'IDSW':>5} {'FP':>6} {'FN':>6} {'inner':>6}  chosen on the other six")
     print(head)
     print("-" * len(head))
-    rows_json = {}
-    for s in names + ["OVERALL"]:
-        p = overall if s == "OVERALL" else held[s]
-        h = hs[s]
-        cho = "(pooled held-out)" if s == "OVERALL" else label(cfgs[chosen[s][0]], chosen[s][1])
-        if s == "OVERALL":
-            print("-" * len(head))
-        print(f"{s:<14} {p['mota']:6.2f} {p['idf1']:6.2f} {100 * h['hota']:6.2f} {100 * h['deta']:6.2f} "
-              f"{100 * h['assa']:6.2f} {p['idsw']:5d} {p['fp']:6d} {p['fn']:6d}  {cho}")
-        rows_json[s] = {"mota": round(p["mota"], 2), "idf1": round(p["idf1"], 2),
-                        "hota": round(100 * h["hota"], 2), "deta": round(100 * h["deta"], 2),
-                        "assa": round(100 * h["assa"], 2), "idsw": p["idsw"], "fp": p["fp"],
-                        "fn": p["fn"]}
-        if s != "OVERALL":
-            rows_json[s]["chosen"] = shipped_overrides(cfgs[chosen[s][0]], chosen[s][1])
-    # what survives: the same cross-validation with the grid restricted to one value of a factor
-    def cv_overall(subset):
-        picks = {}
-        for s_ in names:
-            train = [n for n in names if n != s_]
-            picks[s_] = max(subset, key=lambda c: (objective(c, train), -c[0]))
-        return pooled([table[picks[s_]][s_] for s_ in names])
+    folds, picks = {}, {}
+    for s in names:
+        train = [n for n in names if n != s]
+        best, is_stable = sel.choose(train)
+        picks[s] = best
+        # inner cross-validation of the same rule on the six: choose on five, score the sixth
+        inner = [table[sel.choose([n for n in train if n != t])[0]][t] for t in train]
+        inner_hota = pooled(inner)["hota"]
+        p = pooled([table[best][s]])
+        folds[s] = {**rnd(p), "inner_hota": round(inner_hota, 2), "chosen": shipped(best),
+                    "chosen_stable": is_stable}
+        print(f"{s:<14} {fmt(p)} {inner_hota:6.2f}  {label(best)}{'' if is_stable else ' (none stable)'}")
+    overall = pooled([table[picks[s]][s] for s in names])
+    print("-" * len(head))
+    print(f"{'OVERALL':<14} {fmt(overall)} {'':>6}  (pooled outer folds)")
+    worst = min(names, key=lambda s: folds[s]["hota"])
+    print(f"worst fold: {worst} (HOTA {folds[worst]['hota']:.2f}); mean of folds: HOTA "
+          f"{np.mean([folds[s]['hota'] for s in names]):.2f} MOTA "
+          f"{np.mean([folds[s]['mota'] for s in names]):.2f} IDF1 "
+          f"{np.mean([folds[s]['idf1'] for s in names]):.2f}")
 
-    factors = {"space": ("xyah", "xywh"), "low_rel": (None, 0.0), "oc": (False, True),
-               "min_hits": (1, 2), "high_rel": (0.1, 0.3), "new_rel": (0.3, 0.5, 0.7)}
-    ablation = {}
-    print("\nheld-out (pooled) MOTA / IDF1 when the grid is restricted to one value of a factor")
-    print(f"{'restriction':<22} {'MOTA':>6} {'IDF1':>6}")
-    for fac, values in factors.items():
-        for val in values:
-            sub = [c for c in cands if cfgs[c[0]][fac] == val]
-            p = cv_overall(sub)
-            ablation[f"{fac}={val}"] = {"mota": round(p["mota"], 2), "idf1": round(p["idf1"], 2)}
-            print(f"{fac + '=' + str(val):<22} {p['mota']:6.2f} {p['idf1']:6.2f}")
-    for it in ("0,0", "0,5", "0,20"):
-        p = cv_overall([c for c in cands if c[1] == it])
-        ablation[f"interpolate={it.split(',')[1]}"] = {"mota": round(p["mota"], 2), "idf1": round(p["idf1"], 2)}
-        print(f"{'interpolate=' + it.split(',')[1]:<22} {p['mota']:6.2f} {p['idf1']:6.2f}")
-
-    final = max(cands, key=lambda c: (objective(c, names), -c[0]))
+    final, final_stable = sel.choose(names)
     fin = pooled([table[final][n] for n in names])
-    print(f"\nchosen on all seven (the shipped default; in-sample, not a result): "
-          f"{label(cfgs[final[0]], final[1])}  [in-sample MOTA {fin['mota']:.2f} IDF1 {fin['idf1']:.2f}]")
-    # the ten best candidates on all seven, for the record of how flat the optimum is
-    top = sorted(cands, key=lambda c: -objective(c, names))[:10]
-    print("ten best candidates on all seven (in-sample):")
-    for c in top:
-        p = pooled([table[c][n] for n in names])
-        print(f"  {p['mota']:6.2f} {p['idf1']:6.2f}  {label(cfgs[c[0]], c[1])}")
-    print(json.dumps({"score_floor": floor, "candidates": len(cands), "held_out": rows_json,
-                      "restricted_grid_held_out": ablation,
-                      "shipped": shipped_overrides(cfgs[final[0]], final[1]),
-                      "shipped_in_sample": {"mota": round(fin["mota"], 2), "idf1": round(fin["idf1"], 2)}}))
+    print(f"\nchosen on all seven (the shipped default; in-sample, not a result): {label(final)}"
+          f"{'' if final_stable else ' (none stable)'}  [in-sample HOTA {fin['hota']:.2f}]")
+    print("its neighbours (in-sample HOTA): " + ", ".join(
+        f"{label(n)}: {sel.hota(n, names):.2f}" for n in neighbours(final)))
+
+    perturb_json = {}
+    if not args.no_perturb:
+        ov = {k: v for k, v in shipped(final).items() if k != "interpolate"}
+        trackers = {"default (hybrid)": ("hybrid", ov, shipped(final)["interpolate"]), **PEERS}
+        jobs = [(lab, pre, ov, it, kind, src, use_cache)
+                for kind in PERTURBATIONS for lab, (pre, ov, it) in trackers.items()]
+        res = pmap(run_tracker, jobs)
+        scores = {(j[4], j[0]): pooled([r[n] for n in names]) for j, r in zip(jobs, res)}
+        print("\nperturbed detections, pooled over the seven (HOTA / MOTA / IDF1, rank among "
+              f"{len(trackers)} trackers in brackets)")
+        print(f"{'tracker':<26}" + "".join(f"{k:>24}" for k in PERTURBATIONS))
+        ranks = {}
+        for kind in PERTURBATIONS:
+            for m in ("hota", "mota", "idf1"):
+                order = sorted(trackers, key=lambda lab: -scores[(kind, lab)][m])
+                for k, lab in enumerate(order):
+                    ranks[(kind, lab, m)] = k + 1
+        for lab in trackers:
+            cells = []
+            for kind in PERTURBATIONS:
+                p = scores[(kind, lab)]
+                cells.append(f"{p['hota']:.1f}({ranks[(kind, lab, 'hota')]}) "
+                             f"{p['mota']:.1f}({ranks[(kind, lab, 'mota')]}) "
+                             f"{p['idf1']:.1f}({ranks[(kind, lab, 'idf1')]})")
+                perturb_json.setdefault(kind, {})[lab] = {
+                    **{m: round(p[m], 2) for m in ("hota", "deta", "assa", "mota", "idf1")},
+                    "rank": {m: ranks[(kind, lab, m)] for m in ("hota", "mota", "idf1")}}
+            print(f"{lab:<26}" + "".join(f"{c:>24}" for c in cells))
+        d = "default (hybrid)"
+        kept = all(ranks[(k, d, m)] == ranks[("none", d, m)]
+                   for k in PERTURBATIONS for m in ("hota", "mota", "idf1"))
+        print(f"default keeps its rank under every perturbation: {'yes' if kept else 'NO'}")
+        perturb_json["default_keeps_rank"] = kept
+
+    print(json.dumps({"candidates": len(table), "outer_folds": folds,
+                      "overall": rnd(overall), "worst_fold": worst,
+                      "shipped": shipped(final), "shipped_stable": final_stable,
+                      "shipped_in_sample_hota": round(fin["hota"], 2),
+                      "perturbations": perturb_json}))
     return 0
 
 

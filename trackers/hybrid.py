@@ -22,9 +22,11 @@ One frame of :meth:`HybridTracker.update` (T live tracks, N detections):
    is first rewound (OC-SORT's observation-centric re-update, ORU, ``reupdate``): its state
    at the last observation is run through g virtual observations on the straight line from
    that observation to the new one, so the velocity built up while coasting is discarded;
-7. lifecycle: unmatched high detections with ``rel >= new_rel`` start tentative tracks;
+7. lifecycle (the birth rule: evidence over time, no score cut of its own by default):
+   every unmatched high detection (``rel >= new_rel`` if set) starts a tentative track;
    a track is confirmed after ``min_hits`` consecutive matches after its first detection
-   (``min_hits=0``: at once); tentative tracks die at their first miss, confirmed ones after
+   (``min_hits=0``: at once) once its evidence (the sum of ``rel`` over its detections) is
+   at least ``confirm_score``; tentative tracks die at their first miss, confirmed ones after
    ``max_age`` misses. IDs come from a per-instance counter and a deleted ID never returns;
 8. output: confirmed tracks matched this frame (Kalman posterior box, or the detection box
    with ``output_box="detection"``) and, for ``max_predict`` frames after their last match,
@@ -52,6 +54,7 @@ from trackpipe.models.types import Detections, Tracks, from_xyah, to_xyah
 
 from . import kalman
 from .base import Tracker
+from .cmc import CameraMotion, CmcParams, is_identity, warp_boxes, warp_state
 from .lifecycle import LifecycleLog, TrackEvents, make_tracks
 from .matching import iou_matrix
 from .scores import ScoreNormalizer
@@ -74,7 +77,8 @@ class HybridConfig:
         prior of ``prior_weight`` detections uniform on [score_floor, 1]) or ``linear``
         (``(score - score_floor) / (1 - score_floor)``); see :mod:`trackers.scores`.
     high_rel: first pass (and births) use detections with ``rel >= high_rel``.
-    new_rel: minimum ``rel`` to start a track (None: high_rel).
+    new_rel: minimum ``rel`` to start a track (None, the default: every first-pass
+        detection may start one; confirmation is by evidence over time, below).
     low_rel: second pass for ``low_rel <= rel < high_rel`` (None: off).
     second_iou_threshold: minimum IoU of a second-pass match.
     iou_threshold: minimum IoU of a first-pass (and recovery) match.
@@ -85,6 +89,10 @@ class HybridConfig:
     reupdate: OC-SORT's ORU step (re-update along a virtual trajectory after a gap).
     max_age: misses before a confirmed track is deleted.
     min_hits: consecutive matches after the first detection needed to confirm.
+    confirm_score: evidence needed to confirm as well: the sum of ``rel`` over the track's
+        matched detections, its first included (0: hits alone). With ``rel`` on the quantile
+        scale a track of top-ranked detections is confirmed after ``min_hits`` matches and one
+        of low-ranked detections after more, but no detection is barred from starting a track.
     output_warmup: output every matched track during the first ``min_hits`` frames.
     output_box: ``kalman`` (posterior) or ``detection`` (the matched detection's box).
     max_predict: confirmed tracks missed for 1..max_predict frames are output at their
@@ -94,13 +102,17 @@ class HybridConfig:
     interpolate: for file runs: gaps of up to this many frames per ID are filled by linear
         interpolation in the MOT output once the file is done
         (:func:`trackers.interpolate.interpolate_gaps`); the online tracker ignores it.
+    cmc: camera-motion compensation when ``update`` gets frames: ``auto`` estimates the
+        frame-to-frame motion (:mod:`trackers.cmc`, OpenCV on a downscaled frame) and moves the
+        tracks by it only when the camera moves; ``off`` never looks at frames. Without
+        frames (MOT files) it does nothing. cmc_params: :class:`trackers.cmc.CmcParams`.
     """
 
     score_floor: float = 0.25
     score_norm: str = "quantile"
     prior_weight: float = 100.0
     high_rel: float = 0.1
-    new_rel: float | None = 0.7
+    new_rel: float | None = None
     low_rel: float | None = 0.0
     second_iou_threshold: float = 0.5
     iou_threshold: float = 0.2
@@ -111,14 +123,21 @@ class HybridConfig:
     reupdate: bool = False
     max_age: int = 30
     min_hits: int = 1
+    confirm_score: float = 0.0
     output_warmup: bool = True
     output_box: str = "kalman"
     max_predict: int = 5
     class_aware: bool = True
     kalman: kalman.KalmanParams = HYBRID_KALMAN
-    interpolate: int = 20
+    interpolate: int = 5
+    cmc: str = "off"
+    cmc_params: CmcParams = field(default_factory=CmcParams)
 
     def __post_init__(self) -> None:
+        if isinstance(self.cmc_params, dict):
+            self.cmc_params = CmcParams(**self.cmc_params)
+        if self.cmc not in ("off", "auto"):
+            raise ValueError(f"cmc must be 'off' or 'auto', got {self.cmc!r}")
         if self.interpolate < 0:
             raise ValueError(f"interpolate must be >= 0, got {self.interpolate}")
         if not 0.0 <= self.score_floor < 1.0:
@@ -129,9 +148,11 @@ class HybridConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if self.low_rel is not None and self.low_rel > self.high_rel:
             raise ValueError(f"low_rel ({self.low_rel}) must be <= high_rel ({self.high_rel})")
-        if min(self.max_age, self.min_hits, self.max_predict, self.recovery_max_miss) < 0 \
+        if min(self.max_age, self.min_hits, self.max_predict, self.recovery_max_miss,
+               self.confirm_score) < 0 \
                 or self.delta_t < 1:
-            raise ValueError("max_age, min_hits, max_predict, recovery_max_miss must be >= 0, "
+            raise ValueError("max_age, min_hits, max_predict, recovery_max_miss, confirm_score "
+                             "must be >= 0, "
                              "delta_t >= 1")
         if self.max_predict > self.max_age:
             raise ValueError(f"max_predict ({self.max_predict}) must be <= max_age ({self.max_age})")
@@ -152,7 +173,8 @@ class _Table:
     score (T,) float32 of the last match; obs (T,4) xyxy last observed box; hist (T,K,4) and
     hist_age (T,K) int: recent observations and the age they were made at (-1: none);
     vel (T,2) unit direction (dy, dx) of motion (0 when unknown); age, hits, hit_streak,
-    time_since_update (T,) int32; confirmed (T,) bool.
+    time_since_update (T,) int32; confirmed (T,) bool; evidence (T,) float: the sum of
+    ``rel`` over the track's matched detections, its first included (the birth rule).
     """
 
     mean: np.ndarray
@@ -171,10 +193,12 @@ class _Table:
     hit_streak: np.ndarray
     time_since_update: np.ndarray
     confirmed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    evidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def create(cls, z: np.ndarray, xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray,
-               first_id: int, k: int, p: kalman.KalmanParams) -> _Table:
+               first_id: int, k: int, p: kalman.KalmanParams,
+               rel: np.ndarray | None = None) -> _Table:
         n = len(z)
         mean, cov = kalman.initiate(z, p)
         hist = np.zeros((n, k, 4))
@@ -185,7 +209,8 @@ class _Table:
         return cls(mean, cov, mean.copy(), cov.copy(), np.arange(first_id, first_id + n, dtype=np.int64),
                    np.asarray(class_id, np.int32).copy(), np.asarray(score, np.float32).copy(),
                    np.asarray(xyxy, np.float64).copy(), hist, hist_age, np.zeros((n, 2)),
-                   zi.copy(), np.ones(n, np.int32), zi.copy(), zi.copy(), np.zeros(n, bool))
+                   zi.copy(), np.ones(n, np.int32), zi.copy(), zi.copy(), np.zeros(n, bool),
+                   np.zeros(n) if rel is None else np.asarray(rel, np.float64).copy())
 
     @classmethod
     def empty(cls, k: int) -> _Table:
@@ -237,6 +262,7 @@ class HybridTracker(Tracker):
         self._log = LifecycleLog()
         self.last_predicted = np.zeros(0, bool)
         c = self.config
+        self.camera = CameraMotion(c.cmc_params) if c.cmc == "auto" else None
         self.scores = ScoreNormalizer(c.score_floor, c.score_norm, prior_weight=c.prior_weight)
 
     def thresholds(self) -> dict:
@@ -247,6 +273,11 @@ class HybridTracker(Tracker):
         if c.low_rel is not None:
             out["low"] = self.scores.threshold_for(c.low_rel)
         return out
+
+    @property
+    def needs_frame(self) -> bool:
+        """Whether ``update`` uses the frame (camera-motion compensation on)."""
+        return self.camera is not None
 
     @property
     def num_tracks(self) -> int:
@@ -271,6 +302,17 @@ class HybridTracker(Tracker):
         return self._log.finish()
 
     # -- one frame ---------------------------------------------------------------------------
+
+    def _compensate(self, A: np.ndarray) -> None:
+        """Move every track by the camera motion A (2,3) (previous -> current frame)."""
+        t = self._t
+        if is_identity(A) or len(t) == 0:
+            return
+        space = self.config.kalman.space
+        t.mean, t.cov = warp_state(t.mean, t.cov, A, space)
+        t.post_mean, t.post_cov = warp_state(t.post_mean, t.post_cov, A, space)
+        t.obs = warp_boxes(t.obs, A)
+        t.hist = warp_boxes(t.hist.reshape(-1, 4), A).reshape(t.hist.shape)
 
     def _predict(self) -> np.ndarray:
         """Advance all tracks one frame -> (T,4) predicted xyxy."""
@@ -357,9 +399,12 @@ class HybridTracker(Tracker):
         t.mean[rows], t.cov[rows] = m, cv
 
     def update(self, dets: Detections, frame: np.ndarray | None = None) -> Tracks:
-        """Advance one frame. dets: (N) detections, possibly empty; frame is ignored."""
+        """Advance one frame. dets: (N) detections, possibly empty; frame: (H,W,3) BGR or
+        None, used only for camera-motion compensation (``cmc``)."""
         c = self.config
         self._frame += 1
+        if self.camera is not None and frame is not None:
+            self._compensate(self.camera.estimate(frame))
         pred = self._predict()
         t = self._t
         boxes = np.asarray(dets.xyxy, dtype=np.float64)
@@ -394,10 +439,10 @@ class HybridTracker(Tracker):
             matches = np.concatenate(parts)
 
         if len(matches):
-            self._apply(matches, boxes, score, classes, prev_obs)
+            self._apply(matches, boxes, score, classes, prev_obs, rel)
 
         # lifecycle
-        t.confirmed |= t.hit_streak >= c.min_hits
+        t.confirmed |= (t.hit_streak >= c.min_hits) & (t.evidence >= c.confirm_score)
         dead = (t.time_since_update > c.max_age) | (~t.confirmed & (t.time_since_update > 0))
         if dead.any():
             t = self._t = t.select(~dead)
@@ -406,9 +451,9 @@ class HybridTracker(Tracker):
         if len(birth):
             z = kalman.to_state(to_xyah(boxes[birth]), c.kalman.space)
             born = _Table.create(z, boxes[birth], score[birth], classes[birth], self._next_id,
-                                 c.delta_t, c.kalman)
+                                 c.delta_t, c.kalman, rel[birth])
             self._next_id += len(birth)
-            born.confirmed |= born.hit_streak >= c.min_hits
+            born.confirmed |= (born.hit_streak >= c.min_hits) & (born.evidence >= c.confirm_score)
             t = self._t = t.append(born)
 
         matched = t.time_since_update == 0
@@ -430,7 +475,7 @@ class HybridTracker(Tracker):
                            t.hits[sel], self.last_predicted)
 
     def _apply(self, matches: np.ndarray, boxes: np.ndarray, score: np.ndarray,
-               classes: np.ndarray, prev_obs: Optional[np.ndarray]) -> None:
+               classes: np.ndarray, prev_obs: Optional[np.ndarray], rel: np.ndarray) -> None:
         """Kalman update (with ORU after gaps); observation history and direction (only kept
         when direction consistency is on: ``prev_obs`` not None)."""
         c, t = self.config, self._t
@@ -462,4 +507,5 @@ class HybridTracker(Tracker):
         t.class_id[r] = classes[d]
         t.hits[r] += 1
         t.hit_streak[r] += 1
+        t.evidence[r] += rel[d]
         t.time_since_update[r] = 0
