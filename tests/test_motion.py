@@ -228,7 +228,8 @@ def test_filters_resolve_by_name_and_id_with_one_line_errors():
      "motion_masks[0].points: the polygon has no area (its points are on one line)"),
     ({"cameras": ["a", "b"], "motion_masks": [[[0, 0], [1, 0], [1, 1]]]},
      "motion_masks[0]: name its camera (camera: NAME) when there are several (cameras: cam0, cam1)"),
-    ({"cameras": [{"uri": "a", "detect": {"max_gap_s": -1}}]}, "cameras[0].detect.max_gap_s: -1.0 is below the minimum 0.0"),
+    ({"cameras": [{"uri": "a", "detect": {"max_gap_s": -1}}]},
+     "cameras[0].detect.max_gap_s: -1.0 is below the minimum 0.0"),
 ])
 def test_bad_settings_are_one_line_naming_the_key(data, line):
     from trackpipe.pipeline.config.tree import Config
@@ -244,3 +245,12 @@ def test_camera_detect_overrides_only_the_keys_it_sets():
     eff = cfg.detect.merged(cfg.cameras[0].detect)
     assert (eff.motion, eff.stationary_interval) == ("on", 10)
     assert cfg.detect.merged(None) is cfg.detect
+
+
+def test_motion_boxes_are_drawn_thin_and_in_place(clip):
+    from trackpipe.pipeline.motion.draw import MOTION_COLOR, draw_motion
+    frame = clip[1][0].copy()
+    out = draw_motion(frame, np.array([[10, 20, 50, 60]], np.float32))
+    assert out is frame
+    assert tuple(frame[20, 30]) == MOTION_COLOR and tuple(frame[59, 30]) == MOTION_COLOR   # top, bottom edges
+    assert tuple(frame[40, 30]) == tuple(clip[1][0][40, 30])                            # inside: untouched

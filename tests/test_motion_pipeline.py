@@ -111,7 +111,8 @@ def test_a_live_camera_is_gated_and_says_so_in_the_live_view_metrics_and_profile
     prof = tmp_path / "p.json"
     err = open(tmp_path / "stderr.txt", "w+")   # noqa: SIM115 (closed below, after the run)
     p = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", clip.path, "--realtime", "--loop",
-                          "--headless", "--http-port", "0", "--profile", str(prof), *MODEL], cwd=str(ROOT),
+                          "--headless", "--http-port", "0", "--profile", str(prof), "--set", "detect.motion_boxes=true",
+                          *MODEL], cwd=str(ROOT),
                          env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.DEVNULL, stderr=err, text=True,
                          start_new_session=True)
     try:

@@ -59,6 +59,7 @@ class DetectConfig(BaseModel):
     whole_frame: float = Field(0.8, gt=0.0, le=1.0, allow_inf_nan=False,
                                description="a change over more than this share of the frame is lighting or an IR "
                                            "switch, not motion")
+    motion_boxes: bool = Field(False, description="the live view draws each frame's motion boxes (amber, thin)")
 
     def motion_settings(self) -> MotionSettings:
         return MotionSettings(frame_height=self.motion_height, threshold=self.motion_threshold,

@@ -220,4 +220,8 @@ class WebProcess(StageProcess):
             return
         self.last_copy[i] = now
         g["copied"] += 1
+        cm = getattr(self.cameras[i], "motion", None)
+        if cm is not None and cm.detect.motion_boxes and msg.motion is not None and len(msg.motion):
+            from trackpipe.pipeline.motion.draw import draw_motion
+            draw_motion(frame, msg.motion)   # the optional overlay, on this stage's private copy
         self.hub.publish_frame(name, meta.seq, meta.t_capture, frame, msg.tracks, copy=False)
