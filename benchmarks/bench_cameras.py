@@ -24,8 +24,9 @@ on every frame, H.264, tests/motion_clips.py), the first a real moving one (``ai
 at 15 fps), all ``--realtime --loop``, motion gating on (``detect.motion`` auto: live sources);
 ``--static-off N ...`` runs the same with ``detect.motion=off`` for reference. Per run: the
 slowest camera's FPS / 15, the worst frame age p95, the share of frames detected on the still
-cameras and on the moving one, CPU cores used, and whether every track the moving camera started
-also ended. The largest N that keeps every camera at >= 0.95x of 15 FPS with frame age p95
+cameras and on the moving one, CPU cores used, the cameras at 15 fps the cores carry at the
+stages' measured CPU per frame (the profile's ``cpu.bound_fps`` / 15: what the run would reach
+alone on the machine), and whether every track the moving camera started also ended. The largest N that keeps every camera at >= 0.95x of 15 FPS with frame age p95
 < 500 ms is printed.
 
 Targets: batched >= 1.3x unbatched detector throughput at 4+ cameras; frame age p95 <
@@ -134,6 +135,9 @@ def static_run(n: int, motion: str, seconds: float, clips: tuple, tmp: Path) -> 
             # the run's whole CPU time (start-up included) per frame tracked, and what n cameras at
             # 15 fps would need at that cost: an estimate where other jobs share the cores
             "cpu_ms_per_frame": round(1000.0 * cpu / max(1, sum(c["frames_out"] for c in cams.values())), 2),
+            # the profile's CPU budget: frames/s the cores carry at the stages' measured CPU per frame
+            "bound_fps": (p.get("cpu") or {}).get("bound_fps"),
+            "cameras_by_cpu": int((p.get("cpu") or {}).get("bound_fps", 0) // 15),
             "ok": min(fps.values()) >= 0.95 * 15.0 and max(c["frame_age_ms"].get("p95") or 0.0
                                                            for c in cams.values()) < 500.0}
 
@@ -254,14 +258,15 @@ def main() -> None:
         print(f"fault (4 RTSP cameras, cam3 killed 10 s): {json.dumps(fault)}")
     if static:
         hdr = f"{'cams':>4} {'motion':>6} {'fps min/15':>10} {'fps mean':>8} {'age p95 ms':>10} {'det still':>9} " \
-              f"{'det moving':>10} {'det fps':>7} {'cores':>5} {'cpu ms/frame':>12} {'tracks':>6} {'paired':>6} " \
-              f"{'ok':>3}"
+              f"{'det moving':>10} {'det fps':>7} {'cores':>5} {'cpu ms/frame':>12} {'cams by cpu':>11} " \
+              f"{'tracks':>6} {'paired':>6} {'ok':>3}"
         print(hdr)
         print("-" * len(hdr))
         for r in static:
             print(f"{r['cameras']:>4} {r['motion']:>6} {r['fps_min_ratio']:>10.3f} {r['fps_mean']:>8.2f} "
                   f"{r['age_p95_ms']:>10.1f} {r['detect_still'] or 0:>9.3f} {r['detect_moving'] or 0:>10.3f} "
                   f"{r['detector_fps']:>7.1f} {r['cpu_cores']:>5.2f} {r['cpu_ms_per_frame']:>12.2f} "
+                  f"{r['cameras_by_cpu']:>11} "
                   f"{r['moving_tracks']:>6} {r['moving_events_paired']!s:>6} "
                   f"{'yes' if r['ok'] else 'no':>3}")
         best = max((r["cameras"] for r in static if r["motion"] == "auto" and r["ok"]), default=0)
