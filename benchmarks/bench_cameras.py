@@ -26,8 +26,8 @@ at 15 fps), all ``--realtime --loop``, motion gating on (``detect.motion`` auto:
 slowest camera's FPS / 15, the worst frame age p95, the share of frames detected on the still
 cameras and on the moving one, CPU cores used, the cameras at 15 fps the cores carry at the
 stages' measured CPU per frame (the profile's ``cpu.bound_fps`` / 15: what the run would reach
-alone on the machine), and whether every track the moving camera started also ended. The largest N that keeps every camera at >= 0.95x of 15 FPS with frame age p95
-< 500 ms is printed.
+alone on the machine), and whether every track the moving camera started also ended. The
+largest N that keeps every camera at >= 0.95x of 15 FPS with frame age p95 < 500 ms is printed.
 
 Targets: batched >= 1.3x unbatched detector throughput at 4+ cameras; frame age p95 <
 0.5 s for every camera; per-camera FPS within 10 % of each other; during the fault the others
