@@ -35,7 +35,8 @@ Perturbations (seeded, deterministic; ``score_floor`` re-read from the perturbed
 ``evaluate`` does): ``shift`` every score -0.2; ``squash`` every score s -> 1 - (1 - s) / 10
 (a detector whose scores are all near 1); ``drop20`` 20 % of the detections removed;
 ``jitter`` every box edge moved by N(0, 5 % of the box's width or height). Each tracker is
-scored pooled over the seven sequences and ranked per metric; the default must keep its rank.
+scored pooled over the seven sequences and ranked per metric; the default must never rank
+lower than it does on the unperturbed detections.
 
 Per-candidate results are cached in ``.cache/tracking_cv/`` (keyed by the candidate, the
 perturbation and the tracker's source hash). Prints tables, then one JSON line last.
@@ -383,9 +384,10 @@ def main() -> int:
                     "rank": {m: ranks[(kind, lab, m)] for m in ("hota", "mota", "idf1")}}
             print(f"{lab:<26}" + "".join(f"{c:>24}" for c in cells))
         d = "default (hybrid)"
-        kept = all(ranks[(k, d, m)] == ranks[("none", d, m)]
+        kept = all(ranks[(k, d, m)] <= ranks[("none", d, m)]
                    for k in PERTURBATIONS for m in ("hota", "mota", "idf1"))
-        print(f"default keeps its rank under every perturbation: {'yes' if kept else 'NO'}")
+        print("default never ranks lower than on the unperturbed detections: "
+              f"{'yes' if kept else 'NO'}")
         perturb_json["default_keeps_rank"] = kept
 
     print(json.dumps({"candidates": len(table), "outer_folds": folds,
