@@ -1,5 +1,6 @@
-"""The hybrid tracker's birth rule (evidence over time, no per-run score cut) and camera-motion
-compensation (trackers/cmc.py) on real footage shifted by known amounts."""
+"""The hybrid tracker's evidence birth rule (``new_rel=None``: no per-run score cut; the default
+keeps the top-30 % cut, new_rel 0.7) and camera-motion compensation (trackers/cmc.py) on real
+footage shifted by known amounts."""
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_every_person_is_tracked_whatever_the_score_distribution():
     spread = [rng.uniform(0.5, 1.0, 6) for _ in frames]
     high = [0.99 + 0.009 * (s - 0.5) / 0.5 for s in spread]     # all near 1: 0.990-0.999
     for scores in (spread, high):
-        out = run(build_tracker("hybrid", score_floor=0.5), frames, scores)
+        out = run(build_tracker("hybrid", score_floor=0.5, new_rel=None), frames, scores)
         assert len(out[0]) == 6                                   # output_warmup: frame 1
         assert all(len(o) == 6 for o in out[2:])                  # confirmed: every person
         assert sorted({int(i) for o in out for i in o.track_id}) == [1, 2, 3, 4, 5, 6]
@@ -62,9 +63,9 @@ def test_births_do_not_change_when_scores_are_shifted_or_squashed():
     frames = walkers(10)
     rng = np.random.default_rng(2)
     scores = [rng.uniform(0.5, 1.0, 6) for _ in frames]
-    ref = run(build_tracker("hybrid", score_floor=0.5), frames, scores)
+    ref = run(build_tracker("hybrid", score_floor=0.5, new_rel=None), frames, scores)
     for transform, floor in ((lambda s: s - 0.2, 0.3), (lambda s: 1 - (1 - s) / 10, 0.95)):
-        out = run(build_tracker("hybrid", score_floor=floor), frames, [transform(s) for s in scores])
+        out = run(build_tracker("hybrid", score_floor=floor, new_rel=None), frames, [transform(s) for s in scores])
         for a, b in zip(ref, out):
             assert a.track_id.tolist() == b.track_id.tolist()
             np.testing.assert_allclose(a.xyxy, b.xyxy)
@@ -82,7 +83,7 @@ def test_a_one_frame_detection_never_becomes_a_track():
 
 @pytest.mark.parametrize("rel,frames_to_confirm", [(1.0, 2), (0.5, 4)])
 def test_confirm_score_needs_more_frames_for_lower_scores(rel, frames_to_confirm):
-    cfg = HybridConfig(score_floor=0.5, score_norm="linear", high_rel=0.0, min_hits=1,
+    cfg = HybridConfig(score_floor=0.5, score_norm="linear", high_rel=0.0, new_rel=None, min_hits=1,
                        confirm_score=2.0, output_warmup=False, max_predict=0)
     t = HybridTracker(cfg)
     score = 0.5 + 0.5 * rel

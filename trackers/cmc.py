@@ -35,8 +35,8 @@ class CmcParams:
     """width: the frame is shrunk to this width (aspect kept, never enlarged) before the
     flow; max_corners,
     quality, min_distance: ``goodFeaturesToTrack``; min_shift: pixels of the small frame
-    (``width`` wide) below which the camera counts as still and the identity is returned; min_inliers: fewer RANSAC inliers
-    than this give the identity."""
+    (``width`` wide) below which the camera counts as still and the identity is returned;
+    min_inliers: fewer RANSAC inliers than this give the identity."""
 
     width: int = 320
     max_corners: int = 200

@@ -22,8 +22,8 @@ One frame of :meth:`HybridTracker.update` (T live tracks, N detections):
    is first rewound (OC-SORT's observation-centric re-update, ORU, ``reupdate``): its state
    at the last observation is run through g virtual observations on the straight line from
    that observation to the new one, so the velocity built up while coasting is discarded;
-7. lifecycle (the birth rule: evidence over time, no score cut of its own by default):
-   every unmatched high detection (``rel >= new_rel`` if set) starts a tentative track;
+7. lifecycle: unmatched high detections with ``rel >= new_rel`` (every one when it is None)
+   start tentative tracks;
    a track is confirmed after ``min_hits`` consecutive matches after its first detection
    (``min_hits=0``: at once) once its evidence (the sum of ``rel`` over its detections) is
    at least ``confirm_score``; tentative tracks die at their first miss, confirmed ones after
@@ -77,8 +77,8 @@ class HybridConfig:
         prior of ``prior_weight`` detections uniform on [score_floor, 1]) or ``linear``
         (``(score - score_floor) / (1 - score_floor)``); see :mod:`trackers.scores`.
     high_rel: first pass (and births) use detections with ``rel >= high_rel``.
-    new_rel: minimum ``rel`` to start a track (None, the default: every first-pass
-        detection may start one; confirmation is by evidence over time, below).
+    new_rel: minimum ``rel`` to start a track (default 0.7: the top 30 % of the run's scores;
+        None: every first-pass detection may start one, confirmed by evidence over time, below).
     low_rel: second pass for ``low_rel <= rel < high_rel`` (None: off).
     second_iou_threshold: minimum IoU of a second-pass match.
     iou_threshold: minimum IoU of a first-pass (and recovery) match.
@@ -112,7 +112,7 @@ class HybridConfig:
     score_norm: str = "quantile"
     prior_weight: float = 100.0
     high_rel: float = 0.1
-    new_rel: float | None = None
+    new_rel: float | None = 0.7
     low_rel: float | None = 0.0
     second_iou_threshold: float = 0.5
     iou_threshold: float = 0.2
@@ -129,7 +129,7 @@ class HybridConfig:
     max_predict: int = 5
     class_aware: bool = True
     kalman: kalman.KalmanParams = HYBRID_KALMAN
-    interpolate: int = 5
+    interpolate: int = 20
     cmc: str = "off"
     cmc_params: CmcParams = field(default_factory=CmcParams)
 
