@@ -72,7 +72,8 @@ def run(tmp_path_factory):
                             "--record", str(rec), "--events", str(tmp / "events.jsonl"), "--duration", str(RUN_S),
                             "--webhook", f"http://127.0.0.1:{hooks.server_port}/",
                             "--set", "record.segment_s=4", "--set", f"record.pre_s={PRE_S}",
-                            "--set", f"record.post_s={POST_S}", "--set", f"record.classes=[{','.join(CLASSES)}]"],
+                            "--set", f"record.post_s={POST_S}", "--set", f"record.classes=[{','.join(CLASSES)}]",
+                            "--set", "record.snapshot_cpu=0.1"],   # every event's snapshot (a few, checked below)
                            cwd=ROOT, capture_output=True, text=True, timeout=RUN_S + 150, check=False)
     finally:
         srv.close()
@@ -233,7 +234,8 @@ def test_the_review_page_plays_a_clip_with_the_box_on_the_object(review, yf_spec
         # switched off: nothing drawn, the recording stays clean
         page.uncheck("#show-boxes")
         assert page.evaluate("() => { const c = document.querySelector('#overlay'); const d = c.getContext('2d')"
-                             ".getImageData(0, 0, c.width, c.height).data; return d.some((v, i) => i % 4 == 3 && v > 0); }"
+                             ".getImageData(0, 0, c.width, c.height).data; "
+                             "return d.some((v, i) => i % 4 == 3 && v > 0); }"
                              ) is False
 
 

@@ -52,6 +52,7 @@ class Segment:
     path: str            # relative to the record folder
     bytes: int
     created: float = field(default_factory=time.time)   # wall clock when it was closed
+    keyframes: list[float] | None = field(default=None, compare=False)   # their times (from the writer; not stored)
 
 
 @dataclass
@@ -173,7 +174,8 @@ class RecordIndex:
 
     def add_event(self, ev: EventRecord) -> None:
         self._w('INSERT OR REPLACE INTO events(id, camera, label, class_id, track_id, zones, start, "end", score, '
-                't_best, box, snapshot, boxes, width, height, state, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
+                't_best, box, snapshot, boxes, width, height, state, created) '
+                'VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
                 (ev.id, ev.camera, ev.label, ev.class_id, ev.track_id, json.dumps(ev.zones), ev.start, ev.end,
                  ev.score, ev.t_best, json.dumps(ev.box) if ev.box is not None else None, ev.snapshot,
                  json.dumps(ev.boxes, separators=(",", ":")), ev.width, ev.height, ev.state, ev.created))

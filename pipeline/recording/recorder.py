@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 SNAPSHOT_WAIT_S = 60.0      # an event's best frame is looked for this long after its end
+NEAR_BEST = 0.8             # a snapshot is the sighting scored >= this x the best that decodes soonest
+KEY_SLACK_S = 0.04          # a sighting this close to a keyframe is at it (a frame at 25 fps)
 
 
 @dataclass
@@ -66,6 +69,8 @@ class RecorderSettings:
     run_tag: str = "run"
     names: Sequence[str] = ()
     t_base: float = field(default_factory=time.time)   # files run lossless: their clock is t_base + media time
+    snapshot_cpu: float = 0.05     # share of one core that snapshot decoding may use, on average
+    snapshot_burst_s: float = 1.5  # CPU seconds it may use at once (after a quiet spell)
 
 
 @dataclass
@@ -90,7 +95,10 @@ class Recorder:
         self.work: queue.Queue = queue.Queue(maxsize=10000)
         self.worker: threading.Thread | None = None
         self.snapshots: list[_Snapshot] = []
-        self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "deleted": 0, "dropped": 0}
+        self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "snapshots_skipped": 0,
+                       "deleted": 0, "dropped": 0}
+        self._budget = settings.snapshot_burst_s      # CPU seconds snapshots may spend now (a token bucket)
+        self._budget_t = time.monotonic()
         self.retention: Retention | None = None
         self._key_cache: dict[str, list] = {}
 
@@ -205,6 +213,8 @@ class Recorder:
                 if job is not None:
                     kind, arg = job
                     if kind == "segment":
+                        if arg.keyframes is not None:       # known from the writer: no demuxing
+                            self._remember_keyframes(arg.path, arg.keyframes)
                         self.index.add_segment(arg)
                         self.counts["segments"] += 1
                         self.counts["bytes"] += arg.bytes
@@ -239,26 +249,40 @@ class Recorder:
         t = self.threads.get(camera)
         return [] if t is None else t.open_segments()
 
+    def _refill(self) -> float:
+        now = time.monotonic()
+        self._budget = min(self.s.snapshot_burst_s, self._budget + (now - self._budget_t) * self.s.snapshot_cpu)
+        self._budget_t = now
+        return self._budget
+
     def _snap(self, final: bool, deadline: float = float("inf")) -> None:
+        """Each pending event's snapshot, once closed segments hold its footage (one try each: a
+        frame not found is not looked for again), as the CPU budget allows (decoding a 1080p GOP
+        costs ~0.5 s of CPU: without a bound, a busy camera's snapshots would cost more than its
+        recording); an event still waiting at its deadline goes without one (counted)."""
         keep = []
-        for job in self.snapshots:
+        for i, job in enumerate(self.snapshots):
             ev = job.event
             if time.monotonic() > deadline:
+                self.counts["snapshots_skipped"] += len(self.snapshots) - i
                 break
-            if not final and not self._covered(ev):     # wait (no demuxing) for its footage to be closed
-                if time.monotonic() < job.deadline:
+            waiting = not final and not self._covered(ev)    # wait (no demuxing) for its footage to be closed
+            if waiting or self._refill() <= 0.0:
+                if time.monotonic() < job.deadline and not final:
                     keep.append(job)
+                else:
+                    self.counts["snapshots_skipped"] += 1
                 continue
-            got = self._at_keyframe(ev, final)
+            cpu0 = time.thread_time()
+            try:
+                got = self._cheapest(ev, final)
+                if got is None and (final or self._before_footage(ev)):
+                    got = self._best_recorded(ev)
+            finally:
+                self._budget -= time.thread_time() - cpu0
             if got is None:
-                segs = self.index.segments(ev.camera, after=ev.t_best - 1.0, before=ev.t_best + 1.0)
-                segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.t_best + 1.0]
-                got = frame_at(self.root, segs, ev.t_best, need_after=not final) if segs else None
-            if got is None and (final or self._before_footage(ev)):
-                got = self._best_recorded(ev)
-            if got is None:
-                if not final and time.monotonic() < job.deadline:
-                    keep.append(job)
+                self.counts["snapshots_skipped"] += 1
+                log.debug("event %s: no recorded frame for its snapshot", ev.id)
                 continue
             frame, _ = got
             path = snapshot_path(self.root, ev.camera, ev.id)
@@ -277,32 +301,47 @@ class Recorder:
         segs = self.index.segments(ev.camera, after=ev.end - 0.01)
         return bool(segs) and segs[0].end >= ev.end or self._before_footage(ev)
 
+    def _remember_keyframes(self, path: str, keys: list) -> None:
+        if len(self._key_cache) > 64:
+            self._key_cache.pop(next(iter(self._key_cache)))
+        self._key_cache[path] = list(keys)
+
     def _keyframes(self, segs: list[Segment]) -> list:
-        """Keyframe times of closed segments, each demuxed once (a small cache)."""
+        """Keyframe times of closed segments: from their writer, else demuxed once (a small cache)."""
         out = []
         for s in segs:
+            if s.keyframes is not None:
+                out += s.keyframes
+                continue
             if s.path not in self._key_cache:
-                if len(self._key_cache) > 64:
-                    self._key_cache.pop(next(iter(self._key_cache)))
-                self._key_cache[s.path] = keyframe_times(self.root, [s])
+                self._remember_keyframes(s.path, keyframe_times(self.root, [s]))
             out += self._key_cache[s.path]
-        return out
+        return sorted(out)
 
-    def _at_keyframe(self, ev: EventRecord, final: bool):
-        """The best-scored sighting at a keyframe (one frame to decode instead of up to a GOP: a
-        camera's keyframe comes every second or two), when the track was seen at one; its best
-        time, box and score become the event's."""
+    def _cheapest(self, ev: EventRecord, final: bool):
+        """The frame of the event's snapshot: of the sightings scored at least ``NEAR_BEST`` x its
+        best, the one that decodes soonest after its keyframe (one at a keyframe decodes alone; a
+        camera's keyframe comes every second or two, a GOP of 1080p costs ~5 ms a frame), the better
+        scored of equals; its time, box and score become the event's."""
         segs = self.index.segments(ev.camera, after=ev.start - 0.1, before=ev.end + 0.1)
-        if not segs or (not final and segs[-1].end < ev.end):
-            return None                   # the segment with its end is still being written
-        keys = self._keyframes(segs)
-        half = 0.04                       # (a frame at 25 fps)
-        rows = [r for r in ev.boxes if len(r) > 5 and r[5] > 0 and any(abs(r[0] - k) <= half for k in keys)]
-        if not rows:
+        if final:
+            segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.end + 0.1]
+        if not segs:
             return None
-        row = max(rows, key=lambda r: r[5])
-        got = frame_at(self.root, segs, row[0], slack_s=half)
-        if got is not None:
+        keys = self._keyframes(segs)
+        first, last = segs[0].start, max(s.end for s in segs)
+        rows = [r for r in ev.boxes if len(r) > 5 and r[5] > 0 and first - KEY_SLACK_S <= r[0] <= last]
+        if not rows or not keys:
+            return None
+        best = max(r[5] for r in rows)
+
+        def decode_s(r) -> float:
+            i = bisect_right(keys, r[0] + KEY_SLACK_S) - 1
+            return float("inf") if i < 0 else max(0.0, r[0] - keys[i] - KEY_SLACK_S)
+
+        row = min((r for r in rows if r[5] >= NEAR_BEST * best), key=lambda r: (decode_s(r), -r[5]))
+        got = frame_at(self.root, segs, row[0], slack_s=KEY_SLACK_S if decode_s(row) == 0.0 else 0.5)
+        if got is not None and (row[0] != ev.t_best or list(row[1:5]) != ev.box):
             ev.t_best, ev.box, ev.score = row[0], list(row[1:5]), row[5]
             self.index.set_best(ev.id, ev.t_best, ev.box, ev.score)
         return got

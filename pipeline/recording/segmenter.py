@@ -90,6 +90,7 @@ class Segmenter:
         self.ref_dts: int | None = None
         self.last_dts: int | None = None
         self.packets = 0
+        self.keyframes: list[float] = []   # times of the open segment's keyframes (snapshots need no demux)
 
     def add(self, packet, t: float, pts_s: float | None = None) -> None:
         """One packet (``packet.dts`` not None) whose presentation time is ``t`` (events' clock;
@@ -118,6 +119,8 @@ class Segmenter:
         self.last_dts = dts
         self.last_t = max(self.last_t, t)
         self.packets += 1
+        if packet.is_keyframe:
+            self.keyframes.append(t)
 
     def _open(self, t: float, pts_s: float | None = None) -> None:
         path = segment_path(self.root, self.camera, t)
@@ -133,6 +136,7 @@ class Segmenter:
         self.start_pts = pts_s
         self.ref_dts = None
         self.packets = 0
+        self.keyframes = []
 
     def _abandon(self) -> None:
         out, self.out = self.out, None
@@ -152,6 +156,7 @@ class Segmenter:
             shift = self.clock.at(self.start_pts) - self.start
             self.start += shift
             self.last_t += shift
+            self.keyframes = [k + shift for k in self.keyframes]
             if end is not None:
                 end = self.clock.at(end_pts) if end_pts is not None else end + shift
         try:
@@ -175,7 +180,8 @@ class Segmenter:
             except OSError:
                 pass
             return None
-        seg = Segment(self.camera, self.start, max(end, self.start + 1e-3), str(path.relative_to(self.root)), size)
+        seg = Segment(self.camera, self.start, max(end, self.start + 1e-3), str(path.relative_to(self.root)), size,
+                      keyframes=list(self.keyframes))
         self.on_closed(seg)
         return seg
 
@@ -210,7 +216,8 @@ class CameraRecorder(threading.Thread):
         path = seg.path if seg is not None else None
         if path is None:
             return []
-        return [Segment(self.camera, seg.start, seg.last_t, str(path.relative_to(self.root)), 0)]
+        return [Segment(self.camera, seg.start, seg.last_t, str(path.relative_to(self.root)), 0,
+                        keyframes=list(seg.keyframes))]
 
     def _set(self, state: str, reason: str = "") -> None:
         if state != self.state:

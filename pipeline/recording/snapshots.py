@@ -26,7 +26,11 @@ def frame_at(root: Path, segments: Sequence[Segment], t: float, slack_s: float =
     seg = next((s for s in reversed(list(segments)) if s.start <= t + slack_s), None)
     if seg is None:
         return None
-    packets = [(p, tp) for p, tp, _ in segment_packets(root, seg)]   # demux only: cheap
+    packets = []                      # demuxed (no decoding) up to a second past t: B-frames come before it
+    for p, tp, _ in segment_packets(root, seg):
+        packets.append((p, tp))
+        if tp > t + slack_s + 1.0:
+            break
     if not packets:
         return None
     k = min(range(len(packets)), key=lambda i: abs(packets[i][1] - t))
