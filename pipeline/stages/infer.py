@@ -267,15 +267,32 @@ class InferProcess(StageProcess):
                 return
 
     def _run_batch(self, msgs: List[Frame], latest: bool, idle_since: float) -> bool:
-        """One ``detect_batch`` call on the frames of ``msgs``; their `Detections`, in order."""
+        """One ``detect_batch`` call on the frames of ``msgs``; their `Detections`, in order per
+        camera. Frames the camera's motion gate skipped (nothing moved) go on first, undetected,
+        and their cameras are asked again at once: a still camera never waits for the detector."""
         stats = self.stats
+        skipped = [m for m in msgs if not m.detect]
+        if skipped:
+            t0 = time.monotonic()
+            self.count(StageBoard.IN, len(skipped))
+            for i, m in enumerate(skipped):
+                if not self.send(self.out, Detections(m.meta, None, 0.0, skipped=True, motion=m.motion)):
+                    return False
+                self.count(StageBoard.OUT)
+                stats.count_item(t0)
+                stats.wait.add((t0 - idle_since) * 1000.0 if i == 0 else 0.0)
+            stats.add("skipped", len(skipped))
+            if latest:
+                self._want(sorted({m.meta.source_id for m in skipped}))
+            msgs = [m for m in msgs if m.detect]
+            if not msgs:
+                return True
+            idle_since = t0
         rings = [self.rings[m.meta.source_id] for m in msgs]
         self.count(StageBoard.IN, len(msgs))
         t0 = time.monotonic()
         versions = [r.version(m.meta.slot) for r, m in zip(rings, msgs)]
-        skip = [not m.detect for m in msgs]     # the camera's motion gate: nothing moved
-        use = [not s and (not latest or r.valid(m.meta.slot, m.meta.seq, v))
-               for r, m, v, s in zip(rings, msgs, versions, skip)]
+        use = [not latest or r.valid(m.meta.slot, m.meta.seq, v) for r, m, v in zip(rings, msgs, versions)]
         views = [r.frame(m.meta.slot, m.meta.shape) for r, m, u in zip(rings, msgs, use) if u]
         found = self.detector.detect_batch(views) if views else []
         del views
@@ -287,25 +304,20 @@ class InferProcess(StageProcess):
         if latest:  # overwritten while we read it: never pass on a torn frame
             dets = [d if d is None or r.valid(m.meta.slot, m.meta.seq, v) else None
                     for d, r, m, v in zip(dets, rings, msgs, versions)]
-        n_skip = sum(skip)
-        k = len(msgs) - n_skip
+        k = len(msgs)
         ok = sum(d is not None for d in dets)
         stats.drops += k - ok
         if ok:
             stats.add("detect_s", (t1 - t0) * ok / k)
             stats.add("detect_n", ok)
-        if n_skip:
-            stats.add("skipped", n_skip)
-        if k:
-            stats.add("batches")
-            stats.hist("batch").add(float(k))
-        per = (t1 - t0) / k if k else 0.0
-        for i, (m, d, sk) in enumerate(zip(msgs, dets, skip)):
-            if not self.send(self.out, Detections(m.meta, d, 0.0 if sk else per, skipped=sk, motion=m.motion)):
+        stats.add("batches")
+        stats.hist("batch").add(float(k))
+        per = (t1 - t0) / k
+        for i, (m, d) in enumerate(zip(msgs, dets)):
+            if not self.send(self.out, Detections(m.meta, d, per, motion=m.motion)):
                 return False
             self.count(StageBoard.OUT)
             stats.count_item(t1)
-            if not sk:  # the detector's time; a skipped frame costs none
-                stats.proc.add(per * 1000.0)
+            stats.proc.add(per * 1000.0)
             stats.wait.add((t0 - idle_since) * 1000.0 if i == 0 else 0.0)
         return True
