@@ -89,7 +89,9 @@ def run_once(record: bool, seconds: float, tmp: Path) -> dict:
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return {"record": record, "cpu_s": round(cpu, 2), "frames": frames,
             "cpu_ms_per_frame": round(cpu * 1000 / max(frames, 1), 2),
-            "infer_fps": stages.get("infer", {}).get("fps"), "pipeline_fps": rep.get("pipeline_fps")}
+            "infer_fps": stages.get("infer", {}).get("fps"), "pipeline_fps": rep.get("pipeline_fps"),
+            "sink_ms_per_frame": rep.get("cpu", {}).get("ms_per_frame", {}).get("sink"),
+            "snapshots": (stages.get("sink", {}).get("gauges", {}).get("recording") or {}).get("snapshots")}
 
 
 def bench_run(seconds: float, repeat: int) -> dict:
@@ -101,10 +103,13 @@ def bench_run(seconds: float, repeat: int) -> dict:
                 print(rows[-1], flush=True)
     off = [r for r in rows if not r["record"]]
     on = [r for r in rows if r["record"]]
-    med = lambda rs, k: statistics.median(r[k] for r in rs if r[k] is not None)
+
+    def med(rs, k):
+        return statistics.median(r[k] for r in rs if r[k] is not None)
     return {"runs": rows, "cpu_ms_per_frame_off": med(off, "cpu_ms_per_frame"),
             "cpu_ms_per_frame_all": med(on, "cpu_ms_per_frame"),
             "delta_ms_per_frame": round(med(on, "cpu_ms_per_frame") - med(off, "cpu_ms_per_frame"), 2),
+            "sink_delta_ms_per_frame": round(med(on, "sink_ms_per_frame") - med(off, "sink_ms_per_frame"), 2),
             "infer_fps_ratio": round(med(on, "infer_fps") / med(off, "infer_fps"), 3)}
 
 
