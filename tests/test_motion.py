@@ -254,3 +254,25 @@ def test_motion_boxes_are_drawn_thin_and_in_place(clip):
     assert out is frame
     assert tuple(frame[20, 30]) == MOTION_COLOR and tuple(frame[59, 30]) == MOTION_COLOR   # top, bottom edges
     assert tuple(frame[40, 30]) == tuple(clip[1][0][40, 30])                            # inside: untouched
+
+
+def test_camera_motion_merges_global_and_camera_settings_and_names_the_key():
+    from trackpipe.pipeline.config.tree import Config
+    from trackpipe.pipeline.motion.setup import camera_motion
+    cfg = Config.model_validate({
+        "detect": {"motion": "on"}, "filters": {"person": {"min_area": 100}},
+        "object_masks": [{"points": [[0, 0], [1, 0], [1, 1]], "camera": "b"}],
+        "cameras": [{"uri": "x", "name": "a", "enabled": False},
+                    {"uri": "y", "name": "b", "detect_uri": "y-sub", "detect": {"stationary_interval": 7},
+                     "filters": {"person": {"min_score": 0.5}}, "motion_masks": [[[0, 0], [9, 0], [9, 9]]]}]})
+    cm = camera_motion(cfg, "b", cfg.cameras[1], NAMES, index=0)
+    assert cm.gating("lossless") and cm.detect.stationary_interval == 7 and cm.detect_uri == "y-sub"
+    assert dict(cm.filters) == {0: ClassFilter(min_area=100, min_score=0.5)}
+    assert len(cm.object_masks) == 1 and len(cm.motion_masks) == 1
+    boxes = np.array([[580, 50, 620, 100], [0, 0, 640, 360]], np.float32)   # bottom centres (600, 100), (320, 360)
+    dets = Detections(boxes, np.array([0.9, 0.9], np.float32), np.array([2, 2], np.int32))
+    assert cm.object_filters((640, 360)).keep(dets, (640, 360)).tolist() == [False, True]   # the mask's triangle
+    bad = Config.model_validate({"cameras": [{"uri": "x", "enabled": False},
+                                             {"uri": "y", "filters": {"persn": {}}}]})
+    with pytest.raises(ConfigError, match=r"^cameras\[1\]\.filters\.persn: unknown class 'persn'"):
+        camera_motion(bad, "cam1", bad.cameras[1], NAMES, index=0)

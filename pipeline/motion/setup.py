@@ -72,17 +72,18 @@ def _masks_of(cfg, key: str, name: str, own: Sequence[MaskConfig]) -> Tuple[Mask
     return (*own, *shared)
 
 
-def camera_motion(cfg, name: str, cam_cfg, names: Optional[Sequence[str]], index: int = 0,
-                  several: bool = False) -> CameraMotion:
+def camera_motion(cfg, name: str, cam_cfg, names: Optional[Sequence[str]], index: int = 0) -> CameraMotion:
     """The `CameraMotion` of camera ``name`` (its `CameraConfig` ``cam_cfg``, None for the one
     ``source.uri``) from the config tree ``cfg``; ``names`` the model's class names. Unknown
     classes and two keys naming one class raise ConfigError (one line, the key's path)."""
     from .config import class_id
-    where = f"cameras[{index}]" if several or cfg.cameras else ""
+    # the camera's key path: its entry of cameras: (disabled ones keep their place there)
+    pos = next((i for i, c in enumerate(cfg.cameras) if c is cam_cfg), index)
+    where = f"cameras[{pos}].filters" if cfg.cameras else "filters"
     detect = cfg.detect.merged(getattr(cam_cfg, "detect", None))
     glob = resolve_filters(cfg.filters, names)
     own = getattr(cam_cfg, "filters", None) or {}
-    filters = resolve_filters(own, names, f"{where}.filters", base=glob) if own else glob
+    filters = resolve_filters(own, names, where, base=glob) if own else glob
     om = _masks_of(cfg, "object_masks", name, getattr(cam_cfg, "object_masks", ()) or ())
     for m in om:
         for c in m.classes or ():

@@ -88,7 +88,7 @@ def prepare(cfg: Config, spec) -> List[Camera]:
     cfg.output.snapshot_classes = list(resolve_classes(cfg.output.snapshot_classes, names) or []) or None
     check_display(cfg, cams)
     from trackpipe.pipeline.motion.setup import camera_motion, detect_uri_of
-    cams = [replace(c, motion=camera_motion(cfg, c.name, c.config, names, c.index, len(cams) > 1)) for c in cams]
+    cams = [replace(c, motion=camera_motion(cfg, c.name, c.config, names, c.index)) for c in cams]
     if len(cams) == 1:
         out = [replace(cams[0], info=probe_source(cfg.source, detect_uri_of(cams[0])))]
     else:
