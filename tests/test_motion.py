@@ -84,7 +84,7 @@ def test_a_motion_mask_over_the_moving_area_silences_it(clip):
 def test_small_frame_keeps_aspect_and_settings_apply(clip):
     _, frames = clip
     det = MotionDetector(MotionSettings(frame_height=50))
-    assert det.small_grey(frames[0]).shape == (45, 80)          # halved, then 4x4 averages
+    assert det.small_grey(frames[0]).shape == (51, 91)          # 7x: a 4x4 grid per pixel, averaged
 
 
 def test_gate_detects_on_motion_rechecks_and_bounds_the_gap():
@@ -276,3 +276,20 @@ def test_camera_motion_merges_global_and_camera_settings_and_names_the_key():
                                              {"uri": "y", "filters": {"persn": {}}}]})
     with pytest.raises(ConfigError, match=r"^cameras\[1\]\.filters\.persn: unknown class 'persn'"):
         camera_motion(bad, "cam1", bad.cameras[1], NAMES, index=0)
+
+
+def test_frame_gate_looks_at_every_other_frame_while_things_move(clip):
+    from trackpipe.pipeline.motion.config import DetectConfig
+    from trackpipe.pipeline.motion.frames import FrameGate
+    from trackpipe.pipeline.motion.setup import CameraMotion
+    from trackpipe.pipeline.transport.messages import FrameMeta
+    c, frames = clip
+    fg = FrameGate(CameraMotion(DetectConfig(motion="on", stationary_interval=1000)), "lossless", c.fps)
+    out = [fg.frame(FrameMeta(i, 0, 0.0, 0.0, f.shape), f) for i, f in enumerate(frames)]
+    detect = np.array([m.detect for m in out])
+    assert detect[0] and not detect[1:c.moving[0]].any()           # the first frame, then still: skipped
+    assert detect[c.moving[0] + 1:c.moving[1]].all()                # every moving frame detected
+    assert fg.looked < fg.frames - (c.moving[1] - c.moving[0]) // 3   # every other frame while moving
+    assert all(m.motion is not None for m in out)
+    off = FrameGate(CameraMotion(DetectConfig(motion="auto")), "lossless", c.fps)
+    assert not off.active and off.frame(out[0].meta, frames[0]).motion is None

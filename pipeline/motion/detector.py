@@ -1,10 +1,9 @@
 """A cheap motion detector per camera (Frigate's design): a downscaled grey frame, a running
 background, a per-pixel threshold and an area threshold.
 
-Per frame: shrink to about ``frame_height`` rows by exact averaging (halved while 4 times as tall,
-then an integer factor: 640x360 -> 160x90, 1280x720 -> 160x90, 1920x1080 -> 160x90; exact
-factors take OpenCV's fast paths, a fractional area resize costs several times more), grey,
-Gaussian blur (the camera's
+Per frame: shrink to about ``frame_height`` rows by an exact integer average (640x360 -> 160x90;
+720p and 1080p are first sampled on a grid of 4 x 4 points per small pixel: 182x102, 174x98),
+grey, Gaussian blur (the camera's
 noise and the codec's blocks average out), ignore the motion mask, absolute difference to
 the running background (``cv2.accumulateWeighted`` with ``alpha``), pixels changed by more
 than ``threshold`` grey levels, dilated, their connected contours; a contour of at least
@@ -83,22 +82,24 @@ class MotionDetector:
         self._size = None
 
     def _plan(self, w: int, h: int):
-        """How a (w, h) frame shrinks: ``halvings`` (each an exact 2x2 average), then an exact
-        integer ``factor`` (k x k average) -> about ``frame_height`` rows. Exact factors take
-        OpenCV's fast area paths: a fractional one (640x360 -> 178x100) costs ~6x more.
-        -> (halvings, factor, small (sw, sh))."""
+        """How a (w, h) frame shrinks to about ``frame_height`` rows: an integer factor k
+        (640x360: 4 -> 160x90), an exact k x k average; a frame more than 4 times that (720p,
+        1080p) is first sampled on a grid of 4 x 4 points per small pixel (nearest), then
+        averaged 4 x 4. Exact factors take OpenCV's fast area paths (a fractional area resize of
+        640x360 costs ~6x more; averaging every pixel of 1080p ~3x the grid's).
+        -> (grid (W, H) or None, factor, small (sw, sh))."""
         target = max(8, int(self.s.frame_height))
-        halvings = 0
-        while (h >> halvings) >= 4 * target and (w >> halvings) >= 32:
-            halvings += 1
-        hh, ww = h >> halvings, w >> halvings
-        k = max(1, round(hh / target))
-        return halvings, k, (max(1, ww // k), max(1, hh // k))
+        k = max(1, round(h / target))
+        sw, sh = max(1, w // k), max(1, h // k)
+        if k > 4:
+            return (4 * sw, 4 * sh), 4, (sw, sh)
+        return None, k, (sw, sh)
 
     def _prepare(self, w: int, h: int) -> None:
-        halvings, k, (sw, sh) = self._plan(w, h)
-        self._size, self._small, self._halvings, self._factor = (w, h), (sw, sh), halvings, k
-        self._scale = 1.0 / float((1 << halvings) * k)     # small pixels per frame pixel
+        grid, k, (sw, sh) = self._plan(w, h)
+        self._size, self._small, self._grid, self._factor = (w, h), (sw, sh), grid, k
+        # small pixels per frame pixel, x and y: the grid spans the whole frame, a crop k x its size
+        self._scale = np.array([sw / w, sh / h] if grid else [1.0 / k, 1.0 / k], np.float64)
         masked = rasterize(self.mask_polygons, (sw, sh), self._scale) if self.mask_polygons else None
         self._keep = None if masked is None else cv2.bitwise_not(masked)
         self._area = float(sw * sh if self._keep is None else max(1, cv2.countNonZero(self._keep)))
@@ -110,9 +111,8 @@ class MotionDetector:
         if self._size != (w, h):
             self._prepare(w, h)
         img = frame_bgr
-        for _ in range(self._halvings):
-            hh, ww = img.shape[0] // 2, img.shape[1] // 2
-            img = cv2.resize(img[:2 * hh, :2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
+        if self._grid is not None:
+            img = cv2.resize(img, self._grid, interpolation=cv2.INTER_NEAREST)
         sw, sh = self._small
         k = self._factor
         small = img if k == 1 else cv2.resize(img[:sh * k, :sw * k], (sw, sh), interpolation=cv2.INTER_AREA)
@@ -120,8 +120,10 @@ class MotionDetector:
         b = int(self.s.blur) | 1
         return cv2.GaussianBlur(grey, (b, b), 0) if b > 1 else grey
 
-    def update(self, frame_bgr: np.ndarray) -> MotionResult:
-        """One frame, (H, W, 3) uint8 BGR -> its `MotionResult` (and the background updated)."""
+    def update(self, frame_bgr: np.ndarray, frames: int = 1) -> MotionResult:
+        """One frame, (H, W, 3) uint8 BGR -> its `MotionResult` (and the background updated).
+        ``frames``: frames since the last update (frames not looked at: the background moves on
+        as if it had seen them, ``1 - (1 - alpha) ** frames``)."""
         grey = self.small_grey(frame_bgr)
         if self.background is None:
             self.background = grey.astype(np.float32)
@@ -134,7 +136,7 @@ class MotionDetector:
         if fraction > self.s.whole_frame:
             self.background = grey.astype(np.float32)
             return MotionResult(fraction=float(fraction), whole_frame=True)
-        cv2.accumulateWeighted(grey, self.background, float(self.s.alpha))
+        cv2.accumulateWeighted(grey, self.background, 1.0 - (1.0 - float(self.s.alpha)) ** max(1, int(frames)))
         if fraction == 0.0:
             return MotionResult()
         if self.s.dilate:
@@ -144,7 +146,8 @@ class MotionDetector:
         if not boxes:
             return MotionResult(fraction=float(fraction))
         b = np.asarray(boxes, np.float32)
-        xyxy = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1) / np.float32(self._scale)
+        xyxy = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1) \
+            / np.tile(self._scale, 2).astype(np.float32)
         w, h = self._size
         xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
         return MotionResult(xyxy, float(fraction))

@@ -15,10 +15,10 @@ import numpy as np
 from trackpipe.pipeline.events.geometry import anchor_points, points_in_polygon
 
 
-def rasterize(polygons: Sequence[np.ndarray], size: Tuple[int, int], scale: float = 1.0) -> np.ndarray:
+def rasterize(polygons: Sequence[np.ndarray], size: Tuple[int, int], scale=1.0) -> np.ndarray:
     """Polygons (each (V,2) pixels of the full frame) filled into a ``size`` = (W, H) uint8
     image (255 inside any polygon, 0 elsewhere), their points multiplied by ``scale`` first
-    (the motion detector's downscaled frame)."""
+    (a number, or (2,) x and y factors: the motion detector's downscaled frame)."""
     w, h = int(size[0]), int(size[1])
     out = np.zeros((h, w), np.uint8)
     if polygons:
