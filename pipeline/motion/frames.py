@@ -33,6 +33,7 @@ class FrameGate:
         self.looked = 0            # frames the motion detector looked at
         self._last: Optional[np.ndarray] = None   # the last motion boxes, when something moved
         self._looked_at = 0        # self.frames when it last looked
+        self.decision = None       # the gate's last `GateDecision`
 
     def frame(self, meta: FrameMeta, pixels: Optional[np.ndarray]) -> Frame:
         """The message for frame ``meta`` whose pixels (H, W, 3) uint8 are ``pixels``."""
@@ -46,14 +47,16 @@ class FrameGate:
             # the frame after a moving one is detected anyway: motion is looked at every other
             # frame while things move (the boxes carried over), half the cost of a busy scene
             boxes, self._last = self._last, None
-            return Frame(meta, self.gate.decide(True, t).detect, boxes)
+            self.decision = self.gate.decide(True, t)
+            return Frame(meta, self.decision.detect, boxes)
         t0 = time.perf_counter()
         m = self.detector.update(pixels, frames=self.frames - self._looked_at)
         self.motion_s += time.perf_counter() - t0
         self.looked += 1
         self._looked_at = self.frames
         self._last = m.boxes if m.moving else None
-        return Frame(meta, self.gate.decide(m.moving, t).detect, m.boxes)
+        self.decision = self.gate.decide(m.moving, t)
+        return Frame(meta, self.decision.detect, m.boxes)
 
     def gauges(self) -> dict:
         g = self.gate
