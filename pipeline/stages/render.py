@@ -101,7 +101,8 @@ class CameraOutput:
             return
         if self.zone_drawer is None:
             from trackpipe.pipeline.events.draw import ZoneLineAnnotator
-            self.zone_drawer = ZoneLineAnnotator(list(self.shapes.get("zones") or ()), list(self.shapes.get("lines") or ()))
+            self.zone_drawer = ZoneLineAnnotator(list(self.shapes.get("zones") or ()),
+                                                 list(self.shapes.get("lines") or ()))
         for e in events:  # each event carries its zone's / line's counts for its class
             key = "zones" if "zone" in e else "lines" if "line" in e else None
             if key and isinstance(e.get("counts"), dict):

@@ -210,10 +210,12 @@ class TrackProcess(StageProcess):
             self.stats.gauges["counts"] = next(iter(counts.values())) if len(self.cams) == 1 else counts
 
     def _camera_gauges(self) -> None:
+        def filtered(c) -> dict:
+            return dict(c.gated.filters.removed) if c.gated and c.gated.filters else {}
+
         self.stats.gauges["cameras"] = {c.name: {"frames": c.frames, "drops": c.drops, "detected": c.detected,
                                                  "moving": c.moving, "motion_frames": c.motion_frames,
-                                                 "stationary": c.stationary,
-                                                 "filtered": dict(c.gated.filters.removed) if c.gated and c.gated.filters else {}}
+                                                 "stationary": c.stationary, "filtered": filtered(c)}
                                         for c in self.cams}
 
     def teardown(self) -> None:
