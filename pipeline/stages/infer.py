@@ -259,7 +259,8 @@ class InferProcess(StageProcess):
                 if not self._pass_on(msg):
                     return
                 continue
-            frames, tail = self._waiting(msg, self.batch_timeout_ms if latest else 0.0)
+            # a frame the motion gate skipped needs no batch: no wait for the other cameras' frames
+            frames, tail = self._waiting(msg, self.batch_timeout_ms if latest and msg.detect else 0.0)
             if not self._run_batch(frames, latest, idle_since):
                 return
             idle_since = time.monotonic()
