@@ -41,6 +41,20 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")   # used in MQTT topics: no '/', '+',
 STRICT = ConfigDict(extra="forbid", strict=True, validate_default=False)
 
 
+
+def point_pairs(points: Any) -> List[Tuple[float, float]]:
+    """A config's polygon or segment points -> [(x, y), ...] of finite floats; a field error
+    (one line) for anything else."""
+    try:
+        p = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise field_error(f"expected a list of [x, y] pairs, got {points!r}") from None
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise field_error(f"expected a list of [x, y] pairs, got {points!r}")
+    if not np.all(np.isfinite(p)):
+        raise field_error("coordinates must be finite numbers")
+    return [(float(x), float(y)) for x, y in p]
+
 class EventConfigError(ValueError):
     """An invalid zone, line, MQTT or webhook setting; the message is one line (CLI exit 2)."""
 
@@ -111,15 +125,7 @@ class _Shape(BaseModel):
     @field_validator("points", mode="before")
     @classmethod
     def _points(cls, points: Any) -> list:
-        try:
-            p = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise field_error(f"expected a list of [x, y] pairs, got {points!r}") from None
-        if p.ndim != 2 or p.shape[1] != 2:
-            raise field_error(f"expected a list of [x, y] pairs, got {points!r}")
-        if not np.all(np.isfinite(p)):
-            raise field_error("coordinates must be finite numbers")
-        return [(float(x), float(y)) for x, y in p]
+        return point_pairs(points)
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -316,7 +322,25 @@ def _outbox_data(value: OutboxConfig) -> Any:
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
 
 
-class MqttConfig(BaseModel):
+class _Delivery(BaseModel):
+    """What every delivery target's config shares: its ``outbox`` (`OutboxConfig.parse`) and its
+    ``url``, redacted when the config is shown to people."""
+
+    @field_validator("outbox", mode="before", check_fields=False)
+    @classmethod
+    def _outbox(cls, value: Any) -> OutboxConfig:
+        return _outbox(value)
+
+    @field_serializer("outbox", check_fields=False)
+    def _outbox_out(self, value: OutboxConfig) -> Any:
+        return _outbox_data(value)
+
+    @field_serializer("url", check_fields=False)
+    def _url_out(self, url: str, info) -> str:
+        return redact_url(url) if _redacting(info) else url
+
+
+class MqttConfig(_Delivery):
     """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``; credentials from the URL, these
     fields or TRACKPIPE_MQTT_USERNAME / TRACKPIPE_MQTT_PASSWORD (in that order). Never logged.
     In the config ``mqtt:`` is this mapping or just the URL."""
@@ -340,19 +364,6 @@ class MqttConfig(BaseModel):
     _host: str = PrivateAttr("")
     _port: int = PrivateAttr(0)
     _tls: bool = PrivateAttr(False)
-
-    @field_validator("outbox", mode="before")
-    @classmethod
-    def _outbox(cls, value: Any) -> OutboxConfig:
-        return _outbox(value)
-
-    @field_serializer("outbox")
-    def _outbox_out(self, value: OutboxConfig) -> Any:
-        return _outbox_data(value)
-
-    @field_serializer("url")
-    def _url_out(self, url: str, info) -> str:
-        return redact_url(url) if _redacting(info) else url
 
     @field_serializer("password")
     def _password_out(self, password: Optional[str], info) -> Optional[str]:
@@ -412,7 +423,7 @@ def _unquote(s: str) -> str:
     return unquote(s)
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(_Delivery):
     """HTTP POST of each event's JSON to ``url``; header values may use ``${ENV_VAR}``.
 
     ``events``: only these event types (default: all). Retries 5xx, 408, 429 and connection
@@ -455,19 +466,6 @@ class WebhookConfig(BaseModel):
     @classmethod
     def _events(cls, events: Any) -> Any:
         return [events] if isinstance(events, str) else list(events) if isinstance(events, tuple) else events
-
-    @field_validator("outbox", mode="before")
-    @classmethod
-    def _outbox(cls, value: Any) -> OutboxConfig:
-        return _outbox(value)
-
-    @field_serializer("outbox")
-    def _outbox_out(self, value: OutboxConfig) -> Any:
-        return _outbox_data(value)
-
-    @field_serializer("url")
-    def _url_out(self, url: str, info) -> str:
-        return redact_url(url) if _redacting(info) else url
 
     @field_serializer("headers")
     def _headers_out(self, headers: Dict[str, str], info) -> Dict[str, str]:

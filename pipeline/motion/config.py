@@ -141,12 +141,8 @@ class MaskConfig(BaseModel):
     @field_validator("points", mode="before")
     @classmethod
     def _points(cls, points: Any) -> list:
-        try:
-            p = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise field_error(f"expected a list of [x, y] pairs, got {points!r}") from None
-        if p.ndim != 2 or p.shape[1] != 2 or not np.all(np.isfinite(p)):
-            raise field_error(f"expected a list of finite [x, y] pairs, got {points!r}")
+        from trackpipe.pipeline.events.config import point_pairs
+        p = np.asarray(point_pairs(points), dtype=np.float64)
         if len(p) < 3:
             raise field_error(f"a mask polygon needs at least 3 points, got {len(p)}")
         ij = self_intersection(p)
