@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
-import numpy as np
 from aiohttp import web
 
 from . import static as static_files
 from .auth import token_middleware
 from .config import WebConfig
 from .errorlog import RequestErrorLog
+from .eventlog import jsonable
 from .feed import CameraFeed, Pulse, time_limit
 from .mjpeg import CONTENT_TYPE as MJPEG_TYPE
 from .provider import EVENT, FRAME, LiveViewProvider
@@ -43,16 +43,8 @@ STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
 def _json(data, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data, default=_jsonable, separators=(",", ":")), status=status,
+    return web.Response(text=json.dumps(data, default=jsonable, separators=(",", ":")), status=status,
                         content_type="application/json", headers=NO_STORE)
 
 
@@ -303,7 +295,7 @@ class LiveApp:
             while not (self.closing or gone(request)):
                 batch = self.provider.events_since(since, 200)
                 if batch:
-                    chunk = "".join(f"id: {e['event_seq']}\ndata: {json.dumps(e, default=_jsonable)}\n\n"
+                    chunk = "".join(f"id: {e['event_seq']}\ndata: {json.dumps(e, default=jsonable)}\n\n"
                                     for e in batch)
                     since = batch[-1]["event_seq"]
                     await self._write(resp, chunk.encode())

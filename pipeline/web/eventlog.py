@@ -29,7 +29,8 @@ KEEP = 1000
 NAME = "events"
 
 
-def _jsonable(o):
+def jsonable(o):
+    """json.dumps ``default=``: numpy scalars and arrays as Python numbers and lists."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -97,7 +98,7 @@ class EventLogWriter:
             out.append(d)
         if not out:
             return out
-        data = "".join(json.dumps(d, default=_jsonable, separators=(",", ":")) + "\n" for d in out).encode()
+        data = "".join(json.dumps(d, default=jsonable, separators=(",", ":")) + "\n" for d in out).encode()
         try:
             if self._lines >= self.keep:
                 self._rotate()
