@@ -204,3 +204,15 @@ def test_stale_artifacts_of_dead_runs_are_removed():
         assert os.path.exists(mine)
     finally:
         os.rmdir(mine)
+
+
+def test_camera_motion_compensation_gets_the_frames_of_a_hand_held_camera(tmp_path, yf_spec):
+    """With ``cmc: auto`` the track stage reads each frame from shared memory for the tracker:
+    on the hand-held street video most frames are found moving (a still camera's would not)."""
+    c = _cfg(tmp_path)
+    c.pipeline.max_frames = 60
+    c.tracker.name, c.tracker.options = "hybrid", {"cmc": "auto"}
+    res = run_pipeline(c, _spec(yf_spec), fake_detector_factory)
+    assert res.exit_code == 0, res.error
+    cams = json.loads((tmp_path / "profile.json").read_text())["cameras"]
+    assert next(iter(cams.values()))["camera_moving"] > 0.5

@@ -78,8 +78,9 @@ class Profiler:
         """Per camera (the profile's ``cameras`` section and the camera metrics): ``frames_in``
         (its capture's frames), ``frames_out`` (tracked), ``fps`` (tracked per second of its
         capture's run), ``drops`` (capture's plus the frames infer or track dropped),
-        ``frame_age_ms`` p50/p95 (capture to tracker) and the motion gating's figures
-        (`motion_report`)."""
+        ``frame_age_ms`` p50/p95 (capture to tracker), the motion gating's figures
+        (`motion_report`) and, with the tracker's camera-motion compensation on, ``camera_moving``
+        (the share of frames in which the camera moved)."""
         from .stats import Histogram
         trk = (self.group("track").total() or {}) if "track" in self.topology else {}
         per = (trk.get("gauges") or {}).get("cameras", {})
@@ -94,6 +95,8 @@ class Profiler:
                          "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
                          "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
             out[name].update(motion_report(per.get(name, {}), tracked, (cap.get("gauges") or {})))
+            if "camera_moving" in per.get(name, {}):  # the tracker's camera-motion compensation
+                out[name]["camera_moving"] = per[name]["camera_moving"]
         return out
 
     # --- once a second -------------------------------------------------------------------------

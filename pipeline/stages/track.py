@@ -166,8 +166,6 @@ class TrackProcess(StageProcess):
 
     def setup(self) -> None:
         from trackpipe.trackers.factory import build_tracker
-        # appearance trackers read the frame; motion-only ones never touch pixels
-        self.needs_frame = self.tracker_name.startswith("deepsort")
         self.cams: List[CameraTrack] = []
         for c in self.camera_specs:
             try:
@@ -178,7 +176,9 @@ class TrackProcess(StageProcess):
                 events = TrackEvents(c.name, self.names, c.zones, c.lines)
             except ValueError as e:
                 raise StageError(str(e)) from None
-            ring = FrameRing.attach(self.rc.ring_of(c.index)) if self.needs_frame else None
+            # appearance trackers and camera-motion compensation read the frame; the rest never touch pixels
+            needs_frame = self.tracker_name.startswith("deepsort") or getattr(tracker, "needs_frame", False)
+            ring = FrameRing.attach(self.rc.ring_of(c.index)) if needs_frame else None
             cam = CameraTrack(c.index, c.name, tracker, events, c.classes, getattr(c.info, "fps", 30.0), ring)
             cam.gated = self._gated(c, tracker)
             self.cams.append(cam)
@@ -213,9 +213,14 @@ class TrackProcess(StageProcess):
         def filtered(c) -> dict:
             return dict(c.gated.filters.removed) if c.gated and c.gated.filters else {}
 
+        def camera_motion(c) -> dict:
+            cm = getattr(c.tracker, "camera", None)  # the tracker's camera-motion compensation, when on
+            return {"camera_moving": round(cm.moving_frames / cm.frames, 3)} if cm is not None and cm.frames else {}
+
         self.stats.gauges["cameras"] = {c.name: {"frames": c.frames, "drops": c.drops, "detected": c.detected,
                                                  "moving": c.moving, "motion_frames": c.motion_frames,
-                                                 "stationary": c.stationary, "filtered": filtered(c)}
+                                                 "stationary": c.stationary, "filtered": filtered(c),
+                                                 **camera_motion(c)}
                                         for c in self.cams}
 
     def teardown(self) -> None:
