@@ -1,0 +1,138 @@
+"""Every config example in README.md and docs/*.md loads with the real config model.
+
+A fenced block whose info string starts with ``yaml`` (or ``yml``) is a trackpipe config and is
+loaded with `pipeline.config.load_config` (YAML as the config file reader reads it, then the
+model). A YAML block that is not a whole trackpipe config (another tool's file, a list of
+alternatives) says so on its fence: ```` ```yaml not-a-config ````; nothing is skipped by
+guessing. ``${VAR}`` values are set in the environment, as the user would. A block without a
+language that reads as a mapping of config sections is an untagged config and fails too. A
+failure names the file and the block's line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, NamedTuple
+
+import pytest
+import yaml
+from conftest import ROOT
+
+NOT_A_CONFIG = "not-a-config"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^(\s*)(```+|~~~+)(.*)$")
+
+
+class Block(NamedTuple):
+    path: Path
+    line: int          # 1-based line of the opening fence
+    info: str          # the fence's info string ("yaml", "yaml not-a-config", "")
+    text: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def lang(self) -> str:
+        return self.info.split()[0].lower() if self.info.split() else ""
+
+
+def fenced_blocks(path: Path) -> List[Block]:
+    """The fenced code blocks of a Markdown file, in order."""
+    out, open_, body = [], None, []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        m = FENCE.match(line)
+        if open_ is None:
+            if m:
+                open_, body = (n, m.group(2), m.group(3).strip(), len(m.group(1))), []
+        elif m and m.group(2).startswith(open_[1]) and not m.group(3).strip():
+            indent = open_[3]
+            out.append(Block(path, open_[0], open_[2], "\n".join(b[indent:] if b[:indent].isspace() else b
+                                                                  for b in body)))
+            open_ = None
+        else:
+            body.append(line)
+    assert open_ is None, f"{path.relative_to(ROOT)}:{open_[0]}: a fenced block is never closed"
+    return out
+
+
+def all_blocks() -> List[Block]:
+    return [b for p in DOCS for b in fenced_blocks(p)]
+
+
+def config_blocks() -> List[Block]:
+    return [b for b in all_blocks() if b.lang in ("yaml", "yml") and NOT_A_CONFIG not in b.info.split()[1:]]
+
+
+def check_config(block: Block) -> None:
+    """Load ``block`` as a config file; AssertionError naming the file and line otherwise."""
+    from trackpipe.pipeline.config import load_config
+    from trackpipe.pipeline.config.yamlsafe import load_yaml
+    from trackpipe.pipeline.errors import ConfigError
+
+    try:
+        data = load_yaml(block.text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = block.line + 1 + mark.line if mark is not None else block.line
+        raise AssertionError(f"{block.path.relative_to(ROOT)}:{line}: invalid YAML: {e}") from None
+    assert isinstance(data, dict), f"{block.where}: a config is a mapping, got {type(data).__name__}"
+    try:
+        load_config(data=data)
+    except ConfigError as e:
+        raise AssertionError(f"{block.where}: {e}") from None
+
+
+@pytest.mark.parametrize("block", config_blocks(), ids=lambda b: b.where)
+def test_config_example_loads(block, monkeypatch):
+    for name in re.findall(r"\$\{(\w+)\}", block.text):   # ${VAR}: what the user's environment holds
+        monkeypatch.setenv(name, "set-by-the-user")
+    check_config(block)
+
+
+def test_there_are_config_examples():
+    blocks = config_blocks()
+    assert len(blocks) >= 4, [b.where for b in blocks]
+    assert any(b.path.name == "events.md" for b in blocks)
+
+
+def test_untagged_blocks_are_not_configs():
+    """A block without a language that reads as a mapping of the config's sections is a config
+    the loader test would miss: tag it ``yaml`` (or ``yaml not-a-config``)."""
+    from trackpipe.pipeline.config.tree import Config
+
+    sections = set(Config.model_fields)
+    bad = []
+    for b in all_blocks():
+        if b.lang:
+            continue
+        try:
+            data = yaml.safe_load(b.text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and set(map(str, data)) & sections:
+            bad.append(b.where)
+    assert not bad, f"untagged config blocks: {bad}"
+
+
+# --- the checker itself ----------------------------------------------------------------------
+
+def test_checker_names_file_and_line_of_a_wrong_key(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("text\n\n```yaml\ncameras:\n  - name: road\n    source: rtsp://h/s\n```\n"
+                  "```yaml not-a-config\nservices: {}\n```\n")
+    blocks = fenced_blocks(md)
+    assert [(b.line, b.lang, NOT_A_CONFIG in b.info) for b in blocks] == [(3, "yaml", False), (8, "yaml", True)]
+    block = blocks[0]._replace(path=ROOT / "docs" / "x.md")
+    with pytest.raises(AssertionError, match=r"^docs/x\.md:3: .*source"):
+        check_config(block)
+    good = block._replace(text="cameras:\n  - name: road\n    uri: rtsp://h/s\n")
+    check_config(good)
+
+
+def test_checker_names_the_line_of_bad_yaml(tmp_path):
+    block = Block(ROOT / "docs" / "x.md", 10, "yaml", "output:\n  mot: [a\n")
+    with pytest.raises(AssertionError, match=r"^docs/x\.md:1[23]: invalid YAML"):
+        check_config(block)
