@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .cli_args import add_model_args, spec_from_args
+from .cli_args import add_model_args, command_name, spec_from_args
 from .errors import ModelError
 
 log = logging.getLogger("models")
@@ -111,7 +111,8 @@ def cmd_download(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m models", description="YOLO detector tools (darknet cfg/weights)")
+    p = argparse.ArgumentParser(prog=command_name("python -m trackpipe.models", ("models", "trackpipe.models")),
+                                description="YOLO detector tools (darknet cfg/weights)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO (which backend auto chose, and why)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -210,6 +211,7 @@ if __name__ == "__main__":
         # `python -m models` from the repository root: run the installed trackpipe.models, so that
         # every module (and exception class) has one identity, not a `models.x` and a `trackpipe.models.x`
         import runpy
-        runpy.run_module("trackpipe.models.__main__", run_name="__main__", alter_sys=True)
+        runpy.run_module("trackpipe.models.__main__", run_name="__main__", alter_sys=True,
+                         init_globals={"__command__": "python -m models"})  # its usage line
     else:
         sys.exit(main())

@@ -4,6 +4,8 @@ function that turns them into a :class:`ModelSpec`."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +19,23 @@ from .zoo import DEFAULT_MODEL, ZOO
 # command itself (the pipeline's also takes the config's classes)
 FLAG_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "max_det",
              "letterbox", "calib", "threads", "cache_dir")
+
+
+def command_name(default: str, modules: tuple[str, ...] = (), scripts: tuple[str, ...] = ()) -> str:
+    """The command as the user typed it, for usage lines: ``python -m MODULE`` when started as one
+    of ``modules`` (``python -m trackpipe.models`` or, from the repository root, ``python -m
+    models``), the script's name when it is one of ``scripts`` (``run_tracker.py``, the ``trackpipe``
+    console script), else ``default`` (e.g. under pytest)."""
+    main = sys.modules.get("__main__")
+    typed = getattr(main, "__command__", None)     # set by the repository root's `python -m models` shim
+    if isinstance(typed, str) and typed.removeprefix("python -m ") in modules:
+        return typed
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    name = name.removesuffix(".__main__")
+    if name in modules:
+        return f"python -m {name}"
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script in scripts else default
 
 
 def parse_size(text: str) -> tuple[int, int]:

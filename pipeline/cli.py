@@ -22,6 +22,20 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
+# run_tracker.py --help's epilog: the config's cameras, zones and lines, one example each (each
+# example line loads with the config model: tests/test_messages_name_real_keys.py)
+SHAPES_HELP = """\
+cameras, zones and lines: keys of the --config file (docs/cameras.md, docs/events.md):
+  cameras  several sources in one run, each with a name, its own classes, zones and lines:
+    cameras: [{name: door, uri: "rtsp://10.0.0.5/stream"}, {name: yard, uri: "rtsp://10.0.0.6/stream"}]
+  zones    a polygon (fractions of the frame or pixels): zone_enter/zone_exit events and counts:
+    zones: [{name: porch, points: [[0.1, 0.5], [0.6, 0.5], [0.6, 1.0], [0.1, 1.0]]}]
+  lines    a counting line, two points A then B: line_cross events and counts per direction:
+    lines: [{name: gate, points: [[200, 400], [900, 400]]}]
+  with several cameras, a top-level zone or line names its camera (camera: yard), or goes under it;
+  on the command line: --set 'lines=[{name: gate, points: [[200, 400], [900, 400]]}]'
+"""
+
 # flag dest -> dotted config key
 _OVERRIDES = {
     "mode": "source.mode", "realtime": "source.realtime", "loop": "source.loop",
@@ -47,12 +61,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The CLI; model flags come from trackpipe.models.cli_args (the same as ``python -m models``)."""
-    from trackpipe.models.cli_args import add_model_args
+    from trackpipe.models.cli_args import add_model_args, command_name
     from trackpipe.trackers.factory import TRACKER_NAMES
 
     paragraphs = __doc__.split("\n\n")
-    p = _Parser(prog="run_tracker.py", description=(paragraphs[0] + "\n\n" + paragraphs[2]).replace("``", ""),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    prog = command_name("run_tracker.py", ("pipeline", "trackpipe.pipeline"), ("run_tracker.py", "trackpipe"))
+    p = _Parser(prog=prog, description=(paragraphs[0] + "\n\n" + paragraphs[2]).replace("``", ""),
+                epilog=SHAPES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", action="append", metavar="URI",
                    help="video file, image folder or glob, camera index, rtsp/http URL, screen[:N][@X,Y,W,H]; "
                         "repeat it for several cameras in one run (cam0, cam1, ...; outputs may hold {camera})")

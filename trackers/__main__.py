@@ -129,7 +129,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .factory import TRACKER_NAMES
 
-    parser = argparse.ArgumentParser(prog="python -m trackers", description=__doc__.split("\n")[0].replace("``", ""))
+    from trackpipe.models.cli_args import command_name
+
+    prog = command_name("python -m trackpipe.trackers", ("trackers", "trackpipe.trackers"))
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="track MOTChallenge sequences; score with TrackEval (HOTA) "
                                          "and py-motmetrics (MOTA, IDF1)")
@@ -183,6 +186,7 @@ if __name__ == "__main__":
         # `python -m trackers` from the repository root: run the installed trackpipe.trackers, so that
         # every module (and exception class) has one identity, not a `trackers.x` and a `trackpipe.trackers.x`
         import runpy
-        runpy.run_module("trackpipe.trackers.__main__", run_name="__main__", alter_sys=True)
+        runpy.run_module("trackpipe.trackers.__main__", run_name="__main__", alter_sys=True,
+                         init_globals={"__command__": "python -m trackers"})  # its usage line
     else:
         sys.exit(main())

@@ -49,20 +49,20 @@ class WebConfig:
         """Checked copy with the token taken from ``env`` when not set; raises WebConfigError."""
         token = self.token if self.token else (env.get(TOKEN_ENV) or None)
         if not 0 <= int(self.port) <= 65535:
-            raise WebConfigError(f"http port must be 0..65535, got {self.port}")
+            raise WebConfigError(f"--http-port (output.http_port) must be 0..65535, got {self.port}")
         if not self.max_fps > 0:
-            raise WebConfigError(f"http max_fps must be > 0, got {self.max_fps}")
+            raise WebConfigError(f"WebConfig.max_fps must be > 0, got {self.max_fps}")
         if not 1 <= int(self.jpeg_quality) <= 100:
-            raise WebConfigError(f"http jpeg_quality must be 1..100, got {self.jpeg_quality}")
+            raise WebConfigError(f"WebConfig.jpeg_quality must be 1..100, got {self.jpeg_quality}")
         if int(self.max_stream_clients) < 1:
-            raise WebConfigError(f"http max_stream_clients must be >= 1, got {self.max_stream_clients}")
+            raise WebConfigError(f"WebConfig.max_stream_clients must be >= 1, got {self.max_stream_clients}")
         if not (self.write_timeout_s > 0 and self.keepalive_s > 0):
-            raise WebConfigError("http write_timeout_s and keepalive_s must be > 0")
+            raise WebConfigError("WebConfig.write_timeout_s and keepalive_s must be > 0")
         if token is not None and len(token) < 8:
-            raise WebConfigError("http token must be at least 8 characters")
+            raise WebConfigError("--http-token (output.http_token) must be at least 8 characters")
         if not is_loopback(self.host) and token is None:
             raise WebConfigError(f"--http-host {self.host} exposes the live view beyond this machine: "
-                                 f"set a token (${TOKEN_ENV} or http.token)")
+                                 f"set a token: --http-token TOKEN (output.http_token) or ${TOKEN_ENV}")
         return WebConfig(self.host, int(self.port), token, float(self.max_fps), int(self.jpeg_quality),
                          int(self.max_stream_clients), float(self.write_timeout_s), float(self.keepalive_s))
 
