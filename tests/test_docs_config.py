@@ -136,3 +136,62 @@ def test_checker_names_the_line_of_bad_yaml(tmp_path):
     block = Block(ROOT / "docs" / "x.md", 10, "yaml", "output:\n  mot: [a\n")
     with pytest.raises(AssertionError, match=r"^docs/x\.md:1[23]: invalid YAML"):
         check_config(block)
+
+
+# --- paths the docs name -------------------------------------------------------------------------
+
+TOP = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")} | {"..", ".ci"}
+PLACEHOLDER = re.compile(r"[<>{}*?\[\]…]|\.\.\.|\bNAME\b|\bDIR\b|\bPATH\b|\bFILE\b|\bX\b")
+SPAN = re.compile(r"`([^`\n]+)`|\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def named_paths(path: Path) -> List[tuple]:
+    """(line, word) for every repository path a Markdown file names in its code spans and link
+    targets: words whose first part is one of the repository's top-level entries
+    (``configs/cpu-tiny.yaml``, ``pipeline/web/app.py:12``, ``../shared/assets/...``). A user's own
+    files (``road.yaml``, ``out/x.mp4``) and other projects' (``NVIDIA/TensorRT/...``) start
+    elsewhere."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        for m in SPAN.finditer(line):
+            for w in (m.group(1) or m.group(2) or "").split():
+                w = re.sub(r":\d+(-\d+)?$", "", w.strip("'\",;:()"))
+                if "/" in w and "://" not in w and not w.startswith("-") and w.split("/")[0] in TOP:
+                    out.append((n, w))
+    return out
+
+
+def missing(word: str, base: Path) -> bool:
+    """True when ``word`` (a path relative to ``base``) names nothing: up to its first placeholder."""
+    parts = []
+    for part in word.split("/"):
+        if PLACEHOLDER.search(part):
+            break
+        parts.append(part)
+    if not parts:
+        return False
+    target = base.joinpath(*parts)
+    return not target.exists()
+
+
+def test_named_repository_paths_exist():
+    bad = []
+    for doc in DOCS:
+        for n, w in named_paths(doc):
+            if missing(w, ROOT) and missing(w, doc.parent):
+                bad.append(f"{doc.relative_to(ROOT)}:{n}: {w}")
+    assert not bad, "paths that do not exist:\n" + "\n".join(bad)
+
+
+def test_path_check_sees_a_missing_file(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("see `configs/no-such.yaml` and [this](docs/events.md), `out/mine.mp4`, `road.yaml`\n"
+                  "`pipeline/web/app.py:12` `DIR/<camera>/x.mp4` `configs/{name}.yaml`\n")
+    words = [w for _, w in named_paths(md)]
+    assert words == ["configs/no-such.yaml", "docs/events.md", "pipeline/web/app.py", "configs/{name}.yaml"]
+    assert [missing(w, ROOT) for w in words] == [True, False, False, False]
+
+
+def test_readme_names_the_console_script():
+    text = (ROOT / "README.md").read_text()
+    assert re.search(r"`trackpipe --", text), "README.md: the `trackpipe` command (pyproject's console script)"
