@@ -82,13 +82,68 @@ def test_hub_camera_states(frames360):
         hub.publish_frame("yard", i, time.time(), frames360[i])
     by = {c.name: c for c in hub.cameras()}
     assert [c.name for c in hub.cameras()] == ["gate", "door", "yard"]
-    assert by["gate"].state == "connecting" and by["door"].state == "waiting" and by["door"].seq == -1
+    assert by["gate"].state == "connecting" and by["door"].state == "starting" and by["door"].seq == -1
     assert by["yard"].state == "live" and (by["yard"].width, by["yard"].height) == (640, 360)
     assert by["yard"].seq == 2 and by["yard"].fps > 0
     time.sleep(0.3)
     assert {c.name: c.state for c in hub.cameras()}["yard"] == "stale"
-    hub.publish_camera_state("yard", "lost")
-    assert {c.name: c.state for c in hub.cameras()}["yard"] == "lost"
+    assert by["yard"].since is None
+    stale = {c.name: c for c in hub.cameras()}["yard"]
+    assert stale.fps == 0.0 and stale.since == by["yard"].last_frame_t     # no frame since then
+    hub.publish_camera_state("yard", "lost", since=1796609167.5)
+    lost = {c.name: c for c in hub.cameras()}["yard"]
+    assert (lost.state, lost.since, lost.fps) == ("lost", 1796609167.5, 0.0)
+    assert lost.to_dict()["since"] == 1796609167.5
+
+
+def test_hub_restored_shows_for_a_while_then_live(frames360):
+    hub = LiveViewHub(restored_s=0.3)
+    hub.publish_frame("gate", 1, time.time(), frames360[0])
+    hub.publish_camera_state("gate", "lost", since=100.0)
+    hub.publish_camera_state("gate", "restored", since=200.0)
+    hub.publish_frame("gate", 2, time.time(), frames360[1])
+    cam = hub.cameras()[0]
+    assert (cam.state, cam.since) == ("restored", 200.0)
+    wait_for(lambda: hub.cameras()[0].state == "live", 10, "restored to turn live")
+    assert hub.cameras()[0].since is None
+
+
+def test_rate_window_falls_to_zero_when_nothing_flows():
+    from trackpipe.pipeline.web.hub import RateWindow
+
+    w = RateWindow(window_s=5.0)
+    assert w.rates({"a": 0}, now=100.0) == {"a": None}
+    assert w.rates({"a": 10}, now=101.0) == {"a": 10.0}
+    for i in range(2, 6):
+        w.rates({"a": 10 * i}, now=100.0 + i)
+    assert w.rates({"a": 60}, now=106.0)["a"] == pytest.approx(10.0)
+    # nothing more: the rate falls over the window, to 0 once the window holds no growth
+    falling = [w.rates({"a": 60}, now=106.0 + i)["a"] for i in range(1, 7)]
+    assert falling == sorted(falling, reverse=True) and 0 < falling[0] < 10 and falling[-1] == 0.0
+    assert w.rates({"a": 5}, now=113.0)["a"] == 0.0           # a counter that went back: no negative rate
+
+
+def test_hub_stats_get_fps_now_per_stage_and_camera():
+    hub = LiveViewHub(rate_window_s=60.0)
+    report = {"stages": {"infer": {"items": 0, "fps": 25.0}}, "cameras": {"door": {"frames_out": 0, "fps": 25.0}}}
+    hub.publish_stats(report)
+    assert hub.stats()["stages"]["infer"]["fps_now"] is None and report["stages"]["infer"] == {"items": 0, "fps": 25.0}
+    time.sleep(0.2)
+    hub.publish_stats({"stages": {"infer": {"items": 5, "fps": 25.0}}, "cameras": {"door": {"frames_out": 5}}})
+    s = hub.stats()
+    assert s["stages"]["infer"]["fps_now"] > 0 and s["cameras"]["door"]["fps_now"] > 0
+    hub.publish_camera_state("door", None)
+    assert hub.cameras()[0].fps == s["cameras"]["door"]["fps_now"]
+
+
+def test_counts_of_one_or_several_cameras():
+    from trackpipe.pipeline.stages.web import counts_by_camera
+
+    one = {"camera": "cam0", "zones": {}, "lines": {"road": {}}}
+    assert counts_by_camera(one) == [one]
+    several = {"a": {"camera": "a", "zones": {"z": {}}, "lines": {}}, "b": {"zones": {}, "lines": {"l": {}}}}
+    assert [c["camera"] for c in counts_by_camera(several)] == ["a", "b"]
+    assert counts_by_camera(None) == []
 
 
 def test_hub_event_ring_is_bounded_and_read_by_seq():
@@ -141,7 +196,7 @@ def test_config_checks_and_token_from_env():
     env = {}
     with pytest.raises(WebConfigError, match="exposes the live view.*token"):
         WebConfig(host="0.0.0.0").resolved(env)
-    with pytest.raises(WebConfigError, match="port must be 0..65535"):
+    with pytest.raises(WebConfigError, match=r"--http-port \(output.http_port\) must be 0..65535"):
         WebConfig(port=70000).resolved(env)
     with pytest.raises(WebConfigError, match="max_fps"):
         WebConfig(max_fps=0).resolved(env)

@@ -16,7 +16,8 @@ Render never draws on a slot while the live view is on (it draws on a private co
 1080p frame), so a copy taken after render is still the camera's frame.
 
 The server (aiohttp, its own thread) starts in ``setup`` and logs ``live view on URL`` (the bound
-port when ``--http-port 0``), before any frame flows: the page shows the camera as ``waiting``.
+port when ``--http-port 0``), before any frame flows: the page shows the camera as ``starting``.
+Source events set a camera's state (``lost`` since the event's time, ``restored``, ``waiting``).
 Events are the track stage's (`Tracked.events`, `EndOfStream.events`: ``track_started``/``_ended``,
 zone and line events) plus the source events, so they are there with or without ``--events``. They
 do not come over the bus: track appends them, numbered, to the run's event log
@@ -84,6 +85,20 @@ def events_of(msg, cameras: list[str]) -> list[dict]:
     return []
 
 
+# a source event -> the camera's state on the page (None: as its frames say)
+SOURCE_STATES = {"source_lost": "lost", "source_restored": "restored", "source_waiting": "waiting"}
+
+
+def counts_by_camera(counts: dict) -> list[dict]:
+    """The track stage's ``counts`` gauge as one ``ZoneLineCounter.counts()`` snapshot per camera:
+    one camera's snapshot (it names its ``camera``) or ``{camera: snapshot}`` for several."""
+    if not isinstance(counts, dict):
+        return []
+    if "camera" in counts:
+        return [counts]
+    return [dict(c, camera=c.get("camera") or name) for name, c in counts.items() if isinstance(c, dict)]
+
+
 def shapes_in_pixels(zones, lines, width: int, height: int) -> list:
     """The camera's zones and lines (`Zone`/`Line` objects) with their points in pixels of a
     ``width`` x ``height`` frame, as the live view draws them."""
@@ -116,7 +131,7 @@ class WebProcess(StageProcess):
         self.hub.publish_numbered(self.events.history())
         zones = {}
         for c in self.cameras:
-            self.hub.publish_camera_state(c.name, None)  # listed (as "waiting") before its first frame
+            self.hub.publish_camera_state(c.name, None)  # listed (as "starting") before its first frame
             shapes = shapes_in_pixels(c.zones, c.lines, c.info.width, c.info.height) if (c.zones or c.lines) else []
             if shapes:
                 zones[c.name] = shapes      # zones and lines in pixels, drawn on the frames
@@ -186,12 +201,10 @@ class WebProcess(StageProcess):
             if isinstance(msg, LiveStats):
                 self.hub.publish_stats(msg.report)
                 self.hub.publish_metrics(msg.metrics.encode())
-                counts = msg.report.get("stages", {}).get("track", {}).get("counts")
-                if counts:
+                for counts in counts_by_camera(msg.report.get("stages", {}).get("track", {}).get("counts")):
                     self.hub.publish_counts(counts)
             elif isinstance(msg, SourceEvent):
-                name = self.names_of[msg.source_id]
-                self.hub.publish_camera_state(name, "lost" if msg.event == "source_lost" else None)
+                self.hub.publish_camera_state(self.names_of[msg.source_id], SOURCE_STATES.get(msg.event), msg.t)
             elif isinstance(msg, EndOfStream):  # the page stays up until the run stops
                 self.hub.publish_camera_state(self.names_of[msg.source_id], "ended")
             elif isinstance(msg, Tracked):

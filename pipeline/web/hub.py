@@ -29,26 +29,56 @@ log = logging.getLogger(__name__)
 
 
 class _Camera:
-    __slots__ = ("fps", "latest", "name", "state", "t_mono")
+    __slots__ = ("fps", "latest", "name", "since", "state", "state_mono", "t_mono")
 
     def __init__(self, name: str):
         self.name = name
         self.latest: LatestFrame | None = None
         self.state: str | None = None     # set by publish_camera_state; None: derived from frame times
+        self.since: float | None = None   # wall-clock time the set state began
+        self.state_mono = 0.0             # monotonic time it was set
         self.fps = 0.0
         self.t_mono: float | None = None  # monotonic time of the newest publish
+
+
+class RateWindow:
+    """Rates of growing counters over the last ``window_s`` seconds: ``rates({name: count})``,
+    called once a profile period, gives ``{name: per second}`` from the oldest sample in the
+    window to now, so a rate falls to 0 within ``window_s`` once its counter stops growing
+    (not the run's average, nor the last value). None for a name before two samples of it."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = float(window_s)
+        self._samples: deque = deque()       # (t_mono, {name: count})
+
+    def rates(self, counts: dict[str, float], now: float | None = None) -> dict[str, float | None]:
+        now = time.monotonic() if now is None else now
+        while len(self._samples) > 1 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()          # keep one sample at or before the window's start
+        out: dict[str, float | None] = {}
+        for name, n in counts.items():
+            old = next(((t, c[name]) for t, c in self._samples if name in c), None)
+            if old is None or now <= old[0]:
+                out[name] = None
+            else:                            # a counter that went back (a restart): no negative rate
+                out[name] = max(0.0, (float(n) - old[1]) / (now - old[0]))
+        self._samples.append((now, dict(counts)))
+        return out
 
 
 class LiveViewHub:
     """Latest-value store between a pipeline and the web server.
 
     max_events:    events kept for ``/api/events?since=`` (older ones are forgotten)
-    stale_after_s: a camera with no frame for this long shows state "stale"
+    stale_after_s: a camera with no frame for this long shows state "stale" (and fps 0)
+    restored_s:    a camera set "restored" shows so this long, then as its frames say ("live")
+    rate_window_s: the window of the stats' ``fps_now`` (per stage and per camera)
     registry:      a prometheus_client ``CollectorRegistry`` whose ``generate_latest`` is
                    ``metrics()``; without one, ``metrics()`` is the last ``publish_metrics`` text
     """
 
-    def __init__(self, max_events: int = 500, stale_after_s: float = 5.0, registry=None):
+    def __init__(self, max_events: int = 500, stale_after_s: float = 5.0, registry=None,
+                 restored_s: float = 10.0, rate_window_s: float = 5.0):
         if max_events < 1:
             raise ValueError(f"max_events must be >= 1, got {max_events}")
         self._lock = threading.Lock()
@@ -61,6 +91,9 @@ class LiveViewHub:
         self._registry = registry
         self._listeners: list[Listener] = []
         self.stale_after_s = float(stale_after_s)
+        self.restored_s = float(restored_s)
+        self._rates = RateWindow(rate_window_s)
+        self._cam_fps: dict[str, float | None] = {}   # per camera, from the stats' frame counts
 
     # --- publishing (any thread) ------------------------------------------------------------
 
@@ -87,14 +120,17 @@ class LiveViewHub:
             cam.latest = snap
         self._notify(FRAME, camera)
 
-    def publish_camera_state(self, camera: str, state: str | None) -> None:
-        """Set what ``/api/cameras`` says of ``camera`` ("lost", "reconnecting"...); None goes back
-        to the state derived from frame times. Also registers a camera before its first frame."""
+    def publish_camera_state(self, camera: str, state: str | None, since: float | None = None) -> None:
+        """Set what ``/api/cameras`` says of ``camera`` ("lost", "restored", "waiting", "ended"...)
+        and since when (wall clock, ``time.time()``; default now); None goes back to the state
+        derived from frame times. Also registers a camera before its first frame."""
         with self._lock:
             cam = self._cams.get(camera)
             if cam is None:
                 cam = self._cams[camera] = _Camera(camera)
             cam.state = state
+            cam.since = (time.time() if since is None else float(since)) if state is not None else None
+            cam.state_mono = time.monotonic()
 
     def publish_event(self, event) -> int:
         """Append one event (a dict, or anything with ``to_dict()``); returns its ``event_seq``."""
@@ -125,9 +161,26 @@ class LiveViewHub:
         self._notify(EVENT, None)
 
     def publish_stats(self, stats: dict) -> None:
-        """The live profile (replaces the previous one)."""
+        """The live profile (replaces the previous one). Each stage's row and each camera's get
+        ``fps_now``: items (frames) per second over the last ``rate_window_s`` (None at first),
+        which falls to 0 when nothing flows; the row's ``fps`` is the run's average."""
+        stats = dict(stats)
+        stages = {n: dict(r) for n, r in (stats.get("stages") or {}).items() if isinstance(r, dict)}
+        cams = {n: dict(r) for n, r in (stats.get("cameras") or {}).items() if isinstance(r, dict)}
+        counts = {f"stage:{n}": r["items"] for n, r in stages.items() if isinstance(r.get("items"), (int, float))}
+        counts.update({f"camera:{n}": r["frames_out"] for n, r in cams.items()
+                       if isinstance(r.get("frames_out"), (int, float))})
         with self._lock:
-            self._stats = dict(stats)
+            rates = self._rates.rates(counts)
+            for key, rate in rates.items():
+                kind, name = key.split(":", 1)
+                (stages if kind == "stage" else cams)[name]["fps_now"] = None if rate is None else round(rate, 2)
+            if stages:
+                stats["stages"] = stages
+            if cams:
+                stats["cameras"] = cams
+            self._cam_fps = {n: r.get("fps_now") for n, r in cams.items()}
+            self._stats = stats
         self._notify(STATS, None)
 
     def publish_counts(self, counts: dict) -> None:
@@ -150,15 +203,26 @@ class LiveViewHub:
         with self._lock:
             for cam in self._cams.values():
                 snap = cam.latest
+                if cam.state == "restored" and now - cam.state_mono > self.restored_s:
+                    cam.state = cam.since = None       # shown for restored_s, then as the frames say
+                fresh = cam.t_mono is not None and now - cam.t_mono <= self.stale_after_s
+                since = cam.since
                 if cam.state is not None:
                     state = cam.state
                 elif snap is None:
-                    state = "waiting"
+                    state = "starting"
                 else:
-                    state = "live" if now - cam.t_mono <= self.stale_after_s else "stale"
+                    state = "live" if fresh else "stale"
+                    since = None if fresh else snap.t
+                fps = self._cam_fps.get(cam.name)
+                if fps is None:                         # no stats for it: frames published, 0 once stale
+                    fps = cam.fps if fresh else 0.0
+                if state in ("lost", "waiting", "ended"):
+                    fps = 0.0
                 h, w = snap.frame.shape[:2] if snap is not None else (0, 0)
-                out.append(CameraState(cam.name, state, cam.fps, int(w), int(h),
-                                       snap.t if snap is not None else None, snap.seq if snap is not None else -1))
+                out.append(CameraState(cam.name, state, fps, int(w), int(h),
+                                       snap.t if snap is not None else None, snap.seq if snap is not None else -1,
+                                       since))
         return out
 
     def latest(self, camera: str) -> LatestFrame | None:

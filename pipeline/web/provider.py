@@ -23,12 +23,16 @@ Listener = Callable[[str, str | None], None]
 class CameraState:
     """One camera as ``/api/cameras`` shows it.
 
-    state:        "waiting" (no frame yet), "live" (a frame within the hub's ``stale_after_s``),
-                  "stale" (none since), or what the pipeline last set ("lost", "reconnecting"...)
-    fps:          frames published per second (moving average), 0.0 before two frames
+    state:        "starting" (no frame yet), "live" (a frame within the hub's ``stale_after_s``),
+                  "stale" (none since), or what the pipeline last set: "lost", "restored" (for a
+                  while after a loss), "waiting" (a camera not there yet), "ended" (a file's end)
+    fps:          frames per second over the last few seconds (0.0 when none come, and while
+                  lost, waiting or ended)
     width/height: the newest frame's size in pixels, 0 before the first frame
     last_frame_t: wall-clock time (``time.time()``) of the newest frame, or None
     seq:          the newest frame's seq, -1 before the first frame
+    since:        wall-clock time the state began ("lost" since...; "stale": the newest frame's
+                  time), or None (live, starting)
     """
 
     name: str
@@ -38,10 +42,11 @@ class CameraState:
     height: int
     last_frame_t: float | None
     seq: int
+    since: float | None = None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "state": self.state, "fps": round(self.fps, 2), "width": self.width,
-                "height": self.height, "last_frame_t": self.last_frame_t, "seq": self.seq}
+                "height": self.height, "last_frame_t": self.last_frame_t, "seq": self.seq, "since": self.since}
 
 
 @dataclass(frozen=True)

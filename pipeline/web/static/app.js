@@ -8,6 +8,33 @@ const headers = token ? { Authorization: "Bearer " + token } : {};
 const $ = (sel) => document.querySelector(sel);
 const fmt = (v, d = 1) => (v === null || v === undefined || v === "") ? "–" : (typeof v === "number" ? v.toFixed(d) : String(v));
 const MAX_EVENTS = 50;
+const pad = (n) => String(n).padStart(2, "0");
+
+// a time as people read it: HH:MM:SS (local), with the date when not today; a file's media time
+// (seconds from its start, under 10^9) as "video M:SS.s"
+function fmtTime(t) {
+  if (t === null || t === undefined || !isFinite(t)) return "";
+  if (t < 1e9) return `video ${Math.floor(t / 60)}:${(t % 60).toFixed(1).padStart(4, "0")}`;
+  const d = new Date(t * 1000), now = new Date();
+  const hms = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return d.toDateString() === now.toDateString() ? hms
+    : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
+}
+
+// what the picture says of a camera's state (none while live)
+function stateText(c) {
+  const since = c.since ? " since " + fmtTime(c.since) : "";
+  switch (c.state) {
+    case "live": return "";
+    case "starting": return "starting…";
+    case "lost": return "lost" + since + " · reconnecting";
+    case "restored": return "restored" + (c.since ? " at " + fmtTime(c.since) : "");
+    case "waiting": return "waiting for the camera" + since;
+    case "stale": return "no new frame" + since;
+    case "ended": return "ended";
+    default: return c.state + since;
+  }
+}
 const MAX_STREAMS = 4;        // MJPEG connections per page
 const SNAPSHOT_MS = 200;      // refresh interval of the other cameras
 
@@ -24,9 +51,11 @@ async function getJSON(path) {
   return r.json();
 }
 
-const figures = new Map();   // camera name -> {fig, caption}
+const figures = new Map();   // camera name -> {fig, caption, view, poster, note, load}
+let cameraNames = [];
 
 function showCameras(cams) {
+  cameraNames = cams.map((c) => c.name);
   for (const c of cams) {
     let f = figures.get(c.name);
     if (!f) {
@@ -44,20 +73,52 @@ function showCameras(cams) {
       });
       img.addEventListener("error", () => setTimeout(load, 2000));   // no frame yet, or the server restarted
       load();
+      // while the camera is not live: its last frame (dimmed) under the state's text, or, before
+      // any frame, a placeholder of the camera's shape; never an empty strip
+      const poster = el("img", { class: "poster", alt: "" });
+      poster.hidden = true;
+      poster.addEventListener("error", () => { poster.hidden = true; });
+      const note = el("div", { class: "state-note", "data-camera": c.name });
+      const view = el("div", { class: "view" }, img, poster, note);
       const caption = el("figcaption");
-      const fig = el("figure", { "data-camera": c.name }, img, caption);
+      const fig = el("figure", { "data-camera": c.name }, view, caption);
       $("#cameras").append(fig);
-      f = { fig, caption };
+      f = { fig, caption, view, img, poster, note, load, base, state: null };
       figures.set(c.name, f);
     }
+    showState(f, c);
     f.caption.replaceChildren(el("b", {}, c.name), " ",
-      el("span", { class: "state-" + c.state }, c.state), ` · ${fmt(c.fps)} fps · ${c.width}×${c.height}`);
+      el("span", { class: "state state-" + c.state }, c.state), ` · ${fmt(c.fps)} fps`,
+      c.width ? ` · ${c.width}×${c.height}` : "");
   }
 }
 
+function showState(f, c) {
+  const text = stateText(c);
+  const noFrame = c.seq < 0;
+  f.fig.dataset.state = c.state;
+  f.note.textContent = text;
+  f.note.hidden = !text;
+  f.view.style.aspectRatio = c.width && c.height ? `${c.width} / ${c.height}` : "16 / 9";
+  const still = c.state === "lost" || c.state === "waiting" || c.state === "stale" || c.state === "ended";
+  if (still !== (f.state === "still")) {
+    if (still && !noFrame) {                  // the last frame the server holds, once per outage
+      f.poster.src = withToken(f.base + "/latest.jpg?r=" + Date.now());
+      f.poster.hidden = false;
+    } else if (!still) {
+      f.poster.hidden = true;
+      if (f.state === "still") f.load();      // the stream again, from the new frames
+    }
+    f.state = still ? "still" : "moving";
+  }
+  f.img.hidden = noFrame || (still && !f.poster.hidden);
+}
+
 function showStats(s) {
+  // fps_now: over the last seconds (0 when nothing flows); fps: the run's average, before the first
   const rows = Object.entries(s.stages || {}).map(([name, r]) =>
-    el("tr", { "data-stage": name }, el("td", {}, name), el("td", {}, fmt(r.fps)), el("td", {}, fmt(r.ms_p50)),
+    el("tr", { "data-stage": name }, el("td", {}, name),
+       el("td", { title: `run average ${fmt(r.fps)}` }, fmt(r.fps_now ?? r.fps)), el("td", {}, fmt(r.ms_p50)),
        el("td", {}, fmt(r.ms_p95)), el("td", {}, fmt(r.wait_ms_p50)), el("td", {}, fmt(r.drops, 0)),
        el("td", {}, fmt(r.restarts, 0))));
   $("#stages tbody").replaceChildren(...rows);
@@ -87,15 +148,23 @@ function showGating(cams) {
 
 function showCounts(counts) {
   const rows = [];
-  for (const [cam, c] of Object.entries(counts)) {
+  // every camera: its zones and lines, or a row that says it has none
+  const names = [...cameraNames, ...Object.keys(counts).filter((n) => !cameraNames.includes(n))];
+  for (const cam of names) {
+    const c = counts[cam] || {};
+    if (!Object.keys(c.zones || {}).length && !Object.keys(c.lines || {}).length) {
+      rows.push(el("tr", { "data-camera": cam }, el("td", {}, cam), el("td", { colspan: "3" }, "no zones or lines")));
+      continue;
+    }
     for (const [kind, group] of [["zone", c.zones || {}], ["line", c.lines || {}]]) {
       for (const [name, perClass] of Object.entries(group)) {
         if (!Object.keys(perClass).length) {          // configured, nothing counted yet
-          rows.push(el("tr", {}, el("td", {}, cam), el("td", {}, `${kind} ${name}`), el("td", {}, "–"), el("td", {}, "–")));
+          rows.push(el("tr", { "data-camera": cam }, el("td", {}, cam), el("td", {}, `${kind} ${name}`),
+                       el("td", {}, "–"), el("td", {}, "0")));
         }
         for (const [cls, kv] of Object.entries(perClass)) {
           const text = Object.entries(kv).map(([key, n]) => `${key} ${n}`).join(" · ");
-          rows.push(el("tr", {}, el("td", {}, cam), el("td", {}, `${kind} ${name}`), el("td", {}, cls),
+          rows.push(el("tr", { "data-camera": cam }, el("td", {}, cam), el("td", {}, `${kind} ${name}`), el("td", {}, cls),
                        el("td", {}, text)));
         }
       }
@@ -104,11 +173,19 @@ function showCounts(counts) {
   $("#counts tbody").replaceChildren(...rows);
 }
 
+// one event as a row of the fields it has (no empty ones)
+function eventText(e) {
+  const has = (v) => v !== null && v !== undefined && v !== "";
+  const parts = [e.camera, e.class, has(e.track_id) ? `#${e.track_id}` : "",
+                 has(e.zone) ? `zone ${e.zone}` : "", has(e.line) ? `line ${e.line}` : "", e.direction,
+                 has(e.dwell_s) ? `${fmt(e.dwell_s)} s` : "", e.reason];
+  return parts.filter(has).join(" ");
+}
+
 function addEvent(e) {
-  const what = e.zone ? `zone ${e.zone}` : e.line ? `line ${e.line} ${e.direction || ""}` : "";
-  const time = new Date((e.t || Date.now() / 1000) * 1000).toLocaleTimeString();
-  const li = el("li", { "data-event": e.event || "", "data-seq": e.event_seq }, `${time} `, el("span", { class: "kind" }, e.event || "event"),
-                ` ${e.camera || ""} ${e.class || ""} #${e.track_id ?? ""} ${what}`);
+  const time = fmtTime(e.t ?? Date.now() / 1000);
+  const li = el("li", { "data-event": e.event || "", "data-seq": e.event_seq }, el("time", {}, time), " ",
+                el("span", { class: "kind" }, e.event || "event"), " " + eventText(e));
   const list = $("#events");
   list.prepend(li);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
@@ -118,7 +195,7 @@ async function poll() {
   try {
     const [stats, counts, cams] = await Promise.all([getJSON("api/stats"), getJSON("api/counts"), getJSON("api/cameras")]);
     showStats(stats); showCounts(counts); showCameras(cams.cameras);
-    $("#status").textContent = "updated " + new Date().toLocaleTimeString();
+    $("#status").textContent = "updated " + fmtTime(Date.now() / 1000);
   } catch (err) {
     $("#status").textContent = "offline: " + err.message;
   }
