@@ -24,7 +24,9 @@ On first use of a (model files, input size, CPU, library versions, request, thre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -56,6 +58,10 @@ PROBE_FRAMES = 12
 DEFAULT_SECONDS = 6.0
 CPU_PAIRS = (("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("onnx", "int8"), ("openvino", "int8"))
 BASELINE = ("onnx", "fp32")
+CALIB_SECONDS = 15.0   # about what auto's own int8 calibration adds on first use (2 cores: 6 s + NNCF 10 s)
+# first-use work whose own lines are details (DEBUG): the caller shows one progress line for all of it
+DETAIL_LOGGERS = (__name__, f"{__package__}.autocalib", f"{__package__}.quantize", f"{__package__}.onnx_export",
+                  f"{__package__}.backends.openvino_backend")
 
 
 @dataclass
@@ -345,7 +351,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
     if not live:
         raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
                                                                              for k, v in measured.items()))
-    log.warning("auto: measuring %s for %s at %dx%d on %s (first use; about %.0f s)", ", ".join(live),
+    log.debug("auto: measuring %s for %s at %dx%d on %s (first use; about %.0f s)", ", ".join(live),
                 network.cfg_path.name if network.cfg_path else "model", *network.input_size,
                 cpu_info().describe(), seconds + 2)
     # accuracy (precision auto only: an explicit precision is the user's call): reduced precision
@@ -448,3 +454,60 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
         except OSError as e:
             log.warning("auto: cannot cache the choice at %s (%s)", path, e)
     return choice
+
+
+# --- first use: one line, or deferred -------------------------------------------------------
+
+def cached_choice(spec, network: Network, probe: bool, calib_source: Optional[str] = None) -> Optional[Choice]:
+    """What `choose` would return without measuring anything: the only pair a request allows,
+    or the cached choice (``probe``: real frames will be given, as `choose` would get them);
+    None when choosing means measuring (first use)."""
+    self_calib = self_calibrates(spec, probe, calib_source)
+    pairs = candidate_pairs(spec, self_calib)
+    if len(pairs) == 1:
+        return Choice(*pairs[0])
+    return _lookup(spec, network, probe, self_calib, True)[2]
+
+
+def first_use_seconds(spec, probe: bool, calib_source: Optional[str] = None) -> float:
+    """About how long `choose` takes on first use (measuring, and calibrating int8 when it will)."""
+    seconds = float((spec.extra or {}).get("auto_seconds", DEFAULT_SECONDS))
+    return seconds + 2.0 + (CALIB_SECONDS if self_calibrates(spec, probe, calib_source) else 0.0)
+
+
+def interim(spec) -> Choice:
+    """The pair to run while no choice is made (a run that measures afterwards): fp32, whose
+    accuracy needs no check; OpenVINO's when the request allows it and it is installed (faster
+    on CPUs), else the baseline."""
+    backend = spec.backend if spec.backend != "auto" else (
+        "openvino" if importlib.util.find_spec("openvino") is not None else BASELINE[0])
+    return Choice(backend, "fp32" if spec.precision == "auto" else spec.precision)
+
+
+class _AsDebug(logging.Filter):
+    """Records below ERROR become DEBUG records (dropped unless DEBUG is enabled)."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.logger.isEnabledFor(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def details_at_debug():
+    """Meanwhile, the first-use steps' own lines (exporting, calibrating, quantizing, measuring)
+    are DEBUG: the caller's one progress line says what happens and why."""
+    loggers = [logging.getLogger(n) for n in DETAIL_LOGGERS]
+    filters = [_AsDebug(lg) for lg in loggers]
+    for lg, f in zip(loggers, filters):
+        lg.addFilter(f)
+    try:
+        yield
+    finally:
+        for lg, f in zip(loggers, filters):
+            lg.removeFilter(f)

@@ -101,7 +101,7 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
                          f"{MIN_FRAMES}")
     t0 = time.monotonic()
     why = "its calibration is incomplete or of another model" if out.exists() else "first use of this model"
-    log.warning("auto: calibrating int8 for %s on %d frames of %s (%s; cached at %s)",
+    log.debug("auto: calibrating int8 for %s on %d frames of %s (%s; cached at %s)",
                 network.cfg_path.name if network.cfg_path else "model", len(frames), source, why, out)
     import cv2  # noqa: PLC0415
 
@@ -128,5 +128,5 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("auto: calibrated in %.1f s", time.monotonic() - t0)
+    log.debug("auto: calibrated in %.1f s", time.monotonic() - t0)
     return out

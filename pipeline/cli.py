@@ -129,7 +129,20 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                                           "$TRACKPIPE_HTTP_TOKEN)")
     r.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="what is logged (default info; debug also shows OpenCV's and FFmpeg's own messages)")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="also the run's details: CPU placement, infer workers, how the backend was chosen")
     return p
+
+
+# loggers whose DEBUG lines --verbose shows (the run's details; not OpenCV's and FFmpeg's chatter)
+VERBOSE_LOGGERS = ("trackpipe.pipeline.runtime", "trackpipe.models.auto")
+
+
+def ms_text(v) -> str:
+    """A latency for a person: 'n/a' when unknown, whole ms from 10 ms on, else one decimal."""
+    if v is None:
+        return "n/a"
+    return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
 
 def _class_list(text: str) -> list:
@@ -274,6 +287,9 @@ def _main(argv) -> int:
         return 0
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if args.verbose:
+        for name in VERBOSE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
     res = run_pipeline(cfg, spec)
     if res.error:
         sys.stderr.write(f"error: {res.error}\n")
@@ -286,9 +302,9 @@ def _main(argv) -> int:
             why = (f" (the other stages' {others:.1f} ms of CPU per frame share the detector's {cpu['cores']} cores: "
                    f"at most {cpu['bound_fps']:.1f} fps)")
         logging.getLogger("run_tracker").info(
-            "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps%s, latency p50 %s ms",
+            "%s: %d frames in, %d out, pipeline %.1f fps, detector-only %.1f fps%s, latency p50 %s ms%s",
             res.outcome, r["frames_in"], r["frames_out"], r["pipeline_fps"], r["detector_only_fps"], why,
-            r["latency_ms"]["p50"])
+            ms_text(r["latency_ms"].get("p50")), f"; {res.backend_note}" if res.backend_note else "")
         if r.get("delivery"):   # the last line: per target, delivered / pending in its outbox / dropped
             from trackpipe.pipeline.events.delivery import describe_delivery
             short = any(d["pending"] or d["dropped"] or d["rejected"] for d in r["delivery"].values())

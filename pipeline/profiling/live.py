@@ -52,14 +52,22 @@ class LiveView:
             self.table = Live(self._table(), console=console, refresh_per_second=2, transient=False)
             self.table.start()
             self._redirect_logs(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
-        elif not live and tty:
-            from tqdm import tqdm
-            total = info.frames or None
-            if total and cfg.pipeline.max_frames:
-                total = min(total, cfg.pipeline.max_frames)
-            self.bar = tqdm(total=total, unit="frame", desc="trackpipe", file=sys.stderr, dynamic_ncols=True)
-            self._redirect_logs(lambda line: tqdm.write(line, file=sys.stderr))
+        self.want_bar = not want_table and not live and tty
         self._last = 0.0
+        self._t_last = None         # monotonic time the bar last moved
+
+    def started(self) -> None:
+        """The stages run: the progress bar starts now, so that its rate is the run's, not the
+        start-up's. Its rate is the average over the run (smoothing 0), as the profile's FPS."""
+        if not self.want_bar or self.bar is not None:
+            return
+        from tqdm import tqdm
+        total = self.info.frames or None
+        if total and self.cfg.pipeline.max_frames:
+            total = min(total, self.cfg.pipeline.max_frames)
+        self.bar = tqdm(total=total, unit="frame", desc="trackpipe", file=sys.stderr, dynamic_ncols=True,
+                        smoothing=0)
+        self._redirect_logs(lambda line: tqdm.write(line, file=sys.stderr))
 
     def _redirect_logs(self, write: Callable[[str], None]) -> None:
         root = logging.getLogger()
@@ -103,6 +111,7 @@ class LiveView:
             if out > self._last:
                 self.bar.update(int(out - self._last))
                 self._last = out
+                self._t_last = now
         elif self.table is not None:
             if now - getattr(self, "_t_tab", 0) > 0.5:
                 self._t_tab = now
@@ -118,6 +127,8 @@ class LiveView:
     def close(self) -> None:
         self._restore_logs()
         if self.bar is not None:
+            if self._t_last is not None:  # the final rate: frames over the time they took, not the shutdown's
+                self.bar.start_t += time.monotonic() - self._t_last
             self.bar.close()
         if self.table is not None:
             self.table.update(self._table())

@@ -23,6 +23,7 @@ class RunResult:
     error: Optional[str]
     report: Optional[dict]
     outcome: str
+    backend_note: str = ""   # a first file run: what later runs will use (measured after this one)
 
 
 def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
@@ -32,11 +33,12 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     from trackpipe.models.errors import ModelError, error_line
 
     t0 = time.monotonic()
+    later = None
     try:
         cameras = prepare(cfg, spec)
         names = read_names(getattr(spec, "names", None))
         if detector_factory is None:
-            spec = resolve_auto(spec, cameras[0].info, cfg.source)
+            spec, later = plan_auto(spec, cameras[0].info, cfg.source, defer=True)
     except KeyboardInterrupt:  # Ctrl-C while probing or waiting for the source, or choosing the backend
         write_startup_profile(cfg, time.monotonic() - t0)
         raise
@@ -47,7 +49,10 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     sup = Supervisor(cfg, spec, cameras, names, detector_factory=detector_factory)
     sup.on_tick = on_tick
     code = sup.run()
-    return RunResult(code, sup.error, sup.report, sup.outcome)
+    res = RunResult(code, sup.error, sup.report, sup.outcome)
+    if later is not None and code == 0 and sup.outcome in ("completed", "quit"):
+        res.backend_note = later()
+    return res
 
 
 def write_startup_profile(cfg: Config, wall_s: float) -> None:
@@ -68,35 +73,80 @@ def write_startup_profile(cfg: Config, wall_s: float) -> None:
 LIVE_PROBE_S = 3.0     # a live source's probe frames: at most this long to read (first use only)
 
 
+FIRST_USE = "choosing the fastest accurate backend for this CPU{when}: once per model, about {s:.0f} s"
+
+
 def resolve_auto(spec, info, source_cfg=None):
+    """`plan_auto` measuring now, if it must: -> the spec to run."""
+    return plan_auto(spec, info, source_cfg)[0]
+
+
+def plan_auto(spec, info, source_cfg=None, defer: bool = False):
     """backend/precision ``auto`` measured (or read from its cache) once, here in the parent, so
     that every infer worker runs the same pair; precision auto judges reduced precision on the
     source's own frames: a file's first frames (and calibrates int8 on others of it), a live
     source's next frames, read only when no choice is cached (bf16; int8 with --calib only).
-    A machine with TensorRT is left to the infer stage (its engine is built there)."""
+    A machine with TensorRT is left to the infer stage (its engine is built there).
+
+    First use (nothing cached) says so in one line, the steps' own lines at DEBUG. With ``defer``,
+    a file run does not wait for it: it runs at once with `auto.interim`'s fp32 pair and gets
+    ``later``, a function that measures after the run and returns the line to show (''). ->
+    (spec, later or None)."""
     if spec.backend not in ("auto", "onnx", "openvino") or "auto" not in (spec.backend, spec.precision):
-        return spec
+        return spec, None
     if spec.backend == "auto":
         import importlib.util
         if importlib.util.find_spec("tensorrt") is not None:
-            return spec
+            return spec, None
     from trackpipe.models import auto
     from trackpipe.models.darknet import load_network
     from trackpipe.pipeline.stages.infer import PROBE_FRAMES, read_frames
 
     network = load_network(spec.cfg, spec.weights, spec.size)
-    probe = read_frames(info.uri, PROBE_FRAMES) if info.kind == "file" and spec.precision == "auto" else None
-    read_probe = None
-    if getattr(info, "live", False) and info.kind != "file" and spec.precision == "auto" and source_cfg is not None:
-        from trackpipe.pipeline.media.sources import read_live_frames
+    name = network.cfg_path.name if network.cfg_path else "model"
+    file_probe = info.kind == "file" and spec.precision == "auto"
+    calib_source = info.uri if file_probe else None
+    live_probe = (getattr(info, "live", False) and info.kind != "file" and spec.precision == "auto"
+                  and source_cfg is not None)
+    cached = auto.cached_choice(spec, network, file_probe or live_probe, calib_source)
+    if cached is not None:
+        log.debug("%s: auto -> %s", name, cached.summary())
+        return auto.chosen_spec(spec, cached), None
 
-        def read_probe():
-            return read_live_frames(info.uri, source_cfg, PROBE_FRAMES, LIVE_PROBE_S)
-    choice = auto.choose(spec, network, probe, calib_source=info.uri if probe else None, read_probe=read_probe)
-    if choice.measured:  # a fresh measurement is news (WARNING), a cached one is named at INFO
-        log.log(logging.INFO if choice.cached else logging.WARNING, "%s: auto -> %s",
-                network.cfg_path.name if network.cfg_path else "model", choice.summary())
-    return auto.chosen_spec(spec, choice)
+    def choose(when: str):
+        log.info(FIRST_USE.format(when=when, s=auto.first_use_seconds(spec, file_probe or live_probe, calib_source)))
+        probe = read_frames(info.uri, PROBE_FRAMES) if file_probe else None
+        read_probe = None
+        if live_probe:
+            from trackpipe.pipeline.media.sources import read_live_frames
+
+            def read_probe():
+                return read_live_frames(info.uri, source_cfg, PROBE_FRAMES, LIVE_PROBE_S)
+        with auto.details_at_debug():
+            choice = auto.choose(spec, network, probe, calib_source=calib_source, read_probe=read_probe)
+        log.debug("%s: auto -> %s", name, choice.summary())
+        return choice
+
+    if defer and info.kind == "file":
+        first = auto.interim(spec)
+        from trackpipe.models.onnx_export import export_onnx
+        with auto.details_at_debug():  # once here, not in every infer worker at once
+            export_onnx(network, spec.cache_dir)
+
+        def later() -> str:
+            try:
+                choice = choose(" for the next runs")
+            except KeyboardInterrupt:
+                return "backend not chosen (Ctrl-C): the next run measures again"
+            except Exception as e:  # noqa: BLE001  (this run's outputs are written: one line, not a failure)
+                from trackpipe.models.errors import error_line
+                return f"backend not chosen: {error_line(e)}"
+            if choice.label == first.label:
+                return f"next runs: {choice.label} too"
+            return (f"next runs: {choice.label}" + (f", {choice.speedup():.1f}x {'-'.join(auto.BASELINE)}"
+                                                    if choice.baseline_fps else ""))
+        return auto.chosen_spec(spec, first), later
+    return auto.chosen_spec(spec, choose("")), None
 
 
 def run(cfg: Config, spec, detector_factory: Optional[Callable] = None) -> int:

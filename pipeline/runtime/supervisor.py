@@ -247,12 +247,14 @@ class Supervisor:
         waiting = not_ready(self.board, self.rc.stage_index, processes)
         if not waiting:
             self.go_at = now
-            log.info("ready in %.1fs: %s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
-                     now - self.t_start, describe_run(self.cfg, self.spec, self.cameras, self.names), self.mode,
-                     self.topology.spec("infer").processes,
-                     self.plan.infer_threads, self.placement.describe(processes)
-                     + (f" ({self.placement.note})" if self.placement.note else ""), self.run_id)
+            log.info("ready in %.1fs: %s", now - self.t_start,
+                     describe_run(self.cfg, self.spec, self.cameras, self.names))
+            log.debug("run details: tracker %s; %s; %d infer worker(s) x %d thread(s); %s; run %s",
+                      self.cfg.tracker.name, self.mode, self.topology.spec("infer").processes,
+                      self.plan.infer_threads, self.placement.describe(processes)
+                      + (f" ({self.placement.note})" if self.placement.note else ""), self.run_id)
             self.rc.go.set()
+            self.ui.started()
         elif now - self.t_start > self.cfg.pipeline.start_timeout_s:
             raise PipelineError(f"stages not ready after {self.cfg.pipeline.start_timeout_s:g}s: {', '.join(waiting)}")
 
@@ -436,15 +438,19 @@ class Supervisor:
 
 
 def describe_run(cfg: Config, spec, cameras, names=None) -> str:
-    """The one start-up line: sources, model, backend, precision, tracker, classes, outputs."""
+    """The one start-up line, short: sources, model, backend and precision, classes where set
+    (the model's, or each camera's own), outputs and where the live view is."""
     from pathlib import Path
-    srcs = ", ".join(f"{c.name} = {c.info.kind} {c.uri} ({c.info.width}x{c.info.height} @ {c.info.fps:g} fps"
-                     + (f", {c.info.frames} frames)" if c.info.frames else ")") for c in cameras)
+
+    def class_text(ids) -> str:
+        return ",".join(names[i] if names and 0 <= i < len(names) else str(i) for i in ids)
+
+    srcs = ", ".join(f"{c.name} {c.uri} ({c.info.width}x{c.info.height}"
+                     + (f", {c.info.frames} frames" if c.info.frames else "") + ")"
+                     + (f" classes {class_text(c.classes)}" if c.classes else "") for c in cameras)
     model = getattr(spec, "model_name", None) or (Path(spec.cfg).stem if getattr(spec, "cfg", None) else "model")
     size = "x".join(str(v) for v in getattr(spec, "size", ()) or ())
     classes = getattr(spec, "classes", None)
-    if classes and names:
-        classes = ",".join(names[i] if 0 <= i < len(names) else str(i) for i in classes)
     outs = []
     for c in cameras:
         for what, path in (("video", c.video), ("MOT", c.mot), ("snapshots", c.snapshots)):
@@ -457,7 +463,12 @@ def describe_run(cfg: Config, spec, cameras, names=None) -> str:
         outs.append("MQTT")
     if cfg.webhooks:
         outs.append(f"{len(cfg.webhooks)} webhook(s)")
-    if cfg.output.http_port is not None:
-        outs.append("live view")
-    return (f"{srcs}; model {model} {size} {spec.backend} {spec.precision}; tracker {cfg.tracker.name}; "
-            f"classes {classes or 'all'}; outputs: {', '.join(outs) or 'none'}")
+    if cfg.record.dir:
+        outs.append(f"recording {cfg.record.dir}")
+    port = cfg.output.http_port
+    if port is not None:
+        host = cfg.output.http_host or "127.0.0.1"
+        outs.append(f"live view http://{host}:{port}/" if port else "live view (its URL below)")
+    return (f"{srcs}; model {model} {size} {spec.backend}-{spec.precision}"
+            + (f" classes {class_text(classes)}" if classes else "")
+            + f"; outputs: {', '.join(outs) or 'none'}")
