@@ -1,0 +1,103 @@
+"""A new user's first run: run_tracker.py on a real video with an empty cache, its stderr a
+terminal (a pseudo-terminal here, so that the progress bar is drawn as a user sees it).
+
+What it must show: only lines a user needs at the default log level (at most three: the ready
+line, the one line about choosing the backend, the completed line), the backend measurement
+after the run (it starts at once on fp32), and a progress bar whose final rate is the run's
+FPS (start-up not counted), as the profile's ``pipeline_fps``."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+from conftest import ROOT, VIDEO_360
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+BAR = re.compile(r"^trackpipe:")
+RATE = re.compile(r"([0-9.]+)frame/s")
+
+
+def run_on_terminal(args, env, timeout: float = 300.0) -> tuple:
+    """Run ``run_tracker.py args`` with stderr on a pseudo-terminal (80x24 columns, stdout
+    discarded) -> (exit code, what the terminal received, '\\r\\n' made '\\n')."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), *args], cwd=str(ROOT), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError as e:  # EIO: every writer closed the terminal
+                if e.errno != errno.EIO:
+                    raise
+                break
+            if not chunk:
+                break
+            out += chunk
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, out.decode(errors="replace").replace("\r\n", "\n")
+
+
+def screen_lines(text: str) -> list:
+    """The lines left on the terminal: each line's last carriage-return segment, escapes removed."""
+    lines = []
+    for raw in ANSI.sub("", text).split("\n"):
+        shown = raw.split("\r")[-1].strip()
+        if shown:
+            lines.append(shown)
+    return lines
+
+
+def test_first_run_is_short_deferred_and_honest(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, TRACKPIPE_CACHE=str(cache), PYTHONUNBUFFERED="1")
+    prof = tmp_path / "profile.json"
+    # precision fp32: the backend is still measured on first use (onnx vs OpenVINO), without the
+    # int8 calibration that precision auto adds (about 15 s more; the same code path otherwise)
+    code, text = run_on_terminal(["--source", str(VIDEO_360), "--output", str(tmp_path / "out.mp4"),
+                                  "--profile", str(prof), "--max-frames", "200", "--precision", "fp32"], env)
+    lines = screen_lines(text)
+    assert code == 0, text
+    said = [ln for ln in lines if not BAR.match(ln)]
+    assert len(said) <= 3, "\n".join(said)
+    ready = [i for i, ln in enumerate(said) if " ready in " in ln]
+    choosing = [i for i, ln in enumerate(said) if "choosing the fastest accurate backend" in ln]
+    done = [i for i, ln in enumerate(said) if " completed: 200 frames in, 200 out" in ln]
+    assert ready and choosing and done and ready[0] < choosing[0] < done[0], "\n".join(said)
+    assert "openvino-fp32" in said[ready[0]] or "onnx-fp32" in said[ready[0]]   # fp32 at once
+    assert "next runs: " in said[done[0]] and "None" not in said[done[0]]
+    short = said[ready[0]].replace(str(tmp_path), "T").replace(str(VIDEO_360.parent), "V")
+    assert len(short) < 200 and "worker" not in short and "placement" not in short, short  # details: --verbose
+    assert list((cache / "auto").glob("*.json")), "the choice is cached for the next runs"
+
+    bars = [ln for ln in lines if BAR.match(ln)]
+    assert bars and "200/200" in bars[-1], bars[-1:]
+    rate = float(RATE.findall(bars[-1])[-1])
+    fps = json.loads(prof.read_text())["pipeline_fps"]
+    assert abs(rate - fps) <= 0.10 * fps, f"bar {rate} frame/s vs profile pipeline_fps {fps}"
