@@ -127,6 +127,10 @@ class SourceConfig(Section):
     backoff_max_s: float = Finite(30.0, "reconnect backoff: longest wait", gt=0.0, le=3600.0)
     wait_for_stream: bool = Field(True, description="rtsp/http: an absent camera at start is waited for with the "
                                                     "reconnect backoff (false: one error line, exit 2)")
+    still_waiting_s: List[Annotated[float, Field(gt=0.0, le=86400.0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0, 3600.0], min_length=1,
+        description="a camera not there (absent at start, or lost): 'still waiting for <camera> (since HH:MM:SS)' "
+                    "after each of these gaps in seconds, the last one repeating")
     open_timeout_s: float = Finite(10.0, "stream: time allowed to open it", gt=0.0, le=600.0)
     read_timeout_s: float = Finite(5.0, "stream: a read blocked this long is a failed read (its frame is stale)",
                                    gt=0.0, le=600.0)
