@@ -85,8 +85,25 @@ def cmd_convert(args) -> int:
     from .darknet import load_network  # noqa: PLC0415
 
     spec = spec_from_args(args)
-    print(convert(spec, load_network(spec.cfg, spec.weights, spec.size), args.format, args.out))
+    network = load_network(spec.cfg, spec.weights, spec.size)
+    if args.format == "triton":
+        from .triton_repo import DEFAULT_NAME, export_triton  # noqa: PLC0415
+
+        print(export_triton(spec, network, args.out, spec.triton_model or DEFAULT_NAME, args.max_batch,
+                            args.queue_delay_us, args.instances, "KIND_GPU" if args.gpu else "KIND_CPU"))
+        return 0
+    print(convert(spec, network, args.format, args.out))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .darknet import load_network  # noqa: PLC0415
+    from .serve import serve  # noqa: PLC0415
+
+    spec = spec_from_args(args)
+    network = load_network(spec.cfg, spec.weights, spec.size)
+    return serve(spec, network, args.port, args.http_port, args.metrics_port, spec.triton_model, args.max_batch,
+                 args.queue_delay_us, args.instances, args.repo)
 
 
 def cmd_calibrate(args) -> int:
@@ -152,12 +169,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: --image, else the --calib source; without any, auto considers fp32 only)")
     b.set_defaults(fn=cmd_bench)
 
-    x = sub.add_parser("convert", help="write ONNX, SavedModel, TF-TRT or TensorRT artefacts")
+    def triton_repo_args(sp):
+        sp.add_argument("--max-batch", type=int, default=8, help="Triton's max_batch_size (default 8)")
+        sp.add_argument("--queue-delay-us", type=int, default=2000,
+                        help="dynamic batching: how long Triton waits for more requests (default 2000 us)")
+        sp.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+
+    x = sub.add_parser("convert", aliases=["export"], help="write ONNX, SavedModel, TF-TRT, TensorRT artefacts or a "
+                                                           "Triton model repository")
     add_model_args(x)
-    x.add_argument("--format", choices=("onnx", "savedmodel", "tftrt", "tensorrt"), default="onnx",
-                   help="onnx (default), a TensorFlow SavedModel, a TF-TRT SavedModel or a TensorRT engine")
-    x.add_argument("--out", type=Path, required=True, help="output file (onnx, engine) or folder (SavedModel)")
+    x.add_argument("--format", choices=("onnx", "savedmodel", "tftrt", "tensorrt", "triton"), default="onnx",
+                   help="onnx (default), a TensorFlow SavedModel, a TF-TRT SavedModel, a TensorRT engine or a Triton "
+                        "model repository (OUT/<--triton-model>/config.pbtxt + 1/model.onnx, docs/triton.md)")
+    x.add_argument("--out", type=Path, required=True, help="output file (onnx, engine) or folder (SavedModel, "
+                                                           "Triton repository)")
+    triton_repo_args(x)
+    x.add_argument("--gpu", action="store_true", help="triton: KIND_GPU instances (default KIND_CPU)")
     x.set_defaults(fn=cmd_convert)
+
+    v = sub.add_parser("serve", help="start a Triton Inference Server hosting the model here (docs/triton.md)")
+    add_model_args(v)
+    v.add_argument("--port", type=int, default=8001, help="gRPC port (default 8001)")
+    v.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
+    v.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default 0: off)")
+    v.add_argument("--repo", type=Path, metavar="DIR", help="write the served model repository here (default: a "
+                                                           "temporary folder)")
+    triton_repo_args(v)
+    v.set_defaults(fn=cmd_serve)
 
     c = sub.add_parser("calibrate", help="INT8 calibration on real frames -> Q/DQ ONNX model + cache")
     add_model_args(c)

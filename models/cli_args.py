@@ -18,7 +18,8 @@ from .zoo import DEFAULT_MODEL, ZOO
 # flag dests, each a ModelSpec mapping key (KEYS) of the same name; --classes is added by each
 # command itself (the pipeline's also takes the config's classes)
 FLAG_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "max_det",
-             "letterbox", "calib", "threads", "cache_dir")
+             "letterbox", "calib", "threads", "cache_dir",
+             "triton_url", "triton_model", "triton_version")
 
 
 def command_name(default: str, modules: tuple[str, ...] = (), scripts: tuple[str, ...] = ()) -> str:
@@ -98,6 +99,12 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: bool = True) -> No
                    help="inference threads (default 0: all cores of the stage)")
     g.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="downloads and built artefacts (default $TRACKPIPE_CACHE, else ~/.cache/trackpipe)")
+    g.add_argument("--triton-url", metavar="URL",
+                   help="backend triton: the Triton server, grpc://HOST:PORT or http://HOST:PORT (grpcs/https: TLS; "
+                        "default grpc://127.0.0.1:8001); a bearer token from $TRACKPIPE_TRITON_TOKEN (docs/triton.md)")
+    g.add_argument("--triton-model", metavar="NAME", help="backend triton: the served model's name (default "
+                                                          "trackpipe_yolo, as `export --format triton` writes it)")
+    g.add_argument("--triton-version", metavar="N", help="backend triton: the model version (default: the server's)")
 
 
 def args_mapping(args: argparse.Namespace) -> dict:

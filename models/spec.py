@@ -29,7 +29,8 @@ __all__ = ["ModelSpec", "KEYS", "FILE_KEYS", "BACKENDS", "PRECISIONS", "parse_si
 KEYS = {"model": "model", "cfg": "cfg", "weights": "weights", "names": "names", "size": "size",
         "backend": "backend", "precision": "precision", "conf": "conf_threshold", "nms": "nms_threshold",
         "classes": "classes", "max_det": "max_det", "letterbox": "letterbox", "calib": "calib",
-        "threads": "threads", "cache_dir": "cache_dir"}
+        "threads": "threads", "cache_dir": "cache_dir", "triton_url": "triton_url", "triton_model": "triton_model",
+        "triton_version": "triton_version"}
 # keys whose relative paths are taken relative to the config file that names them
 FILE_KEYS = ("cfg", "weights", "names", "calib")
 
@@ -112,6 +113,8 @@ class ModelSpec:
     classes: keep only these classes; ids, or names until :meth:`resolve` turns them into ids.
     max_det: at most this many detections per frame (None: the detector's default, 300).
     calib: INT8 calibration directory (``python -m models calibrate --out DIR``).
+    triton_url/triton_model/triton_version: the server, model name and version of backend triton
+      (docs/triton.md); None: grpc://127.0.0.1:8001, trackpipe_yolo, the server's latest.
     """
 
     model: Optional[str] = None
@@ -129,6 +132,9 @@ class ModelSpec:
     calib: Optional[Path] = None
     cache_dir: Optional[Path] = None
     threads: int = 0
+    triton_url: Optional[str] = None
+    triton_model: Optional[str] = None
+    triton_version: Optional[str] = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +152,14 @@ class ModelSpec:
                                    f"(default {DEFAULT_MODEL})")
         _choice(self.backend, "backend", BACKENDS)
         _choice(self.precision, "precision", PRECISIONS)
+        for k in ("triton_url", "triton_model", "triton_version"):
+            v = getattr(self, k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int)) or str(v) == ""):
+                raise ModelConfigError(f"{k}: expected a string, got {v!r}")
+            put(k, None if v is None else str(v))
+        if self.triton_url is not None:
+            from .triton_repo import parse_url  # noqa: PLC0415
+            parse_url(self.triton_url)
         put("conf_threshold", _number(self.conf_threshold, "conf", float))
         put("nms_threshold", _number(self.nms_threshold, "nms", float))
         if not 0.0 <= self.conf_threshold <= 1.0:

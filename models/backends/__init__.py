@@ -20,6 +20,7 @@ _BACKENDS = {
     "openvino": ("trackpipe.models.backends.openvino_backend", "OpenVINODetector"),
     "tf": ("trackpipe.models.backends.tf_backend", "TFDetector"),
     "opencv": ("trackpipe.models.backends.opencv_backend", "OpenCVDetector"),
+    "triton": ("trackpipe.models.backends.triton", "TritonDetector"),
 }
 
 

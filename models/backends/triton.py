@@ -1,0 +1,262 @@
+"""NVIDIA Triton Inference Server backend: the network runs on a Triton server, our
+pre-processing and decoding run here (the same `Detections` as every backend).
+
+    --backend triton --triton-url grpc://HOST:8001 [--triton-model NAME] [--triton-version N]
+
+URLs: ``grpc://`` (default port 8001) and ``http://`` (8000); ``grpcs://`` / ``https://`` use TLS
+(the system's root certificates). A bearer token, where the server asks for one, is read from
+$TRACKPIPE_TRITON_TOKEN (never from a config file) and sent as ``Authorization: Bearer ...``.
+
+The served model is our ONNX export (`python -m models export --format triton`, or
+`python -m models serve`): input "image" (B, 3, H, W) float32, outputs "head_<i>"
+(B, A*(5+C), h, w). At start the server must answer (else BackendUnavailable naming the URL)
+and serve that model with those shapes (else ModelConfigError, one line).
+
+Faults while running: a request that fails because the server went away (connection refused,
+unavailable, the model not loaded yet) is retried with a fresh connection every ``RETRY_S``
+seconds until it succeeds: no frame is lost. ``on_wait(lost, reason)`` (set by the infer stage)
+is called on each retry and says whether to keep waiting; without it the error is raised.
+``state`` is "ok" or "lost"; ``lost_count`` counts the outages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from ..detector import Detector
+from ..errors import BackendUnavailable, ModelConfigError, ModelError, require
+from ..triton_repo import DEFAULT_NAME, DEFAULT_URL, TritonURL, expected_io, parse_url
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 0.25             # a lost server is asked again this often
+TOKEN_ENV = "TRACKPIPE_TRITON_TOKEN"
+LATENCY_WINDOW = 1000      # client-side latencies kept for the profile
+
+
+class DetectorStopped(ModelError):
+    """The run stopped while the detector waited for its server."""
+
+
+def _client_module(protocol: str):
+    return require(f"tritonclient.{protocol}", "triton", "the triton backend")
+
+
+def make_client(url: TritonURL):
+    """A tritonclient InferenceServerClient for ``url`` (gRPC or HTTP)."""
+    mod = _client_module(url.protocol)
+    if url.protocol == "grpc":
+        return mod.InferenceServerClient(url.address, ssl=url.ssl)
+    return mod.InferenceServerClient(url.address, ssl=url.ssl, connection_timeout=5.0, network_timeout=60.0)
+
+
+def auth_headers() -> Optional[dict]:
+    token = os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
+def _reason(e: BaseException) -> str:
+    msg = getattr(e, "message", None)
+    text = (msg() if callable(msg) else None) or str(e) or type(e).__name__
+    return text.strip().splitlines()[0][:200]
+
+
+def _fatal(e: BaseException) -> bool:
+    """An error no retry can mend (the request itself is wrong), vs. the server being away."""
+    status = str(getattr(e, "status", lambda: "")() or "")
+    return "INVALID_ARG" in status or status == "400"
+
+
+class TritonDetector(Detector):
+    """Sends the pre-processed batch (B, 3, H, W) float32 to Triton, decodes the returned heads."""
+
+    name = "triton"
+
+    def __init__(self, spec, network, names):
+        super().__init__(spec, network, names)
+        if spec.precision not in ("fp32", "auto"):
+            raise BackendUnavailable(f"the triton backend runs the server's model as it is: precision "
+                                     f"{spec.precision} is chosen when the model repository is written, not here")
+        self.url = parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL)
+        self.model_name = getattr(spec, "triton_model", None) or DEFAULT_NAME
+        self.version = str(getattr(spec, "triton_version", None) or "")
+        self.headers = auth_headers()
+        self.on_wait: Optional[Callable[[bool, str], bool]] = None
+        self.state = "ok"
+        self.lost_count = 0
+        self.requests = 0
+        self.latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
+        self._mod = _client_module(self.url.protocol)
+        self._errors = require("tritonclient.utils", "triton", "the triton backend").InferenceServerException
+        self.client = self._connect()
+        self.output_names = self._check_model()
+
+    # --- start: the server answers, and serves our model ---------------------------------------
+    def _connect(self):
+        try:
+            client = make_client(self.url)
+            if client.is_server_live(headers=self.headers):
+                return client
+            why = "the server is not live"
+        except Exception as e:  # noqa: BLE001 (tritonclient raises its own, gevent's and socket errors)
+            why = _reason(e)
+        raise BackendUnavailable(f"cannot reach the Triton server at {self.url.text}: {why}")
+
+    def _check_model(self) -> List[str]:
+        where = f"the Triton server at {self.url.text}"
+        label = f"'{self.model_name}'" + (f" version {self.version}" if self.version else "")
+        try:
+            ready = self.client.is_model_ready(self.model_name, self.version, headers=self.headers)
+        except Exception as e:  # noqa: BLE001
+            raise BackendUnavailable(f"{where}: {_reason(e)}") from None
+        if not ready:
+            raise ModelConfigError(f"{where} has no ready model {label} (serving: {self._served() or 'none'}); "
+                                   f"set --triton-model / --triton-version")
+        meta = self._metadata()
+        want_in, want_out = expected_io(self.network)
+        ins, outs = meta["inputs"], meta["outputs"]
+
+        def shape(t) -> tuple:
+            return tuple(int(d) for d in t["shape"])
+
+        if len(ins) != 1 or ins[0]["name"] != want_in.name or shape(ins[0])[1:] != want_in.dims:
+            got = ", ".join(f"{t['name']} {list(shape(t))}" for t in ins)
+            raise ModelConfigError(f"model {label} on {where} takes {got}; this detector sends "
+                                   f"{want_in.name} [-1, {', '.join(map(str, want_in.dims))}] "
+                                   f"(export it with: python -m models export --format triton)")
+        by_name = {t["name"]: shape(t)[1:] for t in outs}
+        for o in want_out:
+            if by_name.get(o.name) != o.dims:
+                got = ", ".join(f"{k} {list(v)}" for k, v in by_name.items())
+                raise ModelConfigError(f"model {label} on {where} outputs {got}; this network needs "
+                                       + ", ".join(f"{t.name} {list(t.dims)}" for t in want_out))
+        return [o.name for o in want_out]
+
+    def _metadata(self) -> dict:
+        m = self.client.get_model_metadata(self.model_name, self.version, headers=self.headers,
+                                           **({"as_json": True} if self.url.protocol == "grpc" else {}))
+        return {"inputs": m["inputs"], "outputs": m["outputs"]}
+
+    def _served(self) -> str:
+        try:
+            idx = self.client.get_model_repository_index(
+                headers=self.headers, **({"as_json": True} if self.url.protocol == "grpc" else {}))
+            rows = idx.get("models", []) if isinstance(idx, dict) else idx
+            return ", ".join(sorted({r.get("name", "?") for r in rows}))
+        except Exception:  # noqa: BLE001
+            return ""
+
+    # --- running ----------------------------------------------------------------------------
+    def _request(self, blob: np.ndarray) -> List[np.ndarray]:
+        inp = self._mod.InferInput("image", list(blob.shape), "FP32")
+        inp.set_data_from_numpy(np.ascontiguousarray(blob, dtype=np.float32))
+        outs = [self._mod.InferRequestedOutput(n) for n in self.output_names]
+        res = self.client.infer(self.model_name, [inp], model_version=self.version, outputs=outs,
+                                headers=self.headers)
+        return [res.as_numpy(n) for n in self.output_names]
+
+    def infer(self, blob: np.ndarray) -> List[np.ndarray]:
+        """(B, 3, H, W) float32 -> the heads [(B, A*(5+C), h, w), ...]; waits out a lost server."""
+        while True:
+            t0 = time.perf_counter()
+            try:
+                heads = self._request(blob)
+            except (self._errors, OSError) as e:
+                if _fatal(e):
+                    raise ModelError(f"the Triton server at {self.url.text} refused the request: {_reason(e)}")
+                self._wait(_reason(e))
+                continue
+            self.latency_ms.append((time.perf_counter() - t0) * 1000.0)
+            self.requests += 1
+            if self.state != "ok":
+                self.state = "ok"
+                log.warning("Triton server at %s is back: detecting again", self.url.text)
+                if self.on_wait is not None:
+                    self.on_wait(False, "")
+            return heads
+
+    def _wait(self, reason: str) -> None:
+        if self.state == "ok":
+            self.state = "lost"
+            self.lost_count += 1
+            log.warning("lost the Triton server at %s (%s): waiting for it", self.url.text, reason)
+        if self.on_wait is None:
+            raise ModelError(f"lost the Triton server at {self.url.text}: {reason}")
+        if not self.on_wait(True, reason):
+            raise DetectorStopped("stopped while waiting for the Triton server")
+        time.sleep(RETRY_S)
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        """A fresh channel: gRPC's own reconnect backs off for up to minutes."""
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.client = make_client(self.url)
+        except Exception as e:  # noqa: BLE001
+            log.debug("reconnect to %s: %s", self.url.text, e)
+
+    def profile(self) -> dict:
+        """Client-side figures for the profile: requests, state, outages, latency p50/p95 (ms)."""
+        lat = np.asarray(self.latency_ms, np.float64)
+        out = {"server": self.url.text, "model": self.model_name, "state": self.state, "lost": self.lost_count,
+               "requests": self.requests}
+        if lat.size:
+            out.update(client_ms_p50=round(float(np.percentile(lat, 50)), 2),
+                       client_ms_p95=round(float(np.percentile(lat, 95)), 2))
+        return out
+
+    def describe(self) -> str:
+        return f"triton-{self.model_name}@{self.url.text}"
+
+    def close(self) -> None:
+        client, self.client = getattr(self, "client", None), None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def server_statistics(url: str, model: str, version: str = "") -> dict:
+    """Triton's own statistics of ``model`` (its statistics API): requests, executions (batches
+    formed), queue and compute time per request (ms, means) and {batch size: executions}."""
+    u = parse_url(url)
+    client = make_client(u)
+    try:
+        kw = {"as_json": True} if u.protocol == "grpc" else {}
+        st = client.get_inference_statistics(model, version, headers=auth_headers(), **kw)
+    finally:
+        client.close()
+    rows = st.get("model_stats", [])
+    if not rows:
+        return {}
+
+    def ns(d: dict, key: str) -> tuple:
+        v = d.get(key, {}) or {}
+        return int(v.get("count", 0)), int(v.get("ns", 0))
+
+    req, exe, q_ns, c_ns = 0, 0, 0, 0
+    batches: dict = {}
+    for r in rows:
+        inf = r.get("inference_stats", {}) or {}
+        n, s = ns(inf, "success")
+        req += n
+        exe += int(r.get("execution_count", 0))
+        q_ns += ns(inf, "queue")[1]
+        c_ns += sum(ns(inf, k)[1] for k in ("compute_input", "compute_infer", "compute_output"))
+        for b in r.get("batch_stats", []) or []:
+            size = int(b.get("batch_size", 0))
+            batches[size] = batches.get(size, 0) + ns(b, "compute_infer")[0]
+    return {"requests": req, "executions": exe,
+            "queue_ms": round(q_ns / req / 1e6, 3) if req else 0.0,
+            "compute_ms": round(c_ns / req / 1e6, 3) if req else 0.0,
+            "batches": dict(sorted(batches.items()))}
