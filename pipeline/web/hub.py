@@ -207,7 +207,9 @@ class LiveViewHub:
                     cam.state = cam.since = None       # shown for restored_s, then as the frames say
                 fresh = cam.t_mono is not None and now - cam.t_mono <= self.stale_after_s
                 since = cam.since
-                if cam.state is not None:
+                if cam.state == "lost" and snap is None:
+                    state = "waiting"                   # never had a frame: not lost, not there yet
+                elif cam.state is not None:
                     state = cam.state
                 elif snap is None:
                     state = "starting"

@@ -25,7 +25,8 @@ class CameraState:
 
     state:        "starting" (no frame yet), "live" (a frame within the hub's ``stale_after_s``),
                   "stale" (none since), or what the pipeline last set: "lost", "restored" (for a
-                  while after a loss), "waiting" (a camera not there yet), "ended" (a file's end)
+                  while after a loss), "waiting" (a camera not there yet: also one lost before its
+                  first frame), "ended" (a file's end)
     fps:          frames per second over the last few seconds (0.0 when none come, and while
                   lost, waiting or ended)
     width/height: the newest frame's size in pixels, 0 before the first frame
