@@ -90,6 +90,8 @@ def test_hub_camera_states(frames360):
     assert by["yard"].since is None
     stale = {c.name: c for c in hub.cameras()}["yard"]
     assert stale.fps == 0.0 and stale.since == by["yard"].last_frame_t     # no frame since then
+    hub.publish_stats({"cameras": {"door": {"state": "waiting", "frames_out": 0}}})   # the profile says so
+    assert {c.name: c.state for c in hub.cameras()}["door"] == "waiting"
     hub.publish_camera_state("door", "lost", since=1796609160.0)   # never had a frame: waiting for it
     assert {c.name: (c.state, c.since) for c in hub.cameras()}["door"] == ("waiting", 1796609160.0)
     hub.publish_camera_state("yard", "lost", since=1796609167.5)

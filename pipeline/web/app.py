@@ -5,7 +5,7 @@
     GET /metrics                            Prometheus: the provider's metrics + the server's own
     GET /api/stats                          the live profile (provider.stats())
     GET /api/counts                         zone and line counts per camera
-    GET /api/cameras                        [{name, state, fps, width, height, last_frame_t, seq, viewers}]
+    GET /api/cameras                        [{name, state, fps, width, height, last_frame_t, seq, since, viewers}]
     GET /api/cameras/{name}/latest.jpg      the newest annotated frame (404 unknown, 503 no frame yet)
     GET /api/cameras/{name}/stream.mjpeg    multipart/x-mixed-replace, <= max_fps
     GET /api/events?since=SEQ&limit=N       {"events": [...], "last_event_seq": n} (400 if malformed)

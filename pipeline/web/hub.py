@@ -94,6 +94,7 @@ class LiveViewHub:
         self.restored_s = float(restored_s)
         self._rates = RateWindow(rate_window_s)
         self._cam_fps: dict[str, float | None] = {}   # per camera, from the stats' frame counts
+        self._cam_waiting: set[str] = set()            # cameras the stats say are waiting (not there yet)
 
     # --- publishing (any thread) ------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class LiveViewHub:
             if cams:
                 stats["cameras"] = cams
             self._cam_fps = {n: r.get("fps_now") for n, r in cams.items()}
+            self._cam_waiting = {n for n, r in cams.items() if r.get("state") == "waiting"}
             self._stats = stats
         self._notify(STATS, None)
 
@@ -212,7 +214,7 @@ class LiveViewHub:
                 elif cam.state is not None:
                     state = cam.state
                 elif snap is None:
-                    state = "starting"
+                    state = "waiting" if cam.name in self._cam_waiting else "starting"
                 else:
                     state = "live" if fresh else "stale"
                     since = None if fresh else snap.t
