@@ -80,7 +80,7 @@ class Profiler:
         capture's run), ``drops`` (capture's plus the frames infer or track dropped),
         ``frame_age_ms`` p50/p95 (capture to tracker), the motion gating's figures
         (`motion_report`) and, with the tracker's camera-motion compensation on, ``camera_moving``
-        (the share of frames in which the camera moved)."""
+        (the share of frames in which the camera moved); live cameras: ``state`` (`source_state`)."""
         from .stats import Histogram
         trk = (self.group("track").total() or {}) if "track" in self.topology else {}
         per = (trk.get("gauges") or {}).get("cameras", {})
@@ -95,6 +95,9 @@ class Profiler:
                          "drops": int(cap.get("drops", 0)) + int(per.get(name, {}).get("drops", 0)),
                          "frame_age_ms": {k: age[k] for k in ("p50", "p95") if k in age}}
             out[name].update(motion_report(per.get(name, {}), tracked, (cap.get("gauges") or {})))
+            state = source_state(cap.get("gauges") or {})
+            if state:
+                out[name]["state"] = state
             if "camera_moving" in per.get(name, {}):  # the tracker's camera-motion compensation
                 out[name]["camera_moving"] = per[name]["camera_moving"]
         return out
@@ -144,3 +147,14 @@ class Profiler:
         except OSError as e:
             return f"cannot write the profile {target}: {e.strerror or e}"
         return None
+
+
+def source_state(gauges: dict) -> str:
+    """A live camera's state from its capture's gauges: "starting" (no frame yet, none failed),
+    "waiting" (not there, and never was), "lost" (not there now), "live"; '' for other sources
+    (files)."""
+    if "frames_grabbed" not in gauges:
+        return ""
+    if not gauges.get("source_up", 1):
+        return "lost" if gauges.get("frames_grabbed") else "waiting"
+    return "live" if gauges.get("frames_grabbed") else "starting"

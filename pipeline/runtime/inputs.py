@@ -23,7 +23,6 @@ from .cameras import Camera, resolve_cameras
 
 log = logging.getLogger(__name__)
 
-WAIT_NOTICE_S = 60.0    # an absent stream at start: the "waiting for" line at most this often
 CALIB_FRAMES_AT_ONCE = 8  # int8 calibration (models.quantize) holds every tensor of 8 frames at once
 GiB = 1024 ** 3
 
@@ -90,7 +89,7 @@ def prepare(cfg: Config, spec) -> List[Camera]:
     from trackpipe.pipeline.motion.setup import camera_motion, detect_uri_of
     cams = [replace(c, motion=camera_motion(cfg, c.name, c.config, names, c.index)) for c in cams]
     if len(cams) == 1:
-        out = [replace(cams[0], info=probe_source(cfg.source, detect_uri_of(cams[0])))]
+        out = [replace(cams[0], info=probe_source(cfg.source, detect_uri_of(cams[0]), name=cams[0].name))]
     else:
         out = [replace(c, info=probe_camera(cfg.source, replace(c, uri=detect_uri_of(c)))) for c in cams]
         kinds = {c.info.live for c in out}
@@ -313,25 +312,31 @@ def display_region(cfg: Config, info: SourceInfo) -> Tuple[int, int, int, int]:
     return (0, 0, info.width, info.height)
 
 
-def probe_source(sc, uri: Optional[str] = None, clock=time.monotonic, sleep=time.sleep) -> SourceInfo:
+def probe_source(sc, uri: Optional[str] = None, clock=time.monotonic, sleep=time.sleep,
+                 name: Optional[str] = None) -> SourceInfo:
     """Probe the source; an absent network camera is waited for (capped exponential backoff)
-    when ``source.wait_for_stream`` is set, saying so at most once a minute. Nothing is created
-    while waiting, so Ctrl-C exits cleanly."""
+    when ``source.wait_for_stream`` is set: one "waiting for" line, then "still waiting for
+    <name> (since HH:MM:SS)" after each of ``source.still_waiting_s`` (`media.waiting`). Nothing
+    is created while waiting, so Ctrl-C exits cleanly."""
     from trackpipe.pipeline.media.sources import _redact
+    from trackpipe.pipeline.media.waiting import StillWaiting
     uri = uri or sc.uri
     backoff = sc.backoff_initial_s
-    said = None
+    waiting = StillWaiting(sc.still_waiting_s, clock=clock)
+    what = f"{name} {_redact(uri)}" if name else _redact(uri)
     while True:
         try:
             return probe(uri, sc)
         except SourceError as e:
             if not (sc.wait_for_stream and source_kind(uri) == "stream"):
                 raise
-            if said is None or clock() - said >= WAIT_NOTICE_S:
-                said = clock()
+            if not waiting.waiting:
+                waiting.begin()
                 why = str(e).replace(f"cannot open stream {_redact(uri)} ", "").strip("() ")
                 log.warning("waiting for %s (%s): retrying, Ctrl-C to stop; --set source.wait_for_stream=false "
-                            "to fail instead", _redact(uri), why)
+                            "to fail instead", what, why)
+            elif waiting.due():
+                log.warning("%s", waiting.line(what))
             log.debug("%s; next try in %.1fs", e, backoff)
             sleep(backoff)
             backoff = min(backoff * 2, sc.backoff_max_s)

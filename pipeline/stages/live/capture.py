@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from trackpipe.pipeline.errors import SourceError
+from trackpipe.pipeline.media.waiting import STILL_WAITING_S, StillWaiting
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.messages import SourceEvent, Want
 
@@ -45,6 +46,8 @@ class LiveCapture:
         self.slots = SlotAllocator(stage.ring, stage.reclaim_after_s, next_seq=stage.seq,
                                    source=(stage.index, stage.camera))
         self.watchdog = SourceWatchdog(self.cfg.watchdog_s, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
+        # a source not there (never came, or lost): "still waiting for <camera>" now and then (media.waiting)
+        self.still = StillWaiting(getattr(self.cfg, "still_waiting_s", STILL_WAITING_S))
         self.publisher = Publisher(stage.out, stage.uri, stage.index, getattr(stage, "motion_frame", None))
         self.halt = threading.Event()       # stops the grabber (the stage itself goes on)
         self.ended = False                  # the source finished (realtime file)
@@ -77,7 +80,9 @@ class LiveCapture:
                     except SourceError as e:
                         self._lose(str(e))
                         backoff = wd.next_backoff()
-                        log.info("reconnecting in %.1fs: %s", backoff, e)
+                        if self.still.due():
+                            log.warning("%s", self.still.line(self.stage.camera))
+                        log.debug("reconnecting in %.1fs: %s", backoff, e)
                         self._sleep(backoff)
                         continue
                 src.pace()  # realtime files, screen: wait for the frame's time (not counted as work)
@@ -114,6 +119,7 @@ class LiveCapture:
                 fresh += 1
                 if wd.frame():
                     self._event("source_restored")
+                self.still.end()
                 if slot is None:
                     del img, view
                     continue
@@ -141,6 +147,7 @@ class LiveCapture:
             pass
 
     def _lose(self, reason: str) -> None:
+        self.still.begin()
         if self.watchdog.lose():
             if self.slots.discard_staged():  # made before the stall: never publish it
                 self.stats.drops += 1
