@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import fake_detector_factory
+from rtsp.fixtures import rtsp_server_factory  # noqa: F401 - fixture
 from trackpipe.pipeline.config import Config, Layer, build_config
 from trackpipe.pipeline.media.waiting import STILL_WAITING_S, StillWaiting
 from trackpipe.pipeline.profiling.profiler import source_state
@@ -99,16 +100,12 @@ def test_absent_camera_at_start_says_still_waiting_with_backoff(caplog):
 
 
 @pytest.mark.timeout(180)
-def test_camera_that_never_comes_is_waiting_while_the_other_runs(tmp_path, yf_spec, caplog):
-    from tests.rtsp.fixtures import RtspServer, free_port, rtsp_available
+def test_camera_that_never_comes_is_waiting_while_the_other_runs(rtsp_server_factory, tmp_path, yf_spec,  # noqa: F811
+                                                                  caplog):
+    from tests.rtsp.fixtures import free_port
     from trackpipe.pipeline.runtime.app import run_pipeline
 
-    ok, why = rtsp_available()
-    if not ok:
-        pytest.skip(why)
-    srv = RtspServer(width=320, height=240, fps=15)
-    srv.start()
-    srv.wait_ready(20)
+    srv = rtsp_server_factory(width=320, height=240, fps=15)
     absent = f"rtsp://127.0.0.1:{free_port()}/never"
     cfg = build_config([Layer({
         "cameras": [{"name": "yard", "uri": srv.url}, {"name": "door", "uri": absent}],
@@ -127,11 +124,8 @@ def test_camera_that_never_comes_is_waiting_while_the_other_runs(tmp_path, yf_sp
         if states == {"yard": "live", "door": "waiting"} and len(lines) >= 3:
             sup.request_stop()
 
-    try:
-        with caplog.at_level(logging.INFO):
-            res = run_pipeline(cfg, yf_spec.with_(extra={}), fake_detector_factory, on_tick=hook)
-    finally:
-        srv.close()
+    with caplog.at_level(logging.INFO):
+        res = run_pipeline(cfg, yf_spec.with_(extra={}), fake_detector_factory, on_tick=hook)
     assert res.exit_code == 0, res.error
     cams = res.report["cameras"]
     assert cams["door"]["state"] == "waiting" and cams["door"]["frames_in"] == 0
