@@ -12,14 +12,14 @@ from typing import Optional
 from .classes import ClassesInput, split_classes
 from .errors import ModelConfigError
 from .registry import BACKENDS, PRECISIONS
-from .spec import KEYS, ModelSpec, parse_size as _parse_size
+from .spec import KEYS, PREPROCESS, ModelSpec, parse_size as _parse_size
 from .zoo import DEFAULT_MODEL, ZOO
 
 # flag dests, each a ModelSpec mapping key (KEYS) of the same name; --classes is added by each
 # command itself (the pipeline's also takes the config's classes)
-FLAG_KEYS = ("model", "cfg", "weights", "names", "size", "backend", "precision", "conf", "nms", "max_det",
+FLAG_KEYS = ("model", "cfg", "weights", "file", "names", "size", "backend", "precision", "conf", "nms", "max_det",
              "letterbox", "calib", "threads", "cache_dir",
-             "triton_url", "triton_model", "triton_version")
+             "triton_url", "triton_model", "triton_version", "preprocess")
 
 
 def command_name(default: str, modules: tuple[str, ...] = (), scripts: tuple[str, ...] = ()) -> str:
@@ -73,6 +73,12 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: bool = True) -> No
                         f"(default {DEFAULT_MODEL} unless --cfg/--weights are given)")
     g.add_argument("--cfg", type=Path, help="darknet .cfg file (with --weights, instead of --model)")
     g.add_argument("--weights", type=Path, help="darknet .weights file matching --cfg")
+    g.add_argument("--model-file", dest="file", type=Path, metavar="PATH.onnx",
+                   help="an ONNX detector of YOLOv5/v8/v11, YOLOX or RT-DETR (instead of --model or --cfg/--weights): "
+                        "layout, input size and class names read from the file (docs/models.md)")
+    g.add_argument("--preprocess", choices=PREPROCESS, default=dflt(d.preprocess),
+                   help=f"--model-file's family pre-processing when its metadata does not say (default {d.preprocess}: "
+                        "the metadata's; Ultralytics files say it)")
     g.add_argument("--names", type=Path, help="class names file, one per line (default: coco.names beside the cfg "
                                               "or in ../data; the packaged COCO names for zoo models and 80-class "
                                               "cfgs; else numbered classes)")
@@ -120,6 +126,9 @@ def spec_from_args(args: argparse.Namespace, classes: ClassesInput = None, base:
     """
     if getattr(args, "model", None) and (getattr(args, "cfg", None) or getattr(args, "weights", None)):
         raise ModelConfigError("give either --model or --cfg/--weights, not both")
+    if getattr(args, "file", None) and (getattr(args, "model", None) or getattr(args, "cfg", None)
+                                        or getattr(args, "weights", None)):
+        raise ModelConfigError("give one of --model-file, --model or --cfg/--weights")
     data = args_mapping(args)
     if classes is not None:
         data["classes"] = classes
@@ -129,5 +138,6 @@ def spec_from_args(args: argparse.Namespace, classes: ClassesInput = None, base:
             spec = spec.with_(**overrides)
     except ModelConfigError as e:
         key, sep, rest = str(e).partition(":")
-        raise ModelConfigError(f"--{key.replace('_', '-')}{sep}{rest}" if key in KEYS else str(e)) from None
+        flag = "model-file" if key == "file" else key.replace("_", "-")
+        raise ModelConfigError(f"--{flag}{sep}{rest}" if key in KEYS else str(e)) from None
     return spec.resolve() if resolve else spec

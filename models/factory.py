@@ -38,6 +38,8 @@ def build_detector(spec: ModelSpec, network: Optional[Network] = None,
     returned detector's `describe()` names the pair, `choice` says why.
     """
     spec = _resolved(spec)
+    if getattr(spec, "file", None) is not None:
+        return _onnx_file_detector(spec)
     if spec.precision == "auto" and spec.backend not in ("auto", "onnx", "openvino"):
         # precision auto is measured on the CPU backends; an explicit other backend runs its
         # usual precision (TensorRT fp16, the rest fp32)
@@ -59,6 +61,15 @@ def build_detector(spec: ModelSpec, network: Optional[Network] = None,
     log.log(logging.WARNING if choice.measured and not choice.cached else logging.INFO, "%s: auto -> %s",
             network.cfg_path.name if network.cfg_path else "model", choice.summary())
     return det
+
+
+def _onnx_file_detector(spec: ModelSpec):
+    """An ONNX file of another family (`onnx_model`): ONNX Runtime fp32, its layout from the graph."""
+    from .onnx_layouts import read_layout  # noqa: PLC0415
+    from .onnx_model import OnnxFileDetector  # noqa: PLC0415
+
+    layout = read_layout(spec.file, read_names(spec.names) if spec.names else None, spec.preprocess, spec.size)
+    return OnnxFileDetector(spec, layout)
 
 
 def _try_tensorrt(spec: ModelSpec, network: Network, names: List[str]):

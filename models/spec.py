@@ -30,9 +30,11 @@ KEYS = {"model": "model", "cfg": "cfg", "weights": "weights", "names": "names", 
         "backend": "backend", "precision": "precision", "conf": "conf_threshold", "nms": "nms_threshold",
         "classes": "classes", "max_det": "max_det", "letterbox": "letterbox", "calib": "calib",
         "threads": "threads", "cache_dir": "cache_dir", "triton_url": "triton_url", "triton_model": "triton_model",
-        "triton_version": "triton_version"}
+        "triton_version": "triton_version", "file": "file",
+        "preprocess": "preprocess"}
 # keys whose relative paths are taken relative to the config file that names them
-FILE_KEYS = ("cfg", "weights", "names", "calib")
+FILE_KEYS = ("cfg", "weights", "file", "names", "calib")
+PREPROCESS = ("auto", "ultralytics", "yolov5", "yolox", "rtdetr")  # models.onnx_layouts.PRESETS
 
 
 SIZE_STEP = 32      # the darknet detectors' largest stride (YOLOv3/v4, -tiny, Yolo-Fastest): 32
@@ -115,11 +117,15 @@ class ModelSpec:
     calib: INT8 calibration directory (``python -m models calibrate --out DIR``).
     triton_url/triton_model/triton_version: the server, model name and version of backend triton
       (docs/triton.md); None: grpc://127.0.0.1:8001, trackpipe_yolo, the server's latest.
+    file: an ONNX detector of another family (YOLOv5/v8/v11, YOLOX, RT-DETR; `onnx_layouts`),
+      instead of a model or cfg/weights; preprocess: its family's pre-processing when its
+      metadata does not say (auto: the metadata's).
     """
 
     model: Optional[str] = None
     cfg: Optional[Path] = None
     weights: Optional[Path] = None
+    file: Optional[Path] = None
     names: Optional[Path] = None
     size: Tuple[int, int] = (0, 0)
     backend: str = "auto"
@@ -135,13 +141,14 @@ class ModelSpec:
     triton_url: Optional[str] = None
     triton_model: Optional[str] = None
     triton_version: Optional[str] = None
+    preprocess: str = "auto"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        for k in ("cfg", "weights", "names", "calib", "cache_dir"):
+        for k in ("cfg", "weights", "file", "names", "calib", "cache_dir"):
             put(k, _path(getattr(self, k), k, None))
         put("size", parse_size(self.size))
         put("classes", split_classes(self.classes))
@@ -150,6 +157,9 @@ class ModelSpec:
         if (self.cfg is None) != (self.weights is None):
             raise ModelConfigError("cfg and weights go together: give both, or neither for a named model "
                                    f"(default {DEFAULT_MODEL})")
+        if self.file is not None and (self.cfg is not None or self.model is not None):
+            raise ModelConfigError("file and model/cfg/weights: give one of them, not both")
+        _choice(self.preprocess, "preprocess", PREPROCESS)
         _choice(self.backend, "backend", BACKENDS)
         _choice(self.precision, "precision", PRECISIONS)
         for k in ("triton_url", "triton_model", "triton_version"):
@@ -205,18 +215,23 @@ class ModelSpec:
         given = {k: v for k, v in data.items() if v is not None}
         if "model" in given and ("cfg" in given or "weights" in given):
             raise ModelConfigError(f"{prefix}model and {prefix}cfg/weights: give one of them, not both")
+        if "file" in given and ("model" in given or "cfg" in given or "weights" in given):
+            raise ModelConfigError(f"{prefix}file and {prefix}model/cfg/weights: give one of them, not both")
         kw = {}
         try:
             for k, v in given.items():
-                if k in ("cfg", "weights", "names", "calib", "cache_dir"):
+                if k in ("cfg", "weights", "file", "names", "calib", "cache_dir"):
                     v = _path(v, k, Path(base_dir) if base_dir is not None else None)
-                elif k in ("model", "backend", "precision") and not isinstance(v, str):
+                elif k in ("model", "backend", "precision", "preprocess") and not isinstance(v, str):
                     raise ModelConfigError(f"{k}: expected a string, got {v!r}")
                 kw[KEYS[k]] = v
-            if "model" in given:
+            if "model" in given or "file" in given:
                 kw.setdefault("cfg", None)
                 kw.setdefault("weights", None)
                 kw.setdefault("names", None)
+                kw.setdefault("model", None)
+            if "cfg" in given or "weights" in given or "model" in given:
+                kw.setdefault("file", None)
             if "cfg" in given or "weights" in given:
                 kw["model"] = None
             return replace(self, **kw)
@@ -244,11 +259,12 @@ class ModelSpec:
     @property
     def model_name(self) -> Optional[str]:
         """The zoo model this spec means: ``model``, or the default when no cfg/weights are given."""
-        return self.model or (DEFAULT_MODEL if self.cfg is None else None)
+        return self.model or (DEFAULT_MODEL if self.cfg is None and self.file is None else None)
 
     @property
     def is_resolved(self) -> bool:
-        return self.cfg is not None and (self.classes is None or all(isinstance(c, int) for c in self.classes))
+        return (self.cfg is not None or self.file is not None) and (self.classes is None or all(
+            isinstance(c, int) for c in self.classes))
 
     def resolve(self, **download_kw) -> "ModelSpec":
         """The spec with every file local and checked, ready for a backend:
@@ -259,8 +275,14 @@ class ModelSpec:
           names defaulting to :func:`names_for_cfg`; calib: a directory;
         - classes: names turned into ids (unknown names: an error naming the closest one).
 
+        An ONNX ``file``: its layout read from the graph (`onnx_layouts.read_layout`), class names
+        from names or its metadata (written once into the cache as a names file), run on ONNX
+        Runtime fp32 (backend/precision auto -> onnx/fp32).
+
         Raises ModelError (one line). Calling it on a resolved spec only checks again.
         """
+        if self.file is not None:
+            return self._resolve_file()
         kw: dict = {}
         cfg, weights, names, size = self.cfg, self.weights, self.names, self.size
         if cfg is None:
@@ -278,6 +300,21 @@ class ModelSpec:
             check_dir(self.calib, "calibration directory")
         classes = parse_classes(self.classes, read_names(names) if names is not None else None)
         return replace(self, cfg=cfg, weights=weights, names=names, size=size, classes=classes, **kw)
+
+    def _resolve_file(self) -> "ModelSpec":
+        from .onnx_layouts import metadata_names_file, read_layout  # noqa: PLC0415
+
+        file = check_file(self.file, "model file")
+        names = check_file(self.names, "names file") if self.names is not None else None
+        layout = read_layout(file, read_names(names) if names is not None else None, self.preprocess, self.size)
+        if names is None and layout.names is not None:
+            names = metadata_names_file(file, layout.names, self.cache_dir)
+        if self.calib is not None:
+            check_dir(self.calib, "calibration directory")
+        classes = parse_classes(self.classes, list(layout.names) if layout.names is not None else None)
+        return replace(self, file=file, names=names, size=layout.input_size, classes=classes,
+                       backend="onnx" if self.backend == "auto" else self.backend,
+                       precision="fp32" if self.precision == "auto" else self.precision)
 
     def with_(self, **kw) -> "ModelSpec":
         """A copy with fields replaced (field names, e.g. ``threads=2``), validated again."""

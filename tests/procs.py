@@ -3,6 +3,9 @@ processes, waiting."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +21,20 @@ def wait_for(cond, timeout: float, what: str):
             return v
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def run_to_exit(cmd: list, cwd, env: dict, timeout: float) -> tuple:
+    """Run ``cmd`` in its own process group, stderr captured -> (exit code, stderr, pid); the
+    group is killed if it outlives ``timeout`` seconds."""
+    p = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return p.returncode, err, p.pid
 
 
 def metrics(port: int) -> dict:

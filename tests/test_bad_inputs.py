@@ -6,13 +6,13 @@ Yolo-Fastest files); the memory estimate also as a unit."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import COCO_NAMES, DARKNET, ROOT, VIDEO_360, YF_CFG, YF_WEIGHTS, leftovers
+from procs import run_to_exit
 
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES)]
 BOMB = ("[&a0 [" + ", ".join(["lol"] * 9) + "], "
@@ -53,17 +53,8 @@ def _run_bad(args, tmp_path: Path, timeout: float = 60):
     env = {k: v for k, v in os.environ.items() if k != "TP_UNSET_TOKEN"}
     env.update(PYTHONUNBUFFERED="1", TRACKPIPE_CACHE=str(tmp_path / "cache"))
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    p = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO_360), *MODEL,
-                          "--headless", "--mot", str(tmp_path / "t.txt"), *args],
-                         cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        _, err = p.communicate(timeout=timeout)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, 9)
-            p.wait()
-    return p.returncode, err, p.pid
+    return run_to_exit([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO_360), *MODEL,
+                        "--headless", "--mot", str(tmp_path / "t.txt"), *args], ROOT, env, timeout)
 
 
 @pytest.mark.timeout(90)

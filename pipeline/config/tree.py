@@ -30,7 +30,7 @@ from pydantic import (
 from trackpipe.models.errors import ModelError
 from trackpipe.models.registry import BACKENDS, PRECISIONS
 from trackpipe.models.spec import KEYS as MODEL_KEYS
-from trackpipe.models.spec import ModelSpec
+from trackpipe.models.spec import PREPROCESS, ModelSpec
 from trackpipe.models.zoo import ZOO
 from trackpipe.pipeline.errors import field_error, whole_error
 from trackpipe.pipeline.events.config import (
@@ -326,9 +326,11 @@ def _model_spec(value: Any, info: ValidationInfo) -> ModelSpec:
 
 MODEL_SCHEMA = {
     "type": "object", "additionalProperties": False,
-    "description": "the detector (docs/models.md): a zoo model, or cfg/weights relative to the config file",
+    "description": "the detector (docs/models.md): a zoo model, cfg/weights or an ONNX file (YOLOv5/v8/v11, YOLOX, "
+                   "RT-DETR), files relative to the config file",
     "properties": {k: ({"enum": list(ZOO)} if k == "model" else {"enum": list(BACKENDS)} if k == "backend"
-                       else {"enum": list(PRECISIONS)} if k == "precision" else {}) for k in MODEL_KEYS}}
+                       else {"enum": list(PRECISIONS)} if k == "precision"
+                       else {"enum": list(PREPROCESS)} if k == "preprocess" else {}) for k in MODEL_KEYS}}
 ModelSection = Annotated[ModelSpec, BeforeValidator(_model_spec), WithJsonSchema(MODEL_SCHEMA)]
 
 

@@ -1,0 +1,229 @@
+"""ONNX detectors of today's families (`--model-file`): layouts read from the graph, parity with the
+producing library's own post-processing, bad files refused in one line, a run end to end.
+
+The fixtures (tests/fixtures/onnx, made by make_fixtures.py there with Ultralytics itself, random
+weights) hold Ultralytics' own predictions on dog.jpg and frames of aiguys_test.mp4 on the same
+ONNX files: no PyTorch here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import COCO_NAMES, ROOT, VIDEO_1080, VIDEO_360, leftovers
+from procs import run_to_exit
+
+FIX = ROOT / "tests" / "fixtures" / "onnx"
+DOG = ROOT / ".." / "shared" / "assets" / "darknet" / "data" / "dog.jpg"
+REFS = json.loads((FIX / "reference.json").read_text())
+PARITY = sorted(REFS["models"])
+
+
+def _spec(name: str, **kw):
+    from trackpipe.models.spec import ModelSpec
+
+    return ModelSpec(file=FIX / f"{name}.onnx", conf_threshold=REFS["conf"], nms_threshold=REFS["iou"], **kw)
+
+
+def _image(key: str) -> np.ndarray:
+    if key == "dog.jpg":
+        return cv2.imread(str(DOG))
+    video, _, index = key.partition("#")
+    cap = cv2.VideoCapture(str(VIDEO_1080.parent / video))
+    try:
+        for _ in range(int(index) + 1):
+            ok, frame = cap.read()
+            assert ok
+        return frame
+    finally:
+        cap.release()
+
+
+def test_layouts_are_read_from_the_graph_and_metadata():
+    from trackpipe.models.classes import read_names
+    from trackpipe.models.onnx_layouts import read_layout
+
+    coco = tuple(read_names(COCO_NAMES))
+    kinds = {name: read_layout(FIX / f"{name}.onnx") for name in PARITY}
+    assert {n: lay.kind for n, lay in kinds.items()} == {"yolo11t": "anchor_free", "yolo11t-nms": "nms",
+                                                          "yolov5tu": "anchor_free", "yolov8t": "anchor_free"}
+    for name, lay in kinds.items():
+        assert (lay.preset, lay.input_size) == ("ultralytics", (320, 320))
+        if name != "yolov5tu":  # Ultralytics' COCO names (darknet's say motorbike, aeroplane, sofa, ...)
+            assert len(lay.names) == 80 and lay.names[:3] == coco[:3] and lay.names[3] == "motorcycle"
+    voc = kinds["yolov5tu"]
+    assert (voc.num_classes, voc.names[0], voc.names[-1]) == (20, "aeroplane", "tvmonitor")
+    assert kinds["yolov8t"].output_shape == (1, 84, 2100)
+
+
+@pytest.mark.parametrize("name", PARITY)
+def test_parity_with_ultralytics_own_postprocessing(name):
+    """Boxes within 1 px, the same classes, scores within 1e-4 on every reference image."""
+    from trackpipe.models.factory import build_detector
+
+    det = build_detector(_spec(name).resolve())
+    assert det.describe() == "onnx-fp32"
+    total = 0
+    for ref in REFS["models"][name]:
+        got = det.detect(_image(ref["image"]))
+        want = (np.asarray(ref["xyxy"], np.float32).reshape(-1, 4), np.asarray(ref["score"], np.float32),
+                np.asarray(ref["class_id"], np.int32))
+        assert len(got) == len(want[1]), (ref["image"], len(got), len(want[1]))
+        unmatched = _unmatched(want, got)
+        assert not unmatched, (ref["image"], unmatched[:3])
+        total += len(got)
+    assert total >= 5  # the references hold boxes to compare
+
+
+def _unmatched(want, got, px: float = 1.0, score_tol: float = 1e-4) -> list:
+    """Reference detections (xyxy, score, class_id) without a detection of ours of the same class,
+    its score within score_tol and every coordinate within px (each of ours used once)."""
+    free = np.ones(len(got), bool)
+    missing = []
+    for box, score, cls in zip(*want):
+        ok = free & (got.class_id == cls) & (np.abs(got.score - score) <= score_tol)
+        ok &= np.abs(got.xyxy - box).max(axis=1) <= px
+        hits = np.flatnonzero(ok)
+        if len(hits) == 0:
+            missing.append((box.tolist(), float(score), int(cls)))
+            continue
+        free[hits[np.abs(got.score[hits] - score).argmin()]] = False
+    return missing
+
+
+def test_classes_filter_and_max_det():
+    from trackpipe.models.factory import build_detector
+
+    full = build_detector(_spec("yolov8t").resolve()).detect(cv2.imread(str(DOG)))
+    top = int(np.bincount(full.class_id).argmax())
+    only = build_detector(_spec("yolov8t", classes=(top,)).resolve()).detect(cv2.imread(str(DOG)))
+    assert len(only) and set(only.class_id.tolist()) == {top}
+    capped = build_detector(_spec("yolov8t", max_det=2).resolve()).detect(cv2.imread(str(DOG)))
+    np.testing.assert_allclose(capped.score, full.score[:2])
+
+
+def test_batch_of_frames_equals_frames_one_by_one():
+    from trackpipe.models.factory import build_detector
+
+    det = build_detector(_spec("yolo11t").resolve())
+    frames = [_image(r["image"]) for r in REFS["models"]["yolo11t"][:3]]
+    for one, batched in zip([det.detect(f) for f in frames], det.detect_batch(frames)):
+        np.testing.assert_array_equal(one.xyxy, batched.xyxy)
+
+
+def test_decoders_of_the_other_layouts():
+    """YOLOv5 (anchor-based), YOLOX (grid offsets x strides) and RT-DETR (normalised) rows."""
+    from trackpipe.models.onnx_layouts import decode_anchor_based, decode_rtdetr, decode_yolox, yolox_grid
+
+    rows = np.zeros((3, 5 + 2), np.float32)
+    rows[:, 0:4] = [[50, 60, 20, 10], [10, 10, 4, 4], [100, 100, 8, 8]]
+    rows[:, 4] = [0.9, 0.2, 0.6]                         # objectness: row 1 fails
+    rows[:, 5:] = [[0.1, 0.5], [1.0, 1.0], [0.3, 0.1]]   # row 2: 0.6 x 0.3 = 0.18 fails
+    xyxy, score, cls = decode_anchor_based(rows, 0.25)
+    np.testing.assert_allclose(xyxy, [[40, 55, 60, 65]])
+    np.testing.assert_allclose(score, [0.45])
+    assert cls.tolist() == [1]
+    grid = yolox_grid((64, 32))
+    assert len(grid[0]) == 8 * 4 + 4 * 2 + 2 * 1
+    raw = np.zeros((len(grid[0]), 5 + 1), np.float32)
+    raw[9] = [0.5, 0.5, np.log(2.0), 0.0, 0.8, 0.5]      # stride 8, cell (1, 1): centre 12, 12, 16 x 8
+    xyxy, score, cls = decode_yolox(raw, 0.25, grid=grid)
+    np.testing.assert_allclose(xyxy, [[4, 8, 20, 16]])
+    np.testing.assert_allclose(score, [0.4])
+    det = np.asarray([[0.5, 0.5, 0.25, 0.5, 0.1, 0.7], [0.1, 0.1, 0.1, 0.1, 0.2, 0.1]], np.float32)
+    xyxy, score, cls = decode_rtdetr(det, 0.25, input_size=(320, 160))
+    np.testing.assert_allclose(xyxy, [[120, 40, 200, 120]])
+    assert cls.tolist() == [1]
+
+
+def _onnx_with(tmp_path: Path, in_shape, out_shapes) -> Path:
+    """A real ONNX file of the given input and output shapes (outputs: a reduction of the input
+    reshaped; no metadata)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0)]
+    outs = []
+    for i, shape in enumerate(out_shapes):
+        shape_name = f"s{i}"
+        nodes.append(helper.make_node("Constant", [], [shape_name], value=helper.make_tensor(
+            shape_name, TensorProto.INT64, [len(shape)], list(shape))))
+        nodes.append(helper.make_node("Expand", ["m", shape_name], [f"y{i}"]))
+        outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, list(shape)))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+                              outs)
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _run(args, tmp_path: Path, timeout: float = 90):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TRACKPIPE_CACHE=str(tmp_path / "cache"))
+    return run_to_exit([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO_360), "--headless",
+                        *args], ROOT, env, timeout)
+
+BAD = {
+    "classification model": (lambda t: ["--model-file", str(FIX / "yolov8t-cls.onnx")],
+                             "a classify model (metadata task='classify'); only detection models are supported"),
+    "segmentation model": (lambda t: ["--model-file", str(FIX / "yolov8t-seg.onnx")],
+                           "a segment model (metadata task='segment'); only detection models are supported"),
+    "segmentation without metadata": (
+        lambda t: ["--model-file", str(_onnx_with(t, (1, 3, 320, 320), [(1, 116, 2100), (1, 32, 80, 80)])),
+                   "--preprocess", "ultralytics"],
+        "2 outputs ((1, 116, 2100), (1, 32, 80, 80)): a segmentation or pose model?"),
+    "classification without metadata": (
+        lambda t: ["--model-file", str(_onnx_with(t, (1, 3, 224, 224), [(1, 1000)])), "--preprocess", "ultralytics"],
+        "output (1, 1000) is a classification model's"),
+    "wrong input rank": (lambda t: ["--model-file", str(_onnx_with(t, (3, 320, 320), [(1, 84, 2100)]))],
+                         "input 'x' has rank 3 (3, 320, 320); a detector's is (B, 3, H, W)"),
+    "names not matching": (lambda t: ["--model-file", str(FIX / "yolov8t.onnx"), "--names",
+                                      str(_names(t, ["a", "b", "c"]))],
+                           "the names file has 3 names but the model has 80 classes"),
+    "no family": (lambda t: ["--model-file", str(_onnx_with(t, (1, 3, 320, 320), [(1, 84, 2100)]))],
+                  "no family in the model's metadata: give --preprocess"),
+    "unknown layout": (lambda t: ["--model-file", str(_onnx_with(t, (1, 3, 320, 320), [(1, 2100, 84)])),
+                                  "--preprocess", "ultralytics"],
+                       "output (1, 2100, 84) is no ultralytics detection layout I know"),
+    "not onnx": (lambda t: ["--model-file", str(_names(t, ["x"]))], "not an ONNX model"),
+    "with --cfg": (lambda t: ["--model-file", str(FIX / "yolov8t.onnx"), "--model", "yolov4-tiny"],
+                   "give one of --model-file, --model or --cfg/--weights"),
+}
+
+
+def _names(tmp_path: Path, names) -> Path:
+    path = tmp_path / "x.names"
+    path.write_text("".join(f"{n}\n" for n in names))
+    return path
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_model_file_is_one_line_exit_2(tmp_path, case):
+    make, expected = BAD[case]
+    code, err, pid = _run([*make(tmp_path), "--mot", str(tmp_path / "t.txt")], tmp_path)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert expected in err, err
+    assert not (tmp_path / "t.txt").exists() and leftovers(pid) == []
+
+
+@pytest.mark.timeout(180)
+def test_run_tracker_end_to_end_with_an_onnx_file(tmp_path):
+    """run_tracker.py --model-file: tracks written in the MOT file, the metadata's names used."""
+    mot, prof = tmp_path / "t.txt", tmp_path / "p.json"
+    code, err, pid = _run(["--model-file", str(FIX / "yolov8t.onnx"), "--max-frames", "40", "--mot", str(mot),
+                           "--profile", str(prof), "--conf", "0.3"], tmp_path, timeout=150)
+    assert code == 0, err
+    assert leftovers(pid) == []
+    report = json.loads(prof.read_text())
+    assert report["frames_out"] == 40
+    assert "onnx-fp32" in json.dumps(report)
+    rows = [ln.split(",") for ln in mot.read_text().splitlines()]
+    assert rows and all(1 <= int(r[0]) <= 40 for r in rows)
