@@ -1,6 +1,7 @@
-"""Advice names what exists: every flag and config key that an error or log message names is one
-of the command lines' flags or a key of the config model; usage lines name the command the user
-typed; ``run_tracker.py --help`` shows cameras, zones and lines with an example each.
+"""Advice names what exists: every flag and config key that an error or log message (or a --help
+text) names is one of the command lines' flags or a key of the config model; usage lines name
+the command the user typed; ``run_tracker.py --help`` shows cameras, zones and lines with an
+example each.
 
 The messages are collected from the source (pipeline/, models/, trackers/, the two scripts): the
 string parts of every ``raise ...(...)`` and of every ``log.error/warning/info/...``,
@@ -137,6 +138,20 @@ def test_messages_name_real_keys():
     paths = key_paths()
     bad = [f"{m.where}: {m.word}" for f in source_files() for m in message_mentions(f)[1] if not is_key(m.word, paths)]
     assert not bad, "messages name config keys that the config model does not have:\n" + "\n".join(bad)
+
+
+def test_help_texts_name_real_flags_and_keys():
+    """--help's descriptions, option helps and epilogs: the same rule as the messages."""
+    flags, paths = real_flags(), key_paths()
+    bad = []
+    for p in _parsers():
+        for text in [p.description, p.epilog, *(a.help for a in p._actions)]:
+            if not isinstance(text, str):
+                continue
+            bad += [f"{p.prog}: {f}" for f in FLAG.findall(text) if f not in flags]
+            bad += [f"{p.prog}: {k}" for k in KEY.findall(text)
+                    if k.rsplit(".", 1)[1] not in FILE_SUFFIXES and k not in NOT_KEYS and not is_key(k, paths)]
+    assert not bad, "help texts name flags or keys that do not exist:\n" + "\n".join(bad)
 
 
 def test_the_checks_find_what_they_look_for():

@@ -178,7 +178,7 @@ function eventText(e) {
   const has = (v) => v !== null && v !== undefined && v !== "";
   const parts = [e.camera, e.class, has(e.track_id) ? `#${e.track_id}` : "",
                  has(e.zone) ? `zone ${e.zone}` : "", has(e.line) ? `line ${e.line}` : "", e.direction,
-                 has(e.dwell_s) ? `${fmt(e.dwell_s)} s` : "", e.reason];
+                 has(e.dwell_s) ? `after ${fmt(e.dwell_s)} s` : "", has(e.reason) ? `(${e.reason})` : ""];
   return parts.filter(has).join(" ");
 }
 
