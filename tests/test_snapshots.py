@@ -61,3 +61,27 @@ def test_a_failing_disk_is_counted_not_raised(tmp_path):
     frame = np.zeros((64, 64, 3), np.uint8)
     assert w.write(frame, 0, 0.0, _tracks([1], [0]), np.array([0])) == []
     assert w.errors == 1 and w.written == 0
+
+
+def test_best_frames_encode_a_tracks_new_best_clean_and_only_for_recorded_classes():
+    from trackpipe.pipeline.recording.best import BestFrames
+    best = BestFrames(classes=["car"], names=NAMES, min_gain=0.05)
+    frame = np.full((120, 160, 3), 80, np.uint8)
+    frame[10:50, 100:150] = 200                                  # the object
+    tr = _tracks([7, 8], [0, 2], [[20, 20, 60, 100], [100, 10, 150, 50]])
+    tr.score[:] = [0.9, 0.6]
+    assert best.due(tr).tolist() == [1]                          # the person is not recorded
+    got = best.encode(frame, 5, 1.25, tr, best.due(tr))
+    assert [(b.track_id, b.seq, b.t, b.score) for b in got] == [(8, 5, 1.25, np.float32(0.6))]
+    assert got[0].box.tolist() == [100, 10, 150, 50]
+    img = cv2.imdecode(np.frombuffer(got[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(img.astype(int) - frame).mean() < 2           # the clean frame: no box drawn (no colour)
+    assert np.ptp(img[5:55, 95:155].astype(int), axis=2).max() < 20
+    tr.score[1] = 0.63
+    assert best.due(tr).tolist() == []                           # not better by min_gain
+    tr.score[1], tr.predicted[1] = 0.9, True
+    assert best.due(tr).tolist() == []                           # a predicted box never scores
+    tr.predicted[1] = False
+    assert best.due(tr).tolist() == [1]
+    best.ended([8])
+    assert best.score == {}

@@ -249,8 +249,6 @@ class RecordConfig(Section):
                                 "first (0: no limit)", ge=0.0)
     min_free_gb: float = Finite(1.0, "free-space floor of the record folder's disk: under it the oldest segments "
                                      "go first", ge=0.0)
-    snapshot_cpu: float = Finite(0.004, "share of one core that decoding events' snapshots may use on average (up "
-                                        "to 30 s of it at once); events beyond it get no snapshot", ge=0.0, le=1.0)
     classes: ClassList = None
 
     @field_validator("classes", mode="before")

@@ -52,7 +52,6 @@ class Segment:
     path: str            # relative to the record folder
     bytes: int
     created: float = field(default_factory=time.time)   # wall clock when it was closed
-    keyframes: list[float] | None = field(default=None, compare=False)   # their times (from the writer; not stored)
 
 
 @dataclass

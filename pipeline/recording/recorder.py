@@ -4,13 +4,16 @@ snapshots and retention, in the one process that writes the index.
     rec = Recorder(RecorderSettings(root, cameras, run_tag=..., names=...))
     if rec.start():                      # False: the folder is not writable (one warning line)
         rec.observe(camera, t, track_id, xyxy, score, class_id, predicted, frame_size)   # per tracked frame
+        rec.best_frame(camera, track_id, t, box, score, jpeg)   # render's best frame of a track so far
         rec.on_events(camera, events)    # the frame's event dicts (track_ended finishes an event)
     ...
     rec.close()
 
-``observe``/``on_events`` are called from the host's thread and never block on disk: finished
-events, closed segments, snapshots and retention go through one worker thread. At start the
-index is reconciled with the files (`reconcile`).
+``observe``/``best_frame``/``on_events`` are called from the host's thread and never block on
+disk: finished events, closed segments, snapshots and retention go through one worker thread.
+An event's snapshot is the last best frame render sent for its track (`best.BestFrames`: the
+frames are decoded there already); one that comes after the event is indexed replaces it. At
+start the index is reconciled with the files (`reconcile`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import os
 import queue
 import threading
 import time
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +30,16 @@ from pathlib import Path
 from .clips import segment_packets
 from .events import EventBuilder
 from .index import EventRecord, RecordIndex, Segment
-from .layout import parse_segment, requests_dir, snapshot_path
+from .layout import event_id, parse_segment, requests_dir, snapshot_path
 from .retention import CameraPolicy, Retention
 from .segmenter import CameraRecorder, writable
-from .snapshots import frame_at, keyframe_times, write_jpeg
+from .snapshots import write_bytes
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-SNAPSHOT_WAIT_S = 60.0      # an event's best frame is looked for this long after its end
-NEAR_BEST = 0.8             # a snapshot is the sighting scored >= this x the best that decodes soonest
-KEY_SLACK_S = 0.04          # a sighting this close to a keyframe is at it (a frame at 25 fps)
+SNAPSHOT_WAIT_S = 60.0      # an event's best frame (sent by render) is taken this long after its end
+MAX_BEST = 256              # best frames of tracks not ended yet kept at most (the oldest go first)
 
 
 @dataclass
@@ -69,14 +70,16 @@ class RecorderSettings:
     run_tag: str = "run"
     names: Sequence[str] = ()
     t_base: float = field(default_factory=time.time)   # files run lossless: their clock is t_base + media time
-    snapshot_cpu: float = 0.05     # share of one core that snapshot decoding may use, on average
-    snapshot_burst_s: float = 1.5  # CPU seconds it may use at once (after a quiet spell)
 
 
 @dataclass
-class _Snapshot:
-    event: EventRecord
-    deadline: float
+class _Best:
+    """A track's best frame: its time on the events' clock, box (xyxy pixels), score, JPEG bytes."""
+
+    t: float
+    box: list
+    score: float
+    jpeg: bytes
 
 
 class Recorder:
@@ -94,13 +97,13 @@ class Recorder:
         self.tracked_until: dict[str, float] = {}
         self.work: queue.Queue = queue.Queue(maxsize=10000)
         self.worker: threading.Thread | None = None
-        self.snapshots: list[_Snapshot] = []
-        self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "snapshots_skipped": 0,
+        self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "snapshots_missing": 0,
                        "deleted": 0, "dropped": 0}
-        self._budget = settings.snapshot_burst_s      # CPU seconds snapshots may spend now (a token bucket)
-        self._budget_t = time.monotonic()
         self.retention: Retention | None = None
-        self._key_cache: dict[str, list] = {}
+        self._bests: dict[str, _Best] = {}        # worker: event id -> best frame of a track not indexed yet
+        self._indexed: dict[str, tuple] = {}      # worker: event id -> (until, has a snapshot): late frames update it
+        self._have_best: dict[str, None] = {}     # host: ids render sent a best frame for (recent, ordered)
+        self._awaiting: dict[str, float] = {}     # host: ended events without one yet -> until when
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class Recorder:
         self.stop_event.set()
         for t in self.threads.values():
             t.join(max(0.1, deadline - time.monotonic()))
-        self._put(("close", max(0.5, deadline - time.monotonic())))
+        self._put(("close", None))
         if self.worker is not None:
             self.worker.join(max(0.5, deadline - time.monotonic()) + 1.0)
         self.enabled = False
@@ -175,6 +178,27 @@ class Recorder:
         for ev in events:
             self.on_event(camera, ev)
 
+    def best_frame(self, camera: str, track_id: int, t: float, box, score: float, jpeg: bytes) -> None:
+        """Render's best frame so far of ``camera``'s track ``track_id`` (time ``t`` on the events'
+        clock, as ``observe``; box (4,) xyxy pixels; the clean frame as JPEG): its event's snapshot."""
+        b = self.builders.get(camera)
+        if b is None or not self.enabled:
+            return
+        eid = event_id(camera, self.s.run_tag, track_id)
+        self._have_best[eid] = None
+        if len(self._have_best) > 4 * MAX_BEST:
+            self._have_best.pop(next(iter(self._have_best)))
+        self._awaiting.pop(eid, None)
+        self._put(("best", (camera, eid, _Best(t + b.offset, [round(float(v), 1) for v in box], round(float(score), 4),
+                                      jpeg))))
+
+    def missing_snapshots(self) -> int:
+        """Events ended lately whose best frame has not come (the host waits for them at the end)."""
+        now = time.monotonic()
+        for eid in [e for e, until in self._awaiting.items() if until < now]:
+            del self._awaiting[eid]
+        return len(self._awaiting)
+
     def on_event(self, camera: str, ev: dict) -> str | None:
         """One event dict of ``camera``; -> the review id when it finished an event (a
         ``track_ended`` of a class recorded), whose clip and snapshot the API then serves."""
@@ -184,6 +208,8 @@ class Recorder:
         rec = b.on_event(ev)
         if rec is None:
             return None
+        if rec.id not in self._have_best:
+            self._awaiting[rec.id] = time.monotonic() + SNAPSHOT_WAIT_S
         self._put(("event", rec))
         return rec.id
 
@@ -213,27 +239,24 @@ class Recorder:
                 if job is not None:
                     kind, arg = job
                     if kind == "segment":
-                        if arg.keyframes is not None:       # known from the writer: no demuxing
-                            self._remember_keyframes(arg.path, arg.keyframes)
                         self.index.add_segment(arg)
                         self.counts["segments"] += 1
                         self.counts["bytes"] += arg.bytes
                         self._retain()
                     elif kind == "event":
-                        self.index.add_event(arg)
-                        self.counts["events"] += 1
-                        self.snapshots.append(_Snapshot(arg, time.monotonic() + SNAPSHOT_WAIT_S))
+                        self._event(arg)
+                    elif kind == "best":
+                        self._best(*arg)
                     elif kind == "mark":
-                        self._snap(final=False)
                         arg.set()
                     elif kind == "close":
-                        self._snap(final=True, deadline=time.monotonic() + arg)   # each tried once more
+                        self._forget_indexed(final=True)
                         self._requests()
                         self._retain()
                         return
                 if time.monotonic() - last_tick >= TICK_S:
                     last_tick = time.monotonic()
-                    self._snap(final=False)
+                    self._forget_indexed()
                     self._requests()
                     self._retain()
             except Exception:
@@ -244,130 +267,53 @@ class Recorder:
         res = self.retention.apply(tracked_until=dict(self.tracked_until), open_tracks=opened)
         self.counts["deleted"] += res.deleted
 
-    def _open_segment(self, camera: str) -> list[Segment]:
-        """The segment being written (readable: fragmented MP4), as a Segment."""
-        t = self.threads.get(camera)
-        return [] if t is None else t.open_segments()
-
-    def _refill(self) -> float:
-        now = time.monotonic()
-        self._budget = min(self.s.snapshot_burst_s, self._budget + (now - self._budget_t) * self.s.snapshot_cpu)
-        self._budget_t = now
-        return self._budget
-
-    def _snap(self, final: bool, deadline: float = float("inf")) -> None:
-        """Each pending event's snapshot, once closed segments hold its footage (one try each: a
-        frame not found is not looked for again), as the CPU budget allows (decoding a 1080p GOP
-        costs ~0.5 s of CPU: without a bound, a busy camera's snapshots would cost more than its
-        recording); an event still waiting at its deadline goes without one (counted)."""
-        keep = []
-        for i, job in enumerate(self.snapshots):
-            ev = job.event
-            if time.monotonic() > deadline:
-                self.counts["snapshots_skipped"] += len(self.snapshots) - i
-                break
-            waiting = not final and not self._covered(ev)    # wait (no demuxing) for its footage to be closed
-            if waiting or self._refill() <= 0.0:
-                if time.monotonic() < job.deadline and not final:
-                    keep.append(job)
-                else:
-                    self.counts["snapshots_skipped"] += 1
-                continue
-            cpu0 = time.thread_time()
-            try:
-                got = self._cheapest(ev, final)
-                if got is None and (final or self._before_footage(ev)):
-                    got = self._best_recorded(ev)
-            finally:
-                self._budget -= time.thread_time() - cpu0
-            if got is None:
-                self.counts["snapshots_skipped"] += 1
-                log.debug("event %s: no recorded frame for its snapshot", ev.id)
-                continue
-            frame, _ = got
-            path = snapshot_path(self.root, ev.camera, ev.id)
-            try:
-                write_jpeg(path, frame)
-            except OSError as e:
-                log.warning("snapshot %s not written: %s", path, e)
-                continue
-            rel = str(path.relative_to(self.root))
-            self.index.set_snapshot(ev.id, rel)
+    def _event(self, ev: EventRecord) -> None:
+        """A finished event: indexed, with its snapshot when render's best frame came first."""
+        best = self._bests.pop(ev.id, None)
+        if best is not None and self._write_snapshot(ev.camera, ev.id, best.jpeg):
+            ev.snapshot = str(snapshot_path(self.root, ev.camera, ev.id).relative_to(self.root))
+            ev.t_best, ev.box, ev.score = best.t, best.box, best.score
             self.counts["snapshots"] += 1
-        self.snapshots = keep
+        self.index.add_event(ev)
+        self.counts["events"] += 1
+        self._indexed[ev.id] = (time.monotonic() + SNAPSHOT_WAIT_S, ev.snapshot is not None)
 
-    def _covered(self, ev: EventRecord) -> bool:
-        """Closed segments hold the event up to its end (or the recording began after its best frame)."""
-        segs = self.index.segments(ev.camera, after=ev.end - 0.01)
-        return bool(segs) and segs[0].end >= ev.end or self._before_footage(ev)
+    def _best(self, camera: str, eid: str, best: _Best) -> None:
+        """Render's best frame of a track: kept until its event comes, or (the event is indexed:
+        render runs behind track) its snapshot now."""
+        done = self._indexed.get(eid)
+        if done is None:
+            self._bests.pop(eid, None)
+            self._bests[eid] = best
+            while len(self._bests) > MAX_BEST:
+                self._bests.pop(next(iter(self._bests)))
+            return
+        if not self._write_snapshot(camera, eid, best.jpeg):
+            return
+        self.index.set_snapshot(eid, str(snapshot_path(self.root, camera, eid).relative_to(self.root)))
+        self.index.set_best(eid, best.t, best.box, best.score)
+        if not done[1]:
+            self.counts["snapshots"] += 1
+            self._indexed[eid] = (done[0], True)
 
-    def _remember_keyframes(self, path: str, keys: list) -> None:
-        if len(self._key_cache) > 64:
-            self._key_cache.pop(next(iter(self._key_cache)))
-        self._key_cache[path] = list(keys)
+    def _write_snapshot(self, camera: str, eid: str, jpeg: bytes) -> bool:
+        path = snapshot_path(self.root, camera, eid)
+        try:
+            write_bytes(path, jpeg)
+        except OSError as e:
+            log.warning("snapshot %s not written: %s", path, e.strerror or e)
+            return False
+        return True
 
-    def _keyframes(self, segs: list[Segment]) -> list:
-        """Keyframe times of closed segments: from their writer, else demuxed once (a small cache)."""
-        out = []
-        for s in segs:
-            if s.keyframes is not None:
-                out += s.keyframes
-                continue
-            if s.path not in self._key_cache:
-                self._remember_keyframes(s.path, keyframe_times(self.root, [s]))
-            out += self._key_cache[s.path]
-        return sorted(out)
-
-    def _cheapest(self, ev: EventRecord, final: bool):
-        """The frame of the event's snapshot: of the sightings scored at least ``NEAR_BEST`` x its
-        best, the one that decodes soonest after its keyframe (one at a keyframe decodes alone; a
-        camera's keyframe comes every second or two, a GOP of 1080p costs ~5 ms a frame), the better
-        scored of equals; its time, box and score become the event's."""
-        segs = self.index.segments(ev.camera, after=ev.start - 0.1, before=ev.end + 0.1)
-        if final:
-            segs += [s for s in self._open_segment(ev.camera) if s.start <= ev.end + 0.1]
-        if not segs:
-            return None
-        keys = self._keyframes(segs)
-        first, last = segs[0].start, max(s.end for s in segs)
-        rows = [r for r in ev.boxes if len(r) > 5 and r[5] > 0 and first - KEY_SLACK_S <= r[0] <= last]
-        if not rows or not keys:
-            return None
-        best = max(r[5] for r in rows)
-
-        def decode_s(r) -> float:
-            i = bisect_right(keys, r[0] + KEY_SLACK_S) - 1
-            return float("inf") if i < 0 else max(0.0, r[0] - keys[i] - KEY_SLACK_S)
-
-        row = min((r for r in rows if r[5] >= NEAR_BEST * best), key=lambda r: (decode_s(r), -r[5]))
-        got = frame_at(self.root, segs, row[0], slack_s=KEY_SLACK_S if decode_s(row) == 0.0 else 0.5)
-        if got is not None and (row[0] != ev.t_best or list(row[1:5]) != ev.box):
-            ev.t_best, ev.box, ev.score = row[0], list(row[1:5]), row[5]
-            self.index.set_best(ev.id, ev.t_best, ev.box, ev.score)
-        return got
-
-    def _before_footage(self, ev: EventRecord) -> bool:
-        """The best frame came before the camera's recording began (an object there at the start)."""
-        first = self.index.segments(ev.camera, limit=1)
-        return bool(first) and ev.t_best < first[0].start <= ev.end
-
-    def _best_recorded(self, ev: EventRecord):
-        """The event's best-scored recorded frame instead (its best time, box and score updated):
-        the object was there before the recording began, or after it stopped (the run's end)."""
-        segs = self.index.segments(ev.camera, after=ev.start - 1.0, before=ev.end + 1.0)
-        if not segs:
-            return None
-        first, last = segs[0].start, segs[-1].end
-        rows = [r for r in ev.boxes if first <= r[0] <= last - 0.1 and len(r) > 5 and r[5] > 0]
-        if not rows:
-            return None
-        row = max(rows, key=lambda r: r[5])
-        segs = self.index.segments(ev.camera, after=row[0] - 1.0, before=row[0] + 1.0)
-        got = frame_at(self.root, segs, row[0]) if segs else None
-        if got is not None:
-            ev.t_best, ev.box, ev.score = row[0], list(row[1:5]), row[5]
-            self.index.set_best(ev.id, ev.t_best, ev.box, ev.score)
-        return got
+    def _forget_indexed(self, final: bool = False) -> None:
+        """Events indexed ``SNAPSHOT_WAIT_S`` ago (or all, at the end) take no more frames; those
+        that never got one are counted."""
+        now = time.monotonic()
+        for eid, (until, has) in list(self._indexed.items()):
+            if final or until < now:
+                del self._indexed[eid]
+                if not has:
+                    self.counts["snapshots_missing"] += 1
 
     def _requests(self) -> None:
         """Deletions asked through the API (`review.ReviewApi` in another process)."""

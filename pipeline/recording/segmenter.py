@@ -90,7 +90,6 @@ class Segmenter:
         self.ref_dts: int | None = None
         self.last_dts: int | None = None
         self.packets = 0
-        self.keyframes: list[float] = []   # times of the open segment's keyframes (snapshots need no demux)
 
     def add(self, packet, t: float, pts_s: float | None = None) -> None:
         """One packet (``packet.dts`` not None) whose presentation time is ``t`` (events' clock;
@@ -119,8 +118,6 @@ class Segmenter:
         self.last_dts = dts
         self.last_t = max(self.last_t, t)
         self.packets += 1
-        if packet.is_keyframe:
-            self.keyframes.append(t)
 
     def _open(self, t: float, pts_s: float | None = None) -> None:
         path = segment_path(self.root, self.camera, t)
@@ -136,7 +133,6 @@ class Segmenter:
         self.start_pts = pts_s
         self.ref_dts = None
         self.packets = 0
-        self.keyframes = []
 
     def _abandon(self) -> None:
         out, self.out = self.out, None
@@ -156,7 +152,6 @@ class Segmenter:
             shift = self.clock.at(self.start_pts) - self.start
             self.start += shift
             self.last_t += shift
-            self.keyframes = [k + shift for k in self.keyframes]
             if end is not None:
                 end = self.clock.at(end_pts) if end_pts is not None else end + shift
         try:
@@ -180,8 +175,7 @@ class Segmenter:
             except OSError:
                 pass
             return None
-        seg = Segment(self.camera, self.start, max(end, self.start + 1e-3), str(path.relative_to(self.root)), size,
-                      keyframes=list(self.keyframes))
+        seg = Segment(self.camera, self.start, max(end, self.start + 1e-3), str(path.relative_to(self.root)), size)
         self.on_closed(seg)
         return seg
 
@@ -208,16 +202,6 @@ class CameraRecorder(threading.Thread):
         self.segments = 0
         self.error: str | None = None
         self.cpu_s = 0.0             # this thread's CPU time (time.thread_time), for the profile
-        self.seg: Segmenter | None = None
-
-    def open_segments(self) -> list:
-        """The segment being written (readable up to its last complete fragment), as a `Segment`."""
-        seg = self.seg
-        path = seg.path if seg is not None else None
-        if path is None:
-            return []
-        return [Segment(self.camera, seg.start, seg.last_t, str(path.relative_to(self.root)), 0,
-                        keyframes=list(seg.keyframes))]
 
     def _set(self, state: str, reason: str = "") -> None:
         if state != self.state:
@@ -272,8 +256,8 @@ class CameraRecorder(threading.Thread):
                             "its events are still indexed, without clips (the annotated --output video re-encodes "
                             "it)", self.camera, codec, "/".join(COPY_CODECS))
                 return "unsupported"
-            seg = self.seg = Segmenter(self.root, self.camera, stream, self.segment_s, self._closed,
-                                       self.clock if self.clock.live else None)
+            seg = Segmenter(self.root, self.camera, stream, self.segment_s, self._closed,
+                            self.clock if self.clock.live else None)
             self.clock.reset()
             tb = float(stream.time_base)
             got = False
@@ -321,7 +305,6 @@ class CameraRecorder(threading.Thread):
                     seg.close()
                 except RecordWriteError:
                     pass
-            self.seg = None
             try:
                 inp.close()
             except Exception as e:  # noqa: BLE001

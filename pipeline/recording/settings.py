@@ -51,5 +51,4 @@ def resolve(cfg, cameras: Sequence, lossless: bool, t_base: float | None = None,
     if not out:
         return None
     return RecorderSettings(Path(rec.dir), out, max_gb=rec.max_gb, min_free_gb=rec.min_free_gb,
-                            snapshot_cpu=rec.snapshot_cpu, snapshot_burst_s=30.0 * rec.snapshot_cpu,
                             run_tag=make_run_tag(t_base), names=tuple(names), t_base=t_base)

@@ -112,7 +112,8 @@ class StageSettingsBuilder:
             snapshot_classes=tuple(o.snapshot_classes) if o.snapshot_classes else None,
             snapshot_quality=o.snapshot_quality,
             snapshots_to_sink=bool(mqtt is not None and mqtt.snapshots and "sink" in p.topology),
-            incarnation=incarnation, clean_slots="web" in p.topology)
+            incarnation=incarnation, clean_slots="web" in p.topology,
+            record=self.record if "sink" in p.topology else None)
 
     def sink(self, worker: int, incarnation: int) -> SinkSettings:
         from trackpipe.pipeline.events.targets import target_configs

@@ -29,7 +29,7 @@ import numpy as np
 from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import CTL, OVERLAY, SINK, TRACKS, of_camera
-from trackpipe.pipeline.transport.messages import EndOfStream, Snapshot, StageState, Tracked
+from trackpipe.pipeline.transport.messages import BestFrame, EndOfStream, Snapshot, StageState, Tracked
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
@@ -92,6 +92,7 @@ class CameraOutput:
         self.shapes = shapes        # {"zones": [...], "lines": [...]} as configured: drawn on every frame
         self.video = None
         self.snaps = None
+        self.best = None            # recording.best.BestFrames: a recorded camera's tracks' best frames
         self.zone_drawer = None
         self.zone_counts = {"zones": {}, "lines": {}}
 
@@ -154,12 +155,34 @@ class RenderProcess(StageProcess):
         self.snaps_out = self.bus.push(SINK, hwm=16) if self.settings.snapshots_to_sink else None
         if self.snaps_out is not None:
             self.stats.gauges.update(snapshots_sent=0, snapshots_dropped=0)
+        self.best_out = self._best_frames()
         self.annotator = BoxAnnotator(self.names, labels=self.settings.labels)
         self.window = None
         self.ended = set()
         self.scratch = np.empty(max((o.ring.max_shape for o in self.outs), key=lambda s: s[0] * s[1]), np.uint8) \
             if self._private() or self.display == "mirror" else None
         self.stats.gauges.update(frames_written=0)
+
+    def _best_frames(self):
+        """Recorded cameras keep their tracks' best frames (`recording.best.BestFrames`), sent to
+        the sink for their events' snapshots; -> the socket to the sink (None: nothing recorded)."""
+        rec = self.settings.record
+        recorded = {c.name: c for c in rec.cameras} if rec is not None else {}
+        if not any(o.name in recorded for o in self.outs):
+            return None
+        from trackpipe.pipeline.recording.best import BestFrames
+        for o in self.outs:
+            if o.name in recorded:
+                o.best = BestFrames(recorded[o.name].classes, self.names or ())
+        self.stats.gauges.update(best_frames_sent=0, best_frames_dropped=0)
+        return self.bus.push(SINK, hwm=64)
+
+    def _send_best(self, out: CameraOutput, bests) -> None:
+        """New best frames to the sink (never waited for: a full queue drops them, counted)."""
+        for b in bests:
+            msg = BestFrame(out.index, b.seq, b.t, b.track_id, b.score, b.box, np.frombuffer(b.jpeg, np.uint8))
+            key = "best_frames_sent" if busmod.try_send(self.best_out, msg) else "best_frames_dropped"
+            self.stats.gauges[key] += 1
 
     def _private(self) -> bool:
         """Draw on a copy: in latest mode capture may reclaim a slot while render works on it,
@@ -297,6 +320,9 @@ class RenderProcess(StageProcess):
         idle_since = time.monotonic()
         for msg in self.messages(self.inp):
             if isinstance(msg, EndOfStream):
+                best = self.outs[msg.source_id].best
+                if best is not None:
+                    best.ended(list(best.score))
                 self.ended.add(msg.source_id)
                 if len(self.ended) >= len(self.outs):
                     return
@@ -320,9 +346,10 @@ class RenderProcess(StageProcess):
         ok = not msg.dropped
         video = ok and self._video_ready(out)
         draw = video or self.window is not None
-        tracks = msg.tracks if draw or out.snaps is not None else None
+        tracks = msg.tracks if draw or out.snaps is not None or out.best is not None else None
         new = out.snaps.due(meta.seq, tracks) if out.snaps is not None and ok else ()
-        if (draw or len(new)) and ok:
+        better = out.best.due(tracks) if out.best is not None and ok else ()
+        if (draw or len(new) or len(better)) and ok:
             slot, seq, shape = meta.slot, meta.seq, meta.shape
             version = ring.version(slot)
             frame = ring.frame(slot, shape)
@@ -337,6 +364,8 @@ class RenderProcess(StageProcess):
                 stats.gauges["snapshots"] = sum(o.snaps.written for o in self.outs if o.snaps is not None)
             elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
                 out.snaps.unsee(tracks.track_id[new])
+            if ok and len(better):  # clean (before drawing): the recorded events' snapshots
+                self._send_best(out, out.best.encode(img, seq, meta.t_capture, tracks, better))
             if ok and draw:
                 if tracks is not None:
                     self.draw(img, tracks, msg.events, out)
@@ -347,6 +376,8 @@ class RenderProcess(StageProcess):
                     self.send_state(StageState.QUIT)
             del frame, img
         busmod.release(out.ctl, ring, meta.slot, meta.seq)
+        if out.best is not None:
+            out.best.ended(e["track_id"] for e in msg.events if e.get("event") == "track_ended")
         if ok and not video and out.video_state is not None:   # the video is stopped (disk full...)
             out.video_state.lost += 1
         if not ok:

@@ -105,7 +105,8 @@ class RenderSettings:
     by its measured cost); ``snapshot_classes``: class ids (None: every class);
     ``snapshots_to_sink``: every snapshot JPEG also goes to the sink's delivery (MQTT);
     ``incarnation`` > 0: a restart (videos continue in ``<name>.partN.mp4``); ``clean_slots``:
-    another stage reads the slots (the live view): draw on a private copy."""
+    another stage reads the slots (the live view): draw on a private copy; ``record``: the
+    recorded cameras' tracks keep their best frame for their events' snapshots (sent to the sink)."""
 
     cameras: Tuple[Camera, ...]
     names: Names = None
@@ -119,6 +120,7 @@ class RenderSettings:
     snapshots_to_sink: bool = False
     incarnation: int = 0
     clean_slots: bool = False
+    record: Optional[Any] = None        # recording.recorder.RecorderSettings (None: nothing recorded)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Sink stage: `Tracked`, `SourceEvent` and `EndOfStream` messages -> MOTChallenge file, JSON-lines
 events and their delivery (MQTT, webhooks); no pixels. Render's snapshot JPEGs (`Snapshot`, with
-``mqtt.snapshots: true``) go to the deliveries that publish them.
+``mqtt.snapshots: true``) go to the deliveries that publish them; its recorded tracks' best frames
+(`BestFrame`) to the recorder, their events' snapshots.
 
 The events themselves are made by the track stage (`Tracked.events`: ``track_started``,
 ``track_ended``, ``zone_enter``, ``zone_exit``, ``line_cross``; the end of the stream's on
@@ -26,8 +27,9 @@ from typing import Dict, List
 
 from trackpipe.pipeline.events.schema import track_ended
 from trackpipe.pipeline.common.shared import StageBoard
+from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import SINK
-from trackpipe.pipeline.transport.messages import EndOfStream, Snapshot, SourceEvent, Tracked
+from trackpipe.pipeline.transport.messages import BestFrame, EndOfStream, Snapshot, SourceEvent, Tracked
 
 from .base import RunContext, StageError, StageProcess
 from .settings import SinkSettings
@@ -35,6 +37,7 @@ from .settings import SinkSettings
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 3.0   # delivery of what is queued at the end (stops at once for a failing target)
+BEST_WAIT_S = 3.0       # at the end, render's last best frames are waited for this long
 
 
 class CameraSink:
@@ -164,6 +167,7 @@ class SinkProcess(StageProcess):
                     self._end_open(key, "end_of_stream")
                 cam.ended = True
                 if all(c.ended for c in self.cams):
+                    self._await_best_frames()
                     self._finish()
                     return
                 continue
@@ -175,6 +179,9 @@ class SinkProcess(StageProcess):
             if isinstance(msg, Snapshot):   # render's JPEG of a new track: for MQTT with snapshots: true
                 if self.out is not None:
                     self.out.offer_snapshot(self.cams[msg.source_id].name, msg.jpeg.tobytes())
+                continue
+            if isinstance(msg, BestFrame):
+                self._best_frame(msg)
                 continue
             if not isinstance(msg, Tracked):
                 continue
@@ -197,18 +204,40 @@ class SinkProcess(StageProcess):
             self.stats.item(t0, t1, t0 - idle_since)
             idle_since = time.monotonic()
 
-    def _observe(self, cam: CameraSink, msg: Tracked) -> None:
-        """The frame's tracks to the recorder, on the events' clock (live: capture time; files run
-        lossless: media time, seq / fps, as the track stage's events)."""
-        meta, tr = msg.meta, msg.tracks
+    def _event_time(self, cam: CameraSink, seq: int, t_capture: float) -> float:
+        """A frame's time on the events' clock (live: capture time; files run lossless: media
+        time, seq / fps, as the track stage's events)."""
         if self.rc.mode == "lossless":
             info = self.settings.cameras[cam.index].info
             fps = float(getattr(info, "fps", 0.0) or 0.0)
-            t = meta.seq / (fps if fps > 0 else 30.0)
-        else:
-            t = meta.t_capture
-        self.recorder.observe(cam.name, t, tr.track_id, tr.xyxy, tr.score, tr.class_id,
-                              getattr(tr, "predicted", None), (meta.shape[1], meta.shape[0]))
+            return seq / (fps if fps > 0 else 30.0)
+        return t_capture
+
+    def _observe(self, cam: CameraSink, msg: Tracked) -> None:
+        """The frame's tracks to the recorder, on the events' clock."""
+        meta, tr = msg.meta, msg.tracks
+        self.recorder.observe(cam.name, self._event_time(cam, meta.seq, meta.t_capture), tr.track_id, tr.xyxy,
+                              tr.score, tr.class_id, getattr(tr, "predicted", None), (meta.shape[1], meta.shape[0]))
+
+    def _best_frame(self, msg: BestFrame) -> None:
+        """Render's best frame of a recorded track so far: the recorder keeps it for its event."""
+        if self.recorder is None:
+            return
+        cam = self.cams[msg.source_id]
+        self.recorder.best_frame(cam.name, msg.track_id, self._event_time(cam, msg.seq, msg.t), msg.box.tolist(),
+                                 msg.score, msg.jpeg.tobytes())
+
+    def _await_best_frames(self) -> None:
+        """Every stream ended: render's best frames of the last events may still be on their way
+        (render runs behind track); read them for up to ``BEST_WAIT_S``."""
+        if self.recorder is None:
+            return
+        deadline = time.monotonic() + BEST_WAIT_S
+        while self.recorder.missing_snapshots() and time.monotonic() < deadline and not self.stopping():
+            self.tick()
+            msg = busmod.recv(self.inp, 100)
+            if isinstance(msg, BestFrame):
+                self._best_frame(msg)
 
     def _finish(self) -> None:
         """Every stream ended: deliver what is queued, then (lossless runs) interpolate the MOT files."""

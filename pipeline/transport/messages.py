@@ -14,6 +14,7 @@ One frame's path, message by message::
     infer   ──Want()───────────────────▶ capture      ("ctl", latest-frame mode: "send me the newest")
     render  ──Drawn(seq, rects)────────▶ capture      ("overlay", display overlay: mask these out)
     render  ──Snapshot(jpeg)───────────▶ sink         ("sink", mqtt.snapshots: the delivery publishes it)
+    render  ──BestFrame(jpeg, box)─────▶ sink         ("sink", recording: a track's best frame, its snapshot)
     capture ──SourceEvent──▶ infer ──▶ track ──▶ sink  (in band with the frames: lost / restored)
     capture ──EndOfStream(frames)──▶ infer ──▶ track ──▶ render, sink
     every stage ──State / Stats / Log──▶ supervisor ("stats")
@@ -44,6 +45,7 @@ class Kind(str, enum.Enum):
     RELEASE = "release"        # render -> capture: a slot is free again (wake-up only)
     DRAWN = "drawn"            # render (overlay display) -> capture: rectangles painted on screen
     SNAPSHOT = "snapshot"      # render -> sink: a snapshot JPEG for the deliveries that take them
+    BEST = "best"              # render -> sink: a recorded track's best frame so far (JPEG), its event's snapshot
     STATE = "state"            # stage -> supervisor: lifecycle
     STATS = "stats"            # stage -> supervisor: profiling snapshot
     LOG = "log"                # stage -> supervisor: a log record
@@ -476,8 +478,39 @@ class Snapshot(Message):
                    np.zeros(0, np.uint8) if j is None else np.array(j, np.uint8))
 
 
+@dataclass
+class BestFrame(Message):
+    """render -> sink: a recorded track's best sighting so far, for its event's snapshot: camera
+    ``source_id``, frame ``seq`` captured at ``t``, ``track_id``, its ``score`` and ``box`` (4,)
+    float32 xyxy pixels, and the clean frame as JPEG (``jpeg`` (N,) uint8, the encoded file)."""
+
+    KIND: ClassVar[Kind] = Kind.BEST
+    source_id: int = 0
+    seq: int = -1
+    t: float = 0.0
+    track_id: int = -1
+    score: float = 0.0
+    box: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    jpeg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+
+    def header(self) -> dict:
+        return {"source_id": self.source_id, "seq": self.seq, "t": self.t, "track_id": self.track_id,
+                "score": self.score}
+
+    def arrays(self):
+        return {"box": np.asarray(self.box, np.float32).reshape(4), "jpeg": np.asarray(self.jpeg, np.uint8).reshape(-1)}
+
+    @classmethod
+    def from_wire(cls, header, arrays):
+        j, b = arrays.get("jpeg"), arrays.get("box")
+        return cls(int(header.get("source_id", 0)), int(header.get("seq", -1)), float(header.get("t", 0.0)),
+                   int(header.get("track_id", -1)), float(header.get("score", 0.0)),
+                   np.zeros(4, np.float32) if b is None else np.array(b, np.float32),
+                   np.zeros(0, np.uint8) if j is None else np.array(j, np.uint8))
+
+
 MESSAGE_TYPES: Dict[Kind, Type[Message]] = {
-    c.KIND: c for c in (Frame, Detections, Tracked, EndOfStream, SourceEvent, Want, Release, Drawn, Snapshot,
+    c.KIND: c for c in (Frame, Detections, Tracked, EndOfStream, SourceEvent, Want, Release, Drawn, Snapshot, BestFrame,
                         State, Stats, Log, LiveStats)}
 _BY_WIRE = {k.value.encode(): (k, c) for k, c in MESSAGE_TYPES.items()}
 
