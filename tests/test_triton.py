@@ -252,3 +252,49 @@ def test_serve_stops_cleanly_on_ctrl_c(served):
     for pid in children:
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2],
                  30, "tritonserver to exit")
+
+
+@needs_server
+def test_file_run_survives_the_server_killed_and_restarted(tmp_path):
+    """A file run: the server SIGKILLed mid-run and back 3 s later: the pipeline never exits,
+    detector_lost and detector_restored are in the events file, detection resumes within 5 s of
+    the server's return, and every frame comes out."""
+    import json
+
+    from trackpipe.models.darknet import load_network
+    from trackpipe.models.serve import TritonServer, write_served_repo
+
+    spec = _spec()
+    write_served_repo(spec, load_network(spec.cfg, spec.weights, spec.size), tmp_path / "repo", "trackpipe_yolo",
+                      8, 1000, 1)
+    grpc_port, http_port = free_port(), free_port()
+    mot, events, profile = tmp_path / "mot.txt", tmp_path / "events.jsonl", tmp_path / "profile.json"
+    with TritonServer(tmp_path / "repo", grpc_port, http_port, work=tmp_path / "w1") as first:
+        first.start().wait_ready("trackpipe_yolo")
+        run = subprocess.Popen([sys.executable, "run_tracker.py", "--source", VIDEO / "aiguys_video.mp4", "--headless",
+                                "--backend", "triton", "--triton-url", f"grpc://127.0.0.1:{grpc_port}", "--mot", mot,
+                                "--events", events, "--profile", profile, "--set", "pipeline.max_frames=60"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: mot.exists() and len(mot.read_text().splitlines()) > 10 or run.poll() is not None, 180,
+                     "the run's first tracks")
+            assert run.poll() is None, run.communicate()[0]
+            first.kill()
+            time.sleep(3.0)
+            assert run.poll() is None
+            with TritonServer(tmp_path / "repo", grpc_port, http_port, work=tmp_path / "w2") as second:
+                second.start().wait_ready("trackpipe_yolo")
+                t_ready = time.time()
+                out = run.communicate(timeout=240)[0]
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode == 0, out
+    rep = json.loads(profile.read_text())
+    assert rep["frames_in"] == rep["frames_out"] == 60, rep
+    ev = [json.loads(ln) for ln in events.read_text().splitlines()]
+    kinds = [e["event"] for e in ev if e["event"].startswith("detector_")]
+    assert kinds[:2] == ["detector_lost", "detector_restored"], kinds
+    restored = next(e for e in ev if e["event"] == "detector_restored")
+    assert restored["t"] - t_ready < 5.0 and restored["camera"] == "cam0"
+    assert rep["stages"]["infer"]["detector"] == "ok" and rep["stages"]["infer"]["remote"]["lost"] >= 1

@@ -204,14 +204,29 @@ class TritonDetector(Detector):
         except Exception as e:  # noqa: BLE001
             log.debug("reconnect to %s: %s", self.url.text, e)
 
-    def profile(self) -> dict:
-        """Client-side figures for the profile: requests, state, outages, latency p50/p95 (ms)."""
+    def profile(self, server: bool = True) -> dict:
+        """For the profile: this client's requests, state, outages and latency p50/p95 (ms, the
+        last `LATENCY_WINDOW` requests) beside the server's own figures for the model (``server``:
+        queue and compute ms per request, batch sizes formed; `summarize_statistics`)."""
         lat = np.asarray(self.latency_ms, np.float64)
-        out = {"server": self.url.text, "model": self.model_name, "state": self.state, "lost": self.lost_count,
+        out = {"url": self.url.text, "model": self.model_name, "state": self.state, "lost": self.lost_count,
                "requests": self.requests}
         if lat.size:
             out.update(client_ms_p50=round(float(np.percentile(lat, 50)), 2),
                        client_ms_p95=round(float(np.percentile(lat, 95)), 2))
+        if server and self.state == "ok":
+            grpc = self.url.protocol == "grpc"
+            client = None
+            try:  # the HTTP client is not thread-safe: its own connection beside a running request
+                client = self.client if grpc else make_client(self.url)
+                kw = {"as_json": True, "client_timeout": 2.0} if grpc else {}
+                out["server"] = summarize_statistics(client.get_inference_statistics(
+                    self.model_name, self.version, headers=self.headers, **kw))
+            except Exception as e:  # noqa: BLE001  (figures only: never a reason to stop)
+                log.debug("statistics of %s: %s", self.url.text, e)
+            finally:
+                if client is not None and not grpc:
+                    client.close()
         return out
 
     def describe(self) -> str:
@@ -227,16 +242,20 @@ class TritonDetector(Detector):
 
 
 def server_statistics(url: str, model: str, version: str = "") -> dict:
-    """Triton's own statistics of ``model`` (its statistics API): requests, executions (batches
-    formed), queue and compute time per request (ms, means) and {batch size: executions}."""
+    """Triton's own statistics of ``model`` (its statistics API), see `summarize_statistics`."""
     u = parse_url(url)
     client = make_client(u)
     try:
         kw = {"as_json": True} if u.protocol == "grpc" else {}
-        st = client.get_inference_statistics(model, version, headers=auth_headers(), **kw)
+        return summarize_statistics(client.get_inference_statistics(model, version, headers=auth_headers(), **kw))
     finally:
         client.close()
-    rows = st.get("model_stats", [])
+
+
+def summarize_statistics(st: dict) -> dict:
+    """A statistics answer (JSON form) -> requests, executions (batches formed), queue and compute
+    time per request (ms, means since the server started) and {batch size: executions}."""
+    rows = st.get("model_stats", []) if isinstance(st, dict) else []
     if not rows:
         return {}
 
@@ -248,8 +267,7 @@ def server_statistics(url: str, model: str, version: str = "") -> dict:
     batches: dict = {}
     for r in rows:
         inf = r.get("inference_stats", {}) or {}
-        n, s = ns(inf, "success")
-        req += n
+        req += ns(inf, "success")[0]
         exe += int(r.get("execution_count", 0))
         q_ns += ns(inf, "queue")[1]
         c_ns += sum(ns(inf, k)[1] for k in ("compute_input", "compute_infer", "compute_output"))

@@ -28,7 +28,7 @@ import numpy as np
 from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.bus import CTL, DETS, FRAMES, of_camera
-from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame, Want
+from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame, SourceEvent, Want
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
@@ -162,6 +162,9 @@ class InferProcess(StageProcess):
                                  batch=self.batch)
         if choice is not None and hasattr(choice, "summary"):
             self.stats.gauges["backend_choice"] = choice.summary()
+        if hasattr(det, "on_wait"):  # a remote detector (triton) waiting out a lost server: alive, not hung
+            det.on_wait = self._detector_waiting
+            self.stats.gauges["detector"] = self._detector_state = "ok"
 
     def _latest_batch(self) -> int:
         """Latest mode: at most one frame per camera in a batch (each has one outstanding want);
@@ -203,6 +206,47 @@ class InferProcess(StageProcess):
             self.beat()
             return out
         return call
+
+    def _detector_waiting(self, lost: bool, reason: str) -> bool:
+        """Called from inside a remote detector's call while its server is away (``lost``), and once
+        when it is back: the stage is alive (a heartbeat); it waits on unless the run stops."""
+        StageProcess.beat(self)
+        self._detector_reason = reason
+        return not self.stopping()
+
+    def tick(self) -> None:
+        self._report_detector()
+        super().tick()
+
+    def _report_detector(self) -> None:
+        """A remote detector: its figures (``remote`` gauge: client latency beside the server's queue
+        and compute times, once a second) and each change of its state: the ``detector`` gauge and
+        ``detector_lost`` / ``detector_restored`` events of every camera (events file, live view)."""
+        det = getattr(self, "detector", None)
+        state = getattr(det, "state", None)
+        if state is None or not hasattr(det, "on_wait"):
+            return
+        now = time.monotonic()
+        if now >= getattr(self, "_next_remote", 0.0):
+            self._next_remote = now + 1.0
+            self.stats.gauges["remote"] = det.profile()
+        outage = getattr(det, "lost_count", 0) > getattr(self, "_lost_seen", 0)   # also one begun and ended
+        if not outage and state == getattr(self, "_detector_state", state):      # within one detector call
+            return
+        self._lost_seen = getattr(det, "lost_count", 0)
+        self._detector_state = self.stats.gauges["detector"] = state
+        if self.settings.worker:   # one worker speaks for the shared server (the detector logs it too)
+            return
+        names = (["detector_lost"] if outage else []) + (["detector_restored"] if state == "ok" else [])
+        order = getattr(self, "order", None)
+        for name in names:
+            reason = getattr(self, "_detector_reason", "") if name == "detector_lost" else ""
+            for i in range(len(self.rings)):
+                ev = SourceEvent(name, time.time(), -1, det.describe(), reason or None, i)
+                if order is not None:
+                    order.add(i, ev)   # in order with the camera's frames still in the detector
+                else:
+                    self.send(self.out, ev)
 
     def teardown(self) -> None:
         det = getattr(self, "detector", None)
