@@ -69,6 +69,8 @@ def cmd_bench(args) -> int:
 
     from .quantize import read_calibration_frames  # noqa: PLC0415
 
+    if args.model is None and args.cfg is None and getattr(args, "file", None) is None:
+        return cmd_guide(args)
     spec = spec_from_args(args)
     image = _read_image(args.image) if args.image else None
     probe = read_calibration_frames(str(args.probe), 12) if args.probe else ([image] if image is not None else None)
@@ -77,6 +79,23 @@ def cmd_bench(args) -> int:
                              calib_source=str(args.probe) if args.probe else None)
     print(format_table(results))
     print(json.dumps(results))
+    return 0
+
+
+def cmd_guide(args) -> int:
+    """`bench` without a model: the zoo's models side by side on this machine (`bench.model_guide`)."""
+    from . import auto  # noqa: PLC0415
+    from .bench import GUIDE_MODELS, format_guide, model_guide  # noqa: PLC0415
+    from .quantize import read_calibration_frames  # noqa: PLC0415
+
+    spec = spec_from_args(args)
+    if "auto" in (spec.backend, spec.precision):  # fp32, the pair a first run starts on: no calibration per model
+        spec = auto.chosen_spec(spec, auto.interim(spec))
+    probe = read_calibration_frames(str(args.probe), 1) if args.probe else None
+    names = [n for n in (args.models or ",".join(GUIDE_MODELS)).split(",") if n]
+    rows = model_guide(spec, names, min(args.seconds, 4.0), args.weights_from or (), probe)
+    print(format_guide(rows))
+    print(json.dumps(rows))
     return 0
 
 
@@ -153,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     classes_arg(e)
     e.set_defaults(fn=cmd_evaluate, conf=0.005)
 
-    b = sub.add_parser("bench", help="detector throughput per backend, side by side in one run")
+    b = sub.add_parser("bench", help="detector throughput per backend, side by side in one run; without "
+                                     "--model/--cfg: the zoo's models, FPS here and COCO AP50 (which model to choose)")
     add_model_args(b)
     b.add_argument("--backends", default="onnx,tf,opencv",
                    help="comma-separated: onnx, openvino, tf, opencv, tensorrt, tftrt; 'auto' adds the measured "
@@ -167,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real frames (video, image folder) on which auto checks bf16/int8 against fp32; "
                         "without --calib, int8 joins auto's candidates calibrated once on other frames of it "
                         "(default: --image, else the --calib source; without any, auto considers fp32 only)")
+    b.add_argument("--models", metavar="NAMES",
+                   help="without --model/--cfg: the zoo models to compare, comma separated (default "
+                        "yolo-fastest-1.1-xl,yolo-fastest-1.1,yolov4-tiny,yolov4)")
+    b.add_argument("--weights-from", metavar="DIR", action="append", type=Path,
+                   help="without --model/--cfg: a folder with zoo models' upstream cfg/weights files (repeatable); "
+                        "a model whose weights are nowhere runs with random weights, for its speed")
     b.set_defaults(fn=cmd_bench)
 
     def triton_repo_args(sp):

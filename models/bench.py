@@ -117,3 +117,114 @@ def format_table(results: Dict[str, Dict]) -> str:
             chose = f"  -> {r['choice']}" if "choice" in r else ""
             rows.append(f"{k:<16}{r['fps']:>9.2f}{r['ms_p50']:>9.2f}{r['ms_p95']:>9.2f}{r['iters']:>7}{chose}")
     return "\n".join(rows)
+
+
+# --- the model guide: the zoo's models side by side on this machine ---------------------------
+
+# COCO AP50 of the zoo's models. coco66: measured here on the 66 COCO val2017 images of the test
+# assets (`python -m trackpipe.models evaluate --model NAME`, fp32, conf 0.005); published: the
+# authors' figure on full COCO (val2017 for Yolo-Fastest, test-dev for YOLOv4, the paper for YOLOv3).
+KNOWN_AP50 = {
+    "yolo-fastest-1.1-xl": {"coco66": 0.434, "published": 0.343},
+    "yolo-fastest-1.1": {"coco66": 0.313, "published": 0.244},
+    "yolov4-tiny": {"coco66": None, "published": 0.402},
+    "yolov4": {"coco66": None, "published": 0.628},
+    "yolov3-tiny": {"coco66": None, "published": 0.331},
+    "yolov3": {"coco66": None, "published": 0.553},
+}
+GUIDE_MODELS = ("yolo-fastest-1.1-xl", "yolo-fastest-1.1", "yolov4-tiny", "yolov4")
+
+
+def guide_files(name: str, folders: Sequence, scratch) -> Tuple[Optional[object], Optional[object], str]:
+    """(cfg, weights, kind) of zoo model ``name`` without downloading: kind "real" (packaged,
+    cached, or the upstream file in one of ``folders``, size and sha256 checked), "random"
+    (only its cfg is here: weights of random values written to ``scratch``, for its speed), or
+    "missing" (cfg None)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from . import zoo  # noqa: PLC0415
+    from .darknet import load_cfg, write_random_weights  # noqa: PLC0415
+
+    e = zoo.entry(name)
+    if zoo.cached(name):
+        files = zoo.resolve(name)
+        return files.cfg, files.weights, "real"
+    dirs = [zoo.weights_dir()] + [Path(f) for f in folders]
+    cfg = next((d / e.cfg.filename for d in dirs if (d / e.cfg.filename).is_file()), None)
+    if cfg is None:
+        return None, None, "missing"
+    for d in dirs:
+        w = d / e.weights.filename
+        if w.is_file() and (e.weights.size is None or w.stat().st_size == e.weights.size) and (
+                e.weights.sha256 is None or zoo.sha256_of(w) == e.weights.sha256):
+            return cfg, w, "real"
+    w = Path(scratch) / f"{name}-random.weights"
+    write_random_weights(load_cfg(cfg), w)
+    return cfg, w, "random"
+
+
+def model_guide(spec: ModelSpec, names: Sequence[str], seconds: float, folders: Sequence = (),
+                probe_frames: Optional[Sequence[np.ndarray]] = None) -> List[Dict]:
+    """One row per zoo model: its weights ("real", "random", "missing"), input size, FPS of
+    ``spec``'s backend and precision at batch 1 on this machine (network only, on a real frame
+    of the probe when given), COCO AP50 where known (`KNOWN_AP50`). Models are timed one after
+    the other, each for ``seconds``."""
+    import tempfile  # noqa: PLC0415
+
+    from .classes import coco_names_path  # noqa: PLC0415
+    from .factory import build_detector  # noqa: PLC0415
+    from .zoo import entry  # noqa: PLC0415
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="trackpipe-guide-") as scratch:
+        for name in names:
+            e = entry(name)
+            row = {"model": name, "size": e.size, **KNOWN_AP50.get(name, {"coco66": None, "published": None})}
+            cfg, weights, row["weights"] = guide_files(name, folders, scratch)
+            if cfg is None:
+                row["error"] = f"not here: python -m trackpipe.models download {name}"
+                rows.append(row)
+                continue
+            try:
+                s = spec.with_(model=None, cfg=cfg, weights=weights, size=(e.size, e.size),
+                               names=coco_names_path().with_name(e.names))
+                net = load_network(s.cfg, s.weights, s.size)
+                det = build_detector(s, net)
+            except ModelError as err:
+                row["error"] = str(err)
+                rows.append(row)
+                continue
+            frame = probe_frames[0] if probe_frames else synthetic_frame()
+            blob, _ = det.preprocess([frame])
+            row.update(time_infer(det, blob, seconds), backend=det.describe().split(" ")[0])
+            det.close()
+            del det, net
+            gc.collect()
+            rows.append(row)
+    return rows
+
+
+def format_guide(rows: List[Dict]) -> str:
+    """The guide's table, and what its columns mean."""
+    def ap(v):
+        return f"{v:.3f}" if v is not None else "-"
+
+    out = [f"{'model':<22}{'size':>5}{'weights':>9}{'backend':>15}{'FPS':>8}{'ms p50':>8}"
+           f"{'AP50 here':>10}{'AP50 COCO':>10}"]
+    for r in rows:
+        head = f"{r['model']:<22}{r['size']:>5}{r['weights']:>9}"
+        if "error" in r:
+            out.append(f"{head}  {r['error']}")
+            continue
+        out.append(f"{head}{r['backend']:>15}{r['fps']:>8.1f}{r['ms_p50']:>8.1f}{ap(r['coco66']):>10}"
+                   f"{ap(r['published']):>10}")
+    out += ["",
+            "FPS: the detector alone at batch 1 on this machine, now (network only; the pipeline adds decoding, "
+            "tracking, drawing).",
+            "weights random: the official weights are not here, so the model ran with random values of the same "
+            "shapes: its speed is real, its boxes are not (python -m trackpipe.models download NAME).",
+            "AP50 here: COCO AP50 on the 66 COCO val2017 images of the test assets (fp32); AP50 COCO: the authors' "
+            "published figure on full COCO.",
+            "More accurate models find smaller and farther objects; choose the most accurate one whose FPS covers "
+            "your cameras' frame rate (run_tracker.py --model NAME)."]
+    return "\n".join(out)

@@ -101,3 +101,22 @@ def test_first_run_is_short_deferred_and_honest(tmp_path):
     rate = float(RATE.findall(bars[-1])[-1])
     fps = json.loads(prof.read_text())["pipeline_fps"]
     assert abs(rate - fps) <= 0.10 * fps, f"bar {rate} frame/s vs profile pipeline_fps {fps}"
+
+
+def test_model_guide_compares_the_zoo_here(tmp_path):
+    """`python -m trackpipe.models bench` without a model: the zoo's models side by side, real
+    weights where they are here, random ones (said so) where not, COCO AP50 where known."""
+    from conftest import DARKNET
+
+    env = dict(os.environ, TRACKPIPE_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "trackpipe.models", "bench",
+                        "--models", "yolo-fastest-1.1-xl,yolov4-tiny", "--weights-from", str(DARKNET / "cfg"),
+                        "--probe", str(VIDEO_360), "--seconds", "1"],
+                       cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = {row["model"]: row for row in json.loads(r.stdout.strip().splitlines()[-1])}
+    xl, tiny = rows["yolo-fastest-1.1-xl"], rows["yolov4-tiny"]
+    assert xl["weights"] == "real" and xl["coco66"] == 0.434 and xl["fps"] > 0
+    assert tiny["weights"] == "random" and tiny["published"] == 0.402 and tiny["fps"] > 0 and tiny["coco66"] is None
+    table = r.stdout
+    assert "weights random" in table and "yolov4-tiny" in table and "--model NAME" in table
