@@ -147,7 +147,11 @@ def test_parity_on_20_video_frames_in_batches(served):
             if len(a):
                 _same(a, b)
         assert sum(len(d) for d in got) > 20
-        assert det.profile()["requests"] == 5
+        assert det.profile()["requests"] == 5 and det.max_batch == 8
+        whole = det.detect_batch(frames)   # more than the model's max_batch_size: three requests
+        assert det.profile()["requests"] == 8
+        for a, b in zip(whole, got):
+            assert len(a) == len(b) and np.array_equal(a.xyxy, b.xyxy)
 
 
 @needs_server

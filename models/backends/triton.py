@@ -92,10 +92,12 @@ class TritonDetector(Detector):
         self.lost_count = 0
         self.requests = 0
         self.latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
+        self._last_stats: dict = {}
         self._mod = _client_module(self.url.protocol)
         self._errors = require("tritonclient.utils", "triton", "the triton backend").InferenceServerException
         self.client = self._connect()
         self.output_names = self._check_model()
+        self.max_batch = self._max_batch()
 
     # --- start: the server answers, and serves our model ---------------------------------------
     def _connect(self):
@@ -138,6 +140,17 @@ class TritonDetector(Detector):
                                        + ", ".join(f"{t.name} {list(t.dims)}" for t in want_out))
         return [o.name for o in want_out]
 
+    def _max_batch(self) -> int:
+        """The served model's max_batch_size: a larger batch goes in several requests."""
+        try:
+            kw = {"as_json": True} if self.url.protocol == "grpc" else {}
+            cfg = self.client.get_model_config(self.model_name, self.version, headers=self.headers, **kw)
+            cfg = cfg.get("config", cfg)
+            return max(1, int(cfg.get("max_batch_size", 0) or 1))
+        except Exception as e:  # noqa: BLE001  (a server that keeps its config private: one frame a request)
+            log.info("max_batch_size of %s unknown (%s): one frame a request", self.model_name, _reason(e))
+            return 1
+
     def _metadata(self) -> dict:
         m = self.client.get_model_metadata(self.model_name, self.version, headers=self.headers,
                                            **({"as_json": True} if self.url.protocol == "grpc" else {}))
@@ -162,7 +175,14 @@ class TritonDetector(Detector):
         return [res.as_numpy(n) for n in self.output_names]
 
     def infer(self, blob: np.ndarray) -> List[np.ndarray]:
-        """(B, 3, H, W) float32 -> the heads [(B, A*(5+C), h, w), ...]; waits out a lost server."""
+        """(B, 3, H, W) float32 -> the heads [(B, A*(5+C), h, w), ...]: one request per
+        ``max_batch`` frames; waits out a lost server."""
+        if blob.shape[0] <= self.max_batch:
+            return self._infer_one(blob)
+        parts = [self._infer_one(blob[i:i + self.max_batch]) for i in range(0, blob.shape[0], self.max_batch)]
+        return [np.concatenate(heads) for heads in zip(*parts)]
+
+    def _infer_one(self, blob: np.ndarray) -> List[np.ndarray]:
         while True:
             t0 = time.perf_counter()
             try:
@@ -207,7 +227,8 @@ class TritonDetector(Detector):
     def profile(self, server: bool = True) -> dict:
         """For the profile: this client's requests, state, outages and latency p50/p95 (ms, the
         last `LATENCY_WINDOW` requests) beside the server's own figures for the model (``server``:
-        queue and compute ms per request, batch sizes formed; `summarize_statistics`)."""
+        queue and compute ms per request and batch sizes formed since the previous call, from every
+        client; `summarize_statistics`)."""
         lat = np.asarray(self.latency_ms, np.float64)
         out = {"url": self.url.text, "model": self.model_name, "state": self.state, "lost": self.lost_count,
                "requests": self.requests}
@@ -220,8 +241,10 @@ class TritonDetector(Detector):
             try:  # the HTTP client is not thread-safe: its own connection beside a running request
                 client = self.client if grpc else make_client(self.url)
                 kw = {"as_json": True, "client_timeout": 2.0} if grpc else {}
-                out["server"] = summarize_statistics(client.get_inference_statistics(
+                now = summarize_statistics(client.get_inference_statistics(
                     self.model_name, self.version, headers=self.headers, **kw))
+                out["server"] = since(now, self._last_stats) if self._last_stats else now
+                self._last_stats = now
             except Exception as e:  # noqa: BLE001  (figures only: never a reason to stop)
                 log.debug("statistics of %s: %s", self.url.text, e)
             finally:
@@ -278,3 +301,17 @@ def summarize_statistics(st: dict) -> dict:
             "queue_ms": round(q_ns / req / 1e6, 3) if req else 0.0,
             "compute_ms": round(c_ns / req / 1e6, 3) if req else 0.0,
             "batches": dict(sorted(batches.items()))}
+
+
+def since(now: dict, before: dict) -> dict:
+    """`summarize_statistics` figures of the interval between two of them."""
+    if not now or not before:
+        return now or {}
+    n = now["requests"] - before["requests"]
+
+    def mean(key: str) -> float:
+        return round((now[key] * now["requests"] - before[key] * before["requests"]) / n, 3) if n > 0 else 0.0
+
+    batches = {k: v - before["batches"].get(k, 0) for k, v in now["batches"].items()}
+    return {"requests": n, "executions": now["executions"] - before["executions"], "queue_ms": mean("queue_ms"),
+            "compute_ms": mean("compute_ms"), "batches": {k: v for k, v in batches.items() if v}}
