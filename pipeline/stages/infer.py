@@ -1,14 +1,18 @@
 """Infer stage: `Frame` messages -> detector on the shared-memory slots -> `Detections` messages.
 
-The detector reads the slots in place (no copy). Batching: after a frame arrives, infer takes
-the frames that are *already waiting* on its input, up to ``batch`` in all, and runs them in one
-``detect_batch`` call; it never waits for a batch to fill (one waiting frame runs alone at once).
-In latest-frame mode infer asks capture for a frame (`Want`) whenever it is idle, so it always
-gets the newest one, and it checks the slot's seqlock after detecting: a frame overwritten
-meanwhile is discarded and counted as a drop. With several cameras its input is connected to
-every camera's capture (ZeroMQ fair-queues them); it asks every camera, runs the first frame
-with those arriving within ``batch_timeout_ms`` (at most one per camera) in one call, then asks
-again the cameras that were in the batch (one slot per camera and round: fair scheduling).
+The detector reads the slots in place (no copy), on a thread of its own (`infer_thread`): the
+loop keeps receiving while it works. A frame the camera's motion gate skipped goes on at once
+(`Detections.skipped`), a frame to detect when its detection ends; every camera's messages go
+on in the order they came. Batching: the frames to detect that wait while the detector is busy,
+up to ``batch``, are its next ``detect_batch`` call; it never waits for a batch to fill in
+lossless mode (one waiting frame runs alone at once). In latest-frame mode infer asks capture
+for a frame (`Want`) when that camera's previous frame went on, so it always gets the newest
+one, and it checks the slot's seqlock after detecting: a frame overwritten meanwhile is
+discarded and counted as a drop. With several cameras its input is connected to every camera's
+capture (ZeroMQ fair-queues them); it asks every camera, gives the idle detector the frames to
+detect that arrived within ``batch_timeout_ms`` of the first (at most one per camera) in one
+call (one slot per camera and round: fair scheduling). The heartbeat stops while a detector
+call runs, as a hung call must be noticed.
 
 Before it reports ready, infer measures the detector alone on the cores it was placed on (the
 other stages are idle then): ``solo_s``/``solo_n`` in its stats, the profile's
@@ -24,6 +28,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import zmq
 
 from trackpipe.pipeline.common.shared import StageBoard
 from trackpipe.pipeline.transport import bus as busmod
@@ -32,6 +37,7 @@ from trackpipe.pipeline.transport.messages import Detections, EndOfStream, Frame
 from trackpipe.pipeline.transport.ring import FrameRing
 
 from .base import RunContext, StageError, StageProcess
+from .infer_thread import CameraOrder, DetectThread
 from .settings import InferSettings
 
 log = logging.getLogger(__name__)
@@ -249,11 +255,25 @@ class InferProcess(StageProcess):
                     self.send(self.out, ev)
 
     def teardown(self) -> None:
+        worker = getattr(self, "worker", None)
+        if worker is not None and not worker.close(timeout_s=2.0):
+            # a hung detector call still reads the slots: leave the detector and the rings open
+            # (the process ends with os._exit)
+            self.thread_stuck = True
+            log.info("infer: the detector call is still running; leaving it to the process exit")
+            return
         det = getattr(self, "detector", None)
         if det is not None:
             det.close()
         for ring in getattr(self, "rings", ()):
             ring.close()
+
+    def beat(self) -> None:
+        """The heartbeat says the detector makes progress: none while a detector call runs (a
+        hung call stops it, as when the loop itself called the detector); each call's end beats."""
+        worker = getattr(self, "worker", None)
+        if worker is None or not worker.busy:
+            super().beat()
 
     def _want_again(self) -> None:
         """Idle for a second after asking: the want may have been lost in a capture restart."""
@@ -266,103 +286,126 @@ class InferProcess(StageProcess):
         for i in (range(len(self.ctls)) if cameras is None else cameras):
             busmod.try_send(self.ctls[i], Want())
 
-    def _waiting(self, first: Frame, wait_ms: float = 0.0) -> tuple:
-        """``first`` plus the frames already waiting on the input, or arriving within ``wait_ms``
-        (latest mode, several cameras: `batch_timeout_ms`), up to ``batch`` in all.
-        -> (frames, the non-frame message that ended the run of frames, or None)."""
-        frames: List[Frame] = [first]
-        deadline = time.monotonic() + wait_ms / 1000.0
-        while len(frames) < self.batch:
-            left_ms = int((deadline - time.monotonic()) * 1000.0)
-            msg = busmod.recv(self.inp, left_ms) if left_ms > 0 else busmod.recv_nowait(self.inp)
-            if msg is None:
-                break
-            if not isinstance(msg, Frame):
-                return frames, msg
-            frames.append(msg)
-        return frames, None
-
-    def _pass_on(self, msg) -> bool:
-        """End of stream, source events: pass on in order. -> False when the loop must end: every
-        camera's stream has ended (each capture sends one end-of-stream to each worker)."""
-        if not self.send(self.out, msg):
-            return False
-        if isinstance(msg, EndOfStream):
-            self.ended.add(msg.source_id)
-            return len(self.ended) < len(self.rings)
-        return True
-
     def loop(self) -> None:
+        """Receive frames and pass them on while the detector thread works: a skipped frame goes
+        on at once (behind its camera's earlier frames), frames to detect are batched for the
+        detector thread, each goes on when its detection ends."""
         self.ended = set()     # cameras whose end-of-stream came
         latest = self.rc.mode == "latest"
-        idle_since = time.monotonic()
+        self.order = CameraOrder()
+        self.todo: List[tuple] = []    # (Frame, Entry) to detect, not yet given to the detector
+        self.todo_since = 0.0
+        self.idle_since = time.monotonic()  # the detector's
+        self.worker = DetectThread(self.detector.detect_batch)
+        both, results = zmq.Poller(), zmq.Poller()
+        for p in (both, results):
+            p.register(self.worker.fd, zmq.POLLIN)
+        both.register(self.inp, zmq.POLLIN)
         if latest:
             self._want()
-        for msg in self.messages(self.inp, self._want_again if latest else None):
-            if not isinstance(msg, Frame):
-                if not self._pass_on(msg):
-                    return
-                continue
-            # a frame the motion gate skipped needs no batch: no wait for the other cameras' frames
-            frames, tail = self._waiting(msg, self.batch_timeout_ms if latest and msg.detect else 0.0)
-            if not self._run_batch(frames, latest, idle_since):
+        while not self.stopping():
+            self.tick()
+            # lossless: read on only while the detector's backlog is under a batch (capture waits)
+            taking = latest or len(self.todo) < self.batch
+            ready = dict((both if taking else results).poll(self._poll_ms(latest)))
+            if self.worker.fd in ready:
+                done = self.worker.done()
+                if done is not None:
+                    self._detected(done, latest)
+            if self.inp in ready:
+                msg = busmod.recv_nowait(self.inp)
+                while msg is not None:
+                    self._take(msg)
+                    if not latest and len(self.todo) >= self.batch:
+                        break
+                    msg = busmod.recv_nowait(self.inp)
+            self._submit(latest)
+            if not self._flush(latest):
                 return
-            idle_since = time.monotonic()
-            if tail is not None and not self._pass_on(tail):
-                return
+            if latest and not ready:
+                self._want_again()
 
-    def _run_batch(self, msgs: List[Frame], latest: bool, idle_since: float) -> bool:
-        """One ``detect_batch`` call on the frames of ``msgs``; their `Detections`, in order per
-        camera. Frames the camera's motion gate skipped (nothing moved) go on first, undetected,
-        and their cameras are asked again at once: a still camera never waits for the detector."""
+    def _poll_ms(self, latest: bool) -> int:
+        """Until frames waiting for the idle detector must go (a batch filling), else a poll."""
+        if self.todo and not self.worker.busy:
+            wait_s = self.batch_timeout_ms / 1000.0 if latest else 0.0
+            return max(0, min(busmod.POLL_MS, int((self.todo_since + wait_s - time.monotonic()) * 1000.0)))
+        return busmod.POLL_MS
+
+    def _take(self, msg) -> None:
+        """One input message into its camera's order; a frame to detect also into the batch."""
+        if not isinstance(msg, Frame):  # end of stream, source events: in order with the frames
+            self.order.add(getattr(msg, "source_id", 0), msg)
+            return
+        self.count(StageBoard.IN)
+        cam = msg.meta.source_id
+        if not msg.detect:  # the motion gate skipped it: no detector, no batch
+            self.stats.add("skipped")
+            self.order.add(cam, Detections(msg.meta, None, 0.0, skipped=True, motion=msg.motion))
+            return
+        if not self.todo:
+            self.todo_since = time.monotonic()
+        self.todo.append((msg, self.order.add(cam)))
+
+    def _submit(self, latest: bool) -> None:
+        """Give the idle detector up to ``batch`` waiting frames: at once when a batch is full or
+        in lossless mode, else after ``batch_timeout_ms`` (latest mode, several cameras)."""
+        if self.worker.busy or not self.todo:
+            return
+        now = time.monotonic()
+        if latest and len(self.todo) < self.batch and now < self.todo_since + self.batch_timeout_ms / 1000.0:
+            return
+        take, self.todo = self.todo[:self.batch], self.todo[self.batch:]
+        self.todo_since = now
+        rings = [self.rings[m.meta.source_id] for m, _ in take]
+        versions = [r.version(m.meta.slot) for r, (m, _) in zip(rings, take)]
+        use = [not latest or r.valid(m.meta.slot, m.meta.seq, v) for r, (m, _), v in zip(rings, take, versions)]
+        views = [r.frame(m.meta.slot, m.meta.shape) for r, (m, _), u in zip(rings, take, use) if u]
+        self.stats.wait.add((now - self.idle_since) * 1000.0)
+        self.worker.submit(views, (take, rings, versions, use))
+
+    def _detected(self, done, latest: bool) -> None:
+        """A detector call ended: its frames' `Detections` become ready to go on."""
+        super().beat()
+        take, rings, versions, use = done.job
         stats = self.stats
-        skipped = [m for m in msgs if not m.detect]
-        if skipped:
-            t0 = time.monotonic()
-            self.count(StageBoard.IN, len(skipped))
-            for i, m in enumerate(skipped):
-                if not self.send(self.out, Detections(m.meta, None, 0.0, skipped=True, motion=m.motion)):
-                    return False
-                self.count(StageBoard.OUT)
-                stats.count_item(t0)
-                stats.wait.add((t0 - idle_since) * 1000.0 if i == 0 else 0.0)
-            stats.add("skipped", len(skipped))
-            if latest:
-                self._want(sorted({m.meta.source_id for m in skipped}))
-            msgs = [m for m in msgs if m.detect]
-            if not msgs:
-                return True
-            idle_since = t0
-        rings = [self.rings[m.meta.source_id] for m in msgs]
-        self.count(StageBoard.IN, len(msgs))
-        t0 = time.monotonic()
-        versions = [r.version(m.meta.slot) for r, m in zip(rings, msgs)]
-        use = [not latest or r.valid(m.meta.slot, m.meta.seq, v) for r, m, v in zip(rings, msgs, versions)]
-        views = [r.frame(m.meta.slot, m.meta.shape) for r, m, u in zip(rings, msgs, use) if u]
-        found = self.detector.detect_batch(views) if views else []
-        del views
-        t1 = time.monotonic()
-        if latest:
-            self._want(sorted({m.meta.source_id for m in msgs}))
-        it = iter(found)
+        self.idle_since = done.t1
+        it = iter(done.found)
         dets = [next(it) if u else None for u in use]
         if latest:  # overwritten while we read it: never pass on a torn frame
             dets = [d if d is None or r.valid(m.meta.slot, m.meta.seq, v) else None
-                    for d, r, m, v in zip(dets, rings, msgs, versions)]
-        k = len(msgs)
+                    for d, r, (m, _), v in zip(dets, rings, take, versions)]
+        k = len(take)
         ok = sum(d is not None for d in dets)
         stats.drops += k - ok
         if ok:
-            stats.add("detect_s", (t1 - t0) * ok / k)
+            stats.add("detect_s", (done.t1 - done.t0) * ok / k)
             stats.add("detect_n", ok)
         stats.add("batches")
         stats.hist("batch").add(float(k))
-        per = (t1 - t0) / k
-        for i, (m, d) in enumerate(zip(msgs, dets)):
-            if not self.send(self.out, Detections(m.meta, d, per, motion=m.motion)):
+        per = (done.t1 - done.t0) / k
+        for (m, entry), d in zip(take, dets):
+            entry.msg = Detections(m.meta, d, per, motion=m.motion)
+
+    def _flush(self, latest: bool) -> bool:
+        """Pass on what is ready, in order per camera; in latest mode ask each camera whose frame
+        went on for its next one. -> False when the loop must end: the run stops, or every
+        camera's stream has ended (each capture sends one end-of-stream to each worker)."""
+        stats, wanted = self.stats, set()
+        for msg in self.order.ready():
+            if not self.send(self.out, msg):
                 return False
-            self.count(StageBoard.OUT)
-            stats.count_item(t1)
-            stats.proc.add(per * 1000.0)
-            stats.wait.add((t0 - idle_since) * 1000.0 if i == 0 else 0.0)
+            if isinstance(msg, Detections):
+                t = time.monotonic()
+                self.count(StageBoard.OUT)
+                stats.count_item(t)
+                if not msg.skipped:
+                    stats.proc.add(msg.t_infer * 1000.0)
+                wanted.add(msg.meta.source_id)
+            elif isinstance(msg, EndOfStream):
+                self.ended.add(msg.source_id)
+                if len(self.ended) >= len(self.rings):
+                    return False
+        if latest and wanted:
+            self._want(sorted(wanted))
         return True
