@@ -60,22 +60,28 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_cameras(n: int, batch: str, seconds: float, tmp: Path) -> dict:
-    """One run of ``n`` realtime cameras; -> its figures."""
-    prof = tmp / f"p{n}_{batch}.json"
-    args = [sys.executable, str(REPO / "run_tracker.py"), "--headless", "--realtime", "--loop",
-            "--duration", str(seconds), "--profile", str(prof), "--set", f"pipeline.batch={batch}",
-            "--log-level", "warning"]
-    for _ in range(n):
-        args += ["--source", str(VIDEO)]
+def run_tracker(args: list, seconds: float, prof: Path) -> tuple:
+    """One ``run_tracker.py`` run of ``args`` (a ``--duration seconds`` run writing its profile to
+    ``prof``); exits with its stderr's end when it fails. -> (the profile, CPU seconds of its process
+    tree, wall seconds)."""
+    cmd = [sys.executable, str(REPO / "run_tracker.py"), *args, "--duration", str(seconds), "--profile", str(prof),
+           "--log-level", "warning"]
     cpu0 = _children_cpu()
     t0 = time.monotonic()
-    r = subprocess.run(args, cwd=str(REPO), capture_output=True, text=True, timeout=seconds + 600)
+    r = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=seconds + 600, check=False)
     wall = time.monotonic() - t0
     cpu = _children_cpu() - cpu0
     if r.returncode != 0:
         raise SystemExit(f"run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
-    p = json.loads(prof.read_text())
+    return json.loads(prof.read_text()), cpu, wall
+
+
+def run_cameras(n: int, batch: str, seconds: float, tmp: Path) -> dict:
+    """One run of ``n`` realtime cameras; -> its figures."""
+    args = ["--headless", "--realtime", "--loop", "--set", f"pipeline.batch={batch}"]
+    for _ in range(n):
+        args += ["--source", str(VIDEO)]
+    p, cpu, wall = run_tracker(args, seconds, tmp / f"p{n}_{batch}.json")
     cams = p["cameras"]
     fps = [c["fps"] for c in cams.values()]
     infer = p["stages"]["infer"]
@@ -101,21 +107,11 @@ def static_clips(tmp: Path) -> tuple:
 
 def static_run(n: int, motion: str, seconds: float, clips: tuple, tmp: Path) -> dict:
     """``n`` realtime cameras at 15 fps, camera 0 moving, the others still; -> figures."""
-    prof, ev = tmp / f"s{n}_{motion}.json", tmp / f"s{n}_{motion}.jsonl"
-    args = [sys.executable, str(REPO / "run_tracker.py"), "--headless", "--realtime", "--loop",
-            "--duration", str(seconds), "--profile", str(prof), "--events", str(ev),
-            "--set", f"detect.motion={motion}", "--log-level", "warning"]
+    ev = tmp / f"s{n}_{motion}.jsonl"
+    args = ["--headless", "--realtime", "--loop", "--events", str(ev), "--set", f"detect.motion={motion}"]
     for i in range(n):
         args += ["--source", clips[1] if i == 0 else clips[0]]
-    cpu0 = _children_cpu()
-    t0 = time.monotonic()
-    r = subprocess.run(args, cwd=str(REPO), capture_output=True, text=True, timeout=seconds + 600,
-                       check=False)
-    wall = time.monotonic() - t0
-    cpu = _children_cpu() - cpu0
-    if r.returncode != 0:
-        raise SystemExit(f"run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
-    p = json.loads(prof.read_text())
+    p, cpu, wall = run_tracker(args, seconds, tmp / f"s{n}_{motion}.json")
     cams = p["cameras"]
     fps = {k: c["fps"] for k, c in cams.items()}
     events = [json.loads(ln) for ln in ev.read_text().splitlines()] if ev.exists() else []
