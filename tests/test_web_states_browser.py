@@ -42,6 +42,12 @@ source: {{watchdog_s: 1.5, read_timeout_s: 1.0, open_timeout_s: 3.0, backoff_ini
 """
 
 
+WATCH_ROWS = """(kind) => { window.rows = [];
+  new MutationObserver((ms) => { for (const m of ms) for (const n of m.addedNodes)
+    if (n.dataset && n.dataset.event === kind) window.rows.push(n.textContent); })
+  .observe(document.querySelector('#events'), { childList: true }); }"""
+
+
 def artifacts_dir(tmp_path: Path) -> Path:
     d = Path(os.environ.get("TRACKPIPE_TEST_ARTIFACTS") or tmp_path) / "live-page-states"
     d.mkdir(parents=True, exist_ok=True)
@@ -114,12 +120,19 @@ def test_page_states_through_a_camera_outage(tmp_path):
             assert re.search(r"door\s+zone porch", counts) and re.search(r"road\s+line gate", counts), counts
             assert not page.is_visible(".state-note[data-camera=road]")
             page.wait_for_selector("#events li", timeout=60_000)
+            page.wait_for_selector("body[data-events=open]", timeout=60_000)     # the live event stream
             check_event_rows(event_rows(page))
             assert re.match(rf"^updated {HMS}$", page.inner_text("#status"))
             page.screenshot(path=str(out / "2-live.png"), full_page=True)
 
             # the road camera dies: lost since HH:MM:SS on its last frame (dimmed, not black), fps 0
+            # the page keeps its newest 50 rows: record every source_lost row as it is added
+            page.evaluate(WATCH_ROWS, "source_lost")
             road.kill()
+            page.wait_for_function("() => window.rows.length > 0", timeout=60_000)
+            lost_rows = page.evaluate("() => window.rows")
+            assert all(re.match(rf"^{HMS} source_lost road\b", r) for r in lost_rows), lost_rows
+            check_event_rows(lost_rows)
             wait_state(page, "road", "lost", 60)
             assert re.fullmatch(rf"lost since {HMS} · reconnecting", note_of(page, "road")), note_of(page, "road")
             caption = page.inner_text("figure[data-camera=road] figcaption")
@@ -135,10 +148,6 @@ def test_page_states_through_a_camera_outage(tmp_path):
             view = page.locator("figure[data-camera=road] .view")
             shot = cv2.imdecode(np.frombuffer(view.screenshot(), np.uint8), cv2.IMREAD_COLOR)
             assert shot.shape[0] > 100 and shot.std() > 10, "the lost camera's picture is blank"
-            page.wait_for_function("() => [...document.querySelectorAll('#events li')]"
-                                   ".some(li => li.dataset.event === 'source_lost')", timeout=60_000)
-            lost_rows = [r for r in event_rows(page) if " source_lost " in r]
-            assert lost_rows and all(re.match(rf"^{HMS} source_lost road\b", r) for r in lost_rows), lost_rows
             check_event_rows(event_rows(page))
             page.screenshot(path=str(out / "3-lost.png"), full_page=True)
 
