@@ -151,13 +151,12 @@ def test_page_states_through_a_camera_outage(tmp_path):
             check_event_rows(event_rows(page))
             page.screenshot(path=str(out / "3-lost.png"), full_page=True)
 
-            # back: "restored at HH:MM:SS", then live again
+            # back: "restored at HH:MM:SS"
             road.start().wait_ready(30)
             wait_state(page, "road", "restored", 60)
             assert re.fullmatch(rf"restored at {HMS}", note_of(page, "road")), note_of(page, "road")
             page.screenshot(path=str(out / "4-restored.png"), full_page=True)
-            wait_state(page, "road", "live", 60)
-            check_event_rows(event_rows(page))
+            check_event_rows(event_rows(page))      # (restored turns live after 10 s: tests/test_web.py)
             page.close()
         os.killpg(p.pid, signal.SIGINT)
         wait_group_gone(p, 20)
