@@ -195,3 +195,36 @@ def test_path_check_sees_a_missing_file(tmp_path):
 def test_readme_names_the_console_script():
     text = (ROOT / "README.md").read_text()
     assert re.search(r"`trackpipe --", text), "README.md: the `trackpipe` command (pyproject's console script)"
+
+
+# --- flags the docs name -------------------------------------------------------------------------
+
+DOC_FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9-]*")
+# other programs' flags that the docs name, each with its program
+OTHER_PROGRAMS_FLAGS = {"--help": "every command", "--gpus": "docker run", "--rm": "docker run",
+                        "--no-deps": "pip install", "--model-repository": "tritonserver"}
+
+
+def repository_flags() -> set:
+    """Every ``--flag`` any argparse parser of the repository adds (the commands, benchmarks and
+    test servers), read from the source's ``add_argument`` calls."""
+    import ast
+
+    out = set()
+    files = [*ROOT.glob("*.py"), *(p for d in ("pipeline", "models", "trackers", "benchmarks", "tests/rtsp")
+                                   for p in (ROOT / d).rglob("*.py"))]
+    for f in files:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "add_argument":
+                out |= {a.value for a in n.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                        and a.value.startswith("--")}
+    return out
+
+
+def test_docs_name_real_flags():
+    flags = repository_flags() | set(OTHER_PROGRAMS_FLAGS)
+    assert {"--source", "--http-token", "--mot-root"} <= flags
+    bad = [f"{doc.relative_to(ROOT)}:{n}: {f}" for doc in DOCS
+           for n, line in enumerate(doc.read_text().splitlines(), 1) for f in DOC_FLAG.findall(line)
+           if f not in flags]
+    assert not bad, "flags that no parser of the repository has:\n" + "\n".join(bad)
