@@ -12,10 +12,11 @@ aiguys_test.mp4 (1920x1080, 302 frames), one after the other on this machine:
 Both at conf 0.25, NMS IoU 0.45, imgsz 320. The model: Ultralytics' own ``yolov8n.yaml`` (full
 size), random weights made to give boxes as the test fixtures are (make_fixtures.build), exported
 to ONNX by Ultralytics. Ultralytics runs in a side environment (never a dependency of this
-project), its python given by --side-python (default /work/side/ultra/bin/python; see
-tests/fixtures/onnx/make_fixtures.py for how to make it); without it, the run says so and stops.
+project), its python given by --side-python (default /work/side/ultra/bin/python; made as
+tests/fixtures/onnx/make_fixtures.py says, plus ``pip install lap`` for Ultralytics' trackers);
+without it, the run says so and stops.
 
-    python benchmarks/bench_ultralytics.py [--repeat 3] [--frames 302]
+    python benchmarks/bench_ultralytics.py [--repeat 3] [--frames 302] [--onnx yolov8n.onnx]
 """
 
 from __future__ import annotations
@@ -84,8 +85,10 @@ def ours(onnx: Path, video: Path, frames: int, tmp: Path) -> dict:
 
 
 def theirs(side: Path, onnx: Path, video: Path, frames: int) -> dict:
-    out = subprocess.run([str(side), __file__, "--side-track", str(onnx), "--frames", str(frames)], check=True,
+    out = subprocess.run([str(side), __file__, "--side-track", str(onnx), "--frames", str(frames)],
                          capture_output=True, text=True, env=dict(os.environ, YOLO_OFFLINE="1"))
+    if out.returncode:
+        raise SystemExit(f"error: Ultralytics' run failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -68,7 +68,7 @@ def bench_backends(spec: ModelSpec, backends: List[str], precisions: List[str], 
     """
     from .factory import build_detector  # noqa: PLC0415
 
-    network = load_network(spec.cfg, spec.weights, spec.size)
+    network = load_network(spec.cfg, spec.weights, spec.size) if getattr(spec, "file", None) is None else None
     image = synthetic_frame() if image is None else image
     detectors = {}
     for key, backend, precision in bench_pairs(backends, precisions):
