@@ -109,6 +109,26 @@ def test_classes_filter_and_max_det():
     np.testing.assert_allclose(capped.score, full.score[:2])
 
 
+def test_config_model_file_is_relative_to_the_config_and_names_come_from_metadata(tmp_path):
+    """``model: {file: ...}`` in a config file: relative to it; a --model on the command line replaces
+    it; the metadata's names become a names file in the cache that every stage reads."""
+    from trackpipe.models.classes import read_names
+    from trackpipe.pipeline.cli import load
+
+    (tmp_path / "m").mkdir()
+    os.symlink(FIX / "yolov5tu.onnx", tmp_path / "m" / "voc.onnx")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  file: m/voc.onnx\n  classes: [person, dog]\n")
+    _, spec = load(["--config", str(cfg), "--source", str(VIDEO_360), "--cache-dir", str(tmp_path / "cache")])
+    assert (spec.file, spec.size, spec.backend, spec.precision) == (tmp_path / "m" / "voc.onnx", (320, 320), "onnx",
+                                                                    "fp32")
+    names = read_names(spec.names)
+    assert spec.names.parent == tmp_path / "cache" / "onnx-names" and len(names) == 20
+    assert spec.classes == (names.index("person"), names.index("dog"))
+    _, spec = load(["--config", str(cfg), "--source", str(VIDEO_360), "--model", "yolo-fastest-1.1-xl"], resolve=False)
+    assert spec.file is None and spec.model == "yolo-fastest-1.1-xl"
+
+
 def test_batch_of_frames_equals_frames_one_by_one():
     from trackpipe.models.factory import build_detector
 
