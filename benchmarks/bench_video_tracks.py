@@ -5,8 +5,8 @@
 The real detector (Yolo-Fastest-1.1-xl, 320x320, ONNX Runtime, conf 0.25 and NMS 0.45 as in
 ``configs/default.yaml``, all classes) runs once over every video; its detections are cached
 in ``.cache/video_dets/<video>.npz`` (not committed; keyed by the video's size and mtime).
-Then each tracker runs over the cached detections, with the frames (``deepsort`` reads
-them), and per video and tracker this prints:
+Then each tracker runs over the cached detections, with the frames (``deepsort`` and the
+camera-motion compensation, ``--set cmc=auto``, read them), and per video and tracker this prints:
 
 - ids: distinct track IDs written;
 - short: IDs written in fewer than 10 frames;
@@ -112,7 +112,8 @@ def run(name: str, video: Path, dets, repeats: int, overrides: dict) -> dict:
         written: dict[int, list[int]] = {}
         n_pred = 0
         total = 0.0
-        frames = read_frames(video) if name.startswith("deepsort") else (None for _ in dets)
+        reads = name.startswith("deepsort") or getattr(tracker, "needs_frame", False)  # appearance or cmc
+        frames = read_frames(video) if reads else (None for _ in dets)
         for i, (f, d) in enumerate(zip(frames, dets)):
             t0 = time.perf_counter()
             tr = tracker.update(d, frame=f)
