@@ -39,7 +39,9 @@ MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO
 PRE_S, POST_S, GOP_S = 2.0, 2.0, 1.0        # the RTSP server sends a keyframe every second
 CLASSES = ("person", "car")
 RUN_S = 30
-LAG_S = 1.5             # the capture's lag behind the camera tolerated on a loaded 2-core machine
+# one clock (docs/recording.md): the capture's frame times and the recorder's agree within this (measured under
+# load: 0.04-0.06 s; 0.09 s from the camera making a frame), where decode times differed by up to 1.4 s
+CLOCK_S = 0.25
 
 
 class Hooks(http.server.BaseHTTPRequestHandler):
@@ -108,7 +110,11 @@ def test_every_track_ended_has_a_clip_and_a_snapshot(run, yf_spec):
             assert rec.start - PRE_S - GOP_S - 0.1 <= info["start"] <= max(rec.start - PRE_S, first) + 1e-3
             assert info["end"] >= rec.end
             with av.open(str(path)) as c:
-                n = sum(1 for _ in c.decode(video=0))
+                frames = list(c.decode(video=0))
+            n, t0 = len(frames), frames[0].time
+            recorded = {s.counter: info["start"] + f.time - t0 for s, f in
+                        ((decode_stamp(f.to_ndarray(format="bgr24")), f) for f in frames
+                         if abs(info["start"] + f.time - t0 - rec.t_best) < 0.5) if s is not None}
             cap, m = cv2.VideoCapture(str(path)), 0
             while cap.read()[0]:
                 m += 1
@@ -118,8 +124,9 @@ def test_every_track_ended_has_a_clip_and_a_snapshot(run, yf_spec):
             snap = cv2.imread(str(root / rec.snapshot))
             assert snap is not None and snap.shape == (rec.height, rec.width, 3)
             stamp = decode_stamp(snap)
-            # the events' clock is the capture's: the server made the frame before (by the capture's lag)
-            assert stamp is not None and -0.01 <= rec.t_best - stamp.wall < LAG_S, (stamp, rec.t_best)
+            # made by the server just before; the recording has the same frame at the same time
+            assert stamp is not None and -0.01 <= rec.t_best - stamp.wall < CLOCK_S, (stamp, rec.t_best)
+            assert abs(recorded[stamp.counter] - rec.t_best) < CLOCK_S, (recorded.get(stamp.counter), rec.t_best)
             row = min(rec.boxes, key=lambda b: abs(b[0] - rec.t_best))
             assert row[1:5] == rec.box
             dets = detector.detect(snap)                              # the object is in the box

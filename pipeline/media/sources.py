@@ -85,6 +85,11 @@ class Source:
         """Next BGR frame (``buf`` itself when decoded in place) or None at the end / on failure."""
         raise NotImplementedError
 
+    def pts_s(self) -> Optional[float]:
+        """The stream timestamp (seconds) of the frame read last; None where the source has none
+        (camera devices, the screen, images): its frames are stamped when they are read."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -136,7 +141,14 @@ class _CaptureSource(Source):
             self.cap = None
 
 
-class VideoFileSource(_CaptureSource):
+class _TimedSource(_CaptureSource):
+    """A capture source whose frames carry the stream's timestamps (files, streams)."""
+
+    def pts_s(self) -> Optional[float]:
+        return None if self.cap is None else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+
+
+class VideoFileSource(_TimedSource):
     kind = "file"
 
     def __init__(self, uri: str, cfg: SourceConfig):
@@ -179,7 +191,7 @@ class CameraSource(_CaptureSource):
         return f"cannot open camera {self.uri}"
 
 
-class StreamSource(_CaptureSource):
+class StreamSource(_TimedSource):
     """RTSP/HTTP/... through FFmpeg: RTSP over TCP, open and read timeouts."""
 
     kind = "stream"

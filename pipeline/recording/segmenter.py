@@ -21,10 +21,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
+
+from trackpipe.pipeline.media.clock import Clock
 
 from .index import Segment
 from .layout import segment_path
@@ -38,35 +39,6 @@ COPY_CODECS = ("h264", "hevc")
 
 class RecordWriteError(OSError):
     """A segment could not be written (folder not writable, disk full)."""
-
-
-@dataclass
-class Clock:
-    """Packet timestamps (seconds) -> seconds on the events' clock.
-
-    files run lossless: ``base + (pts - first pts)``. live: ``pts + offset`` where ``offset`` is
-    the least ``arrival - pts`` seen: a packet is never early, so the least delay is the live edge
-    (packets FFmpeg buffered while it probed the stream arrive late and would read late). A delay
-    ``max_drift_s`` above it (a stall, a reconnect, a camera's clock reset) starts it afresh."""
-
-    live: bool
-    base: float = 0.0
-    max_drift_s: float = 2.0
-    offset: float | None = None
-
-    def reset(self) -> None:
-        self.offset = None
-
-    def time(self, pts_s: float) -> float:
-        """The time of a packet that arrives now, learning from its arrival."""
-        d = (time.time() if self.live else self.base) - pts_s
-        if self.offset is None or (self.live and d < self.offset) or d - self.offset > self.max_drift_s:
-            self.offset = d
-        return pts_s + self.offset
-
-    def at(self, pts_s: float) -> float:
-        """The time of ``pts_s`` with what is known now (a segment's start, once it is closed)."""
-        return pts_s + (self.offset or 0.0)
 
 
 class Segmenter:

@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from trackpipe.pipeline.errors import SourceError
+from trackpipe.pipeline.media.clock import Clock
 from trackpipe.pipeline.media.waiting import STILL_WAITING_S, StillWaiting
 from trackpipe.pipeline.transport import bus as busmod
 from trackpipe.pipeline.transport.messages import SourceEvent, Want
@@ -54,6 +55,8 @@ class LiveCapture:
         self.error = None
         self.grabbed = 0
         self.thread_stuck = False
+        self.clock = Clock(live=True)       # frames' stream timestamps -> wall clock (as the recorder's)
+        self.last_t, self.last_pts = 0.0, None
         # the grabber wakes the main thread through a pipe, not a zmq socket: a grabber stuck in a
         # read (a frozen camera) then holds nothing that the context's term() would wait for
         self.wake_r, self.wake_w = os.pipe()
@@ -64,6 +67,19 @@ class LiveCapture:
         return self.halt.is_set() or self.stage.stopping()
 
     # --- grabber thread -----------------------------------------------------------------------
+    def _stamp(self, src) -> float:
+        """The frame's capture time: its stream timestamp on the wall clock, anchored by the least
+        delay seen since the open (`media.clock.Clock`, as the recorder's), so a frame decoded late
+        keeps its time; never before the previous frame's. Sources without timestamps: now."""
+        pts = src.pts_s()
+        if pts is None:
+            return time.time()
+        if self.last_pts is not None and pts < self.last_pts:   # a looped file starts again
+            self.clock.reset()
+        self.last_pts = pts
+        self.last_t = max(self.clock.time(pts), self.last_t)
+        return self.last_t
+
     def grabber(self) -> None:
         src, ring, cfg, wd, slots = self.source, self.ring, self.cfg, self.watchdog, self.slots
         shape = self.stage.shape
@@ -76,6 +92,7 @@ class LiveCapture:
                     try:
                         src.open()
                         opened, fresh = True, 0
+                        self.clock.reset()      # a new connection: its timestamps start afresh
                         wd.opened()
                     except SourceError as e:
                         self._lose(str(e))
@@ -125,7 +142,7 @@ class LiveCapture:
                     continue
                 out_shape = shape if img is view else self.fit(ring, slot, img, shape)
                 del img, view
-                _, dropped = slots.commit(slot, out_shape, time.time(), time.monotonic())
+                _, dropped = slots.commit(slot, out_shape, self._stamp(src), time.monotonic())
                 if dropped:  # the staged frame was never published
                     self.stats.drops += 1
                 self._wake()
