@@ -66,8 +66,9 @@ def noisy(frame: np.ndarray, rng: np.random.Generator, sigma: float = NOISE_SIGM
     return np.clip(frame.astype(np.float32) + n, 0, 255).astype(np.uint8)
 
 
-def encode(frames: Iterator[np.ndarray], path, fps: float, crf: int = 23) -> int:
-    """Write BGR frames as H.264 (libx264, yuv420p, ``crf``) into ``path``; -> frames written."""
+def encode(frames: Iterator[np.ndarray], path, fps: float, crf: int = 23, gop: Optional[int] = None) -> int:
+    """Write BGR frames as H.264 (libx264, yuv420p, ``crf``; a keyframe every ``gop`` frames at
+    most, None: x264's default) into ``path``; -> frames written."""
     import av
     n = 0
     with av.open(str(path), "w") as c:
@@ -77,7 +78,7 @@ def encode(frames: Iterator[np.ndarray], path, fps: float, crf: int = 23) -> int
             if s is None:
                 s = c.add_stream("libx264", rate=rate)
                 s.width, s.height, s.pix_fmt = f.shape[1], f.shape[0], "yuv420p"
-                s.options = {"crf": str(crf), "preset": "veryfast"}
+                s.options = {"crf": str(crf), "preset": "veryfast", **({"g": str(gop)} if gop else {})}
             for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="bgr24")):
                 c.mux(p)
             n += 1
@@ -88,9 +89,11 @@ def encode(frames: Iterator[np.ndarray], path, fps: float, crf: int = 23) -> int
 
 
 def still_moving_still(video, out, still_s: float = 4.0, start: int = 0, frames: Optional[int] = None,
-                       size: Optional[Tuple[int, int]] = None, sigma: float = NOISE_SIGMA, seed: int = 0) -> Clip:
+                       size: Optional[Tuple[int, int]] = None, sigma: float = NOISE_SIGMA, seed: int = 0,
+                       gop: Optional[int] = None) -> Clip:
     """``still_s`` seconds of the first real frame (noise added to each copy), the real frames
-    ``start``..``start+frames``, ``still_s`` seconds of the last one; H.264 into ``out``."""
+    ``start``..``start+frames``, ``still_s`` seconds of the last one; H.264 into ``out`` (a
+    keyframe every ``gop`` frames at most)."""
     real, fps = read_video(video, start, frames, size)
     if not real:
         raise ValueError(f"{video}: no frames from {start}")
@@ -104,7 +107,7 @@ def still_moving_still(video, out, still_s: float = 4.0, start: int = 0, frames:
         for _ in range(k):
             yield noisy(real[-1], rng, sigma)
 
-    n = encode(gen(), out, fps)
+    n = encode(gen(), out, fps, gop=gop)
     h, w = real[0].shape[:2]
     return Clip(str(out), n, (k, k + len(real)), fps, (w, h))
 

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -311,6 +312,40 @@ def test_export_command(recorded, tmp_path):
     assert p.returncode == 2 and "no recording" in p.stderr
 
 
+# --- mode motion ---------------------------------------------------------------------------------
+
+def test_motion_mode_keeps_the_segments_that_overlap_motion_with_their_roll(tmp_path):
+    from trackpipe.pipeline.motion.detector import MotionDetector
+
+    from tests.motion_clips import still_moving_still
+    # 4 s of a still scene (a real frame with camera noise), 3 s of people walking, 4 s still; a keyframe each 0.5 s
+    clip = still_moving_still(ASSETS / "video" / "aiguys_video.mp4", tmp_path / "c.mp4", still_s=4.0, start=100,
+                              frames=90, gop=15)
+    moving = (clip.moving[0] / clip.fps, clip.moving[1] / clip.fps)
+    now = time.time()                                  # a file run lossless: its clock is now + media time
+    cam = CameraRecording("cam", clip.path, mode="motion", segment_s=1.0, pre_s=0.5, post_s=0.5, live=False)
+    rec = Recorder(RecorderSettings(tmp_path / "rec", [cam], t_base=now))
+    assert rec.start()
+    detector, cap, i = MotionDetector(), cv2.VideoCapture(clip.path), 0
+    try:
+        while True:                                    # what the sink hands over for each tracked frame
+            ok, frame = cap.read()
+            if not ok:
+                break
+            rec.motion("cam", i / clip.fps, detector.update(frame).moving)
+            i += 1
+        wait_for(lambda: rec.stats()["cameras"]["cam"]["state"] == "stopped", 30, "the file remuxed")
+    finally:
+        rec.close()
+    kept = [(s.start - now, s.end - now) for s in RecordIndex(tmp_path / "rec").segments("cam")]
+    assert kept and kept[0][0] <= moving[0] - 0.5 + 0.05 and kept[-1][1] >= moving[1] + 0.5 - 0.05, (kept, moving)
+    for a, b in itertools.pairwise(kept):              # motion and its roll: one unbroken stretch
+        assert a[1] == pytest.approx(b[0])
+    still = [(0.5, moving[0] - 1.5), (moving[1] + 1.5, clip.frames / clip.fps - 0.5)]   # well inside the still
+    assert not [s for s in kept for a, b in still if s[0] < b and s[1] > a], (kept, moving)
+    assert rec.counts["deleted"] >= 4
+
+
 # --- a live camera: the real RTSP server ---------------------------------------------------------
 
 def test_a_live_camera_is_recorded_on_the_wall_clock_with_a_snapshot(rtsp_server_factory, tmp_path):  # noqa: F811
@@ -346,6 +381,16 @@ def test_a_live_camera_is_recorded_on_the_wall_clock_with_a_snapshot(rtsp_server
     assert info.end >= ev.end and len(decode_all(info.path)) == cv2_count(info.path) > 30
 
 
+def readable_index(root: Path) -> RecordIndex | None:
+    """The index once its writer has made its tables (the file comes first), else None."""
+    try:
+        index = RecordIndex(root)
+        index.segments(limit=1)
+        return index
+    except (FileNotFoundError, sqlite3.OperationalError):
+        return None
+
+
 CRASH_SCRIPT = """
 import sys, time
 from pathlib import Path
@@ -362,7 +407,7 @@ def test_sigkill_loses_at_most_the_segment_being_written(rtsp_server_factory, tm
     p = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path), srv.url], cwd=ROOT,
                          start_new_session=True, stdout=subprocess.PIPE, text=True)
     try:
-        index = wait_for(lambda: (tmp_path / "index.db").exists() and RecordIndex(tmp_path), 60, "the index")
+        index = wait_for(lambda: readable_index(tmp_path), 60, "the index")
         wait_for(lambda: len(index.segments()) >= 3, 60, "three segments")
         time.sleep(0.5)                                  # inside the next segment
     finally:

@@ -237,7 +237,8 @@ class RecordConfig(Section):
                                                   "index.db (null: no recording)")
     mode: Literal["off", "all", "motion", "events"] = Field(
         "all", description="all: keep every segment; events: keep the segments that overlap a tracked object of "
-                           "`classes` (with pre/post roll); motion: not available yet; off: no recording")
+                           "`classes` (with pre/post roll); motion: the segments where something moved (with "
+                           "pre/post roll); off: no recording")
     segment_s: float = Finite(10.0, "segment length in seconds (cut at the first keyframe after it)", ge=1.0,
                               le=600.0)
     pre_s: float = Finite(5.0, "an event's clip starts this long before the object appeared (at the keyframe at "

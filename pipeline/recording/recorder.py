@@ -5,6 +5,7 @@ snapshots and retention, in the one process that writes the index.
     if rec.start():                      # False: the folder is not writable (one warning line)
         rec.observe(camera, t, track_id, xyxy, score, class_id, predicted, frame_size)   # per tracked frame
         rec.best_frame(camera, track_id, t, box, score, jpeg)   # render's best frame of a track so far
+        rec.motion(camera, t, moving)    # per frame of a camera recorded in mode motion
         rec.on_events(camera, events)    # the frame's event dicts (track_ended finishes an event)
     ...
     rec.close()
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 SNAPSHOT_WAIT_S = 60.0      # an event's best frame (sent by render) is taken this long after its end
 MAX_BEST = 256              # best frames of tracks not ended yet kept at most (the oldest go first)
+MOTION_GAP_S = 1.0          # mode motion: moving frames this close together make one span
+MAX_SPANS = 10000           # motion spans kept per camera (older ones were decided long ago)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class CameraRecording:
 
     name: str
     uri: str
-    mode: str = "all"               # all | events | off
+    mode: str = "all"               # all | events | motion | off
     segment_s: float = 10.0
     pre_s: float = 5.0
     post_s: float = 5.0
@@ -95,6 +98,7 @@ class Recorder:
                                               offset=0.0 if c.live or c.paced else settings.t_base)
                          for c in self.cams.values()}
         self.tracked_until: dict[str, float] = {}
+        self.moving: dict[str, list[list[float]]] = {c.name: [] for c in self.cams.values() if c.mode == "motion"}
         self.work: queue.Queue = queue.Queue(maxsize=10000)
         self.worker: threading.Thread | None = None
         self.counts = {"segments": 0, "bytes": 0, "events": 0, "snapshots": 0, "snapshots_missing": 0,
@@ -178,6 +182,22 @@ class Recorder:
         for ev in events:
             self.on_event(camera, ev)
 
+    def motion(self, camera: str, t: float, moving: bool) -> None:
+        """Whether something moved in ``camera``'s frame at ``t`` (events' clock, as ``observe``):
+        mode ``motion`` keeps the segments that overlap these spans (with pre and post roll)."""
+        spans, b = self.moving.get(camera), self.builders.get(camera)
+        if spans is None or b is None or not self.enabled:
+            return
+        t += b.offset
+        if moving:
+            if spans and t - spans[-1][1] <= MOTION_GAP_S:
+                spans[-1][1] = t
+            else:
+                spans.append([t, t])
+                if len(spans) > MAX_SPANS:
+                    del spans[0]
+        self.tracked_until[camera] = max(t, self.tracked_until.get(camera, t))
+
     def best_frame(self, camera: str, track_id: int, t: float, box, score: float, jpeg: bytes) -> None:
         """Render's best frame so far of ``camera``'s track ``track_id`` (time ``t`` on the events'
         clock, as ``observe``; box (4,) xyxy pixels; the clean frame as JPEG): its event's snapshot."""
@@ -252,7 +272,7 @@ class Recorder:
                     elif kind == "close":
                         self._forget_indexed(final=True)
                         self._requests()
-                        self._retain()
+                        self._retain(final=True)
                         return
                 if time.monotonic() - last_tick >= TICK_S:
                     last_tick = time.monotonic()
@@ -262,9 +282,17 @@ class Recorder:
             except Exception:
                 log.exception("recording worker")
 
-    def _retain(self) -> None:
+    def _retain(self, final: bool = False) -> None:
+        """Retention; ``final``: the run ends (no frame will come: every segment is decided)."""
+        until = dict(self.tracked_until)          # before the spans: they are at least as new
+        if final:
+            until = {n: float("inf") for n in self.cams}
         opened = {n: [s for s, _ in b.spans()] for n, b in self.builders.items()}
-        res = self.retention.apply(tracked_until=dict(self.tracked_until), open_tracks=opened)
+        moving = {n: [tuple(x) for x in list(spans)] for n, spans in self.moving.items()}
+        for n, spans in moving.items():           # a span still open may go on: as an open track
+            if spans and not final and until.get(n, spans[-1][1]) - spans[-1][1] <= MOTION_GAP_S:
+                opened[n] = opened.get(n, []) + [spans[-1][0]]
+        res = self.retention.apply(tracked_until=until, open_tracks=opened, motion=moving)
         self.counts["deleted"] += res.deleted
 
     def _event(self, ev: EventRecord) -> None:

@@ -4,6 +4,7 @@ Applied by the recorder after every closed segment and every few seconds (`Reten
 
 1. mode ``events``: a closed segment that no event (nor a track still open) needs, with the
    camera's pre and post roll, is deleted once the camera's tracking has moved ``pre_s`` past it;
+   mode ``motion`` alike, with the spans where something moved instead of the events;
 2. age: segments and events older than the camera's ``retain_days`` (0: no age limit);
 3. size: while the segments of all cameras together pass ``max_gb``, the oldest go first;
 4. free space: while the disk of the record folder has less than ``min_free_gb`` free, the oldest
@@ -32,7 +33,7 @@ GB = 1e9
 
 @dataclass
 class CameraPolicy:
-    mode: str = "all"             # all | events
+    mode: str = "all"             # all | events | motion
     pre_s: float = 5.0
     post_s: float = 5.0
     retain_days: float = 7.0
@@ -62,14 +63,17 @@ class Retention:
         return self.cameras.get(camera) or CameraPolicy()
 
     def apply(self, now: float | None = None, tracked_until: dict[str, float] | None = None,
-              open_tracks: dict[str, list[float]] | None = None) -> RetentionResult:
+              open_tracks: dict[str, list[float]] | None = None,
+              motion: dict[str, list[tuple]] | None = None) -> RetentionResult:
         """now: wall clock; tracked_until: {camera: time of its newest tracked frame}; open_tracks:
-        {camera: start times of its tracks still open}."""
+        {camera: start times of its tracks (and of a motion span) still open}; motion: {camera:
+        [(start, end)] where something moved} (mode motion)."""
         now = time.time() if now is None else now
         res = RetentionResult(reasons={})
         for cam, pol in self.cameras.items():
-            if pol.mode == "events" and tracked_until and cam in tracked_until:
-                self._events_mode(cam, pol, tracked_until[cam], (open_tracks or {}).get(cam, []), res)
+            if pol.mode in ("events", "motion") and tracked_until and cam in tracked_until:
+                spans = (motion or {}).get(cam, []) if pol.mode == "motion" else None
+                self._events_mode(cam, pol, tracked_until[cam], (open_tracks or {}).get(cam, []), res, spans)
         self._age(now, res)
         self._size(res)
         self._free(res)
@@ -78,16 +82,19 @@ class Retention:
     # --- policies ------------------------------------------------------------------------------
 
     def _events_mode(self, cam: str, pol: CameraPolicy, until: float, open_starts: list[float],
-                     res: RetentionResult) -> None:
+                     res: RetentionResult, motion: list[tuple] | None = None) -> None:
+        """Segments decided (``pre_s`` before ``until`` and before every open track) that no span
+        (the events', or ``motion``'s) with the roll overlaps are deleted."""
         decided = until - pol.pre_s       # a track that starts later cannot reach back before this
         if open_starts:
             decided = min(decided, min(open_starts) - pol.pre_s)
         segs = [s for s in self.index.segments(cam, before=decided) if s.end <= decided]
         if not segs:
             return
-        spans = self.index.event_spans(cam, segs[0].start - pol.post_s)
+        after = segs[0].start - pol.post_s
+        spans = self.index.event_spans(cam, after) if motion is None else [(a, b) for a, b in motion if b >= after]
         drop = [s for s in segs if not any(a - pol.pre_s < s.end and b + pol.post_s > s.start for a, b in spans)]
-        self._delete(drop, res, "no_event")
+        self._delete(drop, res, "no_event" if motion is None else "no_motion")
 
     def _age(self, now: float, res: RetentionResult) -> None:
         for cam, pol in self.cameras.items():

@@ -33,10 +33,6 @@ def resolve(cfg, cameras: Sequence, lossless: bool, t_base: float | None = None,
             vals.update({k: getattr(own, k) for k in KEYS if getattr(own, k) is not None})
         if vals["mode"] == "off":
             continue
-        if vals["mode"] == "motion":
-            log.warning("camera %s: record.mode motion is not available yet: every segment is kept (mode all)",
-                        cam.name)
-            vals["mode"] = "all"
         kind = getattr(getattr(cam, "info", None), "kind", None)
         if kind not in (None, "file", "stream"):
             log.warning("camera %s: a %s source has no compressed stream to copy: not recorded", cam.name, kind)

@@ -196,6 +196,8 @@ class SinkProcess(StageProcess):
                 cam.mot.write(seq + 1, msg.tracks)
             if self.recorder is not None and msg.tracks is not None:
                 self._observe(cam, msg)
+            if self.recorder is not None and msg.motion is not None:   # a motion recording mode keys on it
+                self.recorder.motion(cam.name, self._event_time(cam, seq, msg.meta.t_capture), msg.moving)
             for ev in msg.events:
                 cam.last_t = ev.get("t", cam.last_t)
                 self._event(cam, ev)
