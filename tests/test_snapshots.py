@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from trackpipe.models.types import Tracks
 from trackpipe.pipeline.media.snapshots import SnapshotWriter
@@ -63,25 +64,25 @@ def test_a_failing_disk_is_counted_not_raised(tmp_path):
     assert w.errors == 1 and w.written == 0
 
 
-def test_best_frames_encode_a_tracks_new_best_clean_and_only_for_recorded_classes():
+def test_best_frames_keep_a_tracks_best_frame_clean_and_only_for_recorded_classes():
     from trackpipe.pipeline.recording.best import BestFrames
-    best = BestFrames(classes=["car"], names=NAMES, min_gain=0.05)
+    best = BestFrames(classes=["car"], names=NAMES, min_gain=0.05, max_width=80)
     frame = np.full((120, 160, 3), 80, np.uint8)
     frame[10:50, 100:150] = 200                                  # the object
     tr = _tracks([7, 8], [0, 2], [[20, 20, 60, 100], [100, 10, 150, 50]])
     tr.score[:] = [0.9, 0.6]
     assert best.due(tr).tolist() == [1]                          # the person is not recorded
-    got = best.encode(frame, 5, 1.25, tr, best.due(tr))
-    assert [(b.track_id, b.seq, b.t, b.score) for b in got] == [(8, 5, 1.25, np.float32(0.6))]
-    assert got[0].box.tolist() == [100, 10, 150, 50]
-    img = cv2.imdecode(np.frombuffer(got[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert np.abs(img.astype(int) - frame).mean() < 2           # the clean frame: no box drawn (no colour)
-    assert np.ptp(img[5:55, 95:155].astype(int), axis=2).max() < 20
+    best.keep(frame, 5, 1.25, tr, best.due(tr))
+    frame[:] = 0                                                 # render draws on it next: the kept copy is its own
     tr.score[1] = 0.63
     assert best.due(tr).tolist() == []                           # not better by min_gain
     tr.score[1], tr.predicted[1] = 0.9, True
     assert best.due(tr).tolist() == []                           # a predicted box never scores
-    tr.predicted[1] = False
-    assert best.due(tr).tolist() == [1]
-    best.ended([8])
-    assert best.score == {}
+    assert best.ended([7]) == []
+    [b] = best.ended([8])
+    assert (b.track_id, b.seq, b.t, b.box.tolist()) == (8, 5, 1.25, [100, 10, 150, 50])
+    assert b.score == pytest.approx(0.6) and best.best == {}
+    img = cv2.imdecode(np.frombuffer(b.jpeg(), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (60, 80, 3)                              # shrunk to max_width (the API scales the box)
+    assert abs(int(img[15, 62, 0]) - 200) < 12 and abs(int(img[50, 20, 0]) - 80) < 12   # the object, clean
+    assert np.ptp(img.astype(int), axis=2).max() < 20           # no box drawn (no colour)

@@ -2,51 +2,57 @@
 recorder's event snapshots: no decoding in the sink, a snapshot for every event.
 
 `BestFrames` (one per recorded camera) watches every tracked frame: a track of a recorded class
-whose detected (not predicted) score beats its best so far by ``min_gain`` has its frame encoded
-as a clean JPEG (the whole frame, no box: the review API draws the stored box). Scores of a track
-set a new record a few times per track (a new best among n frames comes ~ln n times), so this is
-a handful of encodes per track. Each new best goes to the sink at once (`messages.BestFrame`),
-where the recorder keeps the latest per track and writes it as the event's snapshot when the
-track ends (`recorder.Recorder.best_frame`).
+whose detected (not predicted) score beats its best so far by ``min_gain`` keeps a clean copy of
+the frame (no box: the review API draws the stored one), shrunk to at most ``max_width`` pixels
+wide (a resize, ~1 ms for 1080p; frames shared by tracks are copied once). A track's scores set a
+new best a few times per track (a new best among n frames comes ~ln n times), and its frame is
+encoded as JPEG once, when the track ends (`ended`): one encode per event. The frame then goes to
+the sink (`messages.BestFrame`), whose recorder writes it as the event's snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 JPEG_QUALITY = 85
+MAX_WIDTH = 960          # snapshots wider than this are shrunk (the API scales the stored box)
 
 
 @dataclass
 class Best:
     """A track's best sighting so far: its frame ``seq``, capture time ``t``, ``score``, ``box``
-    (4,) xyxy pixels and the frame as JPEG bytes."""
+    (4,) xyxy pixels of the tracked frame, and the clean frame ``image`` (h, w, 3) uint8 BGR (the
+    tracked frame, shrunk to at most `MAX_WIDTH` wide)."""
 
     track_id: int
     seq: int
     t: float
     score: float
     box: np.ndarray
-    jpeg: bytes
+    image: np.ndarray
+
+    def jpeg(self, quality: int = JPEG_QUALITY) -> bytes | None:
+        ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        return buf.tobytes() if ok else None
 
 
 class BestFrames:
-    """One camera's live tracks' best scores. ``classes``: labels or class ids (as strings) that
+    """One camera's live tracks' best frames. ``classes``: labels or class ids (as strings) that
     are recorded (None: every class); ``names``: class names by id."""
 
     def __init__(self, classes: Sequence | None = None, names: Sequence[str] = (), min_gain: float = 0.02,
-                 quality: int = JPEG_QUALITY, max_tracks: int = 1024):
+                 max_width: int = MAX_WIDTH, max_tracks: int = 256):
         self.classes = None if classes is None else {str(c) for c in classes}
         self.names = list(names or ())
         self.min_gain = float(min_gain)
-        self.quality = int(quality)
+        self.max_width = int(max_width)
         self.max_tracks = int(max_tracks)
-        self.score: dict[int, float] = {}      # track id -> best score encoded so far
-        self.encoded = 0
+        self.best: dict[int, Best] = {}        # track id -> its best frame so far
+        self.kept = 0                          # frames copied
 
     def _wanted(self, class_id: int) -> bool:
         if self.classes is None:
@@ -56,7 +62,7 @@ class BestFrames:
 
     def due(self, tracks) -> np.ndarray:
         """Rows of ``tracks`` (`Tracks`, N rows) whose detected score beats their best so far by
-        ``min_gain`` -> (K,) int indices. Nothing changes until `encode`."""
+        ``min_gain`` -> (K,) int indices. Nothing changes until `keep`."""
         if tracks is None or not len(tracks):
             return np.zeros(0, np.int64)
         pred = tracks.predicted if getattr(tracks, "predicted", None) is not None else np.zeros(len(tracks), bool)
@@ -65,36 +71,40 @@ class BestFrames:
                                               tracks.class_id.tolist())):
             if pred[k]:
                 continue
-            best = self.score.get(tid)
+            best = self.best.get(tid)
             if best is None:
                 if not self._wanted(int(cid)):
                     continue
-            elif s < best + self.min_gain:
+            elif s < best.score + self.min_gain:
                 continue
             rows.append(k)
         return np.asarray(rows, np.int64)
 
-    def encode(self, frame: np.ndarray, seq: int, t: float, tracks, rows: np.ndarray) -> list[Best]:
-        """frame (H, W, 3) uint8 BGR, clean (before any drawing), not modified: one JPEG for all
-        ``rows`` (they share the frame) -> their new `Best` each."""
+    def keep(self, frame: np.ndarray, seq: int, t: float, tracks, rows: np.ndarray) -> None:
+        """frame (H, W, 3) uint8 BGR, clean (before any drawing), not modified: one (shrunk) copy
+        for all ``rows``, each's new best."""
         if not len(rows):
-            return []
-        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if not ok:
-            return []
-        self.encoded += 1
-        jpeg = buf.tobytes()
-        out = []
+            return
+        h, w = frame.shape[:2]
+        if w > self.max_width:
+            image = cv2.resize(frame, (self.max_width, max(1, round(h * self.max_width / w))),
+                               interpolation=cv2.INTER_LINEAR)
+        else:
+            image = frame.copy()
+        self.kept += 1
         for k in rows.tolist():
-            tid, s = int(tracks.track_id[k]), float(tracks.score[k])
-            self.score[tid] = s
-            out.append(Best(tid, int(seq), float(t), s, np.asarray(tracks.xyxy[k], np.float32).copy(), jpeg))
-        if len(self.score) > self.max_tracks:       # ids whose end never came (bounded memory)
-            for tid in list(self.score)[: len(self.score) - self.max_tracks]:
-                del self.score[tid]
-        return out
+            tid = int(tracks.track_id[k])
+            self.best.pop(tid, None)               # newest last: the oldest go first past max_tracks
+            self.best[tid] = Best(tid, int(seq), float(t), float(tracks.score[k]),
+                                  np.asarray(tracks.xyxy[k], np.float32).copy(), image)
+        while len(self.best) > self.max_tracks:    # ids whose end never came (bounded memory)
+            self.best.pop(next(iter(self.best)))
 
-    def ended(self, track_ids) -> None:
-        """These tracks ended: forgotten."""
+    def ended(self, track_ids: Iterable[int]) -> list[Best]:
+        """These tracks ended: their best frames (to encode and send), forgotten here."""
+        out = []
         for tid in track_ids:
-            self.score.pop(int(tid), None)
+            b = self.best.pop(int(tid), None)
+            if b is not None:
+                out.append(b)
+        return out

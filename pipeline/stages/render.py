@@ -177,10 +177,14 @@ class RenderProcess(StageProcess):
         self.stats.gauges.update(best_frames_sent=0, best_frames_dropped=0)
         return self.bus.push(SINK, hwm=64)
 
-    def _send_best(self, out: CameraOutput, bests) -> None:
-        """New best frames to the sink (never waited for: a full queue drops them, counted)."""
-        for b in bests:
-            msg = BestFrame(out.index, b.seq, b.t, b.track_id, b.score, b.box, np.frombuffer(b.jpeg, np.uint8))
+    def _send_best(self, out: CameraOutput, track_ids) -> None:
+        """The ended tracks' best frames, as JPEG, to the sink (never waited for: a full queue
+        drops them, counted)."""
+        for b in out.best.ended(track_ids):
+            jpeg = b.jpeg()
+            if jpeg is None:
+                continue
+            msg = BestFrame(out.index, b.seq, b.t, b.track_id, b.score, b.box, np.frombuffer(jpeg, np.uint8))
             key = "best_frames_sent" if busmod.try_send(self.best_out, msg) else "best_frames_dropped"
             self.stats.gauges[key] += 1
 
@@ -320,9 +324,9 @@ class RenderProcess(StageProcess):
         idle_since = time.monotonic()
         for msg in self.messages(self.inp):
             if isinstance(msg, EndOfStream):
-                best = self.outs[msg.source_id].best
-                if best is not None:
-                    best.ended(list(best.score))
+                out = self.outs[msg.source_id]
+                if out.best is not None:   # the end's track_ended events: every live track
+                    self._send_best(out, list(out.best.best))
                 self.ended.add(msg.source_id)
                 if len(self.ended) >= len(self.outs):
                     return
@@ -365,7 +369,7 @@ class RenderProcess(StageProcess):
             elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
                 out.snaps.unsee(tracks.track_id[new])
             if ok and len(better):  # clean (before drawing): the recorded events' snapshots
-                self._send_best(out, out.best.encode(img, seq, meta.t_capture, tracks, better))
+                out.best.keep(img, seq, meta.t_capture, tracks, better)
             if ok and draw:
                 if tracks is not None:
                     self.draw(img, tracks, msg.events, out)
@@ -377,7 +381,7 @@ class RenderProcess(StageProcess):
             del frame, img
         busmod.release(out.ctl, ring, meta.slot, meta.seq)
         if out.best is not None:
-            out.best.ended(e["track_id"] for e in msg.events if e.get("event") == "track_ended")
+            self._send_best(out, [e["track_id"] for e in msg.events if e.get("event") == "track_ended"])
         if ok and not video and out.video_state is not None:   # the video is stopped (disk full...)
             out.video_state.lost += 1
         if not ok:
