@@ -9,12 +9,12 @@ conversions of Yolo-Fastest-xl 320 against the onnx backend, the conversion cach
 batching. Elsewhere those tests skip with the reason TF-TRT is unavailable.
 """
 
+import functools
 import time
 
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from trackpipe.models.backends import tftrt_backend as tftrt
 from trackpipe.models.darknet import load_network
@@ -24,13 +24,18 @@ from trackpipe.models.quantize import calibrate
 from tests.assets import COCO, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES
 from tests.test_tensorrt_backend import _missed
 
-STATUS = tftrt.tftrt_status(tf)
-REASON = tftrt.unavailable_reason(**STATUS)
+
+@functools.cache
+def _tf_status():
+    """(tensorflow, its TF-TRT status), imported by the first test that asks, not at collection (~0.7 GB)."""
+    import tensorflow as tf
+    return tf, tftrt.tftrt_status(tf)
 
 
 def need_tftrt():
-    if REASON:
-        pytest.skip(f"TF-TRT unavailable: {REASON}")
+    reason = tftrt.unavailable_reason(**_tf_status()[1])
+    if reason:
+        pytest.skip(f"TF-TRT unavailable: {reason}")
 
 
 def _rel_err(ref, out):
@@ -53,15 +58,17 @@ def dog():
 
 
 def test_status_is_read_from_this_tensorflow():
-    assert STATUS["tf_version"] == tf.__version__
+    tf, status = _tf_status()
+    assert status["tf_version"] == tf.__version__
     built_with_trt = tf.sysconfig.get_build_info().get("is_tensorrt_build", False)
-    assert STATUS["trt_enabled"] == (bool(built_with_trt) and tf.test.is_built_with_gpu_support())
-    if not STATUS["trt_enabled"]:
-        assert STATUS["linked"] == STATUS["loaded"] == (0, 0, 0)
+    assert status["trt_enabled"] == (bool(built_with_trt) and tf.test.is_built_with_gpu_support())
+    if not status["trt_enabled"]:
+        assert status["linked"] == status["loaded"] == (0, 0, 0)
 
 
 def test_tensorflow_without_tensorrt_message_through_build_detector(yf_spec, network):
-    if STATUS["trt_enabled"]:
+    tf, status = _tf_status()
+    if status["trt_enabled"]:
         pytest.skip("this TensorFlow has TensorRT")
     major_minor = ".".join(tf.__version__.split(".")[:2])
     with pytest.raises(BackendUnavailable) as e:
