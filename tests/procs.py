@@ -76,3 +76,61 @@ def stage_pid(parent: int, stage: str) -> int:
         except (OSError, ValueError, IndexError):
             continue
     return -1
+
+
+def run_on_terminal(argv, env, timeout: float = 300.0, cwd=None, stamps=None) -> tuple:
+    """Run ``argv`` with stderr on a pseudo-terminal (120x24, as a user's terminal: progress bars
+    drawn; stdout discarded) -> (exit code, what the terminal received with '\\r\\n' made '\\n').
+    ``stamps``: a list that gets (seconds since the start, text) for every piece received."""
+    import errno
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError as e:  # EIO: every writer closed the terminal
+                if e.errno != errno.EIO:
+                    raise
+                break
+            if not chunk:
+                break
+            out += chunk
+            if stamps is not None:
+                stamps.append((time.monotonic() - t0, chunk.decode(errors="replace")))
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, out.decode(errors="replace").replace("\r\n", "\n")
+
+
+def screen_lines(text: str) -> list:
+    """The lines left on the terminal: each line's last carriage-return segment, escapes removed."""
+    import re
+    lines = []
+    for raw in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).split("\n"):
+        shown = raw.split("\r")[-1].strip()
+        if shown:
+            lines.append(shown)
+    return lines

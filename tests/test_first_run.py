@@ -8,70 +8,17 @@ FPS (start-up not counted), as the profile's ``pipeline_fps``."""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 
 from conftest import ROOT, VIDEO_360
+from tests.procs import run_on_terminal, screen_lines
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BAR = re.compile(r"^trackpipe:")
 RATE = re.compile(r"([0-9.]+)frame/s")
-
-
-def run_on_terminal(args, env, timeout: float = 300.0) -> tuple:
-    """Run ``run_tracker.py args`` with stderr on a pseudo-terminal (80x24 columns, stdout
-    discarded) -> (exit code, what the terminal received, '\\r\\n' made '\\n')."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tracker.py"), *args], cwd=str(ROOT), env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
-                            start_new_session=True)
-    os.close(slave)
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError as e:  # EIO: every writer closed the terminal
-                if e.errno != errno.EIO:
-                    raise
-                break
-            if not chunk:
-                break
-            out += chunk
-        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, out.decode(errors="replace").replace("\r\n", "\n")
-
-
-def screen_lines(text: str) -> list:
-    """The lines left on the terminal: each line's last carriage-return segment, escapes removed."""
-    lines = []
-    for raw in ANSI.sub("", text).split("\n"):
-        shown = raw.split("\r")[-1].strip()
-        if shown:
-            lines.append(shown)
-    return lines
 
 
 def test_first_run_is_short_deferred_and_honest(tmp_path):
@@ -80,8 +27,9 @@ def test_first_run_is_short_deferred_and_honest(tmp_path):
     prof = tmp_path / "profile.json"
     # precision fp32: the backend is still measured on first use (onnx vs OpenVINO), without the
     # int8 calibration that precision auto adds (about 15 s more; the same code path otherwise)
-    code, text = run_on_terminal(["--source", str(VIDEO_360), "--output", str(tmp_path / "out.mp4"),
-                                  "--profile", str(prof), "--max-frames", "200", "--precision", "fp32"], env)
+    code, text = run_on_terminal([sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO_360),
+                                  "--output", str(tmp_path / "out.mp4"), "--profile", str(prof), "--max-frames", "200",
+                                  "--precision", "fp32"], env, cwd=str(ROOT))
     lines = screen_lines(text)
     assert code == 0, text
     said = [ln for ln in lines if not BAR.match(ln)]
