@@ -154,6 +154,7 @@ def _main(argv) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("run_capture")
+    from .cli import ms_text
     log.info("%s over %d,%d %dx%d (%s)", mode, *region, uri)
     res = run_pipeline(cfg, spec)
     if res.error:
@@ -163,5 +164,5 @@ def _main(argv) -> int:
         st = r.get("stages", {})
         log.info("%s: %d frames grabbed, %d drawn; infer %.1f fps, %s %.1f fps; latency p50 %s ms",
                  res.outcome, r["frames_in"], r["frames_out"], st.get("infer", {}).get("fps", 0.0), mode,
-                 st.get("render", {}).get("fps", 0.0), r["latency_ms"]["p50"])
+                 st.get("render", {}).get("fps", 0.0), ms_text(r["latency_ms"].get("p50")))
     return res.exit_code
