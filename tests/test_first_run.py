@@ -68,3 +68,24 @@ def test_model_guide_compares_the_zoo_here(tmp_path):
     assert tiny["weights"] == "random" and tiny["published"] == 0.402 and tiny["fps"] > 0 and tiny["coco66"] is None
     table = r.stdout
     assert "weights random" in table and "yolov4-tiny" in table and "--model NAME" in table
+
+
+def test_ready_line_names_each_cameras_classes(tmp_path):
+    import dataclasses
+
+    from trackpipe.models.spec import ModelSpec
+    from trackpipe.pipeline.config import Layer, build_config
+    from trackpipe.pipeline.media.sources import SourceInfo
+    from trackpipe.pipeline.runtime.cameras import resolve_cameras
+    from trackpipe.pipeline.runtime.supervisor import describe_run
+
+    cfg = build_config([Layer({
+        "cameras": [{"name": "road", "uri": "a.mp4", "classes": ["car"]}, {"name": "gate", "uri": "b.mp4"}],
+        "output": {"mot": str(tmp_path / "{camera}.txt"), "http_port": 8080}}, "test")])
+    names = ["person", "bicycle", "car"]
+    info = SourceInfo("file", "a.mp4", 640, 360, 25.0, 100, False)
+    cams = [dataclasses.replace(c, info=info) for c in resolve_cameras(cfg, names)]
+    line = describe_run(cfg, ModelSpec(backend="openvino", precision="bf16"), cams, names)
+    assert "road a.mp4 (640x360, 100 frames) classes car" in line
+    assert "gate b.mp4 (640x360, 100 frames);" in line and "classes all" not in line
+    assert "openvino-bf16" in line and "live view http://127.0.0.1:8080/" in line
