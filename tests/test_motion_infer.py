@@ -23,6 +23,7 @@ def test_order_holds_a_camera_behind_its_pending_detection_only():
     order.add(0, "cam0 skipped")           # ... then one the gate skipped
     order.add(1, "cam1 skipped")           # camera 1: skipped, nothing before it
     assert list(order.ready()) == ["cam1 skipped"] and len(order) == 2
+    assert order.holds(0) and not order.holds(1) and not order.holds(2)
     pending.msg = "cam0 detected"
     assert list(order.ready()) == ["cam0 detected", "cam0 skipped"] and len(order) == 0
 

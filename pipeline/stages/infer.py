@@ -276,9 +276,10 @@ class InferProcess(StageProcess):
             super().beat()
 
     def _want_again(self) -> None:
-        """Idle for a second after asking: the want may have been lost in a capture restart."""
+        """Idle for a second after asking: the want may have been lost in a capture restart; ask
+        again the cameras with no frame here (a slow detection holds the others')."""
         if time.monotonic() - self._last_want > 1.0:
-            self._want()
+            self._want([i for i in range(len(self.ctls)) if not self.order.holds(i)])
 
     def _want(self, cameras=None) -> None:
         """Ask ``cameras`` (indexes; default every camera) for their newest frame."""

@@ -134,5 +134,9 @@ class CameraOrder:
             while q and q[0].msg is not None:
                 yield q.popleft().msg
 
+    def holds(self, camera: int) -> bool:
+        """Whether a message of ``camera`` waits to go on."""
+        return bool(self._queues.get(camera))
+
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
