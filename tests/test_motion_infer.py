@@ -70,3 +70,30 @@ def test_close_reports_a_call_that_does_not_end():
     assert worker.close(0.05) is False     # hung: the caller must leave what it reads open
     release.set()
     assert worker.close(30)
+
+
+@pytest.mark.timeout(180)
+def test_a_still_camera_is_not_held_up_by_another_cameras_slow_detections(tmp_path, yf_spec):
+    """Two live cameras, a detector that takes 0.3 s a frame: the moving camera gets about 3
+    frames/s detected; the still one's frames (skipped by its gate) go on meanwhile, at its
+    own rate (with the detector in the loop they went at the moving camera's pace)."""
+    from conftest import VIDEO_360, fake_detector_factory
+
+    from tests.motion_clips import static_camera
+    from trackpipe.pipeline.config import Config
+    from trackpipe.pipeline.runtime.app import run_pipeline
+
+    still = static_camera(VIDEO_360, tmp_path / "still.mp4", seconds=4.0, size=(320, 180), fps=15.0)
+    c = Config(cameras=[str(VIDEO_360), still.path])
+    c.source.realtime, c.source.loop = True, True
+    c.detect.motion = "on"
+    c.output.headless = True
+    c.profile.path = str(tmp_path / "profile.json")
+    c.pipeline.duration_s = 8.0
+    c.pipeline.stop_timeout_s = 5.0
+    res = run_pipeline(c, yf_spec.with_(extra={"delay_s": 0.3}), fake_detector_factory)
+    assert res.exit_code == 0, res.error
+    cams = res.report["cameras"]
+    moving, still_cam = cams["cam0"], cams["cam1"]
+    assert moving["detect_fraction"] == 1.0 and still_cam["detect_fraction"] < 0.5, (moving, still_cam)
+    assert still_cam["frames_out"] >= 3 * moving["frames_out"] > 0, (moving, still_cam)
