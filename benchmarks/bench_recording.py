@@ -5,10 +5,13 @@
    the same packets to BGR (what a one-connection design would move into capture).
 2. ``run``: run_tracker.py on the 1080p asset played as a live camera (``--realtime --loop``)
    for ``--seconds`` with an events file (a monitoring run: the sink, which hosts the recorder,
-   runs in both), with ``record.mode: all`` and without, alternated ``--repeat`` times: CPU per
-   frame of the whole process tree (model loading included) and the detector's (infer stage's) FPS.
+   runs in both), with ``record.mode: all`` and without, interleaved ``--repeat`` times (off, all,
+   off, all, ...): CPU per frame of the whole process tree (model loading included), of the sink
+   (the recorder's threads) and of render (which encodes the events' best frames), and the
+   detector's (infer stage's) FPS. Reported: the median of each, and the median of the pairs'
+   differences (each pair ran back to back, so a machine loaded by other work weighs on both).
 
-    python benchmarks/bench_recording.py [--seconds 40] [--repeat 2] [--only remux|run]
+    python benchmarks/bench_recording.py [--seconds 40] [--repeat 5] [--only remux|run]
 
 Prints a table and one JSON line. The figures are in docs/recording.md.
 """
@@ -91,7 +94,14 @@ def run_once(record: bool, seconds: float, tmp: Path) -> dict:
             "cpu_ms_per_frame": round(cpu * 1000 / max(frames, 1), 2),
             "infer_fps": stages.get("infer", {}).get("fps"), "pipeline_fps": rep.get("pipeline_fps"),
             "sink_ms_per_frame": rep.get("cpu", {}).get("ms_per_frame", {}).get("sink"),
-            "snapshots": (stages.get("sink", {}).get("gauges", {}).get("recording") or {}).get("snapshots")}
+            "render_ms_per_frame": rep.get("cpu", {}).get("ms_per_frame", {}).get("render"),
+            "events": (stages.get("sink", {}).get("recording") or {}).get("events"),
+            "snapshots": (stages.get("sink", {}).get("recording") or {}).get("snapshots"),
+            "load": round(os.getloadavg()[0], 1)} | {
+        # the recorder's work comes at the camera's rate, not the pipeline's: also per second of run
+        f"{k}_ms_per_s": round(v * frames / seconds, 2) for k, v in
+        (("sink", rep.get("cpu", {}).get("ms_per_frame", {}).get("sink")),
+         ("render", rep.get("cpu", {}).get("ms_per_frame", {}).get("render"))) if v is not None}
 
 
 def bench_run(seconds: float, repeat: int) -> dict:
@@ -105,18 +115,23 @@ def bench_run(seconds: float, repeat: int) -> dict:
     on = [r for r in rows if r["record"]]
 
     def med(rs, k):
-        return statistics.median(r[k] for r in rs if r[k] is not None)
-    return {"runs": rows, "cpu_ms_per_frame_off": med(off, "cpu_ms_per_frame"),
-            "cpu_ms_per_frame_all": med(on, "cpu_ms_per_frame"),
-            "delta_ms_per_frame": round(med(on, "cpu_ms_per_frame") - med(off, "cpu_ms_per_frame"), 2),
-            "sink_delta_ms_per_frame": round(med(on, "sink_ms_per_frame") - med(off, "sink_ms_per_frame"), 2),
-            "infer_fps_ratio": round(med(on, "infer_fps") / med(off, "infer_fps"), 3)}
+        return round(statistics.median(r[k] for r in rs if r[k] is not None), 3)
+
+    def paired(k):                     # median of (all - off) over the back-to-back pairs
+        return round(statistics.median(b[k] - a[k] for a, b in zip(off, on) if None not in (a[k], b[k])), 3)
+    out = {"runs": rows, "repeat": repeat, "seconds": seconds}
+    for k in ("cpu_ms_per_frame", "sink_ms_per_frame", "render_ms_per_frame", "sink_ms_per_s", "render_ms_per_s"):
+        out[k] = {"off": med(off, k), "all": med(on, k), "paired_delta": paired(k)}
+    out["infer_fps"] = {"off": med(off, "infer_fps"), "all": med(on, "infer_fps"),
+                        "ratio": round(med(on, "infer_fps") / med(off, "infer_fps"), 3)}
+    out["load"] = med(rows, "load")
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=40.0)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", choices=("remux", "run"))
     a = ap.parse_args()
     res = {"cpu": os.cpu_count()}
@@ -129,8 +144,12 @@ def main() -> int:
     if a.only in (None, "run"):
         res["run"] = bench_run(a.seconds, a.repeat)
         r = res["run"]
-        print(f"record off: {r['cpu_ms_per_frame_off']} ms CPU/frame; all: {r['cpu_ms_per_frame_all']} "
-              f"(+{r['delta_ms_per_frame']}); detector FPS all/off: {r['infer_fps_ratio']}")
+        print(f"medians of {a.repeat} interleaved pairs ({a.seconds:g} s each; load average {r['load']}):")
+        print(f"{'CPU ms':<26} {'off':>7} {'all':>7} {'all-off (pairs)':>16}")
+        for k in ("cpu_ms_per_frame", "sink_ms_per_frame", "render_ms_per_frame", "sink_ms_per_s", "render_ms_per_s"):
+            print(f"{k.replace('_ms_', ' ms ').replace('_', ' '):<26} {r[k]['off']:>7} {r[k]['all']:>7} "
+                  f"{r[k]['paired_delta']:>+16}")
+        print(f"detector FPS all/off: {r['infer_fps']['ratio']}")
     print(json.dumps(res))
     return 0
 
