@@ -58,14 +58,24 @@ def start_server(tmp: Path):
     from trackpipe.models.spec import ModelSpec
 
     spec = ModelSpec().resolve()  # backend auto: the measured best pair here, as the pipeline's
-    write_served_repo(spec, load_network(spec.cfg, spec.weights, spec.size), tmp / "repo", MODEL, 8, 2000, 1)
+    write_served_repo(spec, load_network(spec.cfg, spec.weights, spec.size), tmp / "repo", MODEL, 8, 2000, 1,
+                      probe=str(CAMERA))
     grpc_port, http_port = free_port(), free_port()
     server = TritonServer(tmp / "repo", grpc_port, http_port, work=tmp / "server")
     server.start().wait_ready(MODEL)
     return server, f"grpc://127.0.0.1:{grpc_port}"
 
 
-def parity(url: str) -> dict:
+def served_backend(server) -> str:
+    """What the server's model runs on (`TritonPythonModel` says it in the server log)."""
+    for ln in server.log_path.read_text(errors="replace").splitlines():
+        if f"trackpipe: {MODEL} runs on " in ln:
+            return ln.rsplit(" ", 1)[1]
+    return "onnx-fp32"
+
+
+def parity(url: str, served: str) -> dict:
+    """Backend triton vs the same backend/precision pair in-process (``served``, e.g. openvino-bf16)."""
     import cv2
 
     from trackpipe.models.factory import build_detector
@@ -74,14 +84,16 @@ def parity(url: str) -> dict:
     cap = cv2.VideoCapture(str(CAMERA))
     frames = [cv2.imread(str(IMAGES / "dog.jpg"))] + [cap.read()[1] for _ in range(20)]
     cap.release()
-    spec = ModelSpec(backend="onnx", precision="fp32").resolve()
-    with build_detector(spec) as ref, build_detector(spec.with_(backend="triton", triton_url=url)) as det:
+    backend, precision = served.split("-")
+    spec = ModelSpec(backend=backend, precision=precision).resolve()
+    remote = spec.with_(backend="triton", triton_url=url, precision="auto")
+    with build_detector(spec) as ref, build_detector(remote) as det:
         got, want = det.detect_batch(frames[:1]) + det.detect_batch(frames[1:]), ref.detect_batch(frames)
     same = all(len(a) == len(b) and np.array_equal(a.class_id, b.class_id) for a, b in zip(got, want))
     diff = max((float(np.abs(a.xyxy - b.xyxy).max()) for a, b in zip(got, want) if len(a) and len(a) == len(b)),
                default=0.0)
-    return {"images": len(frames), "detections": sum(len(d) for d in want), "same_count_and_classes": same,
-            "max_box_diff_px": round(diff, 4)}
+    return {"in_process": served, "images": len(frames), "detections": sum(len(d) for d in want),
+            "same_count_and_classes": same, "max_box_diff_px": round(diff, 4)}
 
 
 def camera_args(n: int) -> list:
@@ -153,8 +165,12 @@ def fault_run(tmp: Path, outage_s: float) -> dict:
             return (st.get("stages") or {}).get("infer") or {}
 
         def cam_fps():
-            cams = _get(port, "/api/cameras") or []
+            cams = (_get(port, "/api/cameras") or {}).get("cameras") or []
             return cams[0].get("fps", 0.0) if cams else 0.0
+
+        def api_events():
+            evs = (_get(port, "/api/events?since=0") or {}).get("events") or []
+            return [e["event"] for e in evs if str(e.get("event", "")).startswith("detector_")]
 
         deadline = time.monotonic() + 300
         while infer_row().get("items", 0) < 30 and run.poll() is None and time.monotonic() < deadline:
@@ -174,6 +190,8 @@ def fault_run(tmp: Path, outage_s: float) -> dict:
         while infer_row().get("detector") != "ok" and time.monotonic() < deadline:
             time.sleep(0.2)
         out["api_detector_after"] = infer_row().get("detector")
+        time.sleep(2.0)
+        out["api_events"] = api_events()
         _, err = run.communicate(timeout=300)
         out["run_exit_code"] = run.returncode
         ev = [json.loads(ln) for ln in events.read_text().splitlines()] if events.exists() else []
@@ -222,7 +240,7 @@ def main() -> None:
         server, url = start_server(tmp)
         try:
             if "parity" not in skip:
-                result["parity"] = parity(url)
+                result["parity"] = parity(url, served_backend(server))
                 print("parity:", result["parity"], flush=True)
             if "overhead" not in skip:
                 rows = {"triton": [], "auto": []}

@@ -122,7 +122,7 @@ def cmd_serve(args) -> int:
     spec = spec_from_args(args)
     network = load_network(spec.cfg, spec.weights, spec.size)
     return serve(spec, network, args.port, args.http_port, args.metrics_port, spec.triton_model, args.max_batch,
-                 args.queue_delay_us, args.instances, args.repo)
+                 args.queue_delay_us, args.instances, args.repo, probe=args.probe)
 
 
 def cmd_calibrate(args) -> int:
@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default 0: off)")
     v.add_argument("--repo", type=Path, metavar="DIR", help="write the served model repository here (default: a "
                                                            "temporary folder)")
+    v.add_argument("--probe", metavar="SOURCE", help="real frames (video, image folder) on which backend auto checks "
+                                                     "bf16/int8 against fp32 (default: auto considers fp32 only)")
     triton_repo_args(v)
     v.set_defaults(fn=cmd_serve)
 

@@ -110,15 +110,16 @@ def server_env(files: ServerFiles, libpython: Path) -> dict:
 
 
 def write_served_repo(spec, network, repo: Path, name: str, max_batch_size: int, queue_delay_us: int,
-                      instances: int) -> Path:
-    """The python-backend repository for ``spec`` (its mapping travels in config.pbtxt)."""
+                      instances: int, probe: Optional[str] = None) -> Path:
+    """The python-backend repository for ``spec`` (its mapping travels in config.pbtxt); ``probe``:
+    real frames (a video, folder or glob) on which backend auto judges reduced precisions."""
     from .triton_repo import RepoModel, expected_io, write_repo  # noqa: PLC0415
 
     inp, outs = expected_io(network)
     mapping = spec.to_mapping()
     if mapping.get("cfg"):  # a resolved zoo model: its files, not its name again
         mapping["model"] = None
-    params = {"spec": json.dumps(mapping)}
+    params = {"spec": json.dumps(mapping), **({"probe": str(Path(probe).resolve())} if probe else {})}
     model = RepoModel(name, (inp,), outs, max_batch_size, queue_delay_us, instances, "KIND_CPU", "python", params)
     return write_repo(repo, model, replace=True)
 
@@ -231,7 +232,7 @@ class TritonServer:
 
 def serve(spec, network, grpc_port: int, http_port: int, metrics_port: int = 0, name: Optional[str] = None,
           max_batch_size: int = 8, queue_delay_us: int = 2000, instances: int = 1,
-          repo: Optional[Path] = None, on_ready=None) -> int:
+          repo: Optional[Path] = None, on_ready=None, probe: Optional[str] = None) -> int:
     """Serve ``spec`` until SIGINT/SIGTERM (-> 0) or the server dies (ModelError)."""
     from .triton_repo import DEFAULT_NAME  # noqa: PLC0415
 
@@ -247,7 +248,7 @@ def serve(spec, network, grpc_port: int, http_port: int, metrics_port: int = 0, 
     work = Path(tempfile.mkdtemp(prefix="trackpipe-serve-"))
     try:
         repo_dir = Path(repo) if repo is not None else work / "repo"
-        write_served_repo(spec, network, repo_dir, name, max_batch_size, queue_delay_us, instances)
+        write_served_repo(spec, network, repo_dir, name, max_batch_size, queue_delay_us, instances, probe)
         with TritonServer(repo_dir, grpc_port, http_port, metrics_port, work=work) as server:
             server.start()
             deadline = time.monotonic() + READY_TIMEOUT_S
@@ -350,7 +351,12 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         mapping = json.loads(config["parameters"]["spec"]["string_value"])
-        self.det = build_detector(ModelSpec.from_mapping(mapping))
+        probe = config["parameters"].get("probe", {}).get("string_value")
+        frames = None
+        if probe:  # as the pipeline's auto does with its source's frames
+            from .quantize import read_calibration_frames  # noqa: PLC0415
+            frames = read_calibration_frames(probe, 12)
+        self.det = build_detector(ModelSpec.from_mapping(mapping), probe_frames=frames)
         self.outputs = [o["name"] for o in config["output"]]
         self.live: dict = {}   # DLPack outputs the stub still holds
         self.deleter = _DELETER(lambda address: self.live.pop(address, None))
