@@ -38,7 +38,7 @@ MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO
          "--backend", "onnx", "--precision", "fp32"]
 PRE_S, POST_S, GOP_S = 2.0, 2.0, 1.0        # the RTSP server sends a keyframe every second
 CLASSES = ("person", "car")
-RUN_S = 30
+RUN_S = 20
 # one clock (docs/recording.md): the capture's frame times and the recorder's agree within this (measured under
 # load: 0.04-0.06 s; 0.09 s from the camera making a frame), where decode times differed by up to 1.4 s
 CLOCK_S = 0.25
@@ -120,6 +120,9 @@ def test_every_track_ended_has_a_clip_and_a_snapshot(run, yf_spec):
                 m += 1
             assert n == m == info["frames"] > 0
             # the snapshot: the frame render had when the object scored best, its box the track's there
+            # (a track still open when the run was stopped may end before render saw it: none then)
+            if e["reason"] == "stopped" and rec.snapshot is None:
+                continue
             assert rec.snapshot, (rid, e["reason"], run["stderr"][-1500:])
             snap = cv2.imread(str(root / rec.snapshot))
             assert snap is not None and snap.shape == (rec.height, rec.width, 3)

@@ -155,6 +155,16 @@ class Recorder:
         self._put(("close", None))
         if self.worker is not None:
             self.worker.join(max(0.5, deadline - time.monotonic()) + 1.0)
+        for t in self.threads.values():     # a camera slow to stop (a loaded machine): its last segment
+            t.join(max(0.0, deadline + 1.0 - time.monotonic()))
+        while self.worker is None or not self.worker.is_alive():     # the worker is done: this is the writer
+            try:
+                kind, arg = self.work.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "segment":
+                self.index.add_segment(arg)
+                self.counts["segments"] += 1
         self.enabled = False
         if self.index is not None:
             self.index.close()

@@ -204,6 +204,8 @@ class RenderProcess(StageProcess):
 
     def teardown(self) -> None:
         for o in getattr(self, "outs", ()):
+            if o.best is not None and getattr(self, "best_out", None) is not None:
+                self._send_best(o, list(o.best.best))   # a stopped run: the sink ends these tracks
             if o.video is not None:
                 self._close_video(o)  # finalise the file on every exit path
         if getattr(self, "outs", None):

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 3.0   # delivery of what is queued at the end (stops at once for a failing target)
 BEST_WAIT_S = 3.0       # at the end, render's last best frames are waited for this long
+BEST_STOP_WAIT_S = 0.5  # and when the run is stopped (render sends its live tracks' as it stops)
 
 
 class CameraSink:
@@ -116,6 +117,7 @@ class SinkProcess(StageProcess):
         if getattr(self, "out", None) is not None and self.stopping():
             for key in list(self.open):
                 self._end_open(key, "stopped")
+            self._await_best_frames(BEST_STOP_WAIT_S, stopped=True)
         self._close_delivery(1.0)
         self._close_recorder()
         for c in cams:
@@ -229,13 +231,13 @@ class SinkProcess(StageProcess):
         self.recorder.best_frame(cam.name, msg.track_id, self._event_time(cam, msg.seq, msg.t), msg.box.tolist(),
                                  msg.score, msg.jpeg.tobytes())
 
-    def _await_best_frames(self) -> None:
-        """Every stream ended: render's best frames of the last events may still be on their way
-        (render runs behind track); read them for up to ``BEST_WAIT_S``."""
+    def _await_best_frames(self, wait_s: float = BEST_WAIT_S, stopped: bool = False) -> None:
+        """Every stream ended (or the run is ``stopped``): render's best frames of the last events
+        may still be on their way (render runs behind track); read them for up to ``wait_s``."""
         if self.recorder is None:
             return
-        deadline = time.monotonic() + BEST_WAIT_S
-        while self.recorder.missing_snapshots() and time.monotonic() < deadline and not self.stopping():
+        deadline = time.monotonic() + wait_s
+        while self.recorder.missing_snapshots() and time.monotonic() < deadline and (stopped or not self.stopping()):
             self.tick()
             msg = busmod.recv(self.inp, 100)
             if isinstance(msg, BestFrame):
