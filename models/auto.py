@@ -461,7 +461,11 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
 def cached_choice(spec, network: Network, probe: bool, calib_source: Optional[str] = None) -> Optional[Choice]:
     """What `choose` would return without measuring anything: the only pair a request allows,
     or the cached choice (``probe``: real frames will be given, as `choose` would get them);
-    None when choosing means measuring (first use)."""
+    None when choosing means measuring (first use). A request that cannot run raises as `choose` does."""
+    if spec.precision == "int8":
+        from .quantize import checked_meta  # noqa: PLC0415
+
+        checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
     self_calib = self_calibrates(spec, probe, calib_source)
     pairs = candidate_pairs(spec, self_calib)
     if len(pairs) == 1:
@@ -481,7 +485,7 @@ def interim(spec) -> Choice:
     on CPUs), else the baseline."""
     backend = spec.backend if spec.backend != "auto" else (
         "openvino" if importlib.util.find_spec("openvino") is not None else BASELINE[0])
-    return Choice(backend, "fp32" if spec.precision == "auto" else spec.precision)
+    return Choice(backend, "fp32")
 
 
 class _AsDebug(logging.Filter):

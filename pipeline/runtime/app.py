@@ -127,7 +127,7 @@ def plan_auto(spec, info, source_cfg=None, defer: bool = False):
         log.debug("%s: auto -> %s", name, choice.summary())
         return choice
 
-    if defer and info.kind == "file":
+    if defer and info.kind == "file" and spec.precision in ("auto", "fp32"):  # fp32 meanwhile: nothing to check
         first = auto.interim(spec)
         from trackpipe.models.onnx_export import export_onnx
         with auto.details_at_debug():  # once here, not in every infer worker at once
