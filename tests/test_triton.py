@@ -93,6 +93,16 @@ def test_unreachable_server_is_one_line_exit_2():
     assert r.stderr.startswith(f"error: cannot reach the Triton server at {url}") and r.stderr.count("\n") == 1
 
 
+def test_pipeline_with_an_unreachable_server_is_one_line_exit_2():
+    url = f"grpc://127.0.0.1:{free_port()}"
+    r = subprocess.run([sys.executable, "run_tracker.py", "--source", VIDEO / "aiguys_video.mp4", "--headless",
+                        "--backend", "triton", "--triton-url", url, "--max-frames", "5"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach the Triton server at {url}" in lines[0], r.stderr
+
+
 # --- against the real server ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
