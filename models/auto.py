@@ -60,7 +60,7 @@ CPU_PAIRS = (("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("onn
 BASELINE = ("onnx", "fp32")
 CALIB_SECONDS = 15.0   # about what auto's own int8 calibration adds on first use (2 cores: 6 s + NNCF 10 s)
 # first-use work whose own lines are details (DEBUG): the caller shows one progress line for all of it
-DETAIL_LOGGERS = (__name__, f"{__package__}.autocalib", f"{__package__}.quantize", f"{__package__}.onnx_export",
+DETAIL_LOGGERS = (__name__, f"{__package__}.quantize", f"{__package__}.onnx_export",
                   f"{__package__}.backends.openvino_backend")
 
 

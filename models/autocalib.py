@@ -101,8 +101,9 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
                          f"{MIN_FRAMES}")
     t0 = time.monotonic()
     why = "its calibration is incomplete or of another model" if out.exists() else "first use of this model"
-    log.debug("auto: calibrating int8 for %s on %d frames of %s (%s; cached at %s)",
-                network.cfg_path.name if network.cfg_path else "model", len(frames), source, why, out)
+    # first use: a detail (the caller says what happens); a broken calibration replaced: a warning
+    log.log(logging.WARNING if out.exists() else logging.DEBUG, "auto: calibrating int8 for %s on %d frames of %s "
+            "(%s; cached at %s)", network.cfg_path.name if network.cfg_path else "model", len(frames), source, why, out)
     import cv2  # noqa: PLC0415
 
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
