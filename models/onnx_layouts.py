@@ -11,6 +11,8 @@ prepare frames. Layouts (``N`` candidates, ``nc`` classes):
 - ``yolox`` ``(B, N, 5 + nc)``: YOLOX exported without decoding: grid offsets and log sizes per
   cell of strides 8, 16, 32, objectness and class probabilities.
 - ``rtdetr`` ``(B, N, 4 + nc)``: RT-DETR: cx, cy, w, h normalised to [0, 1], class scores; no NMS.
+- ``rtdetr_topk`` ``(B, k, 6)``: RT-DETR as Ultralytics >= 8.4 exports it: the top k (query,
+  class) pairs, cx, cy, w, h normalised, score, class; no NMS (with 2 classes read as ``rtdetr``).
 - ``nms`` ``(B, N, 6)``: exports with NMS inside the graph (Ultralytics ``nms=True``): x1, y1, x2,
   y2 in input pixels, score, class; rows of score 0 are padding.
 
@@ -41,7 +43,7 @@ PRESETS: Dict[str, Tuple[str, int, bool, float]] = {
     "rtdetr": ("stretch", 0, True, 1 / 255.0),         # Ultralytics' RT-DETR (scale_fill)
 }
 PREPROCESS = ("auto",) + tuple(PRESETS)
-LAYOUTS = ("anchor_free", "anchor_based", "yolox", "rtdetr", "nms")
+LAYOUTS = ("anchor_free", "anchor_based", "yolox", "rtdetr", "rtdetr_topk", "nms")
 YOLOX_STRIDES = (8, 16, 32)
 
 
@@ -171,6 +173,8 @@ def _kind(family: str, d1: int, d2: int, n_names: Optional[int], where: str, sha
         return "anchor_based", d2 - 5
     elif family == "yolox" and d2 > 5 and d1 > d2:
         return "yolox", d2 - 5
+    elif family == "rtdetr" and d2 == 6 and d1 > 0 and n_names != 2:
+        return "rtdetr_topk", n_names if n_names is not None else _need_names(where, shape, "rtdetr_topk")
     elif family == "rtdetr" and d2 > 4 and d1 > 0:
         return "rtdetr", d2 - 4
     raise ModelError(f"{where}: output {shape} is no {family} detection layout I know "
@@ -270,6 +274,13 @@ def decode_rtdetr(out: np.ndarray, conf: float, class_mask: Optional[np.ndarray]
         return _empty()
     b = out[cols, 0:4].astype(np.float32) * np.asarray(input_size * 2, np.float32)
     return _xywh_to_xyxy(b), score, cls
+
+
+def decode_rtdetr_topk(out: np.ndarray, conf: float, class_mask: Optional[np.ndarray] = None,
+                       input_size: Tuple[int, int] = (1, 1)):
+    """(k, 6) normalised cx, cy, w, h, score, class -> the rows above conf, boxes in input pixels."""
+    xyxy, score, cls = decode_nms(out, conf, class_mask)
+    return _xywh_to_xyxy(xyxy * np.asarray(input_size * 2, np.float32)), score, cls
 
 
 def decode_nms(out: np.ndarray, conf: float, class_mask: Optional[np.ndarray] = None):

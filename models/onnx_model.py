@@ -23,7 +23,7 @@ from .backends.onnx_backend import session_options
 from .detector import Detector
 from .errors import BackendUnavailable
 from .onnx_layouts import (PRESETS, OnnxLayout, decode_anchor_based, decode_anchor_free, decode_nms,
-                           decode_rtdetr, decode_yolox, yolox_grid)
+                           decode_rtdetr, decode_rtdetr_topk, decode_yolox, yolox_grid)
 from .postprocess import _top_k, nms
 from .preprocess import Letterbox, check_frame
 from .types import Detections
@@ -128,6 +128,8 @@ class OnnxFileDetector(Detector):
             return decode_yolox(out, conf, mask, self.grid)
         if kind == "rtdetr":
             return decode_rtdetr(out, conf, mask, self.input_size)
+        if kind == "rtdetr_topk":
+            return decode_rtdetr_topk(out, conf, mask, self.input_size)
         return decode_nms(out, conf, mask)
 
     def postprocess(self, heads: List[np.ndarray], boxes: List[Letterbox]) -> List[Detections]:
@@ -139,7 +141,7 @@ class OnnxFileDetector(Detector):
             if len(score) > self.max_candidates > 0:
                 best = np.sort(_top_k(score, self.max_candidates))
                 xyxy, score, cls = xyxy[best], score[best], cls[best]
-            if self.layout.kind in ("rtdetr", "nms"):
+            if self.layout.kind in ("rtdetr", "rtdetr_topk", "nms"):
                 keep = np.lexsort((np.arange(len(score)), -score))[:self.max_det or None]
             else:
                 keep = nms(xyxy, score, cls, self.spec.nms_threshold, self.max_det)

@@ -56,14 +56,16 @@ def test_layouts_are_read_from_the_graph_and_metadata():
     coco = tuple(read_names(COCO_NAMES))
     kinds = {name: read_layout(FIX / f"{name}.onnx") for name in ULTRALYTICS}
     assert {n: lay.kind for n, lay in kinds.items()} == {"yolo11t": "anchor_free", "yolo11t-nms": "nms",
-                                                          "yolov5tu": "anchor_free", "yolov8t": "anchor_free"}
+                                                          "yolov5tu": "anchor_free", "yolov8t": "anchor_free",
+                                                          "rtdetr-t": "rtdetr_topk"}
     for name, lay in kinds.items():
-        assert (lay.preset, lay.input_size) == ("ultralytics", (320, 320))
+        assert (lay.preset, lay.input_size) == ("rtdetr" if name == "rtdetr-t" else "ultralytics", (320, 320))
         if name != "yolov5tu":  # Ultralytics' COCO names (darknet's say motorbike, aeroplane, sofa, ...)
             assert len(lay.names) == 80 and lay.names[:3] == coco[:3] and lay.names[3] == "motorcycle"
     voc = kinds["yolov5tu"]
     assert (voc.num_classes, voc.names[0], voc.names[-1]) == (20, "aeroplane", "tvmonitor")
     assert kinds["yolov8t"].output_shape == (1, 84, 2100)
+    assert kinds["rtdetr-t"].preset == "rtdetr" and kinds["rtdetr-t"].kind == "rtdetr_topk"
     yolox = read_layout(FIX / "yolox-t.onnx", preset="yolox")   # YOLOX's export has no metadata
     assert (yolox.kind, yolox.num_classes, yolox.names, yolox.output_shape) == ("yolox", 80, None, (1, 2100, 85))
 
