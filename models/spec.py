@@ -160,6 +160,9 @@ class ModelSpec:
         if self.file is not None and (self.cfg is not None or self.model is not None):
             raise ModelConfigError("file and model/cfg/weights: give one of them, not both")
         _choice(self.preprocess, "preprocess", PREPROCESS)
+        if self.preprocess != "auto" and self.file is None:
+            raise ModelConfigError(f"preprocess: {self.preprocess} is for an ONNX model file (model.file, "
+                                   "--model-file); darknet models have their own")
         _choice(self.backend, "backend", BACKENDS)
         _choice(self.precision, "precision", PRECISIONS)
         for k in ("triton_url", "triton_model", "triton_version"):
@@ -232,6 +235,7 @@ class ModelSpec:
                 kw.setdefault("model", None)
             if "cfg" in given or "weights" in given or "model" in given:
                 kw.setdefault("file", None)
+                kw.setdefault("preprocess", "auto")
             if "cfg" in given or "weights" in given:
                 kw["model"] = None
             return replace(self, **kw)

@@ -136,8 +136,9 @@ def test_config_model_file_is_relative_to_the_config_and_names_come_from_metadat
     names = read_names(spec.names)
     assert spec.names.parent == tmp_path / "cache" / "onnx-names" and len(names) == 20
     assert spec.classes == (names.index("person"), names.index("dog"))
+    cfg.write_text("model:\n  file: m/voc.onnx\n  preprocess: ultralytics\n")
     _, spec = load(["--config", str(cfg), "--source", str(VIDEO_360), "--model", "yolo-fastest-1.1-xl"], resolve=False)
-    assert spec.file is None and spec.model == "yolo-fastest-1.1-xl"
+    assert (spec.file, spec.model, spec.preprocess) == (None, "yolo-fastest-1.1-xl", "auto")
 
 
 def test_batch_of_frames_equals_frames_one_by_one():
@@ -223,6 +224,8 @@ BAD = {
                                   "--preprocess", "ultralytics"],
                        "output (1, 2100, 84) is no ultralytics detection layout I know"),
     "not onnx": (lambda t: ["--model-file", str(_names(t, ["x"]))], "not an ONNX model"),
+    "preprocess without a file": (lambda t: ["--preprocess", "yolox"],
+                                  "--preprocess: yolox is for an ONNX model file (model.file, --model-file)"),
     "with --cfg": (lambda t: ["--model-file", str(FIX / "yolov8t.onnx"), "--model", "yolov4-tiny"],
                    "give one of --model-file, --model or --cfg/--weights"),
 }
