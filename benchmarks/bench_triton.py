@@ -3,16 +3,16 @@
     python benchmarks/bench_triton.py [--seconds 20] [--repeat 1] [--outage 10] [--skip parity,overhead,sharing,fault]
 
 The server is `python -m models serve`'s (the nvidia-pytriton wheel's tritonserver, python backend
-running our detector with ``--backend auto``, dynamic batching up to 8 with a 2 ms queue delay),
-started here on free ports and shared by every run.
+running our detector with ``--backend auto`` probed on the camera's video, dynamic batching up to 8
+with a 2 ms queue delay), started here on free ports and shared by every run.
 
 - parity: the default model (Yolo-Fastest-1.1-xl, 320) on dog.jpg and on the first 20 frames of
-  aiguys_video.mp4, backend triton vs onnx fp32 in-process: detections count and the largest box
-  coordinate difference (px).
+  aiguys_video.mp4, backend triton vs the pair the server runs, in-process (e.g. openvino-bf16):
+  detections count and the largest box coordinate difference (px).
 - overhead: one pipeline, one camera (``aiguys_video.mp4`` at 30 fps, ``--realtime --loop``, headless,
-  ``--duration`` seconds): backend triton vs in-process ``auto``, runs alternating; camera FPS,
+  ``--duration`` seconds, motion gating off): backend triton vs in-process ``auto``, runs alternating; camera FPS,
   their ratio, end-to-end latency p50/p95 and what triton adds; the client's request latency beside
-  Triton's own queue and compute times (its statistics API, from the profile).
+  Triton's own queue and compute times over the run (its statistics API).
 - sharing: two pipelines at once (two processes, each two such cameras) against the one server, vs
   the same two pipelines each with its own in-process ``auto`` detector: the total detector
   throughput (frames through infer per second, both pipelines) and its ratio, and the batch sizes
@@ -97,7 +97,9 @@ def parity(url: str, served: str) -> dict:
 
 
 def camera_args(n: int) -> list:
-    args = ["--headless", "--realtime", "--loop"]
+    """``n`` live 30 fps cameras; motion gating off: every frame is detected (the figures are the
+    detector's, not the gate's)."""
+    args = ["--headless", "--realtime", "--loop", "--set", "detect.motion=off"]
     for _ in range(n):
         args += ["--source", str(CAMERA)]
     return args
