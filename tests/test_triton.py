@@ -105,23 +105,38 @@ def test_pipeline_with_an_unreachable_server_is_one_line_exit_2():
 
 # --- against the real server ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """`python -m trackpipe.models serve` (onnx fp32) on free ports -> (grpc url, http url, process)."""
+def _start_serve(log: Path, *extra) -> tuple:
+    """`python -m trackpipe.models serve` (onnx fp32) on free ports, ready -> (grpc url, http url, process)."""
     grpc_port, http_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "w") as out:
         p = subprocess.Popen([sys.executable, "-m", "trackpipe.models", "serve", "--backend", "onnx", "--precision",
-                              "fp32", "--port", str(grpc_port), "--http-port", str(http_port), "--queue-delay-us",
-                              "5000"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+                              "fp32", "--port", str(grpc_port), "--http-port", str(http_port), *extra], cwd=ROOT,
+                             stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: "serving" in log.read_text() or p.poll() is not None, 180, "the Triton server")
         assert p.poll() is None, log.read_text()
-        yield f"grpc://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", p
+    except BaseException:
+        _stop(p)
+        raise
+    return f"grpc://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", p
+
+
+def _stop(p) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One server for the module's tests -> (grpc url, http url, process)."""
+    if _server_missing():
+        pytest.skip(_server_missing())
+    s = _start_serve(tmp_path_factory.mktemp("serve") / "serve.log", "--queue-delay-us", "5000")
+    try:
+        yield s
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            p.wait(60)
+        _stop(s[2])
 
 
 def _same(a, b):
@@ -257,15 +272,18 @@ def test_server_killed_and_restarted_detection_resumes(tmp_path):
 
 
 @needs_server
-def test_serve_stops_cleanly_on_ctrl_c(served):
-    p = served[2]
-    children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-    assert children, "serve runs tritonserver as its child"
-    p.send_signal(signal.SIGINT)
-    assert p.wait(60) == 0
-    for pid in children:
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2],
-                 30, "tritonserver to exit")
+def test_serve_stops_cleanly_on_ctrl_c(tmp_path):
+    p = _start_serve(tmp_path / "serve.log")[2]
+    try:
+        children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "serve runs tritonserver as its child"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 0
+        for pid in children:
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2],
+                     30, "tritonserver to exit")
+    finally:
+        _stop(p)
 
 
 @needs_server
