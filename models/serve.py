@@ -135,11 +135,12 @@ class TritonServer:
     """A running tritonserver (a child process) on ``repo``: start(), wait_ready(), stop(), kill().
 
     grpc_port/http_port on 127.0.0.1-reachable interfaces; metrics_port 0: no metrics endpoint.
-    The server's output goes to ``log_path`` (default: a file in its work directory).
+    The server's output goes to ``log_path`` (default: a file in its work directory); ``extra``:
+    more tritonserver options (e.g. ``--grpc-restricted-protocol=...`` to ask for a token).
     """
 
     def __init__(self, repo: Path, grpc_port: int, http_port: int, metrics_port: int = 0,
-                 work: Optional[Path] = None, log_path: Optional[Path] = None):
+                 work: Optional[Path] = None, log_path: Optional[Path] = None, extra: tuple = ()):
         self.files = find_server()
         self.libpython = check_interpreter()
         self.repo = Path(repo)
@@ -149,6 +150,7 @@ class TritonServer:
         self.backends = prepare_backends(self.files, self.work)
         self.log_path = Path(log_path) if log_path else self.work / "tritonserver.log"
         self.proc: Optional[subprocess.Popen] = None
+        self.extra = list(extra)
 
     def command(self) -> List[str]:
         cmd = [str(self.files.binary), f"--model-repository={self.repo}", f"--backend-directory={self.backends}",
@@ -158,7 +160,7 @@ class TritonServer:
             cmd += [f"--metrics-port={self.metrics_port}", "--allow-metrics=true", "--allow-gpu-metrics=false"]
         else:
             cmd += ["--allow-metrics=false"]
-        return cmd
+        return cmd + self.extra
 
     def start(self) -> "TritonServer":
         with open(self.log_path, "ab") as logf:

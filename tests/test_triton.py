@@ -330,3 +330,30 @@ def test_file_run_survives_the_server_killed_and_restarted(tmp_path):
     restored = next(e for e in ev if e["event"] == "detector_restored")
     assert restored["t"] - t_ready < 5.0 and restored["camera"] == "cam0"
     assert rep["stages"]["infer"]["detector"] == "ok" and rep["stages"]["infer"]["remote"]["lost"] >= 1
+
+
+@needs_server
+def test_bearer_token_from_the_environment(tmp_path, monkeypatch):
+    """A server that asks for a token on its inference protocol: refused without one, served with
+    $TRACKPIPE_TRITON_TOKEN."""
+    from trackpipe.models.darknet import load_network
+    from trackpipe.models.errors import ModelError
+    from trackpipe.models.factory import build_detector
+    from trackpipe.models.serve import TritonServer, write_served_repo
+
+    spec = _spec()
+    write_served_repo(spec, load_network(spec.cfg, spec.weights, spec.size), tmp_path / "repo", "trackpipe_yolo",
+                      8, 1000, 1)
+    grpc_port, http_port = free_port(), free_port()
+    img = cv2.imread(str(DOG))
+    with TritonServer(tmp_path / "repo", grpc_port, http_port,
+                      extra=("--grpc-restricted-protocol=inference:authorization=Bearer s3cret",)) as server:
+        server.start().wait_ready("trackpipe_yolo")
+        url = f"grpc://127.0.0.1:{grpc_port}"
+        monkeypatch.delenv("TRACKPIPE_TRITON_TOKEN", raising=False)
+        with build_detector(_spec(backend="triton", triton_url=url)) as det:
+            with pytest.raises(ModelError, match=r"refused the request: .*restricted.*\$TRACKPIPE_TRITON_TOKEN"):
+                det.detect(img)
+        monkeypatch.setenv("TRACKPIPE_TRITON_TOKEN", "s3cret")
+        with build_detector(_spec(backend="triton", triton_url=url)) as det:
+            assert len(det.detect(img)) >= 3

@@ -57,8 +57,13 @@ def make_client(url: TritonURL):
 
 
 def auth_headers() -> Optional[dict]:
+    """$TRACKPIPE_TRITON_TOKEN as ``authorization: Bearer ...`` (for a proxy in front of the server),
+    and as Triton's own restricted-protocol header of that key (tritonserver
+    ``--grpc-restricted-protocol=inference:authorization=Bearer ...``). gRPC keys are lower case."""
     token = os.environ.get(TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else None
+    if not token:
+        return None
+    return {"authorization": f"Bearer {token}", "triton-grpc-protocol-authorization": f"Bearer {token}"}
 
 
 def _reason(e: BaseException) -> str:
@@ -68,9 +73,10 @@ def _reason(e: BaseException) -> str:
 
 
 def _fatal(e: BaseException) -> bool:
-    """An error no retry can mend (the request itself is wrong), vs. the server being away."""
+    """An error no retry can mend (the request is wrong, or not allowed), vs. the server being away."""
     status = str(getattr(e, "status", lambda: "")() or "")
-    return "INVALID_ARG" in status or status == "400"
+    return (any(k in status for k in ("INVALID_ARG", "UNAUTHENTICATED", "PERMISSION_DENIED"))
+            or status in ("400", "401", "403") or "restricted" in _reason(e))
 
 
 class TritonDetector(Detector):
@@ -189,7 +195,8 @@ class TritonDetector(Detector):
                 heads = self._request(blob)
             except (self._errors, OSError) as e:
                 if _fatal(e):
-                    raise ModelError(f"the Triton server at {self.url.text} refused the request: {_reason(e)}")
+                    hint = "" if self.headers else f" (a token goes in ${TOKEN_ENV})"
+                    raise ModelError(f"the Triton server at {self.url.text} refused the request: {_reason(e)}{hint}")
                 self._wait(_reason(e))
                 continue
             self.latency_ms.append((time.perf_counter() - t0) * 1000.0)
