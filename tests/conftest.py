@@ -3,6 +3,8 @@ detector for the pipeline's unit tests (the only place a fake detector belongs).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import shutil
@@ -37,14 +39,90 @@ def model_cache():
 
     before = os.environ.get("TRACKPIPE_CACHE")
     if not before:
-        os.environ["TRACKPIPE_CACHE"] = str(Path(tempfile.gettempdir()) / f"trackpipe-tests-{os.getuid()}")
+        os.environ["TRACKPIPE_CACHE"] = str(_test_cache())
     for name in ("yolo-fastest-1.1-xl", "yolo-fastest-1.1"):
         seed(name, DARKNET / "yolo-fastest-1.1_coco")
-    # events an earlier session left for an unreachable target (tests use free ports) are not this one's
-    shutil.rmtree(Path(os.environ["TRACKPIPE_CACHE"]) / "outbox", ignore_errors=True)
+    if not _xdist_run():  # under pytest-xdist the controller does it once, before any worker starts
+        _clear_outbox()
     yield Path(os.environ["TRACKPIPE_CACHE"])
     if not before:
         os.environ.pop("TRACKPIPE_CACHE", None)
+
+
+def _test_cache() -> Path:
+    """$TRACKPIPE_CACHE when set, else the test runs' own cache folder."""
+    return Path(os.environ.get("TRACKPIPE_CACHE") or Path(tempfile.gettempdir()) / f"trackpipe-tests-{os.getuid()}")
+
+
+def _clear_outbox() -> None:
+    """Events an earlier session left for an unreachable target (tests use free ports) are not this one's."""
+    shutil.rmtree(_test_cache() / "outbox", ignore_errors=True)
+
+
+# --- pytest-xdist (``-n 2``): tests marked ``alone`` run while no other test of the session runs ---
+
+LOCKS_ENV = "TRACKPIPE_TEST_LOCKS"  # the xdist controller's lock folder, inherited by its workers
+
+
+def _xdist_run() -> bool:
+    """True in an xdist worker."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+
+def _is_xdist_controller(config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    if _is_xdist_controller(config):  # before the workers start (they inherit the environment)
+        os.environ[LOCKS_ENV] = tempfile.mkdtemp(prefix="trackpipe-test-locks-")
+        _clear_outbox()
+
+
+def pytest_unconfigure(config):
+    if _is_xdist_controller(config) and os.environ.get(LOCKS_ENV):
+        shutil.rmtree(os.environ.pop(LOCKS_ENV), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _session_lock(folder: str, exclusive: bool):
+    """A readers-writer lock over the xdist run's workers (flock on two files of ``folder``): every
+    test holds it shared, an ``alone`` test exclusively. Both take the gate first, so an ``alone``
+    test that waits is never starved by the other workers' next tests."""
+    with open(os.path.join(folder, "gate"), "a") as gate, open(os.path.join(folder, "lock"), "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Set-up, call and teardown of each test inside the session lock (xdist workers only)."""
+    folder = os.environ.get(LOCKS_ENV) if _xdist_run() else None
+    if not folder:
+        return (yield)
+    with _session_lock(folder, exclusive=item.get_closest_marker("alone") is not None):
+        return (yield)
+
+
+@pytest.fixture(scope="session")
+def yf_calibration(tmp_path_factory) -> Path:
+    """Yolo-Fastest-XL's INT8 calibration folder (64 frames of aiguys_video.mp4, entropy), made once
+    per session for the tests that only read it (they may add a Q/DQ model of another weight width,
+    which is the same whoever builds it)."""
+    from trackpipe.models.darknet import load_network
+    from trackpipe.models.quantize import calibrate
+
+    out = tmp_path_factory.mktemp("calib")
+    calibrate(load_network(YF_CFG, YF_WEIGHTS), str(VIDEO_360), out, frames=64, method="entropy",
+              cache_dir=tmp_path_factory.mktemp("calib-cache"))
+    return out
 
 
 @pytest.fixture

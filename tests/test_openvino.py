@@ -14,9 +14,8 @@ import pytest
 from trackpipe.models.cpu import cpu_info
 from trackpipe.models.darknet import load_cfg, load_network, write_random_weights
 from trackpipe.models.factory import build_detector
-from trackpipe.models.quantize import calibrate
 from trackpipe.models.spec import ModelSpec
-from tests.assets import CFG, COCO, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES, NAMES, ROOT, VIDEO
+from tests.assets import CFG, COCO, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES, NAMES, ROOT
 
 pytest.importorskip("openvino")
 SPEC = ModelSpec(cfg=FASTEST_XL_CFG, weights=FASTEST_XL_WEIGHTS, names=NAMES, backend="openvino")
@@ -24,11 +23,8 @@ needs_bf16 = pytest.mark.skipif(not cpu_info().has_bf16, reason="this CPU has ne
 
 
 @pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("calib")
-    calibrate(load_network(FASTEST_XL_CFG, FASTEST_XL_WEIGHTS), str(VIDEO / "aiguys_video.mp4"), out, frames=64,
-              method="entropy", cache_dir=tmp_path_factory.mktemp("cache"))
-    return out
+def calib_dir(yf_calibration):
+    return yf_calibration  # the session's one calibration (tests/conftest.py), shared with test_quantize
 
 
 @pytest.fixture(scope="module")

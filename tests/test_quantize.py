@@ -20,12 +20,8 @@ SPEC = ModelSpec(cfg=FASTEST_XL_CFG, weights=FASTEST_XL_WEIGHTS, names=NAMES, ba
 
 
 @pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("calib")
-    net = load_network(FASTEST_XL_CFG, FASTEST_XL_WEIGHTS)
-    calibrate(net, str(VIDEO / "aiguys_video.mp4"), out, frames=64, method="entropy",
-              cache_dir=tmp_path_factory.mktemp("cache"))
-    return out
+def calib_dir(yf_calibration):
+    return yf_calibration  # the session's one calibration (tests/conftest.py), shared with test_openvino
 
 
 @pytest.fixture(scope="module")
