@@ -21,9 +21,9 @@ from tests.procs import running_in_group, stage_pid, wait_for
 MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
          "--backend", "onnx", "--precision", "fp32"]
 HUNG_S = 2.5        # pipeline.heartbeat_timeout_s for this run
-FREEZE_S = 3.5      # each stage stays stopped this long (longer than HUNG_S), unless killed first
 DURATION_S = 28
 STATS = re.compile(r"(\w+) ([\d.]+) fps/")
+pytestmark = pytest.mark.alone  # three restarts must fit in the run's duration
 
 
 def _stats_after(text: str, mark: str) -> list:
@@ -56,8 +56,8 @@ def test_frozen_stages_are_replaced_and_the_run_reaches_its_duration(tmp_path):
                 signal.pidfd_send_signal(fd, signal.SIGSTOP)
                 t0 = time.monotonic()
                 mark = f"stage '{stage}' hung (no heartbeat for"
+                # the line is logged once the watchdog's SIGKILL has ended the stopped process
                 wait_for(lambda: mark in log() or p.poll() is not None, 60, f"{stage} killed as hung")
-                wait_for(lambda: time.monotonic() - t0 >= FREEZE_S, FREEZE_S + 1, "the end of the freeze")
                 try:
                     signal.pidfd_send_signal(fd, signal.SIGCONT)
                 except ProcessLookupError:

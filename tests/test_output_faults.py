@@ -65,6 +65,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.alone
 @pytest.mark.timeout(150)
 def test_a_full_disk_stops_the_video_only_and_it_resumes_in_a_new_part(tmp_path):
     """The annotated video on a 2 MB tmpfs that fills ~4 s into a live run: one log line, the
@@ -141,6 +142,7 @@ def test_sigkill_of_the_whole_run_keeps_mot_rows_up_to_two_seconds_before(tmp_pa
     assert leftovers(p.pid) == []
 
 
+@pytest.mark.alone
 @pytest.mark.timeout(150)
 def test_sigkill_of_the_sink_loses_no_written_row(tmp_path):
     """The sink stage SIGKILLed in a live run: the supervisor restarts it, and the restarted sink

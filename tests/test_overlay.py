@@ -324,6 +324,7 @@ def test_overlay_rects_geometry():
     assert empty[0].shape == (0, 4)
 
 
+@pytest.mark.alone
 def test_mask_overlay_restores_a_painted_frame():
     import cv2
     from trackpipe.pipeline.display.geometry import PALETTE, overlay_rects

@@ -96,6 +96,7 @@ def test_image_folder_max_frames_two_slots(tmp_path, yf_spec):
     assert leftovers(os.getpid()) == []
 
 
+@pytest.mark.alone
 def test_latest_frame_mode_drops_and_bounded_age(tmp_path, yf_spec):
     """A paced (live) source faster than inference: capture never waits, drops are counted,
     and the frame age at the renderer does not grow."""
@@ -136,6 +137,7 @@ def test_file_stage_crash_stops_cleanly(tmp_path, yf_spec):
     assert leftovers(os.getpid()) == []
 
 
+@pytest.mark.alone
 def test_sigkill_of_a_stage_noticed_within_2s(tmp_path, yf_spec):
     killed = {}
 

@@ -39,7 +39,7 @@ README = ROOT / "README.md"
 SKIP = {
     "pip install -e .": "the set-up: .ci/run and tests/test_install.py run it in fresh environments",
     'pip install -e ".[dev,gui,tf,eval,int8]"': "the test set-up: .ci/run runs it",
-    "python -m pytest -q": "this suite",
+    "python -m pytest -q -n 2 --dist loadfile": "this suite",
 }
 REPO_DIRS = ("configs/", "samples/")  # README paths relative to the repository root
 

@@ -34,6 +34,7 @@ YF = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NA
 FPS = 25
 WATCHDOG_S = 5.0          # the default, named by the issue
 BACKOFF = (0.5, 30.0)     # defaults: initial, max (doubling)
+pytestmark = pytest.mark.alone  # time bounds on live runs: no other test of the session beside them
 
 
 @pytest.fixture
@@ -292,16 +293,17 @@ def slow_model(tmp_path_factory):
 
 
 def _slow_consumer_run(tr) -> dict:
-    """Sample the frame age for 30 s once frames flow, stop with SIGINT; -> the figures."""
+    """Sample the frame age every 0.5 s for 20 s once frames flow (the gauge is refreshed every
+    0.2 s), stop with SIGINT; -> the figures."""
     tr.wait_frames(3, 90)
     t0 = time.monotonic()
     samples = []  # (s since start, age of the newest tracked frame ms)
-    while time.monotonic() - t0 < 30.0:
+    while time.monotonic() - t0 < 20.0:
         tr.alive()
         m = tr.metrics()
         if "trackpipe_frame_age_ms" in m:
             samples.append((time.monotonic() - t0, m["trackpipe_frame_age_ms"]))
-        time.sleep(1.0)
+        time.sleep(0.5)
     took = tr.stop(signal.SIGINT, (130,))
     prof = json.loads(tr.prof.read_text())
     age, lat, cap, inf = prof["frame_age_at_tracker_ms"], prof["latency_ms"], prof["stages"]["capture"], \
@@ -322,7 +324,7 @@ def _slow_consumer_run(tr) -> dict:
 @pytest.mark.timeout(200)
 def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, slow_model):
     """Frame age at the tracker: capture's t_mono (taken right after the frame is decoded) to the
-    moment the tracker takes the frame, sampled once a second from ``trackpipe_frame_age_ms`` and
+    moment the tracker takes the frame, sampled twice a second from ``trackpipe_frame_age_ms`` and
     summarised in the profile (``frame_age_at_tracker_ms``). It does not include the camera ->
     decode delay before t_mono (~0.09 s here, docs/live.md)."""
     server.start()
@@ -337,13 +339,13 @@ def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, 
         r = _slow_consumer_run(tracker(tmp_path / "again", server.url, model=slow_model))
     fps, ages, age, slope, grab_rate = r["fps"], r["ages"], r["age"], r["slope"], r["grab_rate"]
     assert fps < FPS / 3  # genuinely slower than the camera
-    assert len(ages) >= 20 and max(ages) < 500.0
+    assert len(ages) >= 30 and max(ages) < 500.0
     # p95, not max: the histogram covers the whole run, including the first (ONNX warm-up) frames
     # and scheduling spikes of this shared 2-core machine; max is printed above
     assert age["p95"] < 500.0
     # no upward trend: a queue growing at the camera's pace would add ~800 ms of age per second
     # (docs/live.md); the fitted slope stays within load noise (the machine is shared: inference
-    # itself slows and speeds up by tens of ms over 30 s, seen +2.5 ms/s with a soak beside it)
+    # itself slows and speeds up by tens of ms over 20-30 s, seen +2.5 ms/s with a soak beside it)
     assert slope < 10.0
     # ... and the grabber drains the stream at the camera's rate, so nothing queues in FFmpeg
     assert grab_rate > 0.8 * FPS

@@ -26,6 +26,7 @@ from tests.rtsp.fixtures import decode_stamp, free_port, open_capture, read_stam
 from tests.rtsp.fixtures import rtsp_server_factory  # noqa: E402,F401 (the fixture)
 
 LOW_DELAY = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+pytestmark = pytest.mark.alone  # frame ages and read timeouts bounded to fractions of a second
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "assets")
 
 

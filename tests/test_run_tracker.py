@@ -210,6 +210,7 @@ def test_killed_supervisor_leaves_nothing_after_next_start(tmp_path):
     assert leftovers(p.pid) == []
 
 
+@pytest.mark.alone  # compares all of /dev/shm before and after
 @pytest.mark.timeout(90)
 def test_sigkill_of_the_whole_group_leaves_no_semaphores(tmp_path):
     """SIGKILL of every process at once, Python's resource tracker included: nothing may stay in
