@@ -202,7 +202,8 @@ def test_readme_names_the_console_script():
 DOC_FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9-]*")
 # other programs' flags that the docs name, each with its program
 OTHER_PROGRAMS_FLAGS = {"--help": "every command", "--gpus": "docker run", "--rm": "docker run",
-                        "--no-deps": "pip install", "--model-repository": "tritonserver"}
+                        "--no-deps": "pip install", "--model-repository": "tritonserver",
+                        "--dist": "pytest (pytest-xdist)"}
 
 
 def repository_flags() -> set:

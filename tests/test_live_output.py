@@ -57,6 +57,7 @@ def test_log_lines_go_above_the_bar_and_the_table(terminal, kind):
     if kind == "table":
         cfg.profile.table = "on"
     view = _view(cfg, live=kind == "table")
+    view.started()
     assert (view.bar is not None) == (kind == "bar") and (view.table is not None) == (kind == "table")
     view.update()
     logging.getLogger("trackpipe.test").warning("camera door lost")
