@@ -74,7 +74,8 @@ def cmd_bench(args) -> int:
     spec = spec_from_args(args)
     image = _read_image(args.image) if args.image else None
     probe = read_calibration_frames(str(args.probe), 12) if args.probe else ([image] if image is not None else None)
-    results = bench_backends(spec, args.backends.split(","), args.precisions.split(","), args.seconds, image,
+    backends = args.backends or ("onnx,openvino,auto" if spec.file is not None else "onnx,tf,opencv")
+    results = bench_backends(spec, backends.split(","), args.precisions.split(","), args.seconds, image,
                              batch=args.batch, probe_frames=probe,
                              calib_source=str(args.probe) if args.probe else None)
     print(format_table(results))
@@ -126,11 +127,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .darknet import load_network  # noqa: PLC0415
+    from .factory import load_model  # noqa: PLC0415
     from .quantize import calibrate  # noqa: PLC0415
 
     spec = spec_from_args(args)
-    net = load_network(spec.cfg, spec.weights, spec.size)
+    net = load_model(spec)   # a darknet network, or an ONNX file's layout (--model-file)
     floats = None if args.float_layers is None else [n for n in args.float_layers.split(",") if n]
     out = calibrate(net, args.calib_source, args.out, frames=args.frames, method=args.method,
                     float_layers=floats, letterbox=spec.letterbox, cache_dir=spec.cache_dir)
@@ -175,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="detector throughput per backend, side by side in one run; without "
                                      "--model/--cfg: the zoo's models, FPS here and COCO AP50 (which model to choose)")
     add_model_args(b)
-    b.add_argument("--backends", default="onnx,tf,opencv",
+    b.add_argument("--backends", default=None,
                    help="comma-separated: onnx, openvino, tf, opencv, tensorrt, tftrt; 'auto' adds the measured "
                         "choice as its own entry (with the pair it chose); 'all': every backend/precision pair "
-                        "(default onnx,tf,opencv)")
+                        "(default onnx,tf,opencv; with --model-file onnx,openvino,auto)")
     b.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, int8, fp16 (default fp32)")
     b.add_argument("--seconds", type=float, default=10.0, help="measuring time per entry (default 10)")
     b.add_argument("--batch", type=int, default=1, help="frames per inference call (default 1)")

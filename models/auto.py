@@ -38,9 +38,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cpu import cpu_info
-from .darknet import Network
+from .identity import Model, model_id, model_name
 from .errors import BackendUnavailable, ModelError, error_line
-from .onnx_export import default_cache_dir, file_sha256, model_key
+from .onnx_export import default_cache_dir, file_sha256
 from .types import Detections
 
 log = logging.getLogger(__name__)
@@ -143,26 +143,22 @@ def judge(ref_det, cand_det, frames: Sequence[np.ndarray]) -> Dict[str, float]:
     """`agreement` of two detectors of one model on real frames, from one inference each per
     frame: judged at the spec's threshold, or at JUDGE_CONF when that is lower (more boxes,
     more evidence), with the max_det cap; the tolerant sets at JUDGE_SLACK lower, with
-    JUDGE_DEPTH x max_det boxes."""
-    from .postprocess import postprocess  # noqa: PLC0415
-
-    spec, net = ref_det.spec, ref_det.network
+    JUDGE_DEPTH x max_det boxes. Each detector decodes its own output (`Detector.postprocess`:
+    darknet heads, or an ONNX file's layout)."""
+    spec = ref_det.spec
     conf = min(spec.conf_threshold, JUDGE_CONF)
     lo = max(conf - JUDGE_SLACK, 1e-4)
     sets = {k: [] for k in ("ref", "cand", "ref_all", "cand_all")}
     for f in frames:
-        blob, (lb,) = ref_det.preprocess([f])
+        blob, boxes = ref_det.preprocess([f])
         for name, det in (("ref", ref_det), ("cand", cand_det)):
-            heads = [h[0] for h in det.infer(blob)]
-            args = (heads, net.yolo_layers, det.input_size, lb)
-            sets[name].append(postprocess(*args, conf, spec.nms_threshold, spec.classes, det.max_det,
-                                          det.max_candidates))
-            sets[f"{name}_all"].append(postprocess(*args, lo, spec.nms_threshold, spec.classes,
-                                                   JUDGE_DEPTH * det.max_det, det.max_candidates))
+            out = det.infer(blob)
+            sets[name] += det.postprocess(out, boxes, conf, det.max_det)
+            sets[f"{name}_all"] += det.postprocess(out, boxes, lo, JUDGE_DEPTH * det.max_det)
     return agreement(sets["ref"], sets["cand"], ref_all=sets["ref_all"], cand_all=sets["cand_all"])
 
 
-def probe_frames_for(spec, network: Network, given: Optional[Sequence[np.ndarray]]) -> Tuple[List[np.ndarray], str]:
+def probe_frames_for(spec, model: Model, given: Optional[Sequence[np.ndarray]]) -> Tuple[List[np.ndarray], str]:
     """Real frames to judge reduced precision on, and where they came from ('' if none)."""
     from .quantize import read_calibration_frames  # noqa: PLC0415
 
@@ -172,7 +168,7 @@ def probe_frames_for(spec, network: Network, given: Optional[Sequence[np.ndarray
     if not source and spec.calib is not None:
         from .quantize import checked_meta  # noqa: PLC0415
 
-        source = checked_meta(spec, network).source
+        source = checked_meta(spec, model).source
     if not source:
         return [], ""
     path = Path(str(source))
@@ -209,14 +205,14 @@ def self_calibrates(spec, probe: bool, calib_source: Optional[str]) -> bool:
             and bool((spec.extra or {}).get("auto_calibrate", True)))
 
 
-def cache_fields(spec, network: Network, probe: bool, self_calib: bool = False) -> Dict:
+def cache_fields(spec, model: Model, probe: bool, self_calib: bool = False) -> Dict:
     """Everything the measurement depends on; a cached entry is used only when all are equal."""
     from .backends.openvino_backend import cpu_threads  # noqa: PLC0415  (no openvino import)
 
     calib = ""
     if spec.calib is not None and (Path(spec.calib) / "meta.json").is_file():
         calib = file_sha256(Path(spec.calib) / "meta.json")[:16]
-    return {"version": CACHE_VERSION, "model": model_key(network), "size": list(network.input_size),
+    return {"version": CACHE_VERSION, "model": model_id(model), "size": list(model.input_size),
             "cpu": cpu_info().key(), "threads": cpu_threads(spec.threads), "libraries": _versions(),
             "request": [spec.backend, spec.precision], "calib": calib, "probe": probe,
             "conf": spec.conf_threshold, "nms": spec.nms_threshold, "letterbox": spec.letterbox,
@@ -231,12 +227,12 @@ REQUEST_FIELDS = ("model", "size", "request", "threads", "calib", "probe", "conf
                   "int8_method", "self_calib")
 
 
-def cache_path(spec, network: Network, fields: Optional[Dict] = None) -> Path:
+def cache_path(spec, model: Model, fields: Optional[Dict] = None) -> Path:
     """One file per request: runs with another thread count or threshold keep their own entry
     instead of marking each other's stale."""
-    w, h = network.input_size
-    stem = network.cfg_path.stem if network.cfg_path else "model"
-    fields = fields if fields is not None else cache_fields(spec, network, True)
+    w, h = model.input_size
+    stem = model_name(model)
+    fields = fields if fields is not None else cache_fields(spec, model, True)
     req = hashlib.sha256(json.dumps([fields.get(k) for k in REQUEST_FIELDS], sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
     return Path(spec.cache_dir or default_cache_dir()) / "auto" / f"{stem}-{w}x{h}-{req}.json"
@@ -307,7 +303,7 @@ def _time_slices(detectors: Dict[str, object], blob: np.ndarray, seconds: float)
     return {k: float(np.median(v)) * 1000.0 for k, v in times.items()}
 
 
-def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
+def measure(spec, model: Model, probe: List[np.ndarray], seconds: float,
             calib_source: Optional[str] = None) -> Choice:
     """Build every candidate pair, judge reduced precision against fp32 on `probe`, time them.
     calib_source: a video/folder/glob to calibrate int8 on when the spec has no calibration
@@ -316,7 +312,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
     from .classes import read_names  # noqa: PLC0415
     from .frames import synthetic_frame  # noqa: PLC0415
 
-    names = read_names(spec.names, network.num_classes)
+    names = read_names(spec.names, model.num_classes)
     measured: Dict[str, Dict] = {}
     live = {}
     self_calib = self_calibrates(spec, bool(probe), calib_source)
@@ -330,7 +326,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
             from .autocalib import source_calibration  # noqa: PLC0415
 
             try:
-                int8_spec = spec.with_(calib=source_calibration(network, calib_source, probe, spec.cache_dir,
+                int8_spec = spec.with_(calib=source_calibration(model, calib_source, probe, spec.cache_dir,
                                                                 spec.letterbox))
             except Exception as e:  # noqa: BLE001  (an optional speed-up: fp32/bf16 still run)
                 calib_error = f"no calibration: {error_line(e, typed=not isinstance(e, (ModelError, OSError)))}"
@@ -340,7 +336,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
             measured[key] = {"error": calib_error}
             continue
         try:
-            live[key] = build_one((int8_spec if p == "int8" else spec).with_(backend=b, precision=p), network, names)
+            live[key] = build_one((int8_spec if p == "int8" else spec).with_(backend=b, precision=p), model, names)
         except BackendUnavailable as e:
             measured[key] = {"error": str(e)}
         except Exception as e:  # noqa: BLE001  (int8 from a calibration auto made itself: never fatal;
@@ -352,7 +348,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
         raise BackendUnavailable("auto: no backend runs here: " + "; ".join(f"{k}: {v['error']}"
                                                                              for k, v in measured.items()))
     log.debug("auto: measuring %s for %s at %dx%d on %s (first use; about %.0f s)", ", ".join(live),
-                network.cfg_path.name if network.cfg_path else "model", *network.input_size,
+                model_name(model), *model.input_size,
                 cpu_info().describe(), seconds + 2)
     # accuracy (precision auto only: an explicit precision is the user's call): reduced precision
     # vs one fp32 reference, openvino's when it runs (faster), else onnx's
@@ -362,7 +358,7 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
         ref_det = live[ref_key] if ref_key else None
         if ref_det is None:
             try:
-                ref_det = build_one(spec.with_(backend="onnx", precision="fp32"), network, names)
+                ref_det = build_one(spec.with_(backend="onnx", precision="fp32"), model, names)
             except BackendUnavailable as e:
                 ref_det = None
                 for key in judged:
@@ -401,12 +397,12 @@ def measure(spec, network: Network, probe: List[np.ndarray], seconds: float,
     return Choice(b, p, ok[best], ok.get(base_key, 0.0), measured, calib=calib)
 
 
-def _lookup(spec, network: Network, probe: bool, self_calib: bool, use_cache: bool
+def _lookup(spec, model: Model, probe: bool, self_calib: bool, use_cache: bool
             ) -> Tuple[Dict, Path, Optional[Choice]]:
     """The request's cache fields, its cache file, and the choice cached there (None when
     there is none, it is stale, or use_cache is off)."""
-    fields = cache_fields(spec, network, probe, self_calib)
-    path = cache_path(spec, network, fields)
+    fields = cache_fields(spec, model, probe, self_calib)
+    path = cache_path(spec, model, fields)
     return fields, path, read_cached(path, fields) if use_cache else None
 
 
@@ -416,7 +412,7 @@ def chosen_spec(spec, choice: Choice):
     return spec.with_(calib=Path(choice.calib)) if choice.calib else spec
 
 
-def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] = None,
+def choose(spec, model: Model, probe_frames: Optional[Sequence[np.ndarray]] = None,
            seconds: Optional[float] = None, use_cache: bool = True, calib_source: Optional[str] = None,
            read_probe: Optional[Callable[[], List[np.ndarray]]] = None) -> Choice:
     """The cached or freshly measured choice for this spec (backend and/or precision auto).
@@ -429,24 +425,24 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
     if spec.precision == "int8":
         from .quantize import checked_meta  # noqa: PLC0415
 
-        checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
+        checked_meta(spec, model)  # 'int8 needs --calib DIR', or a calibration of another model
     if read_probe is not None and probe_frames is None:
         if spec.precision == "auto" and len(candidate_pairs(spec)) > 1:
-            cached = _lookup(spec, network, True, False, use_cache)[2]
+            cached = _lookup(spec, model, True, False, use_cache)[2]
             if cached is not None:
                 return cached
         probe_frames = read_probe() or None
-    probe, probe_id = probe_frames_for(spec, network, probe_frames)
+    probe, probe_id = probe_frames_for(spec, model, probe_frames)
     calib_source = calib_source or (spec.extra or {}).get("auto_probe")
     self_calib = self_calibrates(spec, bool(probe), calib_source)
     pairs = candidate_pairs(spec, self_calib)
     if len(pairs) == 1:  # e.g. backend auto with precision bf16: nothing to choose or measure
         return Choice(*pairs[0])
-    fields, path, cached = _lookup(spec, network, bool(probe), self_calib, use_cache)
+    fields, path, cached = _lookup(spec, model, bool(probe), self_calib, use_cache)
     if cached is not None:
         return cached
     seconds = float((spec.extra or {}).get("auto_seconds", DEFAULT_SECONDS) if seconds is None else seconds)
-    choice = measure(spec, network, probe, seconds, calib_source if self_calib else None)
+    choice = measure(spec, model, probe, seconds, calib_source if self_calib else None)
     choice.probe = probe_id
     if use_cache:
         try:
@@ -458,19 +454,19 @@ def choose(spec, network: Network, probe_frames: Optional[Sequence[np.ndarray]] 
 
 # --- first use: one line, or deferred -------------------------------------------------------
 
-def cached_choice(spec, network: Network, probe: bool, calib_source: Optional[str] = None) -> Optional[Choice]:
+def cached_choice(spec, model: Model, probe: bool, calib_source: Optional[str] = None) -> Optional[Choice]:
     """What `choose` would return without measuring anything: the only pair a request allows,
     or the cached choice (``probe``: real frames will be given, as `choose` would get them);
     None when choosing means measuring (first use). A request that cannot run raises as `choose` does."""
     if spec.precision == "int8":
         from .quantize import checked_meta  # noqa: PLC0415
 
-        checked_meta(spec, network)  # 'int8 needs --calib DIR', or a calibration of another model
+        checked_meta(spec, model)  # 'int8 needs --calib DIR', or a calibration of another model
     self_calib = self_calibrates(spec, probe, calib_source)
     pairs = candidate_pairs(spec, self_calib)
     if len(pairs) == 1:
         return Choice(*pairs[0])
-    return _lookup(spec, network, probe, self_calib, True)[2]
+    return _lookup(spec, model, probe, self_calib, True)[2]
 
 
 def first_use_seconds(spec, probe: bool, calib_source: Optional[str] = None) -> float:

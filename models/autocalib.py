@@ -33,9 +33,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .darknet import Network
+from .identity import Model, model_id, model_name
 from .errors import ModelError, quiet_loggers
-from .onnx_export import default_cache_dir, model_key
+from .onnx_export import default_cache_dir
 from .quantize import MIN_FRAMES, calibrate, load_meta, read_calibration_frames
 
 log = logging.getLogger(__name__)
@@ -49,23 +49,23 @@ JPEG_QUALITY = 95
 QUIET_LOGGERS = ("trackpipe.models.quantize", "trackpipe.models.equalize", "trackpipe.models.onnx_export")
 
 
-def calibration_dir(network: Network, cache_dir: Optional[Path] = None) -> Path:
+def calibration_dir(model: Model, cache_dir: Optional[Path] = None) -> Path:
     """Where this model's calibration on its first source lives."""
-    w, h = network.input_size
-    stem = network.cfg_path.stem if network.cfg_path else "model"
-    return Path(cache_dir or default_cache_dir()) / "calib-auto" / f"{stem}-{w}x{h}-{model_key(network)}"
+    w, h = model.input_size
+    stem = model_name(model)
+    return Path(cache_dir or default_cache_dir()) / "calib-auto" / f"{stem}-{w}x{h}-{model_id(model)}"
 
 
-def cached_calibration(network: Network, cache_dir: Optional[Path] = None) -> Optional[Path]:
-    """The calibration directory when it is complete and belongs to `network`, else None."""
-    out = calibration_dir(network, cache_dir)
+def cached_calibration(model: Model, cache_dir: Optional[Path] = None) -> Optional[Path]:
+    """The calibration directory when it is complete and belongs to `model`, else None."""
+    out = calibration_dir(model, cache_dir)
     if not (out / "meta.json").is_file():
         return None
     try:
         meta = load_meta(out)
     except ModelError:
         return None
-    if meta.model_key != model_key(network) or not (out / "calib_cache.json").is_file():
+    if meta.model_key != model_id(model) or not (out / "calib_cache.json").is_file():
         return None
     return out
 
@@ -85,16 +85,16 @@ def held_out_frames(source: str, count: int, probe: Sequence[np.ndarray]) -> lis
     return kept
 
 
-def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray],
+def source_calibration(model: Model, source: str, probe: Sequence[np.ndarray],
                        cache_dir: Optional[Path] = None, letterbox: bool = False) -> Path:
-    """The calibration directory for `network`: cached, or calibrated now on `source`.
+    """The calibration directory for `model`: cached, or calibrated now on `source`.
 
     Raises ModelError (one line) when `source` gives fewer than MIN_FRAMES usable frames.
     """
-    found = cached_calibration(network, cache_dir)
+    found = cached_calibration(model, cache_dir)
     if found is not None:
         return found
-    out = calibration_dir(network, cache_dir)
+    out = calibration_dir(model, cache_dir)
     frames = held_out_frames(str(source), FRAMES, probe)
     if len(frames) < MIN_FRAMES:
         raise ModelError(f"{source} gives {len(frames)} frames besides the probe's; int8 calibration needs "
@@ -103,7 +103,7 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
     why = "its calibration is incomplete or of another model" if out.exists() else "first use of this model"
     # first use: a detail (the caller says what happens); a broken calibration replaced: a warning
     log.log(logging.WARNING if out.exists() else logging.DEBUG, "auto: calibrating int8 for %s on %d frames of %s "
-            "(%s; cached at %s)", network.cfg_path.name if network.cfg_path else "model", len(frames), source, why, out)
+            "(%s; cached at %s)", model_name(model), len(frames), source, why, out)
     import cv2  # noqa: PLC0415
 
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -115,7 +115,7 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
                 raise ModelError(f"cannot write calibration frames under {tmp}")
         # the frames folder is the calibration's source from here on: meta.json points at its final place
         with quiet_loggers(*QUIET_LOGGERS):   # the warning above says what happens; its steps are no news
-            calibrate(network, str(tmp / "frames"), tmp, frames=len(frames), method=METHOD, letterbox=letterbox,
+            calibrate(model, str(tmp / "frames"), tmp, frames=len(frames), method=METHOD, letterbox=letterbox,
                       cache_dir=cache_dir)
         meta_path = tmp / "meta.json"
         meta = json.loads(meta_path.read_text())
@@ -125,7 +125,7 @@ def source_calibration(network: Network, source: str, probe: Sequence[np.ndarray
         try:
             os.replace(tmp, out)
         except OSError:   # another run calibrated it meanwhile
-            if cached_calibration(network, cache_dir) is None:
+            if cached_calibration(model, cache_dir) is None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

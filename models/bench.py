@@ -66,9 +66,9 @@ def bench_backends(spec: ModelSpec, backends: List[str], precisions: List[str], 
     real frames for auto's accuracy check, calib_source: where they came from (int8 calibrated
     on it; see `auto.choose`).
     """
-    from .factory import build_detector  # noqa: PLC0415
+    from .factory import build_detector, load_model  # noqa: PLC0415
 
-    network = load_network(spec.cfg, spec.weights, spec.size) if getattr(spec, "file", None) is None else None
+    network = load_model(spec)
     image = synthetic_frame() if image is None else image
     detectors = {}
     for key, backend, precision in bench_pairs(backends, precisions):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -58,11 +58,14 @@ class Detector(ABC):
     def preprocess(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, List[Letterbox]]:
         return preprocess(frames, self.input_size, letterbox=self.spec.letterbox)
 
-    def postprocess(self, heads: List[np.ndarray], boxes: List[Letterbox]) -> List[Detections]:
-        """Raw heads of a batch [(B, A*(5+C), h, w), ...] -> one Detections per frame."""
+    def postprocess(self, heads: List[np.ndarray], boxes: List[Letterbox], conf: Optional[float] = None,
+                    max_det: Optional[int] = None) -> List[Detections]:
+        """Raw heads of a batch [(B, A*(5+C), h, w), ...] -> one Detections per frame. conf, max_det:
+        other than the spec's threshold and this detector's cap (auto's accuracy check)."""
+        conf = self.spec.conf_threshold if conf is None else conf
         return [postprocess([h[b] for h in heads], self.network.yolo_layers, self.input_size, lb,
-                            self.spec.conf_threshold, self.spec.nms_threshold, self.spec.classes,
-                            self.max_det, self.max_candidates)
+                            conf, self.spec.nms_threshold, self.spec.classes,
+                            self.max_det if max_det is None else max_det, self.max_candidates)
                 for b, lb in enumerate(boxes)]
 
     def detect(self, frame_bgr: np.ndarray) -> Detections:

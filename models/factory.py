@@ -17,6 +17,7 @@ from .backends import _BACKENDS, backend_class, build_one  # noqa: F401  (re-exp
 from .classes import read_names
 from .darknet import Network, load_network
 from .errors import BackendUnavailable
+from .identity import model_name
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def _resolved(spec: ModelSpec) -> ModelSpec:
 
 def build_detector(spec: ModelSpec, network: Optional[Network] = None,
                    probe_frames: Optional[Sequence[np.ndarray]] = None, calib_source: Optional[str] = None):
-    """Load cfg + weights and return a ready `Detector`.
+    """Load cfg + weights (or an ONNX file's layout: `load_model`) and return a ready `Detector`.
 
     backend/precision `auto`: `auto.choose` measures (or reads from its cache) the fastest
     pair whose accuracy holds; probe_frames: real BGR frames to judge reduced precision on
@@ -38,13 +39,11 @@ def build_detector(spec: ModelSpec, network: Optional[Network] = None,
     returned detector's `describe()` names the pair, `choice` says why.
     """
     spec = _resolved(spec)
-    if getattr(spec, "file", None) is not None:
-        return _onnx_file_detector(spec)
     if spec.precision == "auto" and spec.backend not in ("auto", "onnx", "openvino"):
         # precision auto is measured on the CPU backends; an explicit other backend runs its
         # usual precision (TensorRT fp16, the rest fp32)
         spec = spec.with_(precision="fp16" if spec.backend == "tensorrt" else "fp32")
-    network = network or load_network(spec.cfg, spec.weights, spec.size)
+    network = network or load_model(spec)
     names = read_names(spec.names, network.num_classes)
     if spec.backend != "auto" and spec.precision != "auto":
         return build_one(spec, network, names)
@@ -59,17 +58,18 @@ def build_detector(spec: ModelSpec, network: Optional[Network] = None,
     det.choice = choice
     # a fresh measurement is news (WARNING); a cached or forced choice is named at INFO (-v), and by describe()
     log.log(logging.WARNING if choice.measured and not choice.cached else logging.INFO, "%s: auto -> %s",
-            network.cfg_path.name if network.cfg_path else "model", choice.summary())
+            model_name(network), choice.summary())
     return det
 
 
-def _onnx_file_detector(spec: ModelSpec):
-    """An ONNX file of another family (`onnx_model`): ONNX Runtime fp32, its layout from the graph."""
+def load_model(spec: ModelSpec):
+    """What a resolved spec's detector runs: a darknet `Network` (cfg/weights), or for an ONNX
+    file of another family (spec.file) its `OnnxLayout`, read from the graph (`onnx_layouts`)."""
+    if getattr(spec, "file", None) is None:
+        return load_network(spec.cfg, spec.weights, spec.size)
     from .onnx_layouts import read_layout  # noqa: PLC0415
-    from .onnx_model import OnnxFileDetector  # noqa: PLC0415
 
-    layout = read_layout(spec.file, read_names(spec.names) if spec.names else None, spec.preprocess, spec.size)
-    return OnnxFileDetector(spec, layout)
+    return read_layout(spec.file, read_names(spec.names) if spec.names else None, spec.preprocess, spec.size)
 
 
 def _try_tensorrt(spec: ModelSpec, network: Network, names: List[str]):

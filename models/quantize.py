@@ -29,14 +29,15 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from .cpu import cpu_info
 from .darknet import Network
 from .errors import ModelError, check_dir
-from .onnx_export import export_onnx, model_key
+from .identity import model_id, model_source
+from .onnx_export import export_onnx
 from .preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -195,10 +196,66 @@ def float_model(network: Network, equalized: bool, cache_dir: Optional[Path] = N
     return export_onnx(equalize(network), cache_dir, variant="cle")
 
 
-def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, method: str = "entropy",
+def file_float_nodes(path: Path) -> List[str]:
+    """Nodes of an ONNX file (`onnx_model`) kept float by default, as `head_and_stem_nodes` for
+    darknet: the first Conv (raw pixels) and the head, i.e. every node other than a spatial Conv
+    (kernel larger than 1x1) below which no spatial Conv follows: the detection head's last 1x1
+    convolutions and the decoding after them (Ultralytics' DFL, box arithmetic in input pixels,
+    sigmoids, concatenations)."""
+    import onnx  # noqa: PLC0415
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)   # topological order
+    consumers: dict = {}
+    for j, n in enumerate(nodes):
+        for t in n.input:
+            consumers.setdefault(t, []).append(j)
+
+    def spatial(n) -> bool:
+        if n.op_type != "Conv":
+            return False
+        ks = next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), None)
+        return ks is None or any(k > 1 for k in ks)
+
+    below = [False] * len(nodes)   # a spatial Conv somewhere downstream of node i
+    for i in reversed(range(len(nodes))):
+        below[i] = any(spatial(nodes[j]) or below[j] for t in nodes[i].output for j in consumers.get(t, ()))
+    stem = [n.name for n in nodes if n.op_type == "Conv"][:1]
+    return stem + [n.name for n, b in zip(nodes, below) if not (b or spatial(n)) and n.name and n.name not in stem]
+
+
+@dataclass(frozen=True)
+class QuantTarget:
+    """What INT8 quantizes for a model: its fp32 ONNX graph, how a BGR frame (H, W, 3) uint8 becomes
+    its input (1, channels, h, w) float32, the nodes kept float by default, whether equalized."""
+
+    fp32: Path
+    blob: Callable[[np.ndarray], np.ndarray]
+    float_nodes: List[str]
+    channels: int
+    equalized: bool
+
+
+def quant_target(model, equalized: bool, cache_dir: Optional[Path] = None, letterbox: bool = False) -> QuantTarget:
+    """The `QuantTarget` of a darknet Network (its export, cross-layer-equalized when asked) or of
+    an ONNX file's layout (the file as it is: equalization needs darknet's graph; its family's
+    pre-processing, `onnx_model.preprocess_file`)."""
+    from .identity import is_file_model  # noqa: PLC0415
+
+    if is_file_model(model):
+        from .onnx_preprocess import preprocess_file  # noqa: PLC0415
+
+        return QuantTarget(model.path, lambda f: preprocess_file([f], model)[0], file_float_nodes(model.path), 3,
+                           False)
+    return QuantTarget(float_model(model, equalized, cache_dir),
+                       lambda f: preprocess([f], model.input_size, letterbox)[0],
+                       head_and_stem_nodes(model), model.channels, equalized)
+
+
+def calibrate(model, source: str, out_dir: Path, frames: int = 100, method: str = "entropy",
               float_layers: Optional[Sequence[str]] = None, letterbox: bool = False,
               cache_dir: Optional[Path] = None, equalized: bool = True) -> Path:
-    """Calibrate `network` on real frames from `source`; returns the output directory."""
+    """Calibrate `model` (a darknet Network, or an ONNX file's layout: `quant_target`) on real
+    frames from `source`; returns the output directory."""
     if method not in METHODS:
         raise ModelError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if frames < MIN_FRAMES:
@@ -206,8 +263,9 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
     images = read_calibration_frames(source, frames)
     if len(images) < MIN_FRAMES:
         raise ModelError(f"{source} gave {len(images)} readable frames; calibration needs at least {MIN_FRAMES}")
-    fp32 = float_model(network, equalized, cache_dir)
-    blobs = [preprocess([img], network.input_size, letterbox)[0] for img in images]
+    target = quant_target(model, equalized, cache_dir, letterbox)
+    fp32 = target.fp32
+    blobs = [target.blob(img) for img in images]
     log.info("calibrating %s on %d frames from %s (%s)", fp32.name, len(blobs), source, method)
     with quiet_ort_quantization():
         ranges = _calibrate_ranges(fp32, blobs, method)
@@ -216,9 +274,9 @@ def calibrate(network: Network, source: str, out_dir: Path, frames: int = 100, m
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_tensors_data(ranges, out_dir / "calib_cache.json")
-    float_nodes = list(head_and_stem_nodes(network) if float_layers is None else float_layers)
-    meta = CalibMeta(model_key(network), str(network.cfg_path), list(network.input_size), method, len(blobs),
-                     str(source), float_nodes, equalized=equalized)
+    float_nodes = list(target.float_nodes if float_layers is None else float_layers)
+    meta = CalibMeta(model_id(model), model_source(model), list(model.input_size), method, len(blobs),
+                     str(source), float_nodes, equalized=target.equalized)
     bits = cpu_info().int8_weight_bits
     build_qdq(fp32, out_dir / "calib_cache.json", out_dir / qdq_name(bits), float_nodes, method, weight_bits=bits)
     (out_dir / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
@@ -236,12 +294,13 @@ def load_meta(calib_dir: Path) -> CalibMeta:
         raise ModelError(f"{path}: unreadable calibration metadata ({e})")
 
 
-def checked_meta(spec, network: Network) -> CalibMeta:
-    """The metadata of spec.calib, checked to belong to `network` (same files and input size)."""
+def checked_meta(spec, model) -> CalibMeta:
+    """The metadata of spec.calib, checked to belong to `model` (a darknet Network or an ONNX
+    file's layout: same files and input size)."""
     if spec.calib is None:
         raise ModelError("int8 needs --calib DIR (make one with `python -m models calibrate ... --out DIR`)")
     meta = load_meta(spec.calib)
-    if meta.model_key != model_key(network):
+    if meta.model_key != model_id(model):
         raise ModelError(f"{spec.calib} was calibrated for another model or input size "
                          f"({Path(meta.cfg).name} {meta.size[0]}x{meta.size[1]}); recalibrate")
     return meta
@@ -259,16 +318,16 @@ def int8_weight_bits(spec) -> int:
     return int(bits)
 
 
-def int8_model_path(spec, network: Network, weight_bits: Optional[int] = None) -> Path:
-    """The Q/DQ model for `network` from spec.calib with `weight_bits` (default: `int8_weight_bits(spec)`);
-    built from the calibration cache if missing."""
-    meta = checked_meta(spec, network)
+def int8_model_path(spec, model, weight_bits: Optional[int] = None) -> Path:
+    """The Q/DQ model for `model` (a darknet Network or an ONNX file's layout) from spec.calib with
+    `weight_bits` (default: `int8_weight_bits(spec)`); built from the calibration cache if missing."""
+    meta = checked_meta(spec, model)
     bits = weight_bits or int8_weight_bits(spec)
     path = Path(spec.calib) / qdq_name(bits)
     if not path.is_file():
         cache = Path(spec.calib) / "calib_cache.json"
         if not cache.is_file():
             raise ModelError(f"{spec.calib}: neither {path.name} nor calib_cache.json is there")
-        build_qdq(float_model(network, meta.equalized, spec.cache_dir), cache, path, meta.float_layers, meta.method,
-                  meta.per_channel, weight_bits=bits)
+        fp32 = quant_target(model, meta.equalized, spec.cache_dir, spec.letterbox).fp32
+        build_qdq(fp32, cache, path, meta.float_layers, meta.method, meta.per_channel, weight_bits=bits)
     return path

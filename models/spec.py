@@ -280,8 +280,8 @@ class ModelSpec:
         - classes: names turned into ids (unknown names: an error naming the closest one).
 
         An ONNX ``file``: its layout read from the graph (`onnx_layouts.read_layout`), class names
-        from names or its metadata (written once into the cache as a names file), run on ONNX
-        Runtime fp32 (backend/precision auto -> onnx/fp32).
+        from names or its metadata (written once into the cache as a names file); it runs on the
+        onnx and openvino backends, and auto chooses between them as for darknet models.
 
         Raises ModelError (one line). Calling it on a resolved spec only checks again.
         """
@@ -316,9 +316,7 @@ class ModelSpec:
         if self.calib is not None:
             check_dir(self.calib, "calibration directory")
         classes = parse_classes(self.classes, list(layout.names) if layout.names is not None else None)
-        return replace(self, file=file, names=names, size=layout.input_size, classes=classes,
-                       backend="onnx" if self.backend == "auto" else self.backend,
-                       precision="fp32" if self.precision == "auto" else self.precision)
+        return replace(self, file=file, names=names, size=layout.input_size, classes=classes)
 
     def with_(self, **kw) -> "ModelSpec":
         """A copy with fields replaced (field names, e.g. ``threads=2``), validated again."""

@@ -29,8 +29,10 @@ ULTRALYTICS = [n for n in PARITY if n not in PRESET]
 
 
 def _spec(name: str, **kw):
+    """The fixture's spec, on ONNX Runtime fp32 (the references' runtime) unless kw says otherwise."""
     from trackpipe.models.spec import ModelSpec
 
+    kw = {"backend": "onnx", "precision": "fp32", **kw}
     return ModelSpec(file=FIX / f"{name}.onnx", conf_threshold=REFS["conf"], nms_threshold=REFS["iou"],
                      preprocess=PRESET.get(name, "auto"), **kw)
 
@@ -131,8 +133,8 @@ def test_config_model_file_is_relative_to_the_config_and_names_come_from_metadat
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  file: m/voc.onnx\n  classes: [person, dog]\n")
     _, spec = load(["--config", str(cfg), "--source", str(VIDEO_360), "--cache-dir", str(tmp_path / "cache")])
-    assert (spec.file, spec.size, spec.backend, spec.precision) == (tmp_path / "m" / "voc.onnx", (320, 320), "onnx",
-                                                                    "fp32")
+    assert (spec.file, spec.size, spec.backend, spec.precision) == (tmp_path / "m" / "voc.onnx", (320, 320), "auto",
+                                                                    "auto")
     names = read_names(spec.names)
     assert spec.names.parent == tmp_path / "cache" / "onnx-names" and len(names) == 20
     assert spec.classes == (names.index("person"), names.index("dog"))
@@ -250,14 +252,17 @@ def test_bad_model_file_is_one_line_exit_2(tmp_path, case):
 
 @pytest.mark.timeout(180)
 def test_run_tracker_end_to_end_with_an_onnx_file(tmp_path):
-    """run_tracker.py --model-file: tracks written in the MOT file, the metadata's names used."""
+    """run_tracker.py --model-file: tracks written in the MOT file, the metadata's names used; a first
+    run starts at once on fp32 and measures the backend after the run, as for darknet models
+    (--precision fp32 here: the same path without the int8 calibration precision auto adds)."""
     mot, prof = tmp_path / "t.txt", tmp_path / "p.json"
     code, err, pid = _run(["--model-file", str(FIX / "yolov8t.onnx"), "--max-frames", "40", "--mot", str(mot),
-                           "--profile", str(prof), "--conf", "0.3"], tmp_path, timeout=150)
+                           "--profile", str(prof), "--conf", "0.3", "--precision", "fp32"], tmp_path, timeout=150)
     assert code == 0, err
     assert leftovers(pid) == []
     report = json.loads(prof.read_text())
     assert report["frames_out"] == 40
-    assert "onnx-fp32" in json.dumps(report)
+    assert "openvino-fp32" in json.dumps(report) or "onnx-fp32" in json.dumps(report)
+    assert "next runs: " in err and list((tmp_path / "cache" / "auto").glob("yolov8t-320x320-*.json")), err
     rows = [ln.split(",") for ln in mot.read_text().splitlines()]
     assert rows and all(1 <= int(r[0]) <= 40 for r in rows)

@@ -22,18 +22,36 @@ _BACKENDS = {
     "opencv": ("trackpipe.models.backends.opencv_backend", "OpenCVDetector"),
     "triton": ("trackpipe.models.backends.triton", "TritonDetector"),
 }
+# the backends that run an ONNX file of another family (--model-file; `onnx_model`)
+_FILE_BACKENDS = {
+    "onnx": ("trackpipe.models.onnx_model", "OnnxFileDetector"),
+    "openvino": ("trackpipe.models.backends.openvino_backend", "OpenVINOFileDetector"),
+}
+
+
+def _class_of(table: dict, name: str, refusal: str):
+    if name not in table:
+        raise BackendUnavailable(refusal)
+    module, cls = table[name]
+    return getattr(importlib.import_module(module), cls)
 
 
 def backend_class(name: str):
-    if name not in _BACKENDS:
-        raise BackendUnavailable(f"the {name} backend is not available in this build; available: "
-                                 f"{', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)
+    return _class_of(_BACKENDS, name, f"the {name} backend is not available in this build; available: "
+                                      f"{', '.join(_BACKENDS)}")
+
+
+def file_backend_class(name: str):
+    """The detector class of backend `name` for an ONNX model file."""
+    return _class_of(_FILE_BACKENDS, name, f"an ONNX model file runs on the {' and '.join(_FILE_BACKENDS)} "
+                                           f"backends, not {name}")
 
 
 def build_one(spec, network, names: Optional[List[str]] = None):
     """The detector of an explicit (backend, precision) pair: `spec` a resolved ModelSpec,
-    `network` a loaded darknet Network, `names` its class names (read from spec.names if None)."""
+    `network` a loaded darknet Network, `names` its class names (read from spec.names if None).
+    An ONNX model file (spec.file): `network` is its `OnnxLayout` (names from there)."""
+    if getattr(spec, "file", None) is not None:
+        return file_backend_class(spec.backend)(spec, network)
     names = names if names is not None else read_names(spec.names, network.num_classes)
     return backend_class(spec.backend)(spec, network, names)

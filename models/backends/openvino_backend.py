@@ -5,7 +5,8 @@ Model: the same ONNX export as the onnx backend, with one rewrite for OpenVINO
 (fast on ONNX Runtime); OpenVINO has a Mish operation that it fuses into the
 convolution, 1.2x faster for yolov4 in bf16, so the rewritten copy (opset 18,
 cached beside the export) is what OpenVINO reads. Heads stay within 1e-6 of the
-original in fp32.
+original in fp32. An ONNX file of another family (``--model-file``, `onnx_model`) is read as
+it is (`OpenVINOFileDetector`: the same pre-processing and decoding as on ONNX Runtime).
 
 Precision (INFERENCE_PRECISION_HINT; OpenVINO's default on a bf16 CPU is bf16, so fp32
 is always set explicitly):
@@ -37,14 +38,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
 from ..cpu import cpu_info
 from ..detector import Detector
 from ..errors import BackendUnavailable, ModelError, quiet_loggers
-from ..onnx_export import MISH_INNER, default_cache_dir, export_onnx, model_key
+from ..onnx_export import MISH_INNER, default_cache_dir, export_onnx
+from ..onnx_model import OnnxFileBase
 
 log = logging.getLogger(__name__)
 
@@ -147,44 +149,45 @@ def openvino_onnx(source: Path) -> Path:
     return path
 
 
-def nncf_int8_path(spec, network, ov) -> Path:
+def nncf_int8_path(spec, model, ov) -> Path:
     """OpenVINO IR quantized by NNCF on the frames of spec.calib; built once, cached by
-    (model, calibration, settings, OpenVINO and NNCF versions)."""
-    from ..quantize import checked_meta, float_model, int8_weight_bits, read_calibration_frames  # noqa: PLC0415
+    (model, calibration, settings, OpenVINO and NNCF versions). model: a darknet Network or an
+    ONNX file's layout (`quantize.quant_target` says what is quantized and how frames are fed)."""
+    from ..identity import model_id, model_name  # noqa: PLC0415
+    from ..quantize import checked_meta, int8_weight_bits, quant_target, read_calibration_frames  # noqa: PLC0415
 
-    meta = checked_meta(spec, network)
+    meta = checked_meta(spec, model)
     try:
         import nncf  # noqa: PLC0415
     except ImportError:
         raise BackendUnavailable("int8 method nncf needs the nncf package: pip install nncf") from None
     bits = int8_weight_bits(spec)
-    fields = {"model": model_key(network), "source": meta.source, "frames": meta.frames,
+    fields = {"model": model_id(model), "source": meta.source, "frames": meta.frames,
               "equalized": meta.equalized, "float": meta.float_layers, "letterbox": spec.letterbox,
               "ov": ov.__version__, "nncf": nncf.__version__, "v": NNCF_VERSION, "weight_bits": bits}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    w, h = network.input_size
-    stem = network.cfg_path.stem if network.cfg_path else "model"
+    w, h = model.input_size
+    stem = model_name(model)
     suffix = "" if bits == 8 else f"-w{bits}"
     out = Path(spec.cache_dir or default_cache_dir()) / "openvino" / f"{stem}-{w}x{h}-int8-nncf{suffix}-{key}.xml"
     if out.is_file() and out.with_suffix(".bin").is_file():
         return out
-    from ..preprocess import preprocess  # noqa: PLC0415
-
     frames = read_calibration_frames(meta.source, meta.frames)
     if not frames:
         raise ModelError(f"no calibration frames could be read from {meta.source}")
     log.warning("quantizing %s to int8 with NNCF on %d frames of %s (first run only; cached at %s)",
                 stem, len(frames), meta.source, out)
-    blobs = [preprocess([f], network.input_size, spec.letterbox)[0] for f in frames]
-    model = ov.Core().read_model(str(openvino_onnx(float_model(network, meta.equalized, spec.cache_dir))))
-    model.reshape([1, network.channels, h, w])
+    target = quant_target(model, meta.equalized, spec.cache_dir, spec.letterbox)
+    blobs = [target.blob(f) for f in frames]
+    ov_model = ov.Core().read_model(str(openvino_onnx(target.fp32)))
+    ov_model.reshape([1, target.channels, h, w])
     patterns = [f"^{name}(/.*)?$" for name in meta.float_layers]
     # NNCF draws a progress bar on stdout (a rich console) and logs its graph at INFO on its own
     # handler: the warning above says what happens
     with quiet_loggers("nncf"), contextlib.redirect_stdout(io.StringIO()):
         # 7-bit weights: the overflow fix on every layer (NNCF's default fixes the first only)
         advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE) if bits == 7 else None
-        quantized = nncf.quantize(model, nncf.Dataset(blobs), subset_size=len(blobs),
+        quantized = nncf.quantize(ov_model, nncf.Dataset(blobs), subset_size=len(blobs),
                                   ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False)
                                   if patterns else None, advanced_parameters=advanced)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,15 +198,29 @@ def nncf_int8_path(spec, network, ov) -> Path:
     return out
 
 
-class OpenVINODetector(Detector):
-    """OpenVINO on the CPU; spec.precision fp32, bf16 or int8 (spec.calib)."""
+def int8_model_file(spec, model, ov) -> Tuple[Path, str]:
+    """(the int8 model OpenVINO reads for spec.calib, the method: "nncf" or "qdq"; see the module
+    docstring). model: a darknet Network or an ONNX file's layout."""
+    from ..quantize import checked_meta, int8_model_path  # noqa: PLC0415
 
-    name = "openvino"
+    checked_meta(spec, model)  # spec.calib belongs to this model (its messages otherwise)
+    method = spec.extra.get("int8_method") or default_int8_method()
+    if method not in ("nncf", "qdq"):
+        raise ModelError(f"int8_method must be nncf or qdq; got {method!r}")
+    if method == "nncf":
+        return nncf_int8_path(spec, model, ov), method
+    return openvino_onnx(int8_model_path(spec, model)), method
 
-    def __init__(self, spec, network, names):
-        super().__init__(spec, network, names)
-        ov = import_openvino()
-        self._ov = ov
+
+class CpuModel:
+    """One OpenVINO model on the CPU in spec.precision: compiled per batch size on first use
+    (static shapes are the CPU plugin's fast path), one infer request each.
+
+    run: blob (B, 3, h, w) float32 -> the outputs named `outputs`, each (B, ...) float32.
+    fixed_batch: the graph takes batch 1 only: a batch runs frame by frame."""
+
+    def __init__(self, ov, path: Path, spec, input_size: Tuple[int, int], outputs: List[str],
+                 fixed_batch: bool = False, channels: int = 3):
         self.core = ov.Core()
         if spec.precision not in OV_HINTS:
             raise BackendUnavailable(f"the openvino backend runs fp32, bf16 and int8, not {spec.precision}"
@@ -212,52 +229,86 @@ class OpenVINODetector(Detector):
             reason = bf16_unavailable_reason(self.core)
             if reason:
                 raise BackendUnavailable(reason)
-        self.int8_method = ""
-        self.model_path = self._model_path(spec, network)
-        self.model = self.core.read_model(str(self.model_path))
+        self.path, self.precision, self.input_size = Path(path), spec.precision, input_size
+        self.outputs, self.fixed_batch, self.channels = outputs, fixed_batch, channels
+        self.model = self.core.read_model(str(path))
         self.config = {"INFERENCE_PRECISION_HINT": OV_HINTS[spec.precision], "PERFORMANCE_HINT": "LATENCY",
                        "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": cpu_threads(spec.threads),
                        # no pinning: on a shared machine (other stages, other jobs) pinned threads cannot
                        # move off a busy core; the pipeline's own CPU placement is sched_setaffinity
                        "ENABLE_CPU_PINNING": False}
-        self.output_names = [f"head_{k}" for k in range(len(network.yolo_layers))]
-        self._compiled: Dict[int, Tuple[object, object]] = {}
-        self._request(1)  # compile now: a precision the CPU cannot run fails here, not mid-stream
+        self._compiled: Dict[int, Tuple[object, object, list]] = {}
+        self.request(1)  # compile now: a precision the CPU cannot run fails here, not mid-stream
 
-    def describe(self) -> str:
-        return f"{self.name}-{self.precision}" + (f" ({self.int8_method})" if self.int8_method else "")
-
-    def _model_path(self, spec, network) -> Path:
-        if spec.precision != "int8":
-            return openvino_onnx(export_onnx(network, spec.cache_dir))
-        from ..quantize import checked_meta, int8_model_path  # noqa: PLC0415
-
-        checked_meta(spec, network)  # spec.calib belongs to this network (its messages otherwise)
-        method = spec.extra.get("int8_method") or default_int8_method()
-        if method not in ("nncf", "qdq"):
-            raise ModelError(f"int8_method must be nncf or qdq; got {method!r}")
-        self.int8_method = method
-        if method == "nncf":
-            return nncf_int8_path(spec, network, self._ov)
-        return openvino_onnx(int8_model_path(spec, network))
-
-    def _request(self, batch: int):
+    def request(self, batch: int):
         if batch not in self._compiled:
             w, h = self.input_size
-            self.model.reshape([batch, self.network.channels, h, w])
+            self.model.reshape([batch, self.channels, h, w])
             try:
                 compiled = self.core.compile_model(self.model, "CPU", self.config)
             except RuntimeError as e:
-                raise BackendUnavailable(f"OpenVINO cannot compile {self.model_path.name} in {self.precision} "
+                raise BackendUnavailable(f"OpenVINO cannot compile {self.path.name} in {self.precision} "
                                          f"on {cpu_info().describe()}: {str(e).strip().splitlines()[-1]}")
-            outputs = [compiled.output(n) for n in self.output_names]
+            outputs = [compiled.output(n) for n in self.outputs]
             self._compiled[batch] = (compiled, compiled.create_infer_request(), outputs)
         return self._compiled[batch]
 
-    def infer(self, blob: np.ndarray) -> List[np.ndarray]:
-        _, request, outputs = self._request(blob.shape[0])
+    def run(self, blob: np.ndarray) -> List[np.ndarray]:
+        if self.fixed_batch and len(blob) > 1:
+            outs = [self.run(blob[i:i + 1]) for i in range(len(blob))]
+            return [np.concatenate(o) for o in zip(*outs)]
+        _, request, outputs = self.request(blob.shape[0])
         request.infer({0: np.ascontiguousarray(blob, np.float32)}, share_inputs=True)
         return [request.get_tensor(o).data.copy() for o in outputs]
 
     def close(self) -> None:
         self._compiled.clear()
+
+
+class _OnOpenVINO:
+    """What both OpenVINO detectors share: the model file of spec.precision, run by a `CpuModel`."""
+
+    name = "openvino"
+
+    def _open(self, spec, model, fp32: Callable[[], Path], outputs: List[str], **kw) -> None:
+        """model: a darknet Network or an ONNX file's layout; fp32: its fp32 model file (made when called)."""
+        ov = import_openvino()
+        self.int8_method = ""
+        if spec.precision == "int8":
+            path, self.int8_method = int8_model_file(spec, model, ov)
+        else:
+            path = fp32()
+        self.model_path = path
+        self.runner = CpuModel(ov, path, spec, self.input_size, outputs, **kw)
+
+    def describe(self) -> str:
+        return f"{self.name}-{self.precision}" + (f" ({self.int8_method})" if self.int8_method else "")
+
+    def infer(self, blob: np.ndarray) -> List[np.ndarray]:
+        """(B, 3, h, w) float32 -> the model's outputs, each (B, ...) float32."""
+        return self.runner.run(blob)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class OpenVINODetector(_OnOpenVINO, Detector):
+    """OpenVINO on the CPU; spec.precision fp32, bf16 or int8 (spec.calib)."""
+
+    def __init__(self, spec, network, names):
+        super().__init__(spec, network, names)
+        self._open(spec, network, lambda: openvino_onnx(export_onnx(network, spec.cache_dir)),
+                   [f"head_{k}" for k in range(len(network.yolo_layers))], channels=network.channels)
+
+
+class OpenVINOFileDetector(_OnOpenVINO, OnnxFileBase):
+    """An ONNX file of another family (`onnx_model`) on OpenVINO: the same pre-processing and
+    decoding as on ONNX Runtime; fp32, bf16 (where the CPU has it), int8 (spec.calib)."""
+
+    def __init__(self, spec, layout, names=None):  # noqa: D107
+        super().__init__(spec, layout, names)
+        self._open(spec, layout, lambda: layout.path, [layout.output_name], fixed_batch=layout.batch == 1)
+
+    @property
+    def precision(self) -> str:
+        return self.spec.precision

@@ -99,11 +99,12 @@ def plan_auto(spec, info, source_cfg=None, defer: bool = False):
         if importlib.util.find_spec("tensorrt") is not None:
             return spec, None
     from trackpipe.models import auto
-    from trackpipe.models.darknet import load_network
+    from trackpipe.models.factory import load_model
+    from trackpipe.models.identity import is_file_model, model_name
     from trackpipe.pipeline.stages.infer import PROBE_FRAMES, read_frames
 
-    network = load_network(spec.cfg, spec.weights, spec.size)
-    name = network.cfg_path.name if network.cfg_path else "model"
+    network = load_model(spec)   # a darknet network, or an ONNX file's layout (--model-file)
+    name = model_name(network)
     file_probe = info.kind == "file" and spec.precision == "auto"
     calib_source = info.uri if file_probe else None
     live_probe = (getattr(info, "live", False) and info.kind != "file" and spec.precision == "auto"
@@ -129,9 +130,10 @@ def plan_auto(spec, info, source_cfg=None, defer: bool = False):
 
     if defer and info.kind == "file" and spec.precision in ("auto", "fp32"):  # fp32 meanwhile: nothing to check
         first = auto.interim(spec)
-        from trackpipe.models.onnx_export import export_onnx
-        with auto.details_at_debug():  # once here, not in every infer worker at once
-            export_onnx(network, spec.cache_dir)
+        if not is_file_model(network):
+            from trackpipe.models.onnx_export import export_onnx
+            with auto.details_at_debug():  # once here, not in every infer worker at once
+                export_onnx(network, spec.cache_dir)
 
         def later() -> str:
             try:
