@@ -17,6 +17,10 @@ tests/fixtures/onnx/make_fixtures.py says, plus ``pip install lap`` for Ultralyt
 without it, the run says so and stops.
 
     python benchmarks/bench_ultralytics.py [--repeat 3] [--frames 302] [--onnx yolov8n.onnx]
+
+The yolov8n/yolo11n files at 320 and 640 that docs/benchmarks.md measures with ``python -m
+trackpipe.models bench --model-file``: ``/work/side/ultra/bin/python benchmarks/bench_ultralytics.py
+--side-build /work/side/models/yolo11n-640.onnx --arch yolo11 --imgsz 640`` (and so on).
 """
 
 from __future__ import annotations
@@ -37,18 +41,24 @@ SIDE = Path("/work/side/ultra/bin/python")
 CONF, IOU, IMGSZ = 0.25, 0.45, 320
 
 
-def side_build(out: Path) -> None:
-    """(In the side environment) yolov8n, random weights with boxes, exported to ONNX at out."""
+# --arch: Ultralytics' yaml and its "n" scale (depth, width, max channels)
+ARCHS = {"yolov8": ("cfg/models/v8/yolov8.yaml", [0.33, 0.25, 1024]),
+         "yolo11": ("cfg/models/11/yolo11.yaml", [0.50, 0.25, 1024])}
+
+
+def side_build(out: Path, arch: str = "yolov8", imgsz: int = IMGSZ) -> None:
+    """(In the side environment) yolov8n or yolo11n, random weights with boxes, exported to ONNX at
+    imgsz into out."""
     sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "onnx"))
     import shutil  # noqa: PLC0415
 
     from make_fixtures import build, dataset_names, reference_images  # noqa: PLC0415
 
+    yaml, scale = ARCHS[arch]
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
-        model = build("yolov8n", "cfg/models/v8/yolov8.yaml", dataset_names("coco"), 0, Path(tmp),
-                      reference_images(), scale=[0.33, 0.25, 1024])
-        shutil.copyfile(model.export(format="onnx", imgsz=IMGSZ, simplify=True, verbose=False), out)
+        model = build(f"{arch}n", yaml, dataset_names("coco"), 0, Path(tmp), reference_images(), scale=scale)
+        shutil.copyfile(model.export(format="onnx", imgsz=imgsz, simplify=True, verbose=False), out)
 
 
 def side_track(onnx: Path, video: Path, frames: int) -> None:
@@ -98,11 +108,15 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--frames", type=int, default=302)
     ap.add_argument("--onnx", type=Path, help="a yolov8n ONNX file (default: built in the side environment)")
-    ap.add_argument("--side-build", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--side-build", type=Path, metavar="OUT.onnx",
+                    help="(run with the side environment's python) only build the model into OUT.onnx: "
+                         "yolov8n (or --arch) with random weights, exported at --imgsz")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="yolov8", help="with --side-build (default yolov8)")
+    ap.add_argument("--imgsz", type=int, default=IMGSZ, help=f"with --side-build (default {IMGSZ})")
     ap.add_argument("--side-track", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side_build:
-        side_build(args.side_build)
+        side_build(args.side_build, args.arch, args.imgsz)
         return 0
     if args.side_track:
         side_track(args.side_track, VIDEO, args.frames)
