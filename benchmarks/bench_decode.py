@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    det = build_detector(ModelSpec(file=FIX / "yolov8t.onnx", threads=1).resolve())
+    det = build_detector(ModelSpec(file=FIX / "yolov8t.onnx", threads=1, backend="onnx", precision="fp32").resolve())
     frame = cv2.imread(str(DOG))
     _, boxes = det.preprocess([cv2.resize(frame, (1280, 720))])
     cases = {"scattered-8400": anchor_free(8400, 8400, False, rng), "crowd-8400": anchor_free(8400, 8400, True, rng),
