@@ -40,7 +40,7 @@ class OnnxFileBase(Detector):
     runs the frames one by one. postprocess: -> one Detections per frame, highest score first.
     """
 
-    def __init__(self, spec, layout: OnnxLayout, names=None):  # noqa: D107  (no darknet network)
+    def __init__(self, spec, layout: OnnxLayout):  # noqa: D107  (no darknet network; names from the layout)
         self.layout = layout
         names = list(layout.names) if layout.names else [str(i) for i in range(layout.num_classes)]
         self.spec, self.network, self.names = spec, None, names
@@ -109,7 +109,7 @@ class OnnxFileDetector(OnnxFileBase):
 
     name = "onnx"
 
-    def __init__(self, spec, layout: OnnxLayout, names=None):  # noqa: D107
+    def __init__(self, spec, layout: OnnxLayout):  # noqa: D107
         try:
             import onnxruntime as ort  # noqa: PLC0415
         except ImportError as e:
@@ -117,7 +117,7 @@ class OnnxFileDetector(OnnxFileBase):
         if spec.backend not in ("auto", "onnx") or spec.precision not in ("auto", "fp32", "int8"):
             raise BackendUnavailable(f"an ONNX model file runs on ONNX Runtime in fp32 or int8 (got backend "
                                      f"{spec.backend}, precision {spec.precision})")
-        super().__init__(spec, layout, names)
+        super().__init__(spec, layout)
         path = layout.path
         if spec.precision == "int8":
             from .quantize import int8_model_path  # noqa: PLC0415

@@ -305,8 +305,8 @@ class OpenVINOFileDetector(_OnOpenVINO, OnnxFileBase):
     """An ONNX file of another family (`onnx_model`) on OpenVINO: the same pre-processing and
     decoding as on ONNX Runtime; fp32, bf16 (where the CPU has it), int8 (spec.calib)."""
 
-    def __init__(self, spec, layout, names=None):  # noqa: D107
-        super().__init__(spec, layout, names)
+    def __init__(self, spec, layout):  # noqa: D107
+        super().__init__(spec, layout)
         self._open(spec, layout, lambda: layout.path, [layout.output_name], fixed_batch=layout.batch == 1)
 
     @property
