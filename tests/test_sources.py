@@ -139,3 +139,31 @@ def test_screen_capture_under_xvfb():
         buf = np.empty((240, 320, 3), np.uint8)
         assert src.read_into(buf) is buf
         src.close()
+
+
+def test_a_paced_source_keeps_its_own_clock(monkeypatch):
+    """Frames are due at start + k / fps: a reader woken late gets the late frames at once and is
+    back on time after them (a camera does not slow down); a stall over PACE_RESYNC_S restarts the clock."""
+    from trackpipe.pipeline.media import sources
+
+    clock = {"t": 100.0}
+    slept = []
+    monkeypatch.setattr(sources.time, "monotonic", lambda: clock["t"])
+
+    def sleep(s):
+        slept.append(round(s, 6))
+        clock["t"] += s
+
+    monkeypatch.setattr(sources.time, "sleep", sleep)
+    src = sources.Source("x", SourceConfig(fps=10.0))
+    src._paced = True
+    src.pace()                     # frame 0 at 100.0, frame 1 due at 100.1
+    clock["t"] += 0.25             # the reader is 0.15 s late for frame 1
+    src.pace()                     # frame 1: at once
+    src.pace()                     # frame 2 (due 100.2): at once
+    src.pace()                     # frame 3 (due 100.3): 0.05 s
+    assert slept == [0.05]
+    clock["t"] += 5.0              # a stall: the clock starts again
+    src.pace()
+    src.pace()
+    assert slept == [0.05, 0.1]

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _SCREEN_RE = re.compile(r"^screen(?::(\d+))?(?:@(\d+),(\d+),(\d+),(\d+))?$")
 _URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.I)
+PACE_RESYNC_S = 1.0      # a paced source this far behind its clock (a stall) restarts the clock
 
 
 @dataclass
@@ -64,13 +65,18 @@ class Source:
         raise NotImplementedError
 
     def pace(self) -> None:
-        """Sleep until the next frame is due (paced sources: realtime files, screen); else no-op."""
+        """Sleep until the next frame is due (paced sources: realtime files, screen); else no-op.
+        Frames are due on the source's own clock (frame k at start + k / fps), as a camera sends
+        them: a reader woken late catches up instead of slowing the source down; one more than
+        ``PACE_RESYNC_S`` behind (a stall) starts the clock again from now."""
         if not self._paced:
             return
         now = time.monotonic()
         if self._next_t > now:
             time.sleep(self._next_t - now)
-        self._next_t = max(now, self._next_t) + 1.0 / max(self.fps, 1e-3)
+        elif now - self._next_t > PACE_RESYNC_S:
+            self._next_t = now
+        self._next_t += 1.0 / max(self.fps, 1e-3)
 
     _paced = False
     _next_t = 0.0
