@@ -1,8 +1,9 @@
 """Parity of the tf, onnx and openvino (fp32) backends with OpenCV's darknet importer (the oracle).
 
 Real Yolo-Fastest-1.1-xl weights at 320, and random-valued weight files written
-in darknet layout for yolov4 (416, 608) and yolov4-tiny (416): raw head outputs
-within 1e-4 relative error, and the same final detections on dog.jpg.
+in darknet layout for yolov4 and yolov4-tiny (416): raw head outputs within 1e-4
+relative error, and the same final detections on dog.jpg. (The input size changes
+only the grids; yolov4 at 608 is the 416 network with larger ones.)
 """
 
 import cv2
@@ -15,7 +16,7 @@ from trackpipe.models.postprocess import decode_head
 from trackpipe.models.spec import ModelSpec
 from tests.assets import CFG, FASTEST_XL_CFG, FASTEST_XL_WEIGHTS, IMAGES, NAMES
 
-CASES = [("yolo-fastest-xl", 320), ("yolov4-tiny", 416), ("yolov4", 416), ("yolov4", 608)]
+CASES = [("yolo-fastest-xl", 320), ("yolov4-tiny", 416), ("yolov4", 416)]
 OFFICIAL = {"yolov4": 257_717_640, "yolov4-tiny": 24_251_276}
 
 
