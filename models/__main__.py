@@ -20,6 +20,14 @@ from .errors import ModelError
 log = logging.getLogger("models")
 
 
+def wait_if_asked(spec) -> None:
+    """Backend triton with --triton-wait: an absent server is waited for (Ctrl-C: exit 130)."""
+    if spec.backend == "triton" and spec.triton_wait:
+        from .backends.triton import wait_for_server  # noqa: PLC0415  (tritonclient only for triton)
+
+        wait_for_server(spec)
+
+
 def _read_image(path: Path):
     import cv2  # noqa: PLC0415
 
@@ -36,6 +44,7 @@ def cmd_detect(args) -> int:
 
     img = _read_image(args.image)
     spec = spec_from_args(args, args.classes)
+    wait_if_asked(spec)
     with build_detector(spec, probe_frames=[img]) as det:  # auto judges reduced precision on this image
         log.info("detector: %s", det.describe())
         dets = det.detect(img)
@@ -55,6 +64,7 @@ def cmd_evaluate(args) -> int:
 
     require("pycocotools", "eval", "python -m models evaluate")  # the [eval] extra
     spec = spec_from_args(args, args.classes)
+    wait_if_asked(spec)
     with build_detector(spec) as det:
         result = evaluate_coco(det, args.coco_json, args.images, limit=args.limit)
     print(f"backend={det.name} precision={spec.precision} size={det.input_size[0]}x{det.input_size[1]} "

@@ -12,14 +12,14 @@ from typing import Optional
 from .classes import ClassesInput, split_classes
 from .errors import ModelConfigError
 from .registry import BACKENDS, PRECISIONS
-from .spec import KEYS, PREPROCESS, ModelSpec, parse_size as _parse_size
+from .spec import KEYS, PREPROCESS, TRITON_SHM, ModelSpec, parse_size as _parse_size
 from .zoo import DEFAULT_MODEL, ZOO
 
 # flag dests, each a ModelSpec mapping key (KEYS) of the same name; --classes is added by each
 # command itself (the pipeline's also takes the config's classes)
 FLAG_KEYS = ("model", "cfg", "weights", "file", "names", "size", "backend", "precision", "conf", "nms", "max_det",
              "letterbox", "calib", "threads", "cache_dir",
-             "triton_url", "triton_model", "triton_version", "preprocess")
+             "triton_url", "triton_model", "triton_version", "triton_shm", "triton_wait", "preprocess")
 
 
 def command_name(default: str, modules: tuple[str, ...] = (), scripts: tuple[str, ...] = ()) -> str:
@@ -111,6 +111,11 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: bool = True) -> No
     g.add_argument("--triton-model", metavar="NAME", help="backend triton: the served model's name (default "
                                                           "trackpipe_yolo, as `export --format triton` writes it)")
     g.add_argument("--triton-version", metavar="N", help="backend triton: the model version (default: the server's)")
+    g.add_argument("--triton-shm", choices=TRITON_SHM, default=dflt(d.triton_shm),
+                   help=f"backend triton: tensors through Triton system shared memory (default {d.triton_shm}: on for "
+                        "a loopback URL unless the server refuses it; on: that refusal or a remote URL is an error)")
+    g.add_argument("--triton-wait", action="store_true", default=dflt(d.triton_wait),
+                   help="backend triton: an absent server at start is waited for (as an absent camera), not an error")
 
 
 def args_mapping(args: argparse.Namespace) -> dict:

@@ -30,11 +30,12 @@ KEYS = {"model": "model", "cfg": "cfg", "weights": "weights", "names": "names", 
         "backend": "backend", "precision": "precision", "conf": "conf_threshold", "nms": "nms_threshold",
         "classes": "classes", "max_det": "max_det", "letterbox": "letterbox", "calib": "calib",
         "threads": "threads", "cache_dir": "cache_dir", "triton_url": "triton_url", "triton_model": "triton_model",
-        "triton_version": "triton_version", "file": "file",
+        "triton_version": "triton_version", "triton_shm": "triton_shm", "triton_wait": "triton_wait", "file": "file",
         "preprocess": "preprocess"}
 # keys whose relative paths are taken relative to the config file that names them
 FILE_KEYS = ("cfg", "weights", "file", "names", "calib")
 PREPROCESS = ("auto", "ultralytics", "yolov5", "yolox", "rtdetr")  # models.onnx_layouts.PRESETS
+TRITON_SHM = ("auto", "on", "off")   # models.backends.triton_shm
 
 
 SIZE_STEP = 32      # the darknet detectors' largest stride (YOLOv3/v4, -tiny, Yolo-Fastest): 32
@@ -117,6 +118,9 @@ class ModelSpec:
     calib: INT8 calibration directory (``python -m models calibrate --out DIR``).
     triton_url/triton_model/triton_version: the server, model name and version of backend triton
       (docs/triton.md); None: grpc://127.0.0.1:8001, trackpipe_yolo, the server's latest.
+    triton_shm: Triton system shared memory for the tensors: auto (a loopback server: on, falling
+      back to the requests when the server refuses it), on (an error then), off.
+    triton_wait: an absent server at start is waited for (as an absent camera), not an error.
     file: an ONNX detector of another family (YOLOv5/v8/v11, YOLOX, RT-DETR; `onnx_layouts`),
       instead of a model or cfg/weights; preprocess: its family's pre-processing when its
       metadata does not say (auto: the metadata's).
@@ -141,6 +145,8 @@ class ModelSpec:
     triton_url: Optional[str] = None
     triton_model: Optional[str] = None
     triton_version: Optional[str] = None
+    triton_shm: str = "auto"
+    triton_wait: bool = False
     preprocess: str = "auto"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -170,9 +176,15 @@ class ModelSpec:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int)) or str(v) == ""):
                 raise ModelConfigError(f"{k}: expected a string, got {v!r}")
             put(k, None if v is None else str(v))
-        if self.triton_url is not None:
-            from .triton_repo import parse_url  # noqa: PLC0415
-            parse_url(self.triton_url)
+        _choice(self.triton_shm, "triton_shm", TRITON_SHM)
+        if not isinstance(self.triton_wait, bool):
+            raise ModelConfigError(f"triton_wait: expected true or false, got {self.triton_wait!r}")
+        if self.triton_url is not None or self.triton_shm == "on":
+            from .backends.triton_shm import is_local, remote_error  # noqa: PLC0415
+            from .triton_repo import DEFAULT_URL, parse_url  # noqa: PLC0415
+            url = parse_url(self.triton_url or DEFAULT_URL)
+            if self.triton_shm == "on" and self.backend == "triton" and not is_local(url.address.rsplit(":", 1)[0]):
+                raise ModelConfigError(remote_error(url.text))
         put("conf_threshold", _number(self.conf_threshold, "conf", float))
         put("nms_threshold", _number(self.nms_threshold, "nms", float))
         if not 0.0 <= self.conf_threshold <= 1.0:
@@ -225,7 +237,7 @@ class ModelSpec:
             for k, v in given.items():
                 if k in ("cfg", "weights", "file", "names", "calib", "cache_dir"):
                     v = _path(v, k, Path(base_dir) if base_dir is not None else None)
-                elif k in ("model", "backend", "precision", "preprocess") and not isinstance(v, str):
+                elif k in ("model", "backend", "precision", "preprocess", "triton_shm") and not isinstance(v, str):
                     raise ModelConfigError(f"{k}: expected a string, got {v!r}")
                 kw[KEYS[k]] = v
             if "model" in given or "file" in given:

@@ -17,6 +17,15 @@ unavailable, the model not loaded yet) is retried with a fresh connection every 
 seconds until it succeeds: no frame is lost. ``on_wait(lost, reason)`` (set by the infer stage)
 is called on each retry and says whether to keep waiting; without it the error is raised.
 ``state`` is "ok" or "lost"; ``lost_count`` counts the outages.
+
+System shared memory (spec ``triton_shm``; the region: `triton_shm`): with a server on this host
+(a loopback URL) the blob and the heads go through one POSIX shared-memory region registered with
+the server, not inside the messages. ``auto``: on for a loopback host, and when the server refuses
+the region (e.g. in a container with a /dev/shm of its own) one INFO line and the messages
+instead; ``on``: that refusal is an error (one line); ``off``: never. A server that comes back
+after an outage has forgotten the region: it is registered again before the next request.
+
+`wait_for_server`: an absent server waited for at start (``triton_wait``), as an absent camera is.
 """
 
 from __future__ import annotations
@@ -32,10 +41,12 @@ import numpy as np
 from ..detector import Detector
 from ..errors import BackendUnavailable, ModelConfigError, ModelError, require
 from ..triton_repo import DEFAULT_NAME, DEFAULT_URL, TritonURL, expected_io, parse_url
+from .triton_shm import ShmRegion, free_bytes, is_local, registered_names, remote_error, remove_stale_files, stale
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.25             # a lost server is asked again this often
+PROBE_TIMEOUT_S = 5.0      # one question to a server that may not be there (`server_answers`)
 TOKEN_ENV = "TRACKPIPE_TRITON_TOKEN"
 LATENCY_WINDOW = 1000      # client-side latencies kept for the profile
 
@@ -101,9 +112,19 @@ class TritonDetector(Detector):
         self._last_stats: dict = {}
         self._mod = _client_module(self.url.protocol)
         self._errors = require("tritonclient.utils", "triton", "the triton backend").InferenceServerException
+        self.shm_mode = getattr(spec, "triton_shm", None) or "auto"
+        self.shm: Optional[ShmRegion] = None
+        self._shm_registered = False
         self.client = self._connect()
         self.output_names = self._check_model()
         self.max_batch = self._max_batch()
+        self.output_dims = [o.dims for o in expected_io(self.network)[1]]
+        if self.shm_mode != "off":
+            try:
+                self.shm = self._open_shm()
+            except BaseException:
+                self.close()
+                raise
 
     # --- start: the server answers, and serves our model ---------------------------------------
     def _connect(self):
@@ -171,14 +192,81 @@ class TritonDetector(Detector):
         except Exception:  # noqa: BLE001
             return ""
 
+    # --- system shared memory ---------------------------------------------------------------
+    def _open_shm(self) -> Optional[ShmRegion]:
+        """The region registered with the server, or None (``auto`` on a remote host, or refused:
+        one INFO line). ``on`` refused: ModelConfigError (one line)."""
+        host = self.url.address.rsplit(":", 1)[0]
+        if not is_local(host):
+            if self.shm_mode == "on":
+                raise ModelConfigError(remote_error(self.url.text))
+            return None
+        self._remove_stale_regions()
+        in_dims = expected_io(self.network)[0].dims
+        frame_bytes = [4 * int(np.prod(d)) for d in (in_dims, *self.output_dims)]
+        need, free = self.max_batch * sum(frame_bytes), free_bytes()
+        region = None
+        try:
+            if 0 <= free < need:
+                raise OSError(f"/dev/shm has {free >> 20} MiB free, the region needs {need >> 20} MiB")
+            region = ShmRegion(self.max_batch, frame_bytes)
+            self.shm = region
+            self._register()
+            return region
+        except (self._errors, OSError) as e:
+            self.shm = None
+            if region is not None:
+                region.close()
+            why = (f"system shared memory with the Triton server at {self.url.text} did not work ({_reason(e)})")
+            if self.shm_mode == "on":
+                raise ModelConfigError(f"{why}; --triton-shm auto or off sends the tensors in the requests") from None
+            log.info("%s: sending the tensors in the requests", why)
+            return None
+
+    def _register(self) -> None:
+        """(Again) register the region: a name the server may still hold from before an outage is
+        unregistered first."""
+        shm = self.shm
+        self.client.unregister_system_shared_memory(shm.name, headers=self.headers)
+        self.client.register_system_shared_memory(shm.name, shm.key, shm.byte_size, headers=self.headers)
+        self._shm_registered = True
+
+    def _remove_stale_regions(self) -> None:
+        """Regions of dead processes (a killed earlier detector): unlinked here, unregistered on the
+        server (which keeps them mapped until then)."""
+        removed = remove_stale_files()
+        try:
+            kw = {"as_json": True} if self.url.protocol == "grpc" else {}
+            names = stale(registered_names(self.client.get_system_shared_memory_status(headers=self.headers, **kw)))
+            for name in names:
+                self.client.unregister_system_shared_memory(name, headers=self.headers)
+        except Exception as e:  # noqa: BLE001  (a server that refuses shm says so when ours is registered)
+            log.debug("stale shared memory regions on %s: %s", self.url.text, _reason(e))
+            names = []
+        if removed or names:
+            log.info("removed the shared memory regions of dead processes: %d here, %d on the Triton server",
+                     removed, len(names))
+
     # --- running ----------------------------------------------------------------------------
     def _request(self, blob: np.ndarray) -> List[np.ndarray]:
+        blob = np.ascontiguousarray(blob, dtype=np.float32)
         inp = self._mod.InferInput("image", list(blob.shape), "FP32")
-        inp.set_data_from_numpy(np.ascontiguousarray(blob, dtype=np.float32))
         outs = [self._mod.InferRequestedOutput(n) for n in self.output_names]
+        shm = self.shm
+        if shm is None:
+            inp.set_data_from_numpy(blob)
+        else:
+            if not self._shm_registered:
+                self._register()
+            inp.set_shared_memory(shm.name, shm.write_input(blob), 0)
+            for i, o in enumerate(outs):
+                offset, size = shm.part(i + 1, blob.shape[0])
+                o.set_shared_memory(shm.name, size, offset)
         res = self.client.infer(self.model_name, [inp], model_version=self.version, outputs=outs,
                                 headers=self.headers)
-        return [res.as_numpy(n) for n in self.output_names]
+        if shm is None:
+            return [res.as_numpy(n) for n in self.output_names]
+        return [shm.read_output(i, (blob.shape[0], *d)) for i, d in enumerate(self.output_dims)]
 
     def infer(self, blob: np.ndarray) -> List[np.ndarray]:
         """(B, 3, H, W) float32 -> the heads [(B, A*(5+C), h, w), ...]: one request per
@@ -189,11 +277,18 @@ class TritonDetector(Detector):
         return [np.concatenate(heads) for heads in zip(*parts)]
 
     def _infer_one(self, blob: np.ndarray) -> List[np.ndarray]:
+        registered_again = False
         while True:
             t0 = time.perf_counter()
             try:
                 heads = self._request(blob)
             except (self._errors, OSError) as e:
+                if self.shm is not None and not registered_again and "shared memory" in _reason(e).lower():
+                    # a server restarted between two requests (none failed): it forgot the region
+                    log.info("the Triton server at %s forgot the shared memory region: registering it again",
+                             self.url.text)
+                    self._shm_registered, registered_again = False, True
+                    continue
                 if _fatal(e):
                     hint = "" if self.headers else f" (a token goes in ${TOKEN_ENV})"
                     raise ModelError(f"the Triton server at {self.url.text} refused the request: {_reason(e)}{hint}")
@@ -218,6 +313,7 @@ class TritonDetector(Detector):
         if not self.on_wait(True, reason):
             raise DetectorStopped("stopped while waiting for the Triton server")
         time.sleep(RETRY_S)
+        self._shm_registered = False   # a server back after an outage may be a new one
         self._reconnect()
 
     def _reconnect(self) -> None:
@@ -238,7 +334,7 @@ class TritonDetector(Detector):
         client; `summarize_statistics`)."""
         lat = np.asarray(self.latency_ms, np.float64)
         out = {"url": self.url.text, "model": self.model_name, "state": self.state, "lost": self.lost_count,
-               "requests": self.requests}
+               "requests": self.requests, "shm": self.shm is not None}
         if lat.size:
             out.update(client_ms_p50=round(float(np.percentile(lat, 50)), 2),
                        client_ms_p95=round(float(np.percentile(lat, 95)), 2))
@@ -263,12 +359,75 @@ class TritonDetector(Detector):
         return f"triton-{self.model_name}@{self.url.text}"
 
     def close(self) -> None:
+        """Unregister and unlink the shared memory region (if any), close the connection."""
         client, self.client = getattr(self, "client", None), None
+        shm, self.shm = getattr(self, "shm", None), None
+        if shm is not None and client is not None and self.state == "ok":
+            try:
+                kw = {"client_timeout": PROBE_TIMEOUT_S} if self.url.protocol == "grpc" else {}
+                client.unregister_system_shared_memory(shm.name, headers=self.headers, **kw)
+            except Exception as e:  # noqa: BLE001  (a server gone forgets it anyway)
+                log.debug("unregister %s: %s", shm.name, _reason(e))
+        if shm is not None:
+            shm.close()
         if client is not None:
             try:
                 client.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def server_answers(url: TritonURL, model: str, version: str = "") -> str:
+    """'' when the server at ``url`` is live and ``model`` ready, or the server ready without it (the
+    detector's own check then says what it serves instead); else why not, in a few words."""
+    try:
+        client = make_client(url)
+    except Exception as e:  # noqa: BLE001
+        return _reason(e)
+    kw = {"client_timeout": PROBE_TIMEOUT_S} if url.protocol == "grpc" else {}
+    headers = auth_headers()
+    try:
+        if not client.is_server_live(headers=headers, **kw):
+            return "the server is not live yet"
+        if client.is_model_ready(model, version, headers=headers, **kw) or client.is_server_ready(headers=headers,
+                                                                                                  **kw):
+            return ""
+        return f"model '{model}' is not ready yet"
+    except Exception as e:  # noqa: BLE001  (tritonclient's own, gRPC's and socket errors)
+        return _reason(e)
+    finally:
+        client.close()
+
+
+def wait_for_server(spec, still=None, backoff_s: tuple = (0.5, 30.0), sleep=time.sleep) -> None:
+    """Until the server of backend triton ``spec`` answers (`server_answers`), as an absent camera
+    is waited for: one WARNING line ``waiting for the Triton server at URL (why): retrying, Ctrl-C to
+    stop``, then ``still``'s ``still waiting for ...`` lines (a `pipeline.media.waiting.StillWaiting`;
+    default: its default gaps) while the retries back off from ``backoff_s[0]`` s, doubling, to
+    ``backoff_s[1]``. Nothing is held meanwhile: Ctrl-C (KeyboardInterrupt) leaves nothing behind."""
+    url = parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL)
+    model, version = getattr(spec, "triton_model", None) or DEFAULT_NAME, str(getattr(spec, "triton_version", None)
+                                                                                or "")
+    what = f"the Triton server at {url.text}"
+    delay = backoff_s[0]
+    why = server_answers(url, model, version)
+    if not why:
+        return
+    if still is None:
+        from trackpipe.pipeline.media.waiting import StillWaiting  # noqa: PLC0415
+
+        still = StillWaiting()
+    still.begin()
+    log.warning("waiting for %s (%s): retrying, Ctrl-C to stop", what, why)
+    while why:
+        if still.due():
+            log.warning("%s", still.line(what))
+        log.debug("%s: %s; next try in %.1fs", what, why, delay)
+        sleep(delay)
+        delay = min(delay * 2, backoff_s[1])
+        why = server_answers(url, model, version)
+    still.end()
+    log.info("%s answers: starting", what)
 
 
 def server_statistics(url: str, model: str, version: str = "") -> dict:

@@ -30,7 +30,7 @@ from pydantic import (
 from trackpipe.models.errors import ModelError
 from trackpipe.models.registry import BACKENDS, PRECISIONS
 from trackpipe.models.spec import KEYS as MODEL_KEYS
-from trackpipe.models.spec import PREPROCESS, ModelSpec
+from trackpipe.models.spec import PREPROCESS, TRITON_SHM, ModelSpec
 from trackpipe.models.zoo import ZOO
 from trackpipe.pipeline.errors import field_error, whole_error
 from trackpipe.pipeline.events.config import (
@@ -329,7 +329,9 @@ MODEL_SCHEMA = {
                    "RT-DETR), files relative to the config file",
     "properties": {k: ({"enum": list(ZOO)} if k == "model" else {"enum": list(BACKENDS)} if k == "backend"
                        else {"enum": list(PRECISIONS)} if k == "precision"
-                       else {"enum": list(PREPROCESS)} if k == "preprocess" else {}) for k in MODEL_KEYS}}
+                       else {"enum": list(PREPROCESS)} if k == "preprocess"
+                       else {"enum": list(TRITON_SHM)} if k == "triton_shm"
+                       else {"type": "boolean"} if k == "triton_wait" else {}) for k in MODEL_KEYS}}
 ModelSection = Annotated[ModelSpec, BeforeValidator(_model_spec), WithJsonSchema(MODEL_SCHEMA)]
 
 

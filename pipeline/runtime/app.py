@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from trackpipe.pipeline.config import Config
 from trackpipe.pipeline.errors import PipelineError
 
-from .inputs import prepare, read_names
+from .inputs import prepare, read_names, wait_for_server
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ def run_pipeline(cfg: Config, spec, detector_factory: Optional[Callable] = None,
     later = None
     try:
         cameras = prepare(cfg, spec)
+        wait_for_server(cfg, spec)
         names = read_names(getattr(spec, "names", None))
         if detector_factory is None:
             spec, later = plan_auto(spec, cameras[0].info, cfg.source, defer=True)
-    except KeyboardInterrupt:  # Ctrl-C while probing or waiting for the source, or choosing the backend
+    except KeyboardInterrupt:  # Ctrl-C while probing or waiting for the source or server, or choosing the backend
         write_startup_profile(cfg, time.monotonic() - t0)
         raise
     except PipelineError as e:

@@ -312,6 +312,18 @@ def display_region(cfg: Config, info: SourceInfo) -> Tuple[int, int, int, int]:
     return (0, 0, info.width, info.height)
 
 
+def wait_for_server(cfg: Config, spec) -> None:
+    """Backend triton with ``model.triton_wait``: an absent Triton server is waited for here, before
+    any stage starts, with the camera's back-off (``source.backoff_initial_s`` / ``backoff_max_s``)
+    and "still waiting" lines (``source.still_waiting_s``); live cameras are not read meanwhile."""
+    if spec.backend != "triton" or not spec.triton_wait:
+        return
+    from trackpipe.models.backends.triton import wait_for_server as wait
+    from trackpipe.pipeline.media.waiting import StillWaiting
+    sc = cfg.source
+    wait(spec, StillWaiting(sc.still_waiting_s), (sc.backoff_initial_s, sc.backoff_max_s))
+
+
 def probe_source(sc, uri: Optional[str] = None, clock=time.monotonic, sleep=time.sleep,
                  name: Optional[str] = None) -> SourceInfo:
     """Probe the source; an absent network camera is waited for (capped exponential backoff)
