@@ -141,8 +141,8 @@ class ShmRegion:
             shm.close()
         except BufferError:  # an array still views the buffer: the mapping goes with the process
             pass
-        try:
-            shm.unlink()
+        try:  # not shm.unlink(): that would tell the resource tracker, which never knew of it
+            os.unlink(os.path.join(SHM_DIR, self.name))
         except FileNotFoundError:
             pass
 

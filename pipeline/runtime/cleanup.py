@@ -74,6 +74,21 @@ def artifacts_of_pid(pid: int) -> List[str]:
     return sorted(glob.glob(os.path.join(SHM_DIR, pat)) + glob.glob(os.path.join(ipc_root(), pat)))
 
 
+def remove_shm_of(pid: int) -> int:
+    """Unlink the shared memory a dead process of this run named after itself (e.g. a stage's
+    Triton region, ``trackpipe_<stage pid>_..._triton``) -> how many; none while it lives."""
+    if pid_alive(pid):
+        return 0
+    n = 0
+    for path in glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}_*")):
+        try:
+            os.unlink(path)
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
 def clean_stale() -> Tuple[int, int]:
     """Remove trackpipe shared memory and ipc directories whose owner process is dead.
 

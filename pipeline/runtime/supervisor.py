@@ -381,6 +381,8 @@ class Supervisor:
                 kill(p)
         for p in procs:
             p.join(timeout=2.0)
+            if p.pid is not None:   # a stage killed (e.g. still setting up) could not remove its own
+                cleanup.remove_shm_of(p.pid)
         if hasattr(self, "stats_sock"):
             self._drain_quiet(100)
             if self.ui is not None:
