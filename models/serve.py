@@ -131,6 +131,28 @@ def _preexec() -> None:  # runs in the child before exec: die with the parent (n
         pass
 
 
+def _children(pid: int) -> List[int]:
+    """The pids whose parent is ``pid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _mapped_shm(pid: int) -> List[str]:
+    """The /dev/shm files process ``pid`` maps (the python backend's regions)."""
+    try:
+        rows = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return []
+    return sorted({r.split(None, 5)[5] for r in rows if len(r.split(None, 5)) == 6
+                   and r.split(None, 5)[5].startswith("/dev/shm/triton_python_backend_shm_region_")})
+
+
 class TritonServer:
     """A running tritonserver (a child process) on ``repo``: start(), wait_ready(), stop(), kill().
 
@@ -206,10 +228,23 @@ class TritonServer:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would (its stubs see their parent go and exit)."""
+        """SIGKILL, as a crash would. A python backend stub whose server dies in the middle of a
+        request hangs (on a lock in the shared memory it shares with the server) instead of
+        exiting: the stubs are SIGKILLed too and the server's shared memory regions unlinked."""
         if self.alive():
+            stubs, regions = _children(self.proc.pid), _mapped_shm(self.proc.pid)
             self.proc.kill()
             self.proc.wait(30)
+            for pid in stubs:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for path in regions:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.alive():
