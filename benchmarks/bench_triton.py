@@ -1,6 +1,7 @@
 """Backend triton against a real Triton Inference Server on this machine: parity, overhead, sharing.
 
-    python benchmarks/bench_triton.py [--seconds 20] [--repeat 1] [--outage 10] [--skip parity,overhead,sharing,fault]
+    python benchmarks/bench_triton.py [--seconds 20] [--repeat 1] [--outage 10]
+        [--skip parity,overhead,sharing,fault,shm] [--shm-sizes 320,608]
 
 The server is `python -m models serve`'s (the nvidia-pytriton wheel's tritonserver, python backend
 running our detector with ``--backend auto`` probed on the camera's video, dynamic batching up to 8
@@ -21,6 +22,14 @@ with a 2 ms queue delay), started here on free ports and shared by every run.
   again: the run stays up, the API's infer row says ``detector: lost`` then ``ok``, the camera's FPS
   during the outage, and from the events file when the loss was noticed and how long after the
   server's return detection resumed (``detector_restored``).
+
+- shm: Triton system shared memory on vs off (``--triton-shm on|off``), at each of ``--shm-sizes``
+  (network input sides): a server of its own per size (our python backend on onnx fp32: the same
+  server for both modes, so only the transport differs), then ``--repeat`` pairs of overhead-like
+  pipeline runs, the pair's order alternating (on/off, off/on, ...): camera FPS, the client's
+  request latency p50/p95 (the infer row's ``remote``) and end-to-end latency p50/p95; and the
+  detector alone: ``detect()`` on one frame, 30 calls per mode per round, 3 interleaved rounds,
+  the request's median and p95 (ms).
 
 Each figure is the median over ``--repeat`` runs; the load average is printed with them. The last
 line is one JSON object.
@@ -51,15 +60,16 @@ CAMERA = VIDEO / "aiguys_video.mp4"
 MODEL = "trackpipe_yolo"
 
 
-def start_server(tmp: Path):
-    """-> (TritonServer ready, grpc url)."""
+def start_server(tmp: Path, **spec_kw):
+    """-> (TritonServer ready, grpc url). ``spec_kw``: the served ModelSpec's fields (default: backend
+    auto, the measured best pair here, as the pipeline's, probed on the camera's video)."""
     from trackpipe.models.darknet import load_network
     from trackpipe.models.serve import TritonServer, write_served_repo
     from trackpipe.models.spec import ModelSpec
 
-    spec = ModelSpec().resolve()  # backend auto: the measured best pair here, as the pipeline's
+    spec = ModelSpec(**spec_kw).resolve()
     write_served_repo(spec, load_network(spec.cfg, spec.weights, spec.size), tmp / "repo", MODEL, 8, 2000, 1,
-                      probe=str(CAMERA))
+                      probe=None if spec_kw else str(CAMERA))
     grpc_port, http_port = free_port(), free_port()
     server = TritonServer(tmp / "repo", grpc_port, http_port, work=tmp / "server")
     server.start().wait_ready(MODEL)
@@ -124,6 +134,76 @@ def overhead_run(url, seconds: float, tmp: Path, i: int) -> dict:
     if remote:
         out.update(client_ms_p50=remote.get("client_ms_p50"), client_ms_p95=remote.get("client_ms_p95"),
                    server_queue_ms=served.get("queue_ms"), server_compute_ms=served.get("compute_ms"))
+    return out
+
+
+def shm_run(url: str, size: int, mode: str, seconds: float, tmp: Path, i: int) -> dict:
+    """One overhead-like run (one live camera) at network input ``size`` with --triton-shm ``mode``."""
+    p, _, _ = run_tracker(camera_args(1) + backend_args(url) + ["--size", str(size), "--triton-shm", mode], seconds,
+                          tmp / f"shm{size}_{mode}_{i}.json")
+    remote = p["stages"]["infer"].get("remote") or {}
+    if remote.get("shm") is not (mode == "on"):
+        raise SystemExit(f"--triton-shm {mode}: the run says shm={remote.get('shm')}")
+    cam = next(iter(p["cameras"].values()))
+    return {"fps": cam["fps"], "client_ms_p50": remote.get("client_ms_p50"),
+            "client_ms_p95": remote.get("client_ms_p95"), "latency_p50_ms": p["latency_ms"].get("p50"),
+            "latency_p95_ms": p["latency_ms"].get("p95")}
+
+
+def shm_direct(url: str, size: int, calls: int = 30, rounds: int = 3) -> dict:
+    """The detector alone: ``detect()`` of one camera frame, shm on vs off in interleaved rounds
+    -> {mode: {request_ms_p50, request_ms_p95}} (the client's request latency)."""
+    import cv2
+
+    from trackpipe.models.factory import build_detector
+    from trackpipe.models.spec import ModelSpec
+
+    cap = cv2.VideoCapture(str(CAMERA))
+    frame = cap.read()[1]
+    cap.release()
+    dets = {m: build_detector(ModelSpec(backend="triton", triton_url=url, size=size, triton_shm=m).resolve())
+            for m in ("on", "off")}
+    lat = {m: [] for m in dets}
+    try:
+        for d in dets.values():
+            d.detect(frame)
+        for r in range(rounds):
+            for m in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                dets[m].latency_ms.clear()
+                for _ in range(calls):
+                    dets[m].detect(frame)
+                lat[m] += list(dets[m].latency_ms)
+    finally:
+        for d in dets.values():
+            d.close()
+    return {m: {"request_ms_p50": round(float(np.percentile(v, 50)), 2),
+                "request_ms_p95": round(float(np.percentile(v, 95)), 2)} for m, v in lat.items()}
+
+
+def shm_part(sizes: list, seconds: float, repeat: int, tmp: Path) -> dict:
+    """Shared memory on vs off at each input size (module docstring)."""
+    out = {}
+    for size in sizes:
+        server, url = start_server(tmp / f"shm{size}", backend="onnx", precision="fp32", size=size)
+        try:
+            direct = shm_direct(url, size)
+            print(f"shm {size} detector alone: {direct}", flush=True)
+            rows = {"on": [], "off": []}
+            for i in range(repeat):
+                for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                    rows[mode].append(shm_run(url, size, mode, seconds, tmp, i))
+                    print(f"shm {size} {mode} #{i}: {rows[mode][-1]}", flush=True)
+        finally:
+            server.close()
+        med = {m: {k: median(r, k) for k in r[0]} for m, r in rows.items()}
+        on, off = med["on"], med["off"]
+        out[str(size)] = {"on": on, "off": off, "detector_alone": direct,
+                          "fps_ratio": round(on["fps"] / off["fps"], 3) if off["fps"] else None,
+                          "client_p50_saved_ms": round(off["client_ms_p50"] - on["client_ms_p50"], 2),
+                          "client_p95_saved_ms": round(off["client_ms_p95"] - on["client_ms_p95"], 2),
+                          "alone_p50_saved_ms": round(direct["off"]["request_ms_p50"]
+                                                      - direct["on"]["request_ms_p50"], 2)}
+        print(f"shm {size}:", out[str(size)], flush=True)
     return out
 
 
@@ -230,7 +310,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="running time of each pipeline run (default 20)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each kind, alternating (default 1)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: parity, overhead, sharing, fault")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: parity, overhead, sharing, fault, shm")
+    ap.add_argument("--shm-sizes", default="320,608", help="shm: network input sides (default 320,608)")
     ap.add_argument("--outage", type=float, default=10.0, help="fault: seconds the server is away (default 10)")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
@@ -239,7 +320,7 @@ def main() -> None:
     result = {"load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as d:
         tmp = Path(d)
-        server, url = start_server(tmp)
+        server, url = start_server(tmp) if not {"parity", "overhead", "sharing"} <= skip else (None, "")
         try:
             if "parity" not in skip:
                 result["parity"] = parity(url, served_backend(server))
@@ -276,10 +357,13 @@ def main() -> None:
                                      "runs": rows}
                 print("sharing:", {k: v for k, v in result["sharing"].items() if k != "runs"}, flush=True)
         finally:
-            server.close()
+            if server is not None:
+                server.close()
         if "fault" not in skip:
             result["fault"] = fault_run(tmp, a.outage)
             print("fault:", result["fault"], flush=True)
+        if "shm" not in skip:
+            result["shm"] = shm_part([int(v) for v in a.shm_sizes.split(",")], a.seconds, a.repeat, tmp)
     result["load_after"] = os.getloadavg()[0]
     print(json.dumps(result))
 
