@@ -3,8 +3,10 @@
 aiguys_test.mp4 (1920x1080, 302 frames), one after the other on this machine:
 
 - ours: ``run_tracker.py --source VIDEO --model-file yolov8n.onnx --headless --tracker bytetrack``
-  (ONNX Runtime fp32, no outputs); FPS: the profile's ``pipeline_fps`` (first frame in to last
-  frame out; model loading not counted);
+  (no outputs; backend and precision auto, the default: the first round starts at once on fp32 and
+  measures after the run, later rounds run the choice it cached); FPS: the profile's
+  ``pipeline_fps`` (first frame in to last frame out; model loading not counted) and the backend
+  it ran;
 - theirs: Ultralytics' ``YOLO(onnx).track(VIDEO, tracker="bytetrack.yaml", stream=True)`` on ONNX
   Runtime, nothing saved; FPS: frames / time from the first result to the last, plus the first
   frame (model loading not counted).
@@ -91,7 +93,8 @@ def ours(onnx: Path, video: Path, frames: int, tmp: Path) -> dict:
                    env=dict(os.environ, TRACKPIPE_CACHE=str(tmp / "cache")))
     rep = json.loads(prof.read_text())
     return {"frames": rep["frames_out"], "fps": rep["pipeline_fps"],
-            "detector_only_fps": rep.get("detector_only_fps")}
+            "detector_only_fps": rep.get("detector_only_fps"),
+            "backend": (rep.get("detector") or {}).get("backend") or "?"}
 
 
 def theirs(side: Path, onnx: Path, video: Path, frames: int) -> dict:
@@ -137,7 +140,8 @@ def main() -> int:
             a = ours(onnx, VIDEO, args.frames, tmp)
             b = theirs(args.side_python, onnx, VIDEO, args.frames)
             rows.append((a, b))
-            print(f"round {i + 1}: trackpipe {a['fps']:.1f} FPS (detector alone {a['detector_only_fps']}), "
+            print(f"round {i + 1}: trackpipe {a['fps']:.1f} FPS on {a['backend']} (detector alone "
+                  f"{a['detector_only_fps']}), "
                   f"Ultralytics {b['fps']:.1f} FPS ({b['boxes_per_frame']} boxes/frame): "
                   f"{a['fps'] / b['fps']:.2f}x", flush=True)
     ours_fps = statistics.median(a["fps"] for a, _ in rows)
