@@ -402,9 +402,10 @@ def server_answers(url: TritonURL, model: str, version: str = "") -> str:
 def wait_for_server(spec, still=None, backoff_s: tuple = (0.5, 30.0), sleep=time.sleep) -> None:
     """Until the server of backend triton ``spec`` answers (`server_answers`), as an absent camera
     is waited for: one WARNING line ``waiting for the Triton server at URL (why): retrying, Ctrl-C to
-    stop``, then ``still``'s ``still waiting for ...`` lines (a `pipeline.media.waiting.StillWaiting`;
-    default: its default gaps) while the retries back off from ``backoff_s[0]`` s, doubling, to
-    ``backoff_s[1]``. Nothing is held meanwhile: Ctrl-C (KeyboardInterrupt) leaves nothing behind."""
+    stop``, then ``still``'s ``still waiting for ...`` lines (the pipeline passes its
+    `pipeline.media.waiting.StillWaiting`; None: no such lines) while the retries back off from
+    ``backoff_s[0]`` s, doubling, to ``backoff_s[1]``. Nothing is held meanwhile: Ctrl-C
+    (KeyboardInterrupt) leaves nothing behind."""
     url = parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL)
     model, version = getattr(spec, "triton_model", None) or DEFAULT_NAME, str(getattr(spec, "triton_version", None)
                                                                                 or "")
@@ -413,20 +414,18 @@ def wait_for_server(spec, still=None, backoff_s: tuple = (0.5, 30.0), sleep=time
     why = server_answers(url, model, version)
     if not why:
         return
-    if still is None:
-        from trackpipe.pipeline.media.waiting import StillWaiting  # noqa: PLC0415
-
-        still = StillWaiting()
-    still.begin()
+    if still is not None:
+        still.begin()
     log.warning("waiting for %s (%s): retrying, Ctrl-C to stop", what, why)
     while why:
-        if still.due():
+        if still is not None and still.due():
             log.warning("%s", still.line(what))
         log.debug("%s: %s; next try in %.1fs", what, why, delay)
         sleep(delay)
         delay = min(delay * 2, backoff_s[1])
         why = server_answers(url, model, version)
-    still.end()
+    if still is not None:
+        still.end()
     log.info("%s answers: starting", what)
 
 
