@@ -247,10 +247,9 @@ def test_the_review_page_plays_a_clip_with_the_box_on_the_object(review, yf_spec
         assert ious and max(ious) >= 0.5, (shown, dets.xyxy.tolist())
         # switched off: nothing drawn, the recording stays clean
         page.uncheck("#show-boxes")
-        assert page.evaluate("() => { const c = document.querySelector('#overlay'); const d = c.getContext('2d')"
-                             ".getImageData(0, 0, c.width, c.height).data; "
-                             "return d.some((v, i) => i % 4 == 3 && v > 0); }"
-                             ) is False
+        page.wait_for_function("() => { const c = document.querySelector('#overlay'); const d = c.getContext('2d')"
+                               ".getImageData(0, 0, c.width, c.height).data; "
+                               "return !d.some((v, i) => i % 4 == 3 && v > 0); }", timeout=10000)
 
 
 def iou(a, b) -> float:

@@ -374,6 +374,24 @@ def test_concurrent_clients_are_batched_by_triton(served):
 
 
 @needs_server
+def _restarted(tmp_path, grpc_port: int, http_port: int):
+    """A new server on the killed one's ports, ready. tritonserver's own gRPC event engine sometimes
+    aborts while it starts there (``epoll_wait error: Bad file descriptor``, exit -6): the server's
+    fault, not what these tests check, so such a start is tried once more."""
+    from trackpipe.models.errors import ModelError
+    from trackpipe.models.serve import TritonServer
+
+    for attempt in (1, 2):
+        server = TritonServer(tmp_path / "repo", grpc_port, http_port, work=tmp_path / f"restart{attempt}")
+        try:
+            server.start().wait_ready("trackpipe_yolo")
+            return server
+        except ModelError as e:
+            server.close()
+            if attempt == 2 or "exited" not in str(e):
+                raise
+
+
 def test_server_killed_and_restarted_detection_resumes(tmp_path):
     """SIGKILL the server during a run: the detector reports lost, keeps its frame, and detects it
     as soon as a new server answers (well within 5 s of its readiness)."""
@@ -404,9 +422,8 @@ def test_server_killed_and_restarted_detection_resumes(tmp_path):
         t.start()
         wait_for(lambda: det.state == "lost", 30, "the detector to see the server lost")
         assert not done.wait(1.0)
-        server2 = TritonServer(tmp_path / "repo", grpc_port, http_port, work=tmp_path / "work2")
+        server2 = _restarted(tmp_path, grpc_port, http_port)
         try:
-            server2.start().wait_ready("trackpipe_yolo")
             t_ready = time.monotonic()
             assert done.wait(30)
             assert out["t"] - t_ready < 5.0
