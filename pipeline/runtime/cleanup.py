@@ -79,8 +79,13 @@ def remove_shm_of(pid: int) -> int:
     Triton region, ``trackpipe_<stage pid>_..._triton``) -> how many; none while it lives."""
     if pid_alive(pid):
         return 0
+    return _unlink(glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}_*")))
+
+
+def _unlink(paths) -> int:
+    """Unlink each of ``paths`` that can be -> how many were."""
     n = 0
-    for path in glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}_*")):
+    for path in paths:
         try:
             os.unlink(path)
             n += 1
@@ -93,15 +98,9 @@ def clean_stale() -> Tuple[int, int]:
     """Remove trackpipe shared memory and ipc directories whose owner process is dead.
 
     -> (segments removed, directories removed)."""
-    shm = dirs = 0
-    for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")):
-        pid = _owner_pid(path)
-        if pid > 0 and not pid_alive(pid):
-            try:
-                os.unlink(path)
-                shm += 1
-            except OSError:
-                pass
+    dirs = 0
+    shm = _unlink(path for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*"))
+                  if _owner_pid(path) > 0 and not pid_alive(_owner_pid(path)))
     for path in glob.glob(os.path.join(ipc_root(), PREFIX + "*")):
         pid = _owner_pid(path)
         if pid > 0 and not pid_alive(pid) and os.path.isdir(path):
