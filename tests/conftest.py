@@ -119,9 +119,14 @@ def yf_calibration(tmp_path_factory) -> Path:
     from trackpipe.models.darknet import load_network
     from trackpipe.models.quantize import calibrate
 
-    out = tmp_path_factory.mktemp("calib")
-    calibrate(load_network(YF_CFG, YF_WEIGHTS), str(VIDEO_360), out, frames=64, method="entropy",
-              cache_dir=tmp_path_factory.mktemp("calib-cache"))
+    shared = os.environ.get(LOCKS_ENV) if _xdist_run() else None
+    out = Path(shared) / "calib" if shared else tmp_path_factory.mktemp("calib")
+    # under pytest-xdist one worker builds it in the run's shared folder, the other waits and reads it
+    with open(f"{out}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "meta.json").is_file():
+            calibrate(load_network(YF_CFG, YF_WEIGHTS), str(VIDEO_360), out, frames=64, method="entropy",
+                      cache_dir=tmp_path_factory.mktemp("calib-cache"))
     return out
 
 

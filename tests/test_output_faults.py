@@ -65,7 +65,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.alone
 @pytest.mark.timeout(150)
 def test_a_full_disk_stops_the_video_only_and_it_resumes_in_a_new_part(tmp_path):
     """The annotated video on a 2 MB tmpfs that fills ~4 s into a live run: one log line, the
@@ -76,7 +75,7 @@ def test_a_full_disk_stops_the_video_only_and_it_resumes_in_a_new_part(tmp_path)
     with small_disk(tmp_path / "disk", "2m") as disk:
         filler = fill(disk, leave=384 << 10)
         out, mot, ev = disk / "out.mp4", tmp_path / "t.txt", tmp_path / "e.jsonl"
-        p = _start([*LIVE, "--duration", "20", "--output", str(out), "--mot", str(mot), "--events", str(ev),
+        p = _start([*LIVE, "--duration", "18", "--output", str(out), "--mot", str(mot), "--events", str(ev),
                     "--profile", str(tmp_path / "p.json"), "--metrics-port", str(port)], tmp_path)
         try:
             _wait(lambda: "No space left on device" in _stderr(tmp_path), 90, "the video to stop", tmp_path)
@@ -142,14 +141,13 @@ def test_sigkill_of_the_whole_run_keeps_mot_rows_up_to_two_seconds_before(tmp_pa
     assert leftovers(p.pid) == []
 
 
-@pytest.mark.alone
 @pytest.mark.timeout(150)
 def test_sigkill_of_the_sink_loses_no_written_row(tmp_path):
     """The sink stage SIGKILLed in a live run: the supervisor restarts it, and the restarted sink
     appends to the MOT and events files: every row and event on disk before the kill is still
     there, in order, followed by new ones; the run reaches its duration with exit 0."""
     mot, ev = tmp_path / "t.txt", tmp_path / "e.jsonl"
-    p = _start([*LIVE, "--duration", "25", "--mot", str(mot), "--events", str(ev),
+    p = _start([*LIVE, "--duration", "16", "--mot", str(mot), "--events", str(ev),
                 "--profile", str(tmp_path / "p.json")], tmp_path)
     try:
         _wait(lambda: len(_lines(mot)) >= 100, 90, "100 MOT rows on disk", tmp_path)

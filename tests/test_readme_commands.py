@@ -64,7 +64,7 @@ def _bounded(argv: List[str]) -> List[str]:
     if argv[:2] == ["-m", "models"]:
         return argv
     live = any(k in joined for k in ("rtsp://", "screen:", "run_capture.py"))
-    return argv + (["--duration", "4"] if live else ["--max-frames", "40"])
+    return argv + (["--duration", "3"] if live else ["--max-frames", "20"])
 
 
 class Env:

@@ -293,12 +293,12 @@ def slow_model(tmp_path_factory):
 
 
 def _slow_consumer_run(tr) -> dict:
-    """Sample the frame age every 0.5 s for 20 s once frames flow (the gauge is refreshed every
+    """Sample the frame age every 0.5 s for 14 s once frames flow (the gauge is refreshed every
     0.2 s), stop with SIGINT; -> the figures."""
     tr.wait_frames(3, 90)
     t0 = time.monotonic()
     samples = []  # (s since start, age of the newest tracked frame ms)
-    while time.monotonic() - t0 < 20.0:
+    while time.monotonic() - t0 < 14.0:
         tr.alive()
         m = tr.metrics()
         if "trackpipe_frame_age_ms" in m:
@@ -339,7 +339,7 @@ def test_slow_consumer_frame_age_bounded_then_sigint(server, tracker, tmp_path, 
         r = _slow_consumer_run(tracker(tmp_path / "again", server.url, model=slow_model))
     fps, ages, age, slope, grab_rate = r["fps"], r["ages"], r["age"], r["slope"], r["grab_rate"]
     assert fps < FPS / 3  # genuinely slower than the camera
-    assert len(ages) >= 30 and max(ages) < 500.0
+    assert len(ages) >= 20 and max(ages) < 500.0
     # p95, not max: the histogram covers the whole run, including the first (ONNX warm-up) frames
     # and scheduling spikes of this shared 2-core machine; max is printed above
     assert age["p95"] < 500.0
