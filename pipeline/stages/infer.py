@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 AUTO_BATCHES = (1, 4)     # batch sizes `auto` compares (docs/models.md "Batching": 4 is where a batch helps)
 AUTO_MIN_GAIN = 1.08      # a batch > 1 must beat batch 1 by this much (it also adds latency)
-SOLO_SECONDS = 1.2        # time spent measuring the detector alone, all batch sizes together
+SOLO_SECONDS = 0.6        # time spent measuring the detector alone, all batch sizes together
 SOLO_MIN_CALLS = 3
 PROBE_FRAMES = 12         # real frames for precision auto's accuracy check
 
