@@ -29,6 +29,8 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from ..pids import pid_alive, unlink_all
+
 log = logging.getLogger(__name__)
 
 SHM_DIR = "/dev/shm"
@@ -65,20 +67,9 @@ def owner_pid(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale(names: Iterable[str]) -> List[str]:
     """The names of ours (`NAME_RE`) whose process is gone."""
-    return [n for n in names if owner_pid(n) > 0 and not _alive(owner_pid(n))]
+    return [n for n in names if owner_pid(n) > 0 and not pid_alive(owner_pid(n))]
 
 
 def remove_stale_files() -> int:
@@ -87,14 +78,7 @@ def remove_stale_files() -> int:
         names = os.listdir(SHM_DIR)
     except OSError:
         return 0
-    n = 0
-    for name in stale(names):
-        try:
-            os.unlink(os.path.join(SHM_DIR, name))
-            n += 1
-        except OSError:
-            pass
-    return n
+    return unlink_all(os.path.join(SHM_DIR, name) for name in stale(names))
 
 
 class ShmRegion:

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from typing import List, Tuple
 
+from trackpipe.models.pids import pid_alive, unlink_all
+
 log = logging.getLogger(__name__)
 
 PREFIX = "trackpipe_"
@@ -47,18 +49,6 @@ def make_run_dir(run_id: str) -> str:
     return path
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _owner_pid(name: str) -> int:
     m = _NAME_RE.match(os.path.basename(name))
     return int(m.group(1)) if m else -1
@@ -79,19 +69,7 @@ def remove_shm_of(pid: int) -> int:
     Triton region, ``trackpipe_<stage pid>_..._triton``) -> how many; none while it lives."""
     if pid_alive(pid):
         return 0
-    return _unlink(glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}_*")))
-
-
-def _unlink(paths) -> int:
-    """Unlink each of ``paths`` that can be -> how many were."""
-    n = 0
-    for path in paths:
-        try:
-            os.unlink(path)
-            n += 1
-        except OSError:
-            pass
-    return n
+    return unlink_all(glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{pid}_*")))
 
 
 def clean_stale() -> Tuple[int, int]:
@@ -99,7 +77,7 @@ def clean_stale() -> Tuple[int, int]:
 
     -> (segments removed, directories removed)."""
     dirs = 0
-    shm = _unlink(path for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*"))
+    shm = unlink_all(path for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*"))
                   if _owner_pid(path) > 0 and not pid_alive(_owner_pid(path)))
     for path in glob.glob(os.path.join(ipc_root(), PREFIX + "*")):
         pid = _owner_pid(path)
