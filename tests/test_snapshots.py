@@ -66,18 +66,18 @@ def test_a_failing_disk_is_counted_not_raised(tmp_path):
 
 def test_best_frames_keep_a_tracks_best_frame_clean_and_only_for_recorded_classes():
     from trackpipe.pipeline.recording.best import BestFrames
-    best = BestFrames(classes=["car"], names=NAMES, min_gain=0.05, max_width=80)
+    best = BestFrames(classes=["car"], names=NAMES, min_gain=0.05, max_width=80, interval_s=0.0)
     frame = np.full((120, 160, 3), 80, np.uint8)
     frame[10:50, 100:150] = 200                                  # the object
     tr = _tracks([7, 8], [0, 2], [[20, 20, 60, 100], [100, 10, 150, 50]])
     tr.score[:] = [0.9, 0.6]
-    assert best.due(tr).tolist() == [1]                          # the person is not recorded
-    best.keep(frame, 5, 1.25, tr, best.due(tr))
+    assert best.due(tr, 1.25).tolist() == [1]                    # the person is not recorded
+    best.keep(frame, 5, 1.25, tr, best.due(tr, 1.25))
     frame[:] = 0                                                 # render draws on it next: the kept copy is its own
     tr.score[1] = 0.63
-    assert best.due(tr).tolist() == []                           # not better by min_gain
+    assert best.due(tr, 1.3).tolist() == []                      # not better by min_gain
     tr.score[1], tr.predicted[1] = 0.9, True
-    assert best.due(tr).tolist() == []                           # a predicted box never scores
+    assert best.due(tr, 1.35).tolist() == []                     # a predicted box never scores
     assert best.ended([7]) == []
     [b] = best.ended([8])
     assert (b.track_id, b.seq, b.t, b.box.tolist()) == (8, 5, 1.25, [100, 10, 150, 50])

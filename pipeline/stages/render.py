@@ -174,16 +174,14 @@ class RenderProcess(StageProcess):
         for o in self.outs:
             if o.name in recorded:
                 o.best = BestFrames(recorded[o.name].classes, self.names or ())
-        self.stats.gauges.update(best_frames_sent=0, best_frames_dropped=0)
+        self.stats.gauges.update(best_frames_kept=0, best_frames_sent=0, best_frames_dropped=0)
         return self.bus.push(SINK, hwm=64)
 
     def _send_best(self, out: CameraOutput, track_ids) -> None:
         """The ended tracks' best frames, as JPEG, to the sink (never waited for: a full queue
         drops them, counted)."""
-        for b in out.best.ended(track_ids):
-            jpeg = b.jpeg()
-            if jpeg is None:
-                continue
+        from trackpipe.pipeline.recording.best import encoded
+        for b, jpeg in encoded(out.best.ended(track_ids)):
             msg = BestFrame(out.index, b.seq, b.t, b.track_id, b.score, b.box, np.frombuffer(jpeg, np.uint8))
             key = "best_frames_sent" if busmod.try_send(self.best_out, msg) else "best_frames_dropped"
             self.stats.gauges[key] += 1
@@ -354,12 +352,15 @@ class RenderProcess(StageProcess):
         draw = video or self.window is not None
         tracks = msg.tracks if draw or out.snaps is not None or out.best is not None else None
         new = out.snaps.due(meta.seq, tracks) if out.snaps is not None and ok else ()
-        better = out.best.due(tracks) if out.best is not None and ok else ()
+        better = out.best.due(tracks, meta.t_capture) if out.best is not None and ok else ()
         if (draw or len(new) or len(better)) and ok:
             slot, seq, shape = meta.slot, meta.seq, meta.shape
             version = ring.version(slot)
             frame = ring.frame(slot, shape)
-            if self._private():  # capture may reclaim the slot, or the live view reads it: a private copy
+            # capture may reclaim the slot, or the live view reads it: a private copy to draw on (a
+            # best frame alone is shrunk from the slot itself, then the slot checked)
+            private = self._private() and (draw or len(new) > 0)
+            if private:
                 img = self.scratch[:shape[0], :shape[1], :shape[2]]
                 np.copyto(img, frame)
                 ok = ring.valid(slot, seq, version)
@@ -371,7 +372,9 @@ class RenderProcess(StageProcess):
             elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
                 out.snaps.unsee(tracks.track_id[new])
             if ok and len(better):  # clean (before drawing): the recorded events' snapshots
-                out.best.keep(img, seq, meta.t_capture, tracks, better)
+                checked = None if private or not self._private() else (lambda: ring.valid(slot, seq, version))
+                out.best.keep(img, seq, meta.t_capture, tracks, better, checked)
+                stats.gauges["best_frames_kept"] = sum(o.best.kept for o in self.outs if o.best is not None)
             if ok and draw:
                 if tracks is not None:
                     self.draw(img, tracks, msg.events, out)
