@@ -79,8 +79,9 @@ def run_once(record: bool, seconds: float, tmp: Path) -> dict:
     prof = tmp / f"profile-{int(record)}-{time.monotonic_ns()}.json"
     args = [sys.executable, str(ROOT / "run_tracker.py"), "--source", str(VIDEO), *MODEL, "--realtime", "--loop",
             "--headless", "--duration", str(seconds), "--profile", str(prof), "--events", str(tmp / "events.jsonl")]
+    rec = tmp / f"rec-{time.monotonic_ns()}"
     if record:
-        args += ["--record", str(tmp / "rec"), "--set", "record.min_free_gb=0"]
+        args += ["--record", str(rec), "--set", "record.min_free_gb=0"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 300, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -97,11 +98,31 @@ def run_once(record: bool, seconds: float, tmp: Path) -> dict:
             "render_ms_per_frame": rep.get("cpu", {}).get("ms_per_frame", {}).get("render"),
             "events": (stages.get("sink", {}).get("recording") or {}).get("events"),
             "snapshots": (stages.get("sink", {}).get("recording") or {}).get("snapshots"),
+            "best_frames_kept": stages.get("render", {}).get("best_frames_kept"),
+            "snapshot_score": snapshot_scores(rec) if record else None,
             "load": round(os.getloadavg()[0], 1)} | {
         # the recorder's work comes at the camera's rate, not the pipeline's: also per second of run
         f"{k}_ms_per_s": round(v * frames / seconds, 2) for k, v in
         (("sink", rep.get("cpu", {}).get("ms_per_frame", {}).get("sink")),
          ("render", rep.get("cpu", {}).get("ms_per_frame", {}).get("render"))) if v is not None}
+
+
+def snapshot_scores(rec: Path) -> dict | None:
+    """What the snapshots' frames give up to the tracks' best detections: per event, its
+    snapshot's score over the best detected score of its track (its stored boxes, every frame of
+    tracks under 4000 rows) -> {median, p10, events} of that ratio."""
+    sys.path.insert(0, str(ROOT.parent))
+    from trackpipe.pipeline.recording.index import RecordIndex
+    index = RecordIndex(rec)
+    try:
+        ratios = sorted(e.score / top for e in index.events(limit=100000, with_boxes=True)
+                        if e.snapshot and (top := max((b[5] for b in e.boxes), default=0.0)) > 0)
+    finally:
+        index.close()
+    if not ratios:
+        return None
+    return {"median": round(statistics.median(ratios), 4), "p10": round(ratios[len(ratios) // 10], 4),
+            "events": len(ratios)}
 
 
 def bench_run(seconds: float, repeat: int) -> dict:
@@ -124,6 +145,12 @@ def bench_run(seconds: float, repeat: int) -> dict:
         out[k] = {"off": med(off, k), "all": med(on, k), "paired_delta": paired(k)}
     out["infer_fps"] = {"off": med(off, "infer_fps"), "all": med(on, "infer_fps"),
                         "ratio": round(med(on, "infer_fps") / med(off, "infer_fps"), 3)}
+    out["best_frames_kept_per_s"] = round(statistics.median(r["best_frames_kept"] / seconds for r in on
+                                                            if r["best_frames_kept"] is not None), 2) \
+        if any(r["best_frames_kept"] is not None for r in on) else None
+    scores = [r["snapshot_score"] for r in on if r["snapshot_score"]]
+    out["snapshot_score"] = {k: round(statistics.median(s[k] for s in scores), 4)
+                             for k in ("median", "p10", "events")} if scores else None
     out["load"] = med(rows, "load")
     return out
 
@@ -150,6 +177,10 @@ def main() -> int:
             print(f"{k.replace('_ms_', ' ms ').replace('_', ' '):<26} {r[k]['off']:>7} {r[k]['all']:>7} "
                   f"{r[k]['paired_delta']:>+16}")
         print(f"detector FPS all/off: {r['infer_fps']['ratio']}")
+        print(f"best frames copied by render: {r['best_frames_kept_per_s']} per second")
+        if r["snapshot_score"]:
+            print(f"snapshot score / the track's best detected score: median {r['snapshot_score']['median']}, "
+                  f"p10 {r['snapshot_score']['p10']} ({r['snapshot_score']['events']:g} events per run)")
     print(json.dumps(res))
     return 0
 
