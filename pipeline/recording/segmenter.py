@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 FRAG_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 # codecs that go into MP4 by a copy and play in browsers (H.264) or in most players (H.265)
 COPY_CODECS = ("h264", "hevc")
+PACE_BURST_S = 0.1          # a paced file (--realtime) is read in bursts this long
 
 
 class RecordWriteError(OSError):
@@ -245,7 +246,10 @@ class CameraRecorder(threading.Thread):
                 if self.paced:
                     due = t_start_wall + (pts_s - first_pts)
                     wait = due - time.monotonic()
-                    if wait > 0 and self.stop_event.wait(wait):
+                    # late by up to PACE_BURST_S, never early: a wake-up reads the packets due by then
+                    # in one burst (a core woken for each packet costs 3-5x the copy), and the clock
+                    # takes the least delay, which the burst's last packet keeps
+                    if wait > 0 and self.stop_event.wait(wait + PACE_BURST_S):
                         break
                 t = self.clock.time(pts_s)
                 try:
