@@ -63,25 +63,27 @@ class EventBuilder:
         t += self.offset
         if frame_size:
             self.frame_size = (int(frame_size[0]), int(frame_size[1]))
-        for k in range(len(track_id)):
-            tid = int(track_id[k])
+        if not len(track_id):
+            return
+        ids, classes = np.asarray(track_id).tolist(), np.asarray(class_id).tolist()
+        boxes = np.round(np.asarray(xyxy, np.float64).reshape(-1, 4), 1).tolist()
+        scores = np.asarray(score, np.float64).tolist()
+        preds = np.asarray(predicted, bool).tolist() if predicted is not None else [False] * len(ids)
+        t3 = round(t, 3)
+        for tid, cid, box, s, pred in zip(ids, classes, boxes, scores, preds):
             o = self.open.get(tid)
             if o is None:
-                cid = int(class_id[k])
                 label = self.label(cid)
                 if not self.wanted(label, cid):
                     continue
                 o = self.open[tid] = _Open(tid, cid, label, t, t)
-            box = [round(float(v), 1) for v in xyxy[k]]
-            pred = bool(predicted[k]) if predicted is not None else False
             o.seen += 1
             if not pred:
                 o.end = t
-                s = float(score[k])
                 if s > o.score:
                     o.score, o.t_best, o.box = s, t, box
             if o.seen % o.stride == 0:
-                o.boxes.append([round(t, 3), *box, 0.0 if pred else round(float(score[k]), 4)])
+                o.boxes.append([t3, *box, 0.0 if pred else round(s, 4)])
                 if len(o.boxes) > self.max_boxes:
                     o.boxes = o.boxes[::2]
                     o.stride *= 2
