@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .cli_args import add_model_args, command_name, spec_from_args
-from .errors import ModelError
+from .errors import ModelConfigError, ModelError
 
 log = logging.getLogger("models")
 
@@ -131,9 +131,15 @@ def cmd_serve(args) -> int:
     from .serve import serve  # noqa: PLC0415
 
     spec = spec_from_args(args)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ModelConfigError("--tls-cert and --tls-key: give both (the server's certificate and its key) or neither")
+    for p in (args.tls_cert, args.tls_key):
+        if p is not None and not p.is_file():
+            raise ModelConfigError(f"no such file: {p}")
     network = load_network(spec.cfg, spec.weights, spec.size)
     return serve(spec, network, args.port, args.http_port, args.metrics_port, spec.triton_model, args.max_batch,
-                 args.queue_delay_us, args.instances, args.repo, probe=args.probe)
+                 args.queue_delay_us, args.instances, args.repo, probe=args.probe,
+                 tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
 
 
 def cmd_calibrate(args) -> int:
@@ -233,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "temporary folder)")
     v.add_argument("--probe", metavar="SOURCE", help="real frames (video, image folder) on which backend auto checks "
                                                      "bf16/int8 against fp32 (default: auto considers fp32 only)")
+    v.add_argument("--tls-cert", type=Path, metavar="FILE", help="gRPC over TLS (grpcs://): the server's PEM "
+                                                                 "certificate (with --tls-key)")
+    v.add_argument("--tls-key", type=Path, metavar="FILE", help="gRPC over TLS: the certificate's PEM private key")
     triton_repo_args(v)
     v.set_defaults(fn=cmd_serve)
 

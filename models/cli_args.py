@@ -19,7 +19,7 @@ from .zoo import DEFAULT_MODEL, ZOO
 # command itself (the pipeline's also takes the config's classes)
 FLAG_KEYS = ("model", "cfg", "weights", "file", "names", "size", "backend", "precision", "conf", "nms", "max_det",
              "letterbox", "calib", "threads", "cache_dir",
-             "triton_url", "triton_model", "triton_version", "triton_shm", "triton_wait", "preprocess")
+             "triton_url", "triton_model", "triton_version", "triton_shm", "triton_wait", "triton_ca", "preprocess")
 
 
 def command_name(default: str, modules: tuple[str, ...] = (), scripts: tuple[str, ...] = ()) -> str:
@@ -116,6 +116,9 @@ def add_model_args(parser: argparse.ArgumentParser, defaults: bool = True) -> No
                         "a loopback URL unless the server refuses it; on: that refusal or a remote URL is an error)")
     g.add_argument("--triton-wait", action="store_true", default=dflt(d.triton_wait),
                    help="backend triton: an absent server at start is waited for (as an absent camera), not an error")
+    g.add_argument("--triton-ca", metavar="FILE",
+                   help="backend triton: the PEM file of the certificate authorities a grpcs:// or https:// server's "
+                        "certificate is checked against (default: the system's)")
 
 
 def args_mapping(args: argparse.Namespace) -> dict:

@@ -269,8 +269,11 @@ class TritonServer:
 
 def serve(spec, network, grpc_port: int, http_port: int, metrics_port: int = 0, name: Optional[str] = None,
           max_batch_size: int = 8, queue_delay_us: int = 2000, instances: int = 1,
-          repo: Optional[Path] = None, on_ready=None, probe: Optional[str] = None) -> int:
-    """Serve ``spec`` until SIGINT/SIGTERM (-> 0) or the server dies (ModelError)."""
+          repo: Optional[Path] = None, on_ready=None, probe: Optional[str] = None,
+          tls: Optional[tuple] = None) -> int:
+    """Serve ``spec`` until SIGINT/SIGTERM (-> 0) or the server dies (ModelError). ``tls``: (PEM
+    certificate, PEM key) files: gRPC over TLS (grpcs://; HTTP stays plain: tritonserver has no
+    TLS for it)."""
     from .triton_repo import DEFAULT_NAME  # noqa: PLC0415
 
     if spec.backend == "triton":
@@ -286,7 +289,9 @@ def serve(spec, network, grpc_port: int, http_port: int, metrics_port: int = 0, 
     try:
         repo_dir = Path(repo) if repo is not None else work / "repo"
         write_served_repo(spec, network, repo_dir, name, max_batch_size, queue_delay_us, instances, probe)
-        with TritonServer(repo_dir, grpc_port, http_port, metrics_port, work=work) as server:
+        extra = () if tls is None else ("--grpc-use-ssl=true", f"--grpc-server-cert={Path(tls[0]).resolve()}",
+                                        f"--grpc-server-key={Path(tls[1]).resolve()}")
+        with TritonServer(repo_dir, grpc_port, http_port, metrics_port, work=work, extra=extra) as server:
             server.start()
             deadline = time.monotonic() + READY_TIMEOUT_S
             while not server.ready(name):
@@ -297,7 +302,8 @@ def serve(spec, network, grpc_port: int, http_port: int, metrics_port: int = 0, 
                 if time.monotonic() > deadline:
                     raise ModelError(f"the Triton server was not ready in {READY_TIMEOUT_S:.0f} s: {server.failure()}")
                 time.sleep(0.2)
-            line = (f"serving {name} on grpc://127.0.0.1:{grpc_port} and http://127.0.0.1:{http_port} "
+            line = (f"serving {name} on {'grpcs' if tls else 'grpc'}://127.0.0.1:{grpc_port} and "
+                    f"http://127.0.0.1:{http_port} "
                     f"(dynamic batching up to {max_batch_size}, queue delay {queue_delay_us} us)")
             print(line, flush=True)
             if on_ready is not None:

@@ -30,10 +30,10 @@ KEYS = {"model": "model", "cfg": "cfg", "weights": "weights", "names": "names", 
         "backend": "backend", "precision": "precision", "conf": "conf_threshold", "nms": "nms_threshold",
         "classes": "classes", "max_det": "max_det", "letterbox": "letterbox", "calib": "calib",
         "threads": "threads", "cache_dir": "cache_dir", "triton_url": "triton_url", "triton_model": "triton_model",
-        "triton_version": "triton_version", "triton_shm": "triton_shm", "triton_wait": "triton_wait", "file": "file",
-        "preprocess": "preprocess"}
+        "triton_version": "triton_version", "triton_shm": "triton_shm", "triton_wait": "triton_wait",
+        "triton_ca": "triton_ca", "file": "file", "preprocess": "preprocess"}
 # keys whose relative paths are taken relative to the config file that names them
-FILE_KEYS = ("cfg", "weights", "file", "names", "calib")
+FILE_KEYS = ("cfg", "weights", "file", "names", "calib", "triton_ca")
 PREPROCESS = ("auto", "ultralytics", "yolov5", "yolox", "rtdetr")  # models.onnx_layouts.PRESETS
 TRITON_SHM = ("auto", "on", "off")   # models.backends.triton_shm
 
@@ -121,6 +121,8 @@ class ModelSpec:
     triton_shm: Triton system shared memory for the tensors: auto (a loopback server: on, falling
       back to the requests when the server refuses it), on (an error then), off.
     triton_wait: an absent server at start is waited for (as an absent camera), not an error.
+    triton_ca: PEM file of the certificate authorities a grpcs:// or https:// server's certificate
+      is checked against (None: the system's).
     file: an ONNX detector of another family (YOLOv5/v8/v11, YOLOX, RT-DETR; `onnx_layouts`),
       instead of a model or cfg/weights; preprocess: its family's pre-processing when its
       metadata does not say (auto: the metadata's).
@@ -147,6 +149,7 @@ class ModelSpec:
     triton_version: Optional[str] = None
     triton_shm: str = "auto"
     triton_wait: bool = False
+    triton_ca: Optional[str] = None
     preprocess: str = "auto"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -179,10 +182,14 @@ class ModelSpec:
         _choice(self.triton_shm, "triton_shm", TRITON_SHM)
         if not isinstance(self.triton_wait, bool):
             raise ModelConfigError(f"triton_wait: expected true or false, got {self.triton_wait!r}")
-        if self.triton_url is not None or self.triton_shm == "on":
+        if self.triton_ca is not None:
+            if isinstance(self.triton_ca, bool) or not isinstance(self.triton_ca, (str, os.PathLike)):
+                raise ModelConfigError(f"triton_ca: expected a file name, got {self.triton_ca!r}")
+            put("triton_ca", os.fspath(self.triton_ca))
+        if self.triton_url is not None or self.triton_shm == "on" or self.triton_ca is not None:
             from .backends.triton_shm import is_local, remote_error  # noqa: PLC0415
             from .triton_repo import DEFAULT_URL, parse_url  # noqa: PLC0415
-            url = parse_url(self.triton_url or DEFAULT_URL)
+            url = parse_url(self.triton_url or DEFAULT_URL, self.triton_ca)
             if self.triton_shm == "on" and self.backend == "triton" and not is_local(url.address.rsplit(":", 1)[0]):
                 raise ModelConfigError(remote_error(url.text))
         put("conf_threshold", _number(self.conf_threshold, "conf", float))

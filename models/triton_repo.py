@@ -162,17 +162,20 @@ def expected_io(network) -> Tuple[TensorIO, Tuple[TensorIO, ...]]:
 
 @dataclass(frozen=True)
 class TritonURL:
-    """A parsed --triton-url: protocol "grpc" or "http", "host:port", TLS or not, as given."""
+    """A parsed --triton-url: protocol "grpc" or "http", "host:port", TLS or not, as given; ``ca``:
+    the PEM file of the certificate authorities the server's TLS certificate is checked against
+    (None: the system's)."""
 
     protocol: str
     address: str
     ssl: bool
     text: str
+    ca: Optional[str] = None
 
 
-def parse_url(url: str) -> TritonURL:
+def parse_url(url: str, ca: Optional[str] = None) -> TritonURL:
     """``grpc://host[:port]``, ``http://host[:port]`` (and grpcs/https) -> TritonURL; ModelConfigError
-    (one line naming the key) otherwise."""
+    (one line naming the key) otherwise. ``ca``: a PEM file (`TritonURL.ca`), TLS URLs only."""
     bad = ModelConfigError(f"triton_url: expected grpc://HOST:PORT or http://HOST:PORT, got {url!r}")
     if not isinstance(url, str):
         raise bad
@@ -185,4 +188,11 @@ def parse_url(url: str) -> TritonURL:
         raise bad
     protocol, ssl, default_port = SCHEMES[parts.scheme]
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return TritonURL(protocol, f"{host}:{port or default_port}", ssl, url)
+    if ca is not None:
+        if not ssl:
+            raise ModelConfigError(f"triton_ca: a certificate file is for a grpcs:// or https:// triton_url, "
+                                   f"got {url!r}")
+        if not Path(ca).is_file():
+            raise ModelConfigError(f"triton_ca: no such file: {ca}")
+        ca = str(ca)
+    return TritonURL(protocol, f"{host}:{port or default_port}", ssl, url, ca)

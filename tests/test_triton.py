@@ -5,6 +5,7 @@ an unreachable server, a wrong model, a server killed and restarted."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -545,6 +546,51 @@ def test_bearer_token_from_the_environment(tmp_path, monkeypatch, caplog):
                     env={**os.environ, "TRACKPIPE_TRITON_TOKEN": "s3cret"})
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert "system shared memory with the Triton server" in r.stderr and "--triton-shm auto or off" in r.stderr
+
+
+def _self_signed(folder: Path) -> tuple:
+    """A certificate for localhost and 127.0.0.1 signed by itself (openssl) -> (cert, key) paths."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key),
+                        "-out", str(cert)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return cert, key
+
+
+@needs_server
+def test_grpc_over_tls_with_our_certificate_authority(tmp_path):
+    """`serve --tls-cert --tls-key` serves gRPC over TLS; a client given the certificate authority
+    (``triton_ca``, --triton-ca) gets the onnx backend's detections; without it the server's
+    certificate is not trusted: one line, exit 2; a CA for a plain URL is a config error."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (Debian package openssl)")
+    cert, key = _self_signed(tmp_path)
+    grpc_url, _, p = _start_serve(tmp_path / "serve.log", "--tls-cert", cert, "--tls-key", key)
+    try:
+        assert "serving trackpipe_yolo on grpcs://" in (tmp_path / "serve.log").read_text()
+        url = grpc_url.replace("grpc://127.0.0.1", "grpcs://localhost")
+        from trackpipe.models.factory import build_detector
+        img = cv2.imread(str(DOG))
+        with build_detector(_spec(backend="triton", triton_url=url, triton_ca=str(cert), triton_shm="off")) as det:
+            got = det.detect(img)
+        with build_detector(_spec()) as local:
+            _same(local.detect(img), got)
+        r = _models("detect", "--backend", "triton", "--triton-url", url, "--triton-ca", cert, "--triton-shm", "off",
+                    "--image", DOG)
+        assert r.returncode == 0, r.stderr
+        r = _models("detect", "--backend", "triton", "--triton-url", url, "--triton-shm", "off", "--image", DOG)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"error: cannot reach the Triton server at {url}: its TLS certificate is not "
+                                   "trusted here"), r.stderr
+    finally:
+        _stop(p)
+    r = _models("detect", "--backend", "triton", "--triton-url", grpc_url, "--triton-ca", cert, "--image", DOG)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--triton-ca: a certificate file is for a grpcs:// or https:// triton_url" in r.stderr
+    r = _models("serve", "--tls-cert", cert, "--port", str(free_port()))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--tls-key" in r.stderr, r.stderr
 
 
 @needs_server

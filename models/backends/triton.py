@@ -56,15 +56,23 @@ class DetectorStopped(ModelError):
 
 
 def _client_module(protocol: str):
+    if protocol == "grpc":   # gRPC's own INFO lines (a failed TLS handshake...) would add to our one line
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     return require(f"tritonclient.{protocol}", "triton", "the triton backend")
+
+
+def spec_url(spec) -> TritonURL:
+    """The server of backend triton ``spec``: its triton_url (default grpc://127.0.0.1:8001) and triton_ca."""
+    return parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL, getattr(spec, "triton_ca", None))
 
 
 def make_client(url: TritonURL):
     """A tritonclient InferenceServerClient for ``url`` (gRPC or HTTP)."""
     mod = _client_module(url.protocol)
     if url.protocol == "grpc":
-        return mod.InferenceServerClient(url.address, ssl=url.ssl)
-    return mod.InferenceServerClient(url.address, ssl=url.ssl, connection_timeout=5.0, network_timeout=60.0)
+        return mod.InferenceServerClient(url.address, ssl=url.ssl, root_certificates=url.ca)
+    return mod.InferenceServerClient(url.address, ssl=url.ssl, connection_timeout=5.0, network_timeout=60.0,
+                                     ssl_options={"ca_certs": url.ca} if url.ca else None)
 
 
 def auth_headers() -> Optional[dict]:
@@ -80,6 +88,9 @@ def auth_headers() -> Optional[dict]:
 def _reason(e: BaseException) -> str:
     msg = getattr(e, "message", None)
     text = (msg() if callable(msg) else None) or str(e) or type(e).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return ("its TLS certificate is not trusted here (give the authority that signed it: --triton-ca FILE, "
+                "model.triton_ca)")
     return text.strip().splitlines()[0][:200]
 
 
@@ -100,7 +111,7 @@ class TritonDetector(Detector):
         if spec.precision not in ("fp32", "auto"):
             raise BackendUnavailable(f"the triton backend runs the server's model as it is: precision "
                                      f"{spec.precision} is chosen when the model repository is written, not here")
-        self.url = parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL)
+        self.url = spec_url(spec)
         self.model_name = getattr(spec, "triton_model", None) or DEFAULT_NAME
         self.version = str(getattr(spec, "triton_version", None) or "")
         self.headers = auth_headers()
@@ -406,7 +417,7 @@ def wait_for_server(spec, still=None, backoff_s: tuple = (0.5, 30.0), sleep=time
     `pipeline.media.waiting.StillWaiting`; None: no such lines) while the retries back off from
     ``backoff_s[0]`` s, doubling, to ``backoff_s[1]``. Nothing is held meanwhile: Ctrl-C
     (KeyboardInterrupt) leaves nothing behind."""
-    url = parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL)
+    url = spec_url(spec)
     model, version = getattr(spec, "triton_model", None) or DEFAULT_NAME, str(getattr(spec, "triton_version", None)
                                                                                 or "")
     what = f"the Triton server at {url.text}"
@@ -429,9 +440,9 @@ def wait_for_server(spec, still=None, backoff_s: tuple = (0.5, 30.0), sleep=time
     log.info("%s answers: starting", what)
 
 
-def server_statistics(url: str, model: str, version: str = "") -> dict:
+def server_statistics(url: str, model: str, version: str = "", ca: Optional[str] = None) -> dict:
     """Triton's own statistics of ``model`` (its statistics API), see `summarize_statistics`."""
-    u = parse_url(url)
+    u = parse_url(url, ca)
     client = make_client(u)
     try:
         kw = {"as_json": True} if u.protocol == "grpc" else {}
