@@ -27,7 +27,7 @@ import pytest
 from conftest import COCO_NAMES, DARKNET, ROOT, YF_CFG, YF_WEIGHTS, leftovers
 from test_run_tracker import _wait_group_gone
 from tests.procs import running_in_group
-from tests.rtsp.fixtures import RtspServer, decode_stamp, free_port, rtsp_available
+from tests.rtsp.fixtures import RtspServer, decode_stamp, free_port, open_capture, rtsp_available
 
 YF = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO_NAMES), "--size", "320",
       "--backend", "onnx", "--precision", "fp32"]
@@ -158,11 +158,25 @@ def backoff_bound(lost_t: float, ready_t: float) -> float:
     return b
 
 
+def _serving(url: str, timeout: float) -> float:
+    """Once a client of our own reads a frame from ``url`` -> that time (time.time())."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cap = open_capture(url, 3000, 3000)
+        try:
+            if cap.isOpened() and cap.read()[0]:
+                return time.time()
+        finally:
+            cap.release()
+        assert time.monotonic() < deadline, f"{url} serves no frame {timeout:g}s after its restart"
+        time.sleep(0.2)
+
+
 @pytest.mark.timeout(90)
 def test_killed_camera_restarted_5s_later_then_sigterm(server, tracker, tmp_path):
     server.start()
     server.wait_ready(20)
-    tr = tracker(tmp_path, server.url)
+    tr = tracker(tmp_path, server.url, extra=["--log-level", "debug"])   # each reconnect attempt logged
     tr.wait_frames(20)
     t_kill = time.time()
     server.kill()
@@ -172,7 +186,7 @@ def test_killed_camera_restarted_5s_later_then_sigterm(server, tracker, tmp_path
     t_restart = time.time()
     server.start()
     server.wait_ready(20)
-    t_ready = time.time()
+    t_ready = _serving(server.url, 20)   # back means serving frames, not only listening
     restored = tr.wait_event("source_restored", 1, 40)
     recovery = restored["t"] - t_restart
     bound = backoff_bound(lost["t"], t_ready) + 3.0
@@ -184,7 +198,9 @@ def test_killed_camera_restarted_5s_later_then_sigterm(server, tracker, tmp_path
     print(f"\nkill: source_lost after {detect:.2f}s, source_restored {recovery:.2f}s after the restart "
           f"(bound {bound:.1f}s)")
     assert detect < 2.0
-    assert recovery < bound
+    attempts = [ln for ln in (tmp_path / "stderr.txt").read_text().splitlines() if "reconnecting in" in ln]
+    assert recovery < bound, f"served again {t_ready - t_restart:.1f}s after the restart; attempts:\n" + \
+        "\n".join(attempts)
     # SIGTERM while the camera is gone again (capture is between reconnect attempts)
     server.kill()
     tr.wait_event("source_lost", 2, 10)
