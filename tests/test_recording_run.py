@@ -38,7 +38,7 @@ MODEL = ["--cfg", str(YF_CFG), "--weights", str(YF_WEIGHTS), "--names", str(COCO
          "--backend", "onnx", "--precision", "fp32"]
 PRE_S, POST_S, GOP_S = 2.0, 2.0, 1.0        # the RTSP server sends a keyframe every second
 CLASSES = ("person", "car")
-RUN_S = 14
+RUN_S = 20
 # one clock (docs/recording.md): the capture's frame times and the recorder's agree within this (measured under
 # load: 0.04-0.06 s; 0.09 s from the camera making a frame), where decode times differed by up to 1.4 s
 CLOCK_S = 0.25
