@@ -20,6 +20,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def pid_dead(pid: int) -> bool:
+    """Whether ``pid`` names a process (> 0) that is gone: what it left behind may be removed."""
+    return pid > 0 and not pid_alive(pid)
+
+
 def unlink_all(paths: Iterable[str]) -> int:
     """Unlink each of ``paths`` that can be -> how many were."""
     n = 0

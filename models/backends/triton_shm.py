@@ -29,7 +29,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from ..pids import pid_alive, unlink_all
+from ..pids import pid_dead, unlink_all
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def owner_pid(name: str) -> int:
 
 def stale(names: Iterable[str]) -> List[str]:
     """The names of ours (`NAME_RE`) whose process is gone."""
-    return [n for n in names if owner_pid(n) > 0 and not pid_alive(owner_pid(n))]
+    return [n for n in names if pid_dead(owner_pid(n))]
 
 
 def remove_stale_files() -> int:

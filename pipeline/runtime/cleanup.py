@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from typing import List, Tuple
 
-from trackpipe.models.pids import pid_alive, unlink_all
+from trackpipe.models.pids import pid_alive, pid_dead, unlink_all
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,9 @@ def clean_stale() -> Tuple[int, int]:
 
     -> (segments removed, directories removed)."""
     dirs = 0
-    shm = unlink_all(path for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*"))
-                  if _owner_pid(path) > 0 and not pid_alive(_owner_pid(path)))
+    shm = unlink_all(path for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")) if pid_dead(_owner_pid(path)))
     for path in glob.glob(os.path.join(ipc_root(), PREFIX + "*")):
-        pid = _owner_pid(path)
-        if pid > 0 and not pid_alive(pid) and os.path.isdir(path):
+        if pid_dead(_owner_pid(path)) and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
             dirs += not os.path.exists(path)
     if shm or dirs:
