@@ -188,8 +188,8 @@ class ModelSpec:
             put("triton_ca", os.fspath(self.triton_ca))
         if self.triton_url is not None or self.triton_shm == "on" or self.triton_ca is not None:
             from .backends.triton_shm import is_local, remote_error  # noqa: PLC0415
-            from .triton_repo import DEFAULT_URL, parse_url  # noqa: PLC0415
-            url = parse_url(self.triton_url or DEFAULT_URL, self.triton_ca)
+            from .triton_repo import spec_url  # noqa: PLC0415
+            url = spec_url(self)
             if self.triton_shm == "on" and self.backend == "triton" and not is_local(url.address.rsplit(":", 1)[0]):
                 raise ModelConfigError(remote_error(url.text))
         put("conf_threshold", _number(self.conf_threshold, "conf", float))

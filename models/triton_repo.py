@@ -196,3 +196,9 @@ def parse_url(url: str, ca: Optional[str] = None) -> TritonURL:
             raise ModelConfigError(f"triton_ca: no such file: {ca}")
         ca = str(ca)
     return TritonURL(protocol, f"{host}:{port or default_port}", ssl, url, ca)
+
+
+def spec_url(spec) -> TritonURL:
+    """The server of backend triton ``spec`` (a ModelSpec): its triton_url (default `DEFAULT_URL`)
+    and triton_ca."""
+    return parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL, getattr(spec, "triton_ca", None))

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..detector import Detector
 from ..errors import BackendUnavailable, ModelConfigError, ModelError, require
-from ..triton_repo import DEFAULT_NAME, DEFAULT_URL, TritonURL, expected_io, parse_url
+from ..triton_repo import DEFAULT_NAME, TritonURL, expected_io, parse_url, spec_url
 from .triton_shm import ShmRegion, free_bytes, is_local, registered_names, remote_error, remove_stale_files, stale
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,6 @@ def _client_module(protocol: str):
     if protocol == "grpc":   # gRPC's own INFO lines (a failed TLS handshake...) would add to our one line
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     return require(f"tritonclient.{protocol}", "triton", "the triton backend")
-
-
-def spec_url(spec) -> TritonURL:
-    """The server of backend triton ``spec``: its triton_url (default grpc://127.0.0.1:8001) and triton_ca."""
-    return parse_url(getattr(spec, "triton_url", None) or DEFAULT_URL, getattr(spec, "triton_ca", None))
 
 
 def make_client(url: TritonURL):
