@@ -61,16 +61,12 @@ def test_a_busy_scene_costs_a_copy_per_new_track_plus_one_per_interval():
     ids = np.arange(1, 41)
     capped, uncapped = BestFrames(interval_s=0.25), BestFrames(interval_s=0.0)
     scores = rng.uniform(0.3, 0.6, len(ids))
+    tiny = np.zeros((2, 2, 3), np.uint8)   # the bookkeeping, not the pixels
     for seq in range(900):
         scores = np.clip(scores + rng.normal(0, 0.03, len(ids)), 0.05, 0.99)
         tr = _tracks(ids, scores)
         for bf in (capped, uncapped):
-            rows = bf.due(tr, seq / 30)
-            if len(rows):
-                bf.kept += 1
-                bf.last_copy = seq / 30
-                for k in rows.tolist():   # keep()'s bookkeeping without the pixels
-                    bf.best[int(ids[k])] = type("B", (), {"score": float(scores[k])})()
+            bf.keep(tiny, seq, seq / 30, tr, bf.due(tr, seq / 30))
     assert capped.kept <= 1 + 30 / 0.25 + 1, capped.kept
     assert uncapped.kept > 2 * capped.kept, (uncapped.kept, capped.kept)
 

@@ -8,9 +8,10 @@ frames shared by tracks are copied once). Later frames whose score beats a track
 ``min_gain`` replace it, at most once per ``interval_s`` of capture time per camera: the tracks
 better on that frame share one copy. A busy scene thus costs a copy per new track plus at most
 1 / ``interval_s`` copies a second, whatever the number of tracks (docs/recording.md: 4.1
-copies a second on a busy 1080p clip, 9.2 uncapped). A track's frame is encoded as JPEG once, when the track ends
-(`ended`): one encode per event, shared by tracks that end together on the same frame. The frame
-then goes to the sink (`messages.BestFrame`), whose recorder writes it as the event's snapshot.
+copies a second on a busy 1080p clip, 9.2 uncapped). A track's frame is encoded as JPEG once,
+when the track ends (`ended`): one encode per event, shared by tracks that end together on the
+same frame. The frame then goes to the sink (`messages.BestFrame`), whose recorder writes it as
+the event's snapshot.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class BestFrames:
             elif s >= best.score + self.min_gain:
                 better.append(k)
         if better and (new or t - self.last_copy >= self.interval_s):  # a copy made anyway serves both
-            new = sorted(new + better)
+            return np.asarray(sorted(new + better), np.int64)
         return np.asarray(new, np.int64)
 
     def keep(self, frame: np.ndarray, seq: int, t: float, tracks, rows: np.ndarray,

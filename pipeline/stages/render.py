@@ -359,7 +359,8 @@ class RenderProcess(StageProcess):
             frame = ring.frame(slot, shape)
             # capture may reclaim the slot, or the live view reads it: a private copy to draw on (a
             # best frame alone is shrunk from the slot itself, then the slot checked)
-            private = self._private() and (draw or len(new) > 0)
+            shared = self._private()
+            private = shared and (draw or len(new) > 0)
             if private:
                 img = self.scratch[:shape[0], :shape[1], :shape[2]]
                 np.copyto(img, frame)
@@ -372,7 +373,7 @@ class RenderProcess(StageProcess):
             elif len(new):  # the slot was reclaimed meanwhile: take them from a later frame
                 out.snaps.unsee(tracks.track_id[new])
             if ok and len(better):  # clean (before drawing): the recorded events' snapshots
-                checked = None if private or not self._private() else (lambda: ring.valid(slot, seq, version))
+                checked = (lambda: ring.valid(slot, seq, version)) if shared and not private else None
                 out.best.keep(img, seq, meta.t_capture, tracks, better, checked)
                 stats.gauges["best_frames_kept"] = sum(o.best.kept for o in self.outs if o.best is not None)
             if ok and draw:
