@@ -82,15 +82,16 @@ def test_slots_overwrite_the_staged_frame_when_full_then_reclaim(ring):
     assert slot is not None and not dropped and slots.in_flight == 2
 
 
-def test_slots_unpublish_and_restart_adoption(ring):
+def test_slots_release_and_restart_adoption(ring):
     slots = SlotAllocator(ring, reclaim_after_s=2.0)
     (meta, _), _ = _write(slots, ring)
     pub = slots.take_staged()
-    slots.unpublish(pub)                        # the send failed: staged again
-    assert slots.has_staged() and slots.in_flight == 0
+    slots.release(pub)                          # given up before it went out: its slot is free
+    assert slots.in_flight == 0 and ring.is_free(pub.slot) and not slots.has_staged()
+    (meta, _), _ = _write(slots, ring)
     slots.take_staged()
     again = SlotAllocator(ring, reclaim_after_s=2.0, next_seq=meta.seq + 1)   # a restarted capture
-    assert again.in_flight == 1 and again.next_seq == 1
+    assert again.in_flight == 1 and again.next_seq == meta.seq + 1
     assert slots.discard_staged() is False
 
 
@@ -120,25 +121,60 @@ def test_publisher_answers_wants_and_sends_events_in_order(ring, tmp_path):
     try:
         out = bus.push("frames", hwm=8, bind=True)
         inp = bus.pull("frames", hwm=8, bind=False)
-        pub = Publisher(out, "test://src")
         slots = SlotAllocator(ring, reclaim_after_s=2.0)
+        pub = Publisher(out, slots, "test://src")
         _write(slots, ring)
-        assert pub.publish(slots) is None                   # nobody asked
+        assert pub.publish() is None                        # nobody asked
         pub.wanted(1)
         pub.wanted(1)                                       # a resent want does not add up
         assert pub.wants == 1
-        pub.queue_event(m.SourceEvent("source_lost", 1.0, 0, "test://src", "read failed"))
+        pub.queue_event(m.SourceEvent("source_restored", 1.0, 0, "test://src"))
         deadline = time.monotonic() + 5
         while pub.pending_events and time.monotonic() < deadline:  # waits here until a reader connects
             pub.flush_events()
             time.sleep(0.01)
         assert pub.pending_events == 0
-        meta = pub.publish(slots)
+        meta = pub.publish()
         assert meta is not None and pub.published == 1 and pub.wants == 0
         got = [busmod.recv(inp, 2000) for _ in range(2)]
         assert isinstance(got[0], m.SourceEvent) and got[1] == m.Frame(meta)
         pub.end_of_stream(2, Flag())
         assert [busmod.recv(inp, 2000) for _ in range(2)] == [m.EndOfStream(1)] * 2
+    finally:
+        bus.close()
+
+
+def test_publisher_sends_skipped_frames_unasked_and_holds_one_to_detect(ring, tmp_path):
+    """The gate's skipped frames need no want; a frame to detect waits for one, and a newer
+    frame that takes its place is detected instead; a loss drops the held frame."""
+    bus = Bus(str(tmp_path))
+    try:
+        out = bus.push("frames", hwm=8, bind=True)
+        inp = bus.pull("frames", hwm=8, bind=False)
+        slots = SlotAllocator(ring, reclaim_after_s=2.0)
+        decide = {0: False, 1: True, 2: False, 3: False}    # seq -> the gate's call
+        drops = []
+        pub = Publisher(out, slots, "test://src", make=lambda meta: m.Frame(meta, decide[meta.seq]),
+                        on_drop=lambda: drops.append(1))
+        deadline = time.monotonic() + 5
+        (first, _), _ = _write(slots, ring)
+        while pub.publish() is None and time.monotonic() < deadline:   # until a reader connects
+            time.sleep(0.01)
+        assert pub.published == 1 and busmod.recv(inp, 2000) == m.Frame(first, False)
+        (held, _), _ = _write(slots, ring)
+        assert pub.publish() is None and pub.held.meta == held          # to detect: waits for a want
+        (newer, _), _ = _write(slots, ring)
+        assert pub.publish() is None and drops == [1] and ring.is_free(held.slot)
+        assert pub.held == m.Frame(newer, True)             # skipped by the gate, detected in its place
+        pub.wanted(1)
+        assert pub.publish() == newer and pub.wants == 0 and busmod.recv(inp, 2000) == m.Frame(newer, True)
+        (lost, _), _ = _write(slots, ring)
+        decide[lost.seq] = True
+        assert pub.publish() is None and pub.held is not None
+        pub.queue_event(m.SourceEvent("source_lost", 1.0, lost.seq, "test://src", "read failed"))
+        pub.flush_events()                                  # made before the loss: never sent after it
+        assert pub.held is None and drops == [1, 1] and ring.is_free(lost.slot)
+        assert isinstance(busmod.recv(inp, 2000), m.SourceEvent)
     finally:
         bus.close()
 

@@ -49,7 +49,8 @@ class LiveCapture:
         self.watchdog = SourceWatchdog(self.cfg.watchdog_s, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
         # a source not there (never came, or lost): "still waiting for <camera>" now and then (media.waiting)
         self.still = StillWaiting(getattr(self.cfg, "still_waiting_s", STILL_WAITING_S))
-        self.publisher = Publisher(stage.out, stage.uri, stage.index, getattr(stage, "motion_frame", None))
+        self.publisher = Publisher(stage.out, self.slots, stage.uri, stage.index, getattr(stage, "motion_frame", None),
+                                   on_drop=self._dropped)
         self.halt = threading.Event()       # stops the grabber (the stage itself goes on)
         self.ended = False                  # the source finished (realtime file)
         self.error = None
@@ -62,6 +63,9 @@ class LiveCapture:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+
+    def _dropped(self) -> None:
+        self.stats.drops += 1
 
     def _stopping(self) -> bool:
         return self.halt.is_set() or self.stage.stopping()
@@ -204,14 +208,14 @@ class LiveCapture:
                     self._event("source_lost", reason)
                     pub.flush_events()
                 t0 = time.monotonic()
-                if pub.publish(self.slots) is not None:
+                if pub.publish() is not None:
                     st.count_out()
                     self.stats.count_item(t0)
                 self.stats.gauges.update(source_up=int(self.watchdog.up), frames_grabbed=self.grabbed,
                                          in_flight=self.slots.in_flight, source_lost=self.watchdog.lost_count,
                                          reconnects=self.watchdog.reconnects)
                 st.tick()
-                if self.ended and not self.slots.has_staged():
+                if self.ended and not self.slots.has_staged() and pub.held is None:
                     break
                 if st.max_frames and pub.published >= st.max_frames:
                     break

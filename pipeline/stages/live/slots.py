@@ -111,13 +111,10 @@ class SlotAllocator:
                 self.published[meta.slot] = (meta.seq, self.clock())
             return meta
 
-    def unpublish(self, meta: FrameMeta) -> None:
-        """Sending ``meta`` failed: stage it again, unless a newer frame is staged meanwhile."""
+    def release(self, meta: FrameMeta) -> None:
+        """A published frame ``meta`` was given up before it went out: its slot is free again."""
         with self.lock:
-            self.published.pop(meta.slot, None)
-            if self.staged is None:
-                self.staged = meta
-            else:
+            if self.published.pop(meta.slot, None) is not None:
                 self.ring.release(meta.slot, meta.seq)
 
     def has_staged(self) -> bool:
