@@ -151,6 +151,37 @@ def test_time_batches_counts_frames_per_batch_size():
     assert out[1][0] == calls.count(1) and out[4][0] == 4 * calls.count(4) and out[1][1] > 0
 
 
+def _infer(mode: str, cameras: int, batch, max_batch: int = 8):
+    """An infer stage's batch bookkeeping without its process (a unit test of the code around the detector)."""
+    from types import SimpleNamespace
+
+    from trackpipe.pipeline.stages.infer import InferProcess
+    st = InferProcess.__new__(InferProcess)
+    st.rc = SimpleNamespace(mode=mode, cameras=[f"cam{i}" for i in range(cameras)])
+    st.batch_request, st.max_batch = batch, max_batch
+    return st
+
+
+def test_auto_times_batch_1_against_4_capped_by_the_cameras_live():
+    assert _infer("latest", 16, "auto")._candidates() == [1, 4]
+    assert _infer("latest", 3, "auto")._candidates() == [1, 3]      # one frame per camera
+    assert _infer("latest", 1, "auto")._candidates() == [1]
+    assert _infer("lossless", 1, "auto")._candidates() == [1, 4]
+    assert _infer("lossless", 1, "auto", max_batch=2)._candidates() == [1, 2]
+    assert _infer("latest", 16, 8)._candidates() == [8]
+    assert _infer("latest", 16, "auto")._latest_batch() == 1         # unmeasured: unbatched
+
+
+def test_a_short_batch_runs_frame_by_frame_so_no_new_size_is_compiled():
+    st = _infer("latest", 16, "auto")
+    calls = []
+    st.detector = type("D", (), {"detect_batch": lambda self, v: calls.append(len(v)) or [len(calls)] * len(v)})()
+    st.batch = 4
+    assert st._detect(["a"] * 4) == [1] * 4 and st._detect(["b"]) == [2]
+    assert st._detect(["c"] * 3) == [3, 4, 5]                         # one call per frame, in order
+    assert calls == [4, 1, 1, 1, 1]
+
+
 def test_off_from_yaml_or_set_is_no_placement():
     """`--set pipeline.cpus=off` / `cpus: off` in YAML 1.1 arrive as false: that is off."""
     from trackpipe.pipeline.config import parse_scalar
