@@ -506,6 +506,65 @@ def test_file_run_survives_the_server_killed_and_restarted(tmp_path):
     assert rep["stages"]["infer"]["remote"]["shm"] is True
 
 
+def _child_named(parent: int, name: str) -> int:
+    """The pid of ``parent``'s child whose process name (prctl) is ``name``."""
+    for pid in subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no process {name} under {parent}")
+
+
+@needs_server
+def test_infer_restarted_while_the_server_is_down_waits_for_it(tmp_path):
+    """A live run: the server SIGKILLed, then the infer stage too (the supervisor restarts it
+    while no server answers): the restart waits for the server instead of failing the run, and
+    tracking resumes once a server is back; Ctrl-C then ends the run cleanly."""
+    import json
+
+    from trackpipe.models.darknet import load_network
+    from trackpipe.models.serve import TritonServer, write_served_repo
+
+    spec = _spec()
+    write_served_repo(spec, load_network(spec.cfg, spec.weights, spec.size), tmp_path / "repo", "trackpipe_yolo",
+                      8, 1000, 1)
+    grpc_port, http_port = free_port(), free_port()
+    mot, profile = tmp_path / "mot.txt", tmp_path / "profile.json"
+    rows = lambda: len(mot.read_text().splitlines()) if mot.exists() else 0  # noqa: E731
+    with TritonServer(tmp_path / "repo", grpc_port, http_port, work=tmp_path / "w1") as first:
+        first.start().wait_ready("trackpipe_yolo")
+        run = subprocess.Popen([sys.executable, "run_tracker.py", "--source", VIDEO / "aiguys_video.mp4", "--realtime",
+                                "--loop", "--headless", "--backend", "triton", "--triton-url",
+                                f"grpc://127.0.0.1:{grpc_port}", "--mot", mot, "--profile", profile],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: rows() > 10 or run.poll() is not None, 180, "the run's first tracks")
+            assert run.poll() is None, run.communicate()[0]
+            stubs = subprocess.run(["pgrep", "-P", str(first.proc.pid)], capture_output=True, text=True).stdout.split()
+            first.kill()
+            for pid in stubs:
+                wait_for(lambda: _gone(pid), 30, "the killed server's stub to go")
+            os.kill(_child_named(run.pid, "tp-infer"), signal.SIGKILL)
+            time.sleep(4.0)       # restarted by now, with no server to reach
+            assert run.poll() is None, run.communicate()[0]
+            with TritonServer(tmp_path / "repo", grpc_port, http_port, work=tmp_path / "w2") as second:
+                second.start().wait_ready("trackpipe_yolo")
+                back = rows()
+                wait_for(lambda: rows() > back + 10 or run.poll() is not None, 90, "tracks after the server's return")
+                assert run.poll() is None, run.communicate()[0]
+                run.send_signal(signal.SIGINT)
+                out = run.communicate(timeout=60)[0]
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode in (0, 130), out
+    assert "waiting for the Triton server" in out, out
+    rep = json.loads(profile.read_text())
+    assert rep["stages"]["infer"]["restarts"] >= 1, rep["stages"]["infer"]
+
+
 @needs_server
 def test_bearer_token_from_the_environment(tmp_path, monkeypatch, caplog):
     """A server that asks for a token on its inference protocol: refused without one, served with

@@ -88,7 +88,8 @@ class StageSettingsBuilder:
         shape = max((cam.info.shape for cam in self.cameras), key=lambda s: s[0] * s[1])
         return InferSettings(spec, tuple(shape), worker=worker, batch=c.batch, max_batch=max_batch,
                              batch_timeout_ms=c.batch_timeout_ms, probe_uri=probe,
-                             solo_seconds=0.0 if p.detector_factory else SOLO_SECONDS, factory=p.detector_factory)
+                             solo_seconds=0.0 if p.detector_factory else SOLO_SECONDS, factory=p.detector_factory,
+                             restart=incarnation > 0)
 
     def track(self, worker: int, incarnation: int) -> TrackSettings:
         p, t = self.plan, self.plan.cfg.tracker

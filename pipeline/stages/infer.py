@@ -143,6 +143,7 @@ class InferProcess(StageProcess):
         self.ctls = [self.bus.push(of_camera(CTL, i), hwm=64, flush=False) for i in range(n)]
         from trackpipe.models.errors import ModelError, error_line
         from trackpipe.models.factory import build_detector
+        self._wait_for_server()
         try:
             if self.factory is None and getattr(self.spec, "precision", "") == "auto" and self.probe_uri:
                 # precision auto keeps a reduced precision only when its boxes agree with fp32's
@@ -172,6 +173,28 @@ class InferProcess(StageProcess):
         if hasattr(det, "on_wait"):  # a remote detector (triton) waiting out a lost server: alive, not hung
             det.on_wait = self._detector_waiting
             self.stats.gauges["detector"] = self._detector_state = "ok"
+
+    def _wait_for_server(self) -> None:
+        """Backend triton, a restarted worker (or ``model.triton_wait``): wait for the server as
+        the run's start does (`models.backends.triton.wait_for_server`), beating, until the run
+        stops; a server lost when the run began is an error of the detector's own."""
+        spec = self.spec
+        if self.factory is not None or getattr(spec, "backend", "") != "triton":
+            return
+        if not (self.settings.restart or getattr(spec, "triton_wait", False)):
+            return
+        from trackpipe.models.backends.triton import wait_for_server
+        from trackpipe.pipeline.media.waiting import StillWaiting
+
+        def sleep(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                if self.stopping():
+                    raise StageError("stopped while waiting for the Triton server")
+                StageProcess.beat(self)
+                time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+        wait_for_server(spec, StillWaiting(), sleep=sleep)
 
     def _latest_batch(self) -> int:
         """Latest mode: at most one frame per camera in a batch (each has one outstanding want);

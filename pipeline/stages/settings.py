@@ -68,7 +68,8 @@ class InferSettings:
     """One infer worker. ``frame_shape`` (H, W, 3): the largest camera's; ``batch``: an int or
     ``auto``, at most ``max_batch`` (a batch holds ring slots); ``probe_uri``: a file whose first
     frames the solo measurement and precision ``auto`` use; ``factory``: spec -> Detector
-    (picklable; None: `models.factory.build_detector`)."""
+    (picklable; None: `models.factory.build_detector`); ``restart``: a restarted worker (a remote
+    detector's absent server is waited for, as the running one waits out a lost server)."""
 
     spec: Any                           # models.spec.ModelSpec
     frame_shape: Tuple[int, int, int]
@@ -80,6 +81,7 @@ class InferSettings:
     solo_seconds: float = 1.2
     warmup: bool = True
     factory: Optional[Callable] = None
+    restart: bool = False
 
 
 @dataclass(frozen=True)
