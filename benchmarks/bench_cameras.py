@@ -120,7 +120,9 @@ def static_run(n: int, motion: str, seconds: float, clips: tuple, tmp: Path) -> 
     ended = {e["track_id"] for e in mov if e["event"] == "track_ended"}
     still = [c for k, c in cams.items() if k != "cam0"]
     return {"cameras": n, "motion": motion, "fps_min_ratio": round(min(fps.values()) / 15.0, 3),
-            "fps_min": min(fps.values()), "age_p95_ms": max(c["frame_age_ms"].get("p95") or 0.0 for c in cams.values()),
+            "fps_min": min(fps.values()), "fps_moving": fps["cam0"],
+            "fps_still_min": min((f for k, f in fps.items() if k != "cam0"), default=None),
+            "age_p95_ms": max(c["frame_age_ms"].get("p95") or 0.0 for c in cams.values()),
             "detect_still": round(statistics.mean(c.get("detect_fraction") or 0.0 for c in still), 3)
             if still else None,
             "detect_moving": cams["cam0"].get("detect_fraction"),
@@ -253,14 +255,16 @@ def main() -> None:
     if fault:
         print(f"fault (4 RTSP cameras, cam3 killed 10 s): {json.dumps(fault)}")
     if static:
-        hdr = f"{'cams':>4} {'motion':>6} {'fps min/15':>10} {'fps mean':>8} {'age p95 ms':>10} {'det still':>9} " \
+        hdr = f"{'cams':>4} {'motion':>6} {'fps min/15':>10} {'fps mean':>8} {'moving':>6} {'still min':>9} " \
+              f"{'age p95 ms':>10} {'det still':>9} " \
               f"{'det moving':>10} {'det fps':>7} {'cores':>5} {'cpu ms/frame':>12} {'cams by cpu':>11} " \
               f"{'tracks':>6} {'paired':>6} {'ok':>3}"
         print(hdr)
         print("-" * len(hdr))
         for r in static:
             print(f"{r['cameras']:>4} {r['motion']:>6} {r['fps_min_ratio']:>10.3f} {r['fps_mean']:>8.2f} "
-                  f"{r['age_p95_ms']:>10.1f} {r['detect_still'] or 0:>9.3f} {r['detect_moving'] or 0:>10.3f} "
+                  f"{r['fps_moving']:>6.2f} {r['fps_still_min'] or 0:>9.2f} {r['age_p95_ms']:>10.1f} "
+                  f"{r['detect_still'] or 0:>9.3f} {r['detect_moving'] or 0:>10.3f} "
                   f"{r['detector_fps']:>7.1f} {r['cpu_cores']:>5.2f} {r['cpu_ms_per_frame']:>12.2f} "
                   f"{r['cameras_by_cpu']:>11} "
                   f"{r['moving_tracks']:>6} {r['moving_events_paired']!s:>6} "
