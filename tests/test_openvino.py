@@ -158,3 +158,26 @@ def test_openvino_not_installed_is_one_line():
     r = subprocess.run([sys.executable, "-c", code, "detect", *map(str, MODEL), "--backend", "openvino"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     _one_line(r, "the openvino backend needs the openvino package, which is not installed")
+
+
+def test_compiled_models_are_cached_per_cpu_and_a_damaged_file_is_compiled_again(tmp_path, monkeypatch):
+    """A second detector of the same model loads OpenVINO's compiled file instead of compiling;
+    a damaged file gives the same boxes (compiled again); another ISA cap uses another folder."""
+    from trackpipe.models.backends.openvino_backend import compiled_cache_dir
+    spec = ModelSpec(cfg=FASTEST_XL_CFG, weights=FASTEST_XL_WEIGHTS, size=(320, 320), backend="openvino",
+                     precision="fp32", cache_dir=tmp_path, threads=1)
+    img = cv2.imread(str(IMAGES / "dog.jpg"))
+    with build_detector(spec) as det:
+        first = det.detect(img)
+    blobs = list(compiled_cache_dir(tmp_path).glob("*.blob"))
+    assert len(blobs) == 1 and blobs[0].stat().st_size > 1 << 20
+    for damage in (b"", b"\0" * 4096):
+        blobs[0].chmod(0o600)
+        blobs[0].write_bytes(damage)
+        with build_detector(spec) as det:
+            again = det.detect(img)
+        np.testing.assert_allclose(again.xyxy, first.xyxy, atol=1e-3)
+        assert len(first.xyxy) > 0
+        assert blobs[0].stat().st_size > 1 << 20          # rewritten whole
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert compiled_cache_dir(tmp_path) != blobs[0].parent
