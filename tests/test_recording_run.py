@@ -240,11 +240,14 @@ def test_the_review_page_plays_a_clip_with_the_box_on_the_object(review, yf_spec
         path = root / "clip-under-test.mp4"
         path.write_bytes(clip)
         with av.open(str(path)) as c:
-            frame = min(c.decode(video=0), key=lambda f: abs(f.time - shown[0])).to_ndarray(format="bgr24")
+            frames = list(c.decode(video=0))
+        frame = min(frames, key=lambda f: abs(f.time - shown[0])).to_ndarray(format="bgr24")
         dets = detector.detect(frame)
         box = np.array(shown[1], np.float32)
         ious = [iou(box, d) for d in dets.xyxy[dets.class_id == 0]]
-        assert ious and max(ious) >= 0.5, (shown, dets.xyxy.tolist())
+        # on a miss: what was drawn and found, the event's times and the clip's frame times
+        assert ious and max(ious) >= 0.5, (shown, dets.xyxy.tolist(), {k: detail.get(k) for k in (
+            "start", "end", "t_best", "clip_start", "clip_end")}, (frames[0].time, frames[-1].time, len(frames)))
         # switched off: nothing drawn, the recording stays clean
         page.uncheck("#show-boxes")
         page.wait_for_function("() => { const c = document.querySelector('#overlay'); const d = c.getContext('2d')"
