@@ -110,11 +110,19 @@ def cmd_guide(args) -> int:
     return 0
 
 
+def _darknet_only(spec, command: str) -> None:
+    """``convert`` and ``serve`` build from a darknet network: a model file is one line, not a traceback."""
+    if getattr(spec, "file", None):
+        raise ModelConfigError(f"{command} takes a darknet model (--model, --cfg/--weights); an ONNX model file "
+                               f"(--model-file) runs as it is on the onnx and openvino backends")
+
+
 def cmd_convert(args) -> int:
     from .convert import convert  # noqa: PLC0415
     from .darknet import load_network  # noqa: PLC0415
 
     spec = spec_from_args(args)
+    _darknet_only(spec, "convert")
     network = load_network(spec.cfg, spec.weights, spec.size)
     if args.format == "triton":
         from .triton_repo import DEFAULT_NAME, export_triton  # noqa: PLC0415
@@ -136,6 +144,7 @@ def cmd_serve(args) -> int:
     for p in (args.tls_cert, args.tls_key):
         if p is not None and not p.is_file():
             raise ModelConfigError(f"no such file: {p}")
+    _darknet_only(spec, "serve")
     network = load_network(spec.cfg, spec.weights, spec.size)
     return serve(spec, network, args.port, args.http_port, args.metrics_port, spec.triton_model, args.max_batch,
                  args.queue_delay_us, args.instances, args.repo, probe=args.probe,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -266,3 +267,12 @@ def test_run_tracker_end_to_end_with_an_onnx_file(tmp_path):
     assert "next runs: " in err and list((tmp_path / "cache" / "auto").glob("yolov8t-320x320-*.json")), err
     rows = [ln.split(",") for ln in mot.read_text().splitlines()]
     assert rows and all(1 <= int(r[0]) <= 40 for r in rows)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", [["convert", "--format", "triton", "--out", "repo"], ["serve"]])
+def test_convert_and_serve_of_a_model_file_are_one_line_exit_2(tmp_path, command):
+    r = subprocess.run([sys.executable, "-m", "trackpipe.models", *command, "--model-file", str(FIX / "yolov8t.onnx")],
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=50)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"error: {command[0]} takes a darknet model" in r.stderr and not (tmp_path / "repo").exists(), r.stderr
