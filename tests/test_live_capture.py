@@ -90,6 +90,9 @@ def test_slots_release_and_restart_adoption(ring):
     assert slots.in_flight == 0 and ring.is_free(pub.slot) and not slots.has_staged()
     (meta, _), _ = _write(slots, ring)
     slots.take_staged()
+    assert meta.slot == pub.slot
+    slots.release(pub)                          # an older frame of that slot: the newer one stays
+    assert slots.in_flight == 1 and not ring.is_free(meta.slot)
     again = SlotAllocator(ring, reclaim_after_s=2.0, next_seq=meta.seq + 1)   # a restarted capture
     assert again.in_flight == 1 and again.next_seq == meta.seq + 1
     assert slots.discard_staged() is False

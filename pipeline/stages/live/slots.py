@@ -114,7 +114,8 @@ class SlotAllocator:
     def release(self, meta: FrameMeta) -> None:
         """A published frame ``meta`` was given up before it went out: its slot is free again."""
         with self.lock:
-            if self.published.pop(meta.slot, None) is not None:
+            if self.published.get(meta.slot, (None,))[0] == meta.seq:   # not reclaimed meanwhile
+                del self.published[meta.slot]
                 self.ring.release(meta.slot, meta.seq)
 
     def has_staged(self) -> bool:
