@@ -82,8 +82,8 @@ def clean_stale() -> Tuple[int, int]:
         if pid_dead(_owner_pid(path)) and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
             dirs += not os.path.exists(path)
-    if shm or dirs:
-        log.info("removed %d stale shared-memory segment(s) and %d ipc folder(s) of dead runs", shm, dirs)
+    if shm or dirs:  # routine after a crash: nothing for the user to do
+        log.debug("removed %d stale shared-memory segment(s) and %d ipc folder(s) of dead runs", shm, dirs)
     return shm, dirs
 
 
