@@ -252,12 +252,27 @@ class CpuModel:
         self._compiled: Dict[int, Tuple[object, object, list]] = {}
         self.request(1)  # compile now: a precision the CPU cannot run fails here, not mid-stream
 
+    def _compile(self):
+        """Compile (or load from the cache) the model as reshaped. OpenVINO's cache is not safe for
+        two processes writing one file (two infer workers: "cannot set permissions"): one process
+        at a time holds the cache folder's lock; a cache that still fails is bypassed."""
+        import fcntl  # noqa: PLC0415
+        cache = Path(self.config["CACHE_DIR"])
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with open(cache / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return self.core.compile_model(self.model, "CPU", self.config)
+        except (RuntimeError, OSError) as e:
+            log.debug("compiled-model cache %s not used: %s", cache, e)
+        return self.core.compile_model(self.model, "CPU", {k: v for k, v in self.config.items() if k != "CACHE_DIR"})
+
     def request(self, batch: int):
         if batch not in self._compiled:
             w, h = self.input_size
             self.model.reshape([batch, self.channels, h, w])
             try:
-                compiled = self.core.compile_model(self.model, "CPU", self.config)
+                compiled = self._compile()
             except RuntimeError as e:
                 raise BackendUnavailable(f"OpenVINO cannot compile {self.path.name} in {self.precision} "
                                          f"on {cpu_info().describe()}: {str(e).strip().splitlines()[-1]}")
