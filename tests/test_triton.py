@@ -19,7 +19,7 @@ import pytest
 
 from assets import IMAGES, VIDEO
 from mqtt_broker import free_port
-from procs import wait_for
+from procs import stage_pid, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = IMAGES / "dog.jpg"
@@ -506,17 +506,6 @@ def test_file_run_survives_the_server_killed_and_restarted(tmp_path):
     assert rep["stages"]["infer"]["remote"]["shm"] is True
 
 
-def _child_named(parent: int, name: str) -> int:
-    """The pid of ``parent``'s child whose process name (prctl) is ``name``."""
-    for pid in subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split():
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"no process {name} under {parent}")
-
-
 @needs_server
 def test_infer_restarted_while_the_server_is_down_waits_for_it(tmp_path):
     """A live run: the server SIGKILLed, then the infer stage too (the supervisor restarts it
@@ -547,7 +536,8 @@ def test_infer_restarted_while_the_server_is_down_waits_for_it(tmp_path):
             first.kill()
             for pid in stubs:
                 wait_for(lambda: _gone(pid), 30, "the killed server's stub to go")
-            os.kill(_child_named(run.pid, "tp-infer"), signal.SIGKILL)
+            infer = wait_for(lambda: max(stage_pid(run.pid, "infer"), 0), 30, "tp-infer")
+            os.kill(infer, signal.SIGKILL)
             # the restarted stage waits: the run goes on, and says so
             wait_for(lambda: "waiting for the Triton server" in log() or run.poll() is not None, 120,
                      "the restarted infer to wait for the server")
